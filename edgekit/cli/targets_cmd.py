@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from edgekit.cli.common import console
+
+
+@click.command("targets")
+@click.option("--json", "as_json", is_flag=True)
+def command(as_json: bool) -> None:
+    """List installed export targets with their platform and capabilities."""
+    from edgekit.targets.registry import targets
+
+    found = targets()
+    if as_json:
+        import json
+        from dataclasses import asdict
+
+        click.echo(json.dumps([{"name": t.name, "aliases": list(t.aliases), "platform": t.platform,
+                                "capabilities": asdict(t.capabilities)} for t in found], indent=2))
+        return
+    if not found:
+        console.print("no targets installed: pip install -e targets/executorch targets/onnx targets/coreml")
+        return
+    table = Table(title="installed targets")
+    for col in ("name", "aliases", "platform", "quant schemes", "kv cache", "per-op profiling", "runs here"):
+        table.add_column(col)
+    for t in found:
+        c = t.capabilities
+        table.add_row(t.name, ", ".join(t.aliases), t.platform, ", ".join(c.quant_schemes), ", ".join(c.kv_cache),
+                      "yes" if c.per_op_profiling else "no", "yes" if c.host_runnable else "no")
+    console.print(table)
