@@ -16,8 +16,8 @@ GROUP = "edgekit.targets"
 def _installed() -> dict[str, Target]:
     found: dict[str, Target] = {}
     for ep in entry_points(group=GROUP):
-        factory = ep.load()  # loads only the plugin's light module; heavy imports happen inside its methods
-        target = factory() if callable(factory) and not hasattr(factory, "capabilities") else factory
+        obj = ep.load()  # loads only the plugin's light module; heavy imports happen inside its methods
+        target = obj() if isinstance(obj, type) else obj  # a Target class or a ready instance
         if target.name in found:
             raise RuntimeError(f"two plugins register the target name {target.name!r}")
         found[target.name] = target
