@@ -135,3 +135,11 @@ class Target(Protocol):
     def device_assets(self, artifact: Artifact) -> list[Path]:
         """Files a device needs beside the artifact (kernel libraries, sources)."""
         ...
+
+    def standalone_session(self) -> Path | None:
+        """A self-contained Python module (imports only the target's runtime + numpy + stdlib) defining
+        `open_session(folder, threads=None, profile_dir=None)`, returning an object with `reset()`,
+        `forward(tokens, input_pos) -> np.ndarray`, `max_seq_len`, `last_logits_only` and optionally
+        `op_profile() -> list[dict]`. `folder` holds the artifact files and artifact.json or manifest.json.
+        Device runners (ssh boards) and the host Session both use it; None where no such runner exists."""
+        ...
