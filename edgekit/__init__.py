@@ -18,4 +18,15 @@ def export(model, target: str, **spec):
     return _export(model, target, **spec)
 
 
-__all__ = ["EdgeModel", "EdgekitError", "ModelConfig", "__version__", "export", "get_target", "load", "targets"]
+def __getattr__(name: str):
+    # edgekit.bundle (callable: edgekit.bundle(model, target=...)) and edgekit.Bundle, imported on first use
+    if name in ("bundle", "Bundle"):
+        import importlib
+
+        mod = importlib.import_module("edgekit.bundle")
+        return mod if name == "bundle" else mod.Bundle
+    raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
+
+
+__all__ = ["Bundle", "EdgeModel", "EdgekitError", "ModelConfig", "__version__", "bundle", "export", "get_target", "load",
+           "targets"]

@@ -1,0 +1,231 @@
+"""edgekit.bundle(): export (or take an existing artifact) and write an app-ready bundle, atomically."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekit.bundle.manifest import MANIFEST, SCHEMA_VERSION, file_table
+from edgekit.bundle.staging import clean_stale, finalize, staging_dir
+from edgekit.errors import BundleError, OutputPathError
+from edgekit.targets.base import Artifact
+
+if TYPE_CHECKING:
+    from edgekit.bundle.reader import Bundle
+    from edgekit.model.edge_model import EdgeModel
+    from edgekit.model.tokenizer import Tokenizer
+    from edgekit.targets.base import Target
+
+log = logging.getLogger(__name__)
+RUNNER_ENTRY = "open_session"
+
+
+def resolve_targets(target: str | list[str] | tuple[str, ...] | None) -> list[Target]:
+    """"all" -> every installed target; "a,b" or a list -> those; aliases accepted; duplicates dropped."""
+    from edgekit.targets.registry import get_target, targets
+
+    if target is None:
+        raise BundleError("no target given; pass target='android' | 'ios' | 'iot' (or a list, or 'all')")
+    names = [target] if isinstance(target, str) else list(target)
+    names = [n.strip() for item in names for n in item.split(",") if n.strip()]
+    if names == ["all"]:
+        found = targets()
+        if not found:
+            get_target("all")  # raises UnknownTarget saying nothing is installed
+        return found
+    out: dict[str, Target] = {}
+    for n in names:
+        t = get_target(n)
+        out.setdefault(t.name, t)
+    return list(out.values())
+
+
+def bundle_name(model_name: str, target: Target, quant: str) -> str:
+    return f"{model_name}-{target.name}-{quant}"
+
+
+def bundle(source: EdgeModel | Artifact | str | Path, target: str | list[str] | None = None, *,
+           out: str | Path = "dist", quant: str | None = None, max_seq_len: int | None = None,
+           kv_cache: str = "fp32", last_logits_only: bool = True, zip: bool = False, force: bool = False,
+           name: str | None = None, validate: bool = True, tokenizer: Tokenizer | None = None,
+           show_progress: bool | None = None, **options: Any) -> Bundle | list[Bundle]:
+    """Write an app-ready bundle into the folder `out` (as `<name>/` or `<name>.zip`); returns the opened Bundle.
+
+    `source` is an EdgeModel, a checkpoint path / built-in name (exported on the way, once per target, from one
+    load), an Artifact, or an artifact folder. `target` is a name, alias, list, or "all" (a list if several).
+    Nothing half-written is ever left at the output path; an existing one is refused unless force=True.
+    """
+    out_dir = Path(out)
+    if isinstance(source, (str, Path)) and (Path(source) / "artifact.json").is_file():
+        source = Artifact.load(source)
+    if isinstance(source, Artifact):
+        if target is not None and resolve_targets(target)[0].name != source.target:
+            raise BundleError(f"the artifact at {source.path} is for target {source.target!r}, not {target!r}")
+        b = _bundle_artifact(source, out_dir, zip=zip, force=force, name=name, tokenizer=tokenizer)
+        return b
+    from edgekit.model.edge_model import EdgeModel
+    from edgekit.model.load import load
+
+    model = source if isinstance(source, EdgeModel) else load(source)
+    tok = tokenizer or model.tokenizer  # TokenizerError now, before any export
+    tgts = resolve_targets(target)
+    if name and len(tgts) > 1:
+        raise BundleError(f"name={name!r} names one bundle but {len(tgts)} targets were asked for; leave name unset")
+    plan = []
+    for t in tgts:  # check every output path before the first (slow) export
+        q = quant or t.capabilities.default_quant
+        final = _final_path(out_dir, name or bundle_name(model.name, t, q), zip)
+        _check_out(final, force)
+        plan.append((t, q, final))
+    made = [_export_and_bundle(model, tok, t, q, final, force=force, zip=zip, max_seq_len=max_seq_len,
+                               kv_cache=kv_cache, last_logits_only=last_logits_only, validate=validate,
+                               show_progress=show_progress, options=options) for t, q, final in plan]
+    return made[0] if isinstance(target, str) and target != "all" and "," not in target else made
+
+
+def _final_path(out_dir: Path, name: str, zip: bool) -> Path:
+    return out_dir / (f"{name}.zip" if zip else name)
+
+
+def _check_out(final: Path, force: bool) -> None:
+    if final.exists() and not force:
+        raise OutputPathError(f"{final} already exists; choose another output folder or pass force=True (--force)")
+
+
+def _export_and_bundle(model: EdgeModel, tok: Tokenizer, tgt: Target, quant: str, final: Path, *, force: bool,
+                       zip: bool, validate: bool, options: dict[str, Any], **spec: Any) -> Bundle:
+    from edgekit.export_api import export
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(final)
+    with staging_dir(final) as stage:
+        art = export(model, tgt.name, quant=quant, out=stage / "artifact", validate=validate, **spec, **options)
+        folder = stage / final.name.removesuffix(".zip")
+        assemble(folder, art, tgt, tok, move=True)
+        return finalize(folder, final, zip=zip, force=force)
+
+
+def _bundle_artifact(art: Artifact, out_dir: Path, *, zip: bool, force: bool, name: str | None,
+                     tokenizer: Tokenizer | None) -> Bundle:
+    from edgekit.targets.registry import get_target
+
+    tgt = get_target(art.target)
+    model_name = art.metadata.get("model", {}).get("name") or art.path.name
+    final = _final_path(out_dir, name or bundle_name(model_name, tgt, art.metadata.get("quant", "fp32")), zip)
+    _check_out(final, force)
+    tok = tokenizer or tokenizer_for_artifact(art)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(final)
+    with staging_dir(final) as stage:
+        folder = stage / final.name.removesuffix(".zip")
+        assemble(folder, art, tgt, tok, move=False)
+        return finalize(folder, final, zip=zip, force=force)
+
+
+def tokenizer_for_artifact(art: Artifact) -> Tokenizer:
+    """The tokenizer of the checkpoint the artifact came from (its recorded source), checked by sha256 where known."""
+    from edgekit.export_api import file_sha256
+    from edgekit.model.load import load
+
+    facts = art.metadata.get("model", {})
+    src = Path(facts.get("source", ""))
+    if not facts.get("source") or not src.exists():
+        raise BundleError(f"the artifact at {art.path} records its checkpoint as {str(src)!r}, which is not here; "
+                          "pass the tokenizer (tokenizer=model.tokenizer) or bundle from the model")
+    if src.is_file() and facts.get("source_sha256") and file_sha256(src) != facts["source_sha256"]:
+        raise BundleError(f"{src} changed since the artifact at {art.path} was exported (sha256 differs); "
+                          "re-export, or pass tokenizer= explicitly")
+    if src.is_dir():
+        from edgekit.model.tokenizer import Tokenizer
+
+        return Tokenizer.from_folder(src, tuple(art.metadata.get("eos_ids", ())))
+    return load(src).tokenizer
+
+
+def _place(src: Path, dst: Path, move: bool) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if move:
+        os.replace(src, dst)
+    elif src.is_dir():
+        shutil.copytree(src, dst)
+    else:
+        shutil.copy2(src, dst)
+
+
+def assemble(folder: Path, art: Artifact, tgt: Target, tok: Tokenizer, *, move: bool) -> dict[str, Any]:
+    """Lay the bundle out in `folder` (artifact files, tokenizer, kernels, runner, README, manifest)."""
+    from edgekit.bundle.readme import render_readme
+
+    folder.mkdir(parents=True)
+    for rel in art.files:
+        if not (art.path / rel).exists():
+            raise BundleError(f"the artifact at {art.path} lists {rel!r} but the file is not there")
+        _place(art.path / rel, folder / rel, move)
+    from edgekit.bundle.facts import write_tokenizer
+
+    tok_files = write_tokenizer(tok, folder)
+    kernels = []
+    for asset in tgt.device_assets(art) or []:
+        asset = Path(asset)
+        _place(asset, folder / "kernels" / asset.name, move=False)
+        kernels.append(f"kernels/{asset.name}")
+    runner = _standalone(tgt)
+    if runner is not None:
+        shutil.copy2(runner, folder / runner.name)
+    doc = manifest_for(folder.name, art, tgt, tok, tok_files, kernels, runner.name if runner else None)
+    (folder / "README.md").write_text(render_readme(doc), encoding="utf-8")
+    doc["files"] = file_table(folder)
+    (folder / MANIFEST).write_text(json.dumps(doc, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    return doc
+
+
+def _standalone(tgt: Target) -> Path | None:
+    fn = getattr(tgt, "standalone_session", None)
+    path = fn() if callable(fn) else None
+    if path is not None and not Path(path).is_file():
+        raise BundleError(f"target {tgt.name!r} names its standalone session {path}, which does not exist")
+    return Path(path) if path is not None else None
+
+
+def _json_default(o: Any) -> Any:
+    from edgekit.targets.base import _jsonable
+
+    return _jsonable(o)
+
+
+def manifest_for(name: str, art: Artifact, tgt: Target, tok: Tokenizer, tok_files: list[str],
+                 kernels: list[str], runner: str | None) -> dict[str, Any]:
+    """The manifest (schema SCHEMA_VERSION) without `files`, which is filled once every file is written."""
+    import edgekit
+    from edgekit.bundle.facts import chat_format, generation_settings, io_signature, model_entry, target_entry
+
+    md = art.metadata
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "edgekit_version": edgekit.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "name": name,
+        "model": model_entry(md, tok),
+        "target": target_entry(tgt, md),
+        "artifact": {"files": list(art.files), "main": art.files[0], "target": art.target, "metadata": md},
+        "quant": md.get("quant", "fp32"),
+        "kv_cache": md.get("kv_cache", "fp32"),
+        "max_seq_len": int(md["max_seq_len"]),
+        "last_logits_only": bool(md.get("last_logits_only", False)),
+        "io": io_signature(md),
+        "tokenizer": {"file": "tokenizer.json", "bos_id": tok.bos_id, "bos_token": tok.bos_token,
+                      "eos_token": tok.eos_token, "add_bos": tok.add_bos,
+                      "stop_ids": [int(i) for i in dict.fromkeys(list(md.get("eos_ids", [])) + list(tok.stop_ids))],
+                      "chat_template_file": "chat_template.jinja" if "chat_template.jinja" in tok_files else None,
+                      "config_file": "tokenizer_config.json", "chat_format": chat_format(tok)},
+        "generation": generation_settings(md.get("generation_defaults", {})),
+        "kernels": kernels,
+        "runner": {"file": runner, "entry": RUNNER_ENTRY} if runner else None,
+        "files": {},
+        "validation": md.get("validation") or {},
+    }
+    return doc

@@ -1,0 +1,101 @@
+"""Manifest entries derived from an artifact's metadata and its target (no target-specific knowledge here)."""
+from __future__ import annotations
+
+from importlib import metadata as _md
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgekit.model.tokenizer import Tokenizer
+    from edgekit.targets.base import Target
+
+GENERATION_DEFAULTS = {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 256}
+
+
+def model_entry(md: dict[str, Any], tok: Tokenizer) -> dict[str, Any]:
+    facts = dict(md.get("model", {}))
+    source = facts.get("source")
+    facts["source"] = Path(source).name if source else "unknown"  # the file name, not this host's path
+    facts.setdefault("vocab_size", md.get("vocab_size", tok.vocab_size))
+    facts.setdefault("name", "model")
+    facts.setdefault("family", "unknown")
+    facts.setdefault("parameters", 0)
+    facts.setdefault("source_sha256", None)
+    return facts
+
+
+def _attr(obj: Any, name: str) -> Any:
+    v = getattr(obj, name, None)
+    return v() if callable(v) else v
+
+
+def target_entry(tgt: Target, md: dict[str, Any]) -> dict[str, Any]:
+    """name, platform, runtime, runtime_version, min_os: the artifact's metadata first, then the target's attributes."""
+    runtime = md.get("runtime") or _attr(tgt, "runtime") or tgt.name
+    version = md.get("runtime_version") or _attr(tgt, "runtime_version")
+    if version is None:
+        try:
+            version = _md.version(str(runtime))  # the runtime's installed package, when it is named after it
+        except _md.PackageNotFoundError:
+            version = None
+    return {"name": tgt.name, "aliases": list(tgt.aliases), "platform": tgt.platform, "runtime": str(runtime),
+            "runtime_version": None if version is None else str(version),
+            "min_os": md.get("min_os") or _attr(tgt, "min_os")}
+
+
+def io_signature(md: dict[str, Any]) -> dict[str, Any]:
+    """The target's IO description when it records one (`io`), over the contract's generic signature."""
+    last = bool(md.get("last_logits_only", False))
+    vocab = md.get("vocab_size") or md.get("model", {}).get("vocab_size")
+    io: dict[str, Any] = {
+        "inputs": [{"name": "tokens", "dtype": "int64", "shape": [1, "T"]},
+                   {"name": "input_pos", "dtype": "int64", "shape": ["T"]}],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, 1 if last else "T", vocab]}],
+    }
+    given = md.get("io")
+    if isinstance(given, dict):
+        io.update(given)
+    return io
+
+
+def generation_settings(defaults: dict[str, Any]) -> dict[str, Any]:
+    gen = {**GENERATION_DEFAULTS, **{k: v for k, v in defaults.items() if v is not None}}
+    if gen.get("do_sample") is False:
+        gen["temperature"] = 0.0
+    return gen
+
+
+_SENTINEL = "\x00EDGEKIT_USER_MESSAGE\x00"
+
+
+def chat_format(tok: Tokenizer) -> dict[str, str] | None:
+    """The chat template rendered around one user message, split into the text before and after it, for apps
+    with no Jinja engine (Android): prompt = before + user text + after."""
+    if not tok.chat_template:
+        return None
+    from jinja2 import TemplateError
+
+    from edgekit.errors import EdgekitError
+
+    try:
+        text = tok.apply_chat_template([{"role": "user", "content": _SENTINEL}], add_generation_prompt=True)
+    except (EdgekitError, TemplateError, TypeError, ValueError):  # a template wanting more: apps render it
+        return None
+    if text.count(_SENTINEL) != 1:
+        return None
+    before, after = text.split(_SENTINEL)
+    return {"before": before, "after": after}
+
+
+def write_tokenizer(tok: Tokenizer, folder: Path) -> list[str]:
+    """tokenizer.json, chat_template.jinja and a tokenizer_config.json (what transformers and swift-transformers'
+    AutoTokenizer.from(modelFolder:) read); returns the file names."""
+    import json
+
+    files = tok.save(folder)
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": tok.bos_token, "eos_token": tok.eos_token,
+              "add_bos_token": tok.add_bos, "chat_template": tok.chat_template,
+              "model_max_length": None}
+    (folder / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None},
+                                                             indent=2), encoding="utf-8")
+    return [*files, "tokenizer_config.json"]

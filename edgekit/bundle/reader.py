@@ -1,0 +1,105 @@
+"""Bundle: an opened, verified bundle (folder or .zip) that can run on this host through its target's Session."""
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekit.bundle.verify import Report, verify_folder
+from edgekit.targets.base import Artifact
+
+if TYPE_CHECKING:
+    from edgekit.model.tokenizer import Tokenizer
+    from edgekit.runtime.generate import GenerationResult, StreamFn
+    from edgekit.targets.base import Session, Target
+
+
+def cache_root() -> Path:
+    """Where bundle .zip files are unpacked: $EDGEKIT_CACHE/bundles, else the user's cache folder."""
+    base = os.environ.get("EDGEKIT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME")
+                                                           or os.path.expanduser("~/.cache"), "edgekit")
+    return Path(base) / "bundles"
+
+
+class Bundle:
+    """A verified bundle. `path` is its folder (for a .zip: the unpacked copy; `source` is the zip)."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], source: Path, report: Report):
+        self.path, self.manifest, self.source, self.report = path, manifest, source, report
+
+    @classmethod
+    def open(cls, path: str | Path, *, check_target: bool = True, cache_dir: str | Path | None = None) -> Bundle:
+        """Open and verify a bundle folder or .zip: schema, every file's hash and size, the target installed.
+
+        Raises BundleError naming the problem (or UnknownTarget listing the installed targets).
+        """
+        from edgekit.errors import BundleError
+
+        source = Path(path)
+        if not source.exists():
+            raise BundleError(f"{source} does not exist; give a bundle folder or .zip")
+        folder = source
+        if source.is_file():
+            from edgekit.bundle.zipio import unpack
+
+            folder = unpack(source, Path(cache_dir) if cache_dir else cache_root())
+        report = verify_folder(folder, check_target=check_target)
+        return cls(folder, report.manifest, source, report)
+
+    def __repr__(self) -> str:
+        return f"Bundle({self.name!r}, target={self.manifest['target']['name']!r}, path={str(self.path)!r})"
+
+    # ---- what it holds ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def target(self) -> Target:
+        from edgekit.targets.registry import get_target
+
+        return get_target(self.manifest["target"]["name"])
+
+    @property
+    def artifact(self) -> Artifact:
+        """The artifact, rebuilt from the manifest's `artifact` entry over the bundle folder."""
+        a = self.manifest["artifact"]
+        return Artifact(path=self.path, target=a["target"], files=list(a["files"]), metadata=dict(a["metadata"]))
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        return tuple(self.manifest["tokenizer"]["stop_ids"])
+
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        from edgekit.model.tokenizer import Tokenizer
+
+        t = self.manifest["tokenizer"]
+        template = (self.path / t["chat_template_file"]).read_text(encoding="utf-8") \
+            if t.get("chat_template_file") else None
+        return Tokenizer((self.path / t["file"]).read_text(encoding="utf-8"), template, t.get("bos_token"),
+                         t.get("eos_token"), bool(t.get("add_bos", False)), tuple(t["stop_ids"]))
+
+    # ---- running on this host --------------------------------------------------------------------
+    def session(self, **options: Any) -> Session:
+        """The target's host Session over this bundle's own files (MissingDependency where this host can't)."""
+        return self.target.session(self.artifact, **options)
+
+    def generate(self, prompt: str, *, chat: bool = False, system: str | None = None,
+                 stream: StreamFn | None = None, session: Session | None = None,
+                 **sampling: Any) -> GenerationResult:
+        """Generate with the bundle's artifact, its stop tokens and generation defaults; sampling options override."""
+        from edgekit.runtime.generate import generate_text
+
+        sess = session if session is not None else self.session()
+        defaults = dict(self.manifest["generation"])
+        sampling = {k: v for k, v in sampling.items() if v is not None}
+        sampling.setdefault("max_new_tokens", int(defaults.get("max_new_tokens", 128)))
+        return generate_text(sess, self.tokenizer, prompt, chat=chat, system=system, stream=stream,
+                             defaults=defaults, stop_ids=self.stop_ids, **sampling)
+
+    def verify(self) -> Report:
+        """Verify again (the files may have changed since open)."""
+        self.report = verify_folder(self.path)
+        return self.report

@@ -1,0 +1,51 @@
+"""The bundle's README.md: rendered from a Jinja template with the matching sample app's own code."""
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from edgekit.bundle.manifest import MANIFEST
+
+TEMPLATES = Path(__file__).parent / "templates"
+# platform -> (sample folder, file holding the loading code, code-fence language)
+SAMPLES = {
+    "linux": ("samples/iot", "chat.py", "python"),
+    "android": ("samples/android", "app/src/main/java/dev/edgekit/sample/BundleRunner.kt", "kotlin"),
+    "ios": ("samples/ios", "Sources/EdgekitSample/BundleRunner.swift", "swift"),
+}
+_MARKED = re.compile(r"edgekit-readme:begin[^\n]*\n(.*?)\n[^\n]*edgekit-readme:end", re.DOTALL)
+
+
+def samples_root() -> Path | None:
+    """The samples/ folder of a source checkout (absent from an installed wheel)."""
+    root = Path(__file__).resolve().parents[2] / "samples"
+    return root if root.is_dir() else None
+
+
+@cache
+def sample_code(platform: str) -> tuple[str, str, str] | None:
+    """(sample path, language, marked excerpt) for a platform, or None when the samples are not available."""
+    if platform not in SAMPLES or samples_root() is None:
+        return None
+    folder, rel, lang = SAMPLES[platform]
+    path = samples_root().parent / folder / rel
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    m = _MARKED.search(text)
+    return f"{folder}/{rel}", lang, (m.group(1) if m else text).strip("\n")
+
+
+def render_readme(manifest: dict[str, Any]) -> str:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(loader=FileSystemLoader(TEMPLATES), keep_trailing_newline=True, trim_blocks=True,
+                      lstrip_blocks=True, undefined=StrictUndefined, autoescape=False)
+    platform = manifest["target"]["platform"]
+    sample = sample_code(platform)
+    files = sorted(manifest["files"]) if manifest["files"] else []
+    return env.get_template("README.md.j2").render(
+        m=manifest, platform=platform, sample=sample, manifest_name=MANIFEST, files=files,
+        sample_folder=SAMPLES.get(platform, ("samples", "", ""))[0])

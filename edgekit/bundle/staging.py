@@ -1,0 +1,76 @@
+"""Atomic output: everything is written in a hidden staging folder beside the output, then renamed into place."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgekit.bundle.reader import Bundle
+
+log = logging.getLogger(__name__)
+PARTIAL = ".partial-"
+
+
+def _partial_prefix(final: Path) -> str:
+    return f".{final.name}{PARTIAL}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(final: Path) -> None:
+    """Remove staging folders of earlier runs for the same output that were killed (their process is gone)."""
+    if not final.parent.is_dir():
+        return
+    for p in final.parent.glob(_partial_prefix(final) + "*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by a killed run", p)
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staging_dir(final: Path) -> Iterator[Path]:
+    """A fresh hidden folder beside `final` (same filesystem, so the last step is a rename); always removed."""
+    stage = final.parent / f"{_partial_prefix(final)}{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def finalize(folder: Path, final: Path, *, zip: bool, force: bool) -> Bundle:
+    """Move the finished bundle folder to `final` (or zip it there) in one rename; verify and open the result."""
+    from edgekit.bundle.reader import Bundle
+
+    Bundle.open(folder)  # what we wrote must verify before it appears at the output path
+    if zip:
+        from edgekit.bundle.zipio import write_zip
+
+        if final.is_dir() and force:
+            shutil.rmtree(final)
+        write_zip(folder, final)  # written as a hidden file, then os.replace
+    else:
+        old = None
+        if final.exists() and force:
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+        folder.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    log.info("wrote bundle %s", final)
+    return Bundle.open(final)

@@ -1,0 +1,86 @@
+"""Check a bundle folder against its manifest: schema, every file's size and sha256, nothing missing or unlisted."""
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.bundle.manifest import MANIFEST, check_schema, file_sha256, walk_files
+from edgekit.errors import BundleError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    """What a verification looked at (every check passed if you hold one)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    files_checked: int = 0
+    bytes_checked: int = 0
+    checks: list[str] = field(default_factory=list)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{folder} is not an edgekit bundle: it has no {MANIFEST}")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path} is not valid JSON ({e}); the bundle is damaged") from None
+    check_schema(doc, str(path))
+    return doc
+
+
+def verify_folder(folder: str | Path, *, check_target: bool = True) -> Report:
+    """Verify everything in `folder`; the first problem class found raises BundleError naming every bad file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BundleError(f"{folder} is not a bundle folder (or .zip)")
+    doc = read_manifest(folder)
+    report = Report(path=folder, manifest=doc, checks=[f"manifest schema {doc['schema_version']}"])
+    listed: dict[str, dict[str, Any]] = doc["files"]
+    _refuse_links(folder)
+    missing = [rel for rel in listed if not (folder / rel).is_file()]
+    if missing:
+        raise BundleError(f"bundle {folder} is incomplete: missing file(s) {', '.join(sorted(missing))}")
+    unlisted = sorted(set(walk_files(folder)) - set(listed))
+    if unlisted:
+        raise BundleError(f"bundle {folder} has file(s) not in its manifest: {', '.join(unlisted)}; "
+                          "files added after bundling are refused")
+    bad = []
+    for rel, entry in sorted(listed.items()):
+        p = folder / rel
+        size = p.stat().st_size
+        if size != entry["bytes"]:
+            bad.append(f"{rel} ({size} bytes, manifest says {entry['bytes']})")
+        elif file_sha256(p) != entry["sha256"]:
+            bad.append(f"{rel} (sha256 differs from the manifest)")
+        report.files_checked += 1
+        report.bytes_checked += size
+    if bad:
+        raise BundleError(f"bundle {folder}: file(s) changed after bundling: {'; '.join(bad)}")
+    report.checks.append(f"{report.files_checked} files, sha256 and size")
+    if check_target:
+        from edgekit.targets.registry import get_target
+
+        tgt = get_target(doc["target"]["name"])  # UnknownTarget lists the installed ones
+        if tgt.name != doc["target"]["name"]:
+            raise BundleError(f"manifest target {doc['target']['name']!r} is an alias; bundles record the canonical "
+                              f"name ({tgt.name!r})")
+        report.checks.append(f"target {tgt.name} installed")
+    log.info("verified %s: %s", folder, ", ".join(report.checks))
+    return report
+
+
+def _refuse_links(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        mode = p.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            raise BundleError(f"bundle {folder} contains a symbolic link {p.relative_to(folder)}; bundles hold "
+                              "regular files only")

@@ -1,0 +1,110 @@
+"""Zip a bundle folder, and unpack a bundle .zip safely: nothing is ever written outside the destination."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+
+from edgekit.bundle.manifest import MANIFEST, safe_relpath
+from edgekit.errors import BundleError
+
+log = logging.getLogger(__name__)
+_MAX_UNPACKED = 64 << 30   # refuse zip bombs claiming more than 64 GB
+
+
+def write_zip(folder: Path, dest: Path) -> None:
+    """Zip `folder` as `<folder name>/...` entries into `dest` (written beside it, then renamed)."""
+    tmp = dest.with_name(f".{dest.name}.partial-zip-{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+            for p in sorted(folder.rglob("*")):
+                if p.is_file():
+                    zf.write(p, f"{folder.name}/{p.relative_to(folder).as_posix()}")
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def zip_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _entries(zf: zipfile.ZipFile, zpath: Path) -> tuple[str, list[zipfile.ZipInfo]]:
+    """The common top folder ('' if none) and the file entries; refuses unsafe names, links and bombs."""
+    infos = zf.infolist()
+    total = 0
+    for info in infos:
+        name = info.filename.rstrip("/") if info.is_dir() else info.filename
+        if not safe_relpath(name):
+            raise BundleError(f"{zpath}: entry {info.filename!r} points outside its folder; refused (nothing unpacked)")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise BundleError(f"{zpath}: entry {info.filename!r} is a symbolic link; refused (nothing unpacked)")
+        total += info.file_size
+    if total > _MAX_UNPACKED:
+        raise BundleError(f"{zpath} claims {total} unpacked bytes (more than {_MAX_UNPACKED}); refused")
+    files = [i for i in infos if not i.is_dir()]
+    names = [i.filename for i in files]
+    if MANIFEST in names:
+        return "", files
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) == 1 and f"{next(iter(tops))}/{MANIFEST}" in names:
+        return next(iter(tops)), files
+    raise BundleError(f"{zpath} is not a bundle zip: no {MANIFEST} at its root or in a single top folder")
+
+
+def unpack(zpath: Path, cache_root: Path) -> Path:
+    """Unpack `zpath` into cache_root/<sha256 prefix>/<name> (reused when already there); returns the bundle folder."""
+    try:
+        zf = zipfile.ZipFile(zpath)
+    except zipfile.BadZipFile as e:
+        raise BundleError(f"{zpath} is truncated or not a zip file ({e})") from None
+    except OSError as e:
+        raise BundleError(f"{zpath} cannot be read ({e})") from None
+    with zf:
+        top, files = _entries(zf, zpath)
+        key = zip_sha256(zpath)[:20]
+        dest_root = cache_root / key
+        folder = dest_root / (top or zpath.stem)
+        if (folder / MANIFEST).is_file():
+            return folder  # already unpacked; the caller verifies every hash anyway
+        cache_root.mkdir(parents=True, exist_ok=True)
+        tmp = cache_root / f".{key}.partial-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            base = (tmp / (top or zpath.stem)).resolve()
+            for info in files:
+                rel = info.filename[len(top) + 1:] if top else info.filename
+                target = (base / rel).resolve()
+                if not target.is_relative_to(base):  # belt and braces after safe_relpath
+                    raise BundleError(f"{zpath}: entry {info.filename!r} points outside its folder; refused")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 22)
+            shutil.rmtree(dest_root, ignore_errors=True)
+            tmp.rename(dest_root)
+        except zipfile.BadZipFile as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise BundleError(f"{zpath} is damaged ({e})") from None
+        except (EOFError, zlib_error()) as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise BundleError(f"{zpath} is truncated or damaged ({e})") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    log.info("unpacked %s into %s", zpath, folder)
+    return folder
+
+
+def zlib_error() -> type[Exception]:
+    import zlib
+
+    return zlib.error

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import click
+
+from edgekit.cli.common import MODEL_ARG, console, human_bytes
+
+
+@click.command("bundle")
+@MODEL_ARG
+@click.option("--target", "-t", "target", default=None, help="android | ios | iot (any target name or alias).")
+@click.option("--targets", "targets", default=None, help="Several at once from one load: 'all' or a comma list.")
+@click.option("--quant", "-q", default=None, help="Quantization scheme (default: each target's).")
+@click.option("--max-seq-len", type=int, default=None, help="KV-cache length (default 512).")
+@click.option("--kv-cache", default="fp32", show_default=True, help="KV-cache dtype: fp32 or int8 where supported.")
+@click.option("--zip", "as_zip", is_flag=True, help="Write <name>.zip instead of a folder.")
+@click.option("--name", default=None, help="Bundle name (default <model>-<target>-<quant>; one target only).")
+@click.option("--out", "-o", type=click.Path(), default="dist", show_default=True, help="Folder to write bundles in.")
+@click.option("--no-validate", is_flag=True, help="Skip the export's parity check (not recommended).")
+@click.option("--force", is_flag=True, help="Replace an existing bundle at the output path.")
+def command(model, target, targets, quant, max_seq_len, kv_cache, as_zip, name, out, no_validate, force) -> None:
+    """Export MODEL (a checkpoint, built-in name, or an exported artifact folder) into app-ready bundle(s)."""
+    from edgekit.bundle import bundle
+
+    if bool(target) == bool(targets):
+        raise click.UsageError("give exactly one of --target NAME or --targets all|a,b")
+    made = bundle(model, target=target or targets.split(","), out=out, quant=quant, max_seq_len=max_seq_len,
+                  kv_cache=kv_cache, zip=as_zip, name=name, force=force, validate=not no_validate)
+    for b in made if isinstance(made, list) else [made]:
+        m = b.manifest
+        size = sum(f["bytes"] for f in m["files"].values())
+        v = m["validation"]
+        fig = f", max |Δlogit| {v['max_abs_logit_diff']:.3g}" if "max_abs_logit_diff" in v else ""
+        console.print(f"[green]wrote[/] {b.source} ({m['target']['name']}, {m['quant']}, {len(m['files'])} files, "
+                      f"{human_bytes(size)}{fig})")

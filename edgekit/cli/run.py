@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import click
+
+from edgekit.cli.common import console, sampling_options, stream_printer
+
+
+@click.command("run")
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path())
+@click.option("--prompt", "-p", required=True)
+@click.option("--chat", is_flag=True, help="Wrap the prompt in the bundle's chat template.")
+@click.option("--system", default=None, help="System message (with --chat).")
+@click.option("--hide-reasoning", is_flag=True, help="Do not print <think> reasoning.")
+@sampling_options
+def command(bundle_path, prompt, chat, system, hide_reasoning, **sampling) -> None:
+    """Generate from a bundle's own artifact on this host (folder or .zip; verified first)."""
+    from edgekit.bundle import Bundle
+
+    b = Bundle.open(bundle_path)
+    res = b.generate(prompt, chat=chat, system=system, stream=stream_printer(not hide_reasoning), **sampling)
+    console.print()
+    console.print(f"[dim]{len(res.token_ids)} tokens, stop: {res.stop_reason}, ttft {res.time_to_first_token_s*1000:.0f} "
+                  f"ms, prefill {res.prefill_tokens_per_s:.1f} tok/s, decode {res.decode_tokens_per_s:.1f} tok/s[/]")
