@@ -1,0 +1,51 @@
+"""Int8CachedAttention: the drop-in `attend` module holding an int8 KV cache, and the swap that installs it."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edgekit.kernels import ops  # noqa: F401  (registers torch.ops.edgekit.*)
+
+
+class Int8CachedAttention(nn.Module):
+    """forward(q [1,T,Hq,D], k, v [1,T,Hkv,D], input_pos [T], mask) -> [1,T,Hq*D], same contract as CachedAttention.
+
+    The cache is int8 [1, S, Hkv, D] plus one fp32 scale per (position, kv head) [1, S, Hkv]: for D = 64 that is
+    (64 + 4) / (4 * 64) = 0.27x the bytes of an fp32 cache. The additive mask is not read: the op is causal from
+    input_pos, which is exactly what the decoder's mask (causal_mask[input_pos]) encodes.
+    """
+
+    def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, max_seq_len: int):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        shape = (1, max_seq_len, n_kv_heads, head_dim)
+        # names end in k_cache / v_cache / *cache so Decoder.reset_cache() zeroes them
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=torch.int8, device="cpu"), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=torch.int8, device="cpu"), persistent=False)
+        self.register_buffer("k_scale_cache", torch.zeros(shape[:3], dtype=torch.float32, device="cpu"),
+                             persistent=False)
+        self.register_buffer("v_scale_cache", torch.zeros(shape[:3], dtype=torch.float32, device="cpu"),
+                             persistent=False)
+
+    def forward(self, q, k, v, input_pos, mask):
+        t = q.shape[1]
+        torch.ops.edgekit.update_int8_cache(k.float(), self.k_cache, self.k_scale_cache, input_pos)
+        torch.ops.edgekit.update_int8_cache(v.float(), self.v_cache, self.v_scale_cache, input_pos)
+        y = torch.ops.edgekit.attention(q.float(), self.k_cache, self.v_cache, self.k_scale_cache,
+                                        self.v_scale_cache, input_pos)
+        return y.to(q.dtype).reshape(1, t, self.n_heads * self.head_dim)
+
+    def cache_bytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers())
+
+
+def use_int8_kv_cache(decoder: nn.Module) -> nn.Module:
+    """Swap every `layers[i].attention.attend` of a Decoder for an Int8CachedAttention (in place); returns decoder.
+
+    Call it on the target's own decoder copy (and in `reference()`), never on a decoder shared with other code.
+    """
+    cfg = decoder.config
+    for layer in decoder.layers:
+        layer.attention.attend = Int8CachedAttention(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                                                     decoder.max_seq_len)
+    return decoder

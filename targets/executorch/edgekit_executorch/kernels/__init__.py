@@ -1,0 +1,58 @@
+"""edgekit's compiled kernels for ExecuTorch: int8 KV-cache attention (`edgekit::attention.out`) and the cache
+write (`edgekit::update_int8_cache.out`), registered with the runtime when the library loads.
+
+Sources in csrc/: attention_core.h (ExecuTorch-free core, with isa_portable.h / isa_avx2.h / isa_neon.h) and
+edgekit_kernels_et.cpp (the EXECUTORCH_LIBRARY wrapper + ctypes entry points). Built on first use (build.py).
+
+Hooks for the ExecuTorch target:
+- export time: `runtime_libraries()` -> the library paths to record as artifact metadata `custom_op_libraries`;
+  `source_files()` -> the sources a bundle ships for app builds.
+- load time: `load_kernel_library()` (the standalone session loads the recorded paths with ctypes RTLD_GLOBAL).
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+from pathlib import Path
+
+from edgekit_executorch.kernels.build import CSRC, SOURCES, build_kernel_library
+
+__all__ = ["build_kernel_library", "load_kernel_library", "runtime_libraries", "source_files"]
+
+_lock = threading.Lock()
+_loaded: dict[str, ctypes.CDLL] = {}
+
+
+def load_kernel_library(path: Path | None = None) -> ctypes.CDLL:
+    """Builds (if needed) and loads the library once per process, RTLD_GLOBAL, after ExecuTorch's pybindings so
+    its EXECUTORCH_LIBRARY registrations land in the same operator registry (libexecutorch.so) they use."""
+    from executorch.extension.pybindings import portable_lib  # noqa: F401  (loads libexecutorch.so first)
+
+    path = Path(path) if path is not None else build_kernel_library()
+    key = str(path.resolve())
+    with _lock:
+        if key not in _loaded:
+            lib = ctypes.CDLL(key, mode=ctypes.RTLD_GLOBAL)
+            _declare(lib)
+            _loaded[key] = lib
+        return _loaded[key]
+
+
+def runtime_libraries() -> list[Path]:
+    """What an int8-KV-cache .pte needs loaded before it runs (record as metadata `custom_op_libraries`)."""
+    return [build_kernel_library()]
+
+
+def source_files() -> list[Path]:
+    """The C++ sources an app build compiles in (core + ExecuTorch wrapper)."""
+    return [CSRC / name for name in SOURCES]
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.edgekit_attention_int8.argtypes = [p] * 7 + [i64] * 6 + [ctypes.c_int]
+    lib.edgekit_attention_int8.restype = ctypes.c_int
+    lib.edgekit_update_int8_cache.argtypes = [p] * 4 + [i64] * 4
+    lib.edgekit_update_int8_cache.restype = ctypes.c_int
+    lib.edgekit_kernels_isa.restype = ctypes.c_char_p
+    lib.edgekit_kernels_threads.restype = ctypes.c_int64

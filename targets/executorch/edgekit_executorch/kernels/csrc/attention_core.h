@@ -1,0 +1,219 @@
+// edgekit int8 KV-cache attention: the kernel core, free of ExecuTorch so it also builds into test programs.
+//
+// Semantics (edgekit/kernels/ops.py is the definition): q [T, Hq, D] fp32, caches [S, Hkv, D] int8 with fp32
+// scales [S, Hkv]; query row t sees cache positions j <= pos[t]; query head h reads kv head h / (Hq / Hkv).
+//
+// Flash-decoding layout: a work item is (kv head, block of query rows, split of the context). Its rows are
+// every query head of that kv head's group for a few consecutive tokens, so one pass over the cache serves
+// them all: each tile of K and V is dequantized once (int8 -> fp32, scales folded into scores and weights)
+// into an L1-sized scratch and read by every row. Softmax is online (running max, running sum, rescaled
+// accumulator). When kv heads x query blocks are too few to fill the threads (decode), the context is split
+// and the partial (max, sum, acc) of each split are merged at the end.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "isa_portable.h"
+#if defined(__AVX2__) && defined(__FMA__) && !defined(EDGEKIT_FORCE_PORTABLE)
+#include "isa_avx2.h"
+#define EDGEKIT_ISA avx2
+#define EDGEKIT_ISA_NAME "avx2"
+#elif defined(__ARM_NEON) && defined(__aarch64__) && !defined(EDGEKIT_FORCE_PORTABLE)
+#include "isa_neon.h"
+#define EDGEKIT_ISA neon
+#define EDGEKIT_ISA_NAME "neon"
+#else
+#define EDGEKIT_ISA portable
+#define EDGEKIT_ISA_NAME "portable"
+#endif
+
+namespace edgekit {
+
+struct AttentionArgs {
+  const float* q;      // [T, Hq, D]
+  const int8_t* k;     // [S, Hkv, D]
+  const int8_t* v;     // [S, Hkv, D]
+  const float* k_scale;  // [S, Hkv]
+  const float* v_scale;  // [S, Hkv]
+  const int64_t* pos;  // [T]
+  float* out;          // [T, Hq, D]
+  int64_t T, Hq, Hkv, D, S;
+  int64_t splits = 0;  // 0: choose from the thread count; > 0: force (tests cover the merge path with it)
+};
+
+inline const char* isa_name() { return EDGEKIT_ISA_NAME; }
+
+namespace detail {
+
+// SIMD primitives need d % 8 == 0 (every real head dim); anything else takes the portable loops.
+inline void cvt(const int8_t* s, float* d, int64_t n) {
+  if (n % 8 == 0) EDGEKIT_ISA::cvt_i8_f32(s, d, n); else portable::cvt_i8_f32(s, d, n);
+}
+inline void scores(const float* q, const float* kf, int64_t n, int64_t d, float* s) {
+  if (d % 8 == 0) EDGEKIT_ISA::scores(q, kf, n, d, s); else portable::scores(q, kf, n, d, s);
+}
+inline void axpy(const float* p, const float* vf, int64_t n, int64_t d, float alpha, float* acc) {
+  if (d % 8 == 0) EDGEKIT_ISA::axpy_rows(p, vf, n, d, alpha, acc); else portable::axpy_rows(p, vf, n, d, alpha, acc);
+}
+
+struct Plan {
+  int64_t group, rows_per_token, tokens_per_block, blocks, splits, tile, split_len;
+};
+
+inline Plan make_plan(const AttentionArgs& a, int64_t threads, int64_t ctx) {
+  Plan p;
+  p.group = a.Hq / a.Hkv;
+  p.rows_per_token = p.group;
+  p.tokens_per_block = std::max<int64_t>(1, std::min<int64_t>(a.T, 16 / p.group));
+  p.blocks = (a.T + p.tokens_per_block - 1) / p.tokens_per_block;
+  p.tile = std::max<int64_t>(16, 4096 / a.D);  // K and V tiles of tile x D floats stay in L1/L2
+  const int64_t base = a.Hkv * p.blocks;
+  int64_t splits = a.splits;
+  if (splits <= 0) {
+    const int64_t want = threads > 1 ? (2 * threads + base - 1) / base : 1;
+    splits = std::min<int64_t>(want, std::max<int64_t>(1, ctx / 256));
+  }
+  const int64_t tiles = (ctx + p.tile - 1) / p.tile;
+  p.splits = std::max<int64_t>(1, std::min<int64_t>(splits, tiles));
+  p.split_len = ((tiles + p.splits - 1) / p.splits) * p.tile;
+  return p;
+}
+
+struct Scratch {
+  std::vector<float> kf, vf, s, kss, vss;
+};
+
+// One work item: rows [row0, row0 + nrows) of kv head h over positions [p0, p1). Row r is token
+// t0 + r / group, query head h * group + r % group. Writes m, l, acc (unnormalized) per row.
+inline void attend_range(const AttentionArgs& a, const Plan& pl, int64_t h, int64_t t0, int64_t ntok, int64_t p0,
+                         int64_t p1, float* m, float* l, float* acc, Scratch& sc) {
+  const int64_t D = a.D, G = pl.group, nrows = ntok * G;
+  const float sm_scale = 1.0f / std::sqrt(static_cast<float>(D));
+  sc.kf.resize(pl.tile * D);
+  sc.vf.resize(pl.tile * D);
+  sc.s.resize(pl.tile);
+  sc.kss.resize(pl.tile);
+  sc.vss.resize(pl.tile);
+  for (int64_t r = 0; r < nrows; ++r) {
+    m[r] = -std::numeric_limits<float>::infinity();
+    l[r] = 0.f;
+    std::fill(acc + r * D, acc + (r + 1) * D, 0.f);
+  }
+  int64_t lim_max = 0;
+  for (int64_t t = t0; t < t0 + ntok; ++t) lim_max = std::max(lim_max, std::min(a.pos[t] + 1, a.S));
+  p1 = std::min(p1, lim_max);
+  const int64_t stride = a.Hkv * D;
+  for (int64_t j0 = p0; j0 < p1; j0 += pl.tile) {
+    const int64_t n = std::min(pl.tile, p1 - j0);
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t off = (j0 + j) * stride + h * D;
+      cvt(a.k + off, sc.kf.data() + j * D, D);
+      cvt(a.v + off, sc.vf.data() + j * D, D);
+      sc.kss[j] = a.k_scale[(j0 + j) * a.Hkv + h] * sm_scale;
+      sc.vss[j] = a.v_scale[(j0 + j) * a.Hkv + h];
+    }
+    for (int64_t r = 0; r < nrows; ++r) {
+      const int64_t t = t0 + r / G, qh = h * G + r % G;
+      const int64_t nr = std::min(n, std::min(a.pos[t] + 1, a.S) - j0);
+      if (nr <= 0) continue;
+      float* s = sc.s.data();
+      scores(a.q + (t * a.Hq + qh) * D, sc.kf.data(), nr, D, s);
+      float mt = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < nr; ++j) {
+        s[j] *= sc.kss[j];
+        mt = std::max(mt, s[j]);
+      }
+      const float m_new = std::max(m[r], mt);
+      const float alpha = std::exp(m[r] - m_new);  // exp(-inf) = 0 on the first visible tile
+      const float tile_sum = EDGEKIT_ISA::exp_shift_sum(s, nr, m_new);
+      for (int64_t j = 0; j < nr; ++j) s[j] *= sc.vss[j];
+      axpy(s, sc.vf.data(), nr, D, alpha, acc + r * D);
+      l[r] = l[r] * alpha + tile_sum;
+      m[r] = m_new;
+    }
+  }
+}
+
+}  // namespace detail
+
+// Runs the attention. `parallel(n, body)` must call body(begin, end) over a partition of [0, n);
+// `threads` is how many run at once (it only sizes the context splits).
+template <class Parallel>
+void attention_int8(const AttentionArgs& a, int64_t threads, Parallel&& parallel) {
+  int64_t ctx = 0;
+  for (int64_t t = 0; t < a.T; ++t) ctx = std::max(ctx, std::min(a.pos[t] + 1, a.S));
+  const detail::Plan pl = detail::make_plan(a, threads, ctx);
+  const int64_t D = a.D, rows = pl.tokens_per_block * pl.group, items = a.Hkv * pl.blocks * pl.splits;
+  // partial results per item: m[rows], l[rows], acc[rows * D]
+  const int64_t item_floats = rows * (D + 2);
+  std::vector<float> part(static_cast<size_t>(items * item_floats));
+  parallel(items, [&](int64_t begin, int64_t end) {
+    detail::Scratch sc;
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t split = it % pl.splits, hb = it / pl.splits, h = hb % a.Hkv, b = hb / a.Hkv;
+      const int64_t t0 = b * pl.tokens_per_block, ntok = std::min(pl.tokens_per_block, a.T - t0);
+      float* m = part.data() + it * item_floats;
+      detail::attend_range(a, pl, h, t0, ntok, split * pl.split_len, (split + 1) * pl.split_len, m, m + rows,
+                           m + 2 * rows, sc);
+    }
+  });
+  // merge the splits of each (kv head, block) and normalize
+  parallel(a.Hkv * pl.blocks, [&](int64_t begin, int64_t end) {
+    for (int64_t hb = begin; hb < end; ++hb) {
+      const int64_t h = hb % a.Hkv, b = hb / a.Hkv;
+      const int64_t t0 = b * pl.tokens_per_block, ntok = std::min(pl.tokens_per_block, a.T - t0);
+      for (int64_t r = 0; r < ntok * pl.group; ++r) {
+        const int64_t t = t0 + r / pl.group, qh = h * pl.group + r % pl.group;
+        float* o = a.out + (t * a.Hq + qh) * D;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t sp = 0; sp < pl.splits; ++sp) mx = std::max(mx, part[(hb * pl.splits + sp) * item_floats + r]);
+        float denom = 0.f;
+        std::fill(o, o + D, 0.f);
+        for (int64_t sp = 0; sp < pl.splits; ++sp) {
+          const float* base = part.data() + (hb * pl.splits + sp) * item_floats;
+          if (base[rows + r] == 0.f) continue;  // this split saw no visible position of row r
+          const float w = std::exp(base[r] - mx);
+          denom += w * base[rows + r];
+          const float* acc = base + 2 * rows + r * D;
+          for (int64_t c = 0; c < D; ++c) o[c] += w * acc[c];
+        }
+        const float inv = 1.0f / denom;
+        for (int64_t c = 0; c < D; ++c) o[c] *= inv;
+      }
+    }
+  });
+}
+
+// Symmetric per-row int8 quantization written at pos[t]: value [T, Hkv, D] -> cache [S, Hkv, D], scale [S, Hkv].
+// Same arithmetic as edgekit.kernels.ops.quantize_rows (scale = amax / 127, 1 if amax == 0, round half even).
+inline void update_int8_cache(const float* value, int8_t* cache, float* scale, const int64_t* pos, int64_t T,
+                              int64_t Hkv, int64_t D) {
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t h = 0; h < Hkv; ++h) {
+      const float* x = value + (t * Hkv + h) * D;
+      float amax = 0.f;
+      for (int64_t c = 0; c < D; ++c) amax = std::max(amax, std::fabs(x[c]));
+      float sc = amax / 127.0f;
+      if (sc == 0.f) sc = 1.0f;
+      int8_t* dst = cache + (pos[t] * Hkv + h) * D;
+      for (int64_t c = 0; c < D; ++c) {
+        const float qv = std::nearbyint(x[c] / sc);  // default rounding mode: half to even, like torch.round
+        dst[c] = static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, qv)));
+      }
+      scale[pos[t] * Hkv + h] = sc;
+    }
+  }
+}
+
+// Serial runner for programs without a thread pool.
+struct SerialParallel {
+  template <class F>
+  void operator()(int64_t n, F&& f) const {
+    if (n > 0) f(0, n);
+  }
+};
+
+}  // namespace edgekit

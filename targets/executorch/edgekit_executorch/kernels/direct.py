@@ -1,0 +1,39 @@
+"""Calls the compiled kernels on torch tensors through their C entry points (tests, benchmarks)."""
+from __future__ import annotations
+
+import torch
+
+from edgekit_executorch.kernels import load_kernel_library
+
+
+def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_scale: torch.Tensor,
+              v_scale: torch.Tensor, input_pos: torch.Tensor, *, splits: int = 0, use_pool: bool = True,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    """Same contract as torch.ops.edgekit.attention (int8 caches); contiguous CPU tensors only."""
+    lib = load_kernel_library()
+    _, t, hq, d = q.shape
+    s, hkv = k_cache.shape[1], k_cache.shape[2]
+    args = [q, k_cache, v_cache, k_scale, v_scale, input_pos]
+    if any(not x.is_contiguous() for x in args):
+        raise ValueError("edgekit kernels take contiguous tensors")
+    out = torch.empty(q.shape, dtype=torch.float32) if out is None else out
+    rc = lib.edgekit_attention_int8(*(x.data_ptr() for x in (*args, out)), t, hq, hkv, d, s, splits, int(use_pool))
+    if rc != 0:
+        raise ValueError(f"edgekit_attention_int8 rejected its arguments (code {rc}): input_pos outside [0, {s}) "
+                         f"or heads {hq} not a multiple of {hkv}")
+    return out
+
+
+def update_int8_cache(value: torch.Tensor, cache: torch.Tensor, scale: torch.Tensor,
+                      input_pos: torch.Tensor) -> None:
+    lib = load_kernel_library()
+    value = value.float().contiguous()
+    _, t, hkv, d = value.shape
+    rc = lib.edgekit_update_int8_cache(value.data_ptr(), cache.data_ptr(), scale.data_ptr(), input_pos.data_ptr(),
+                                       t, hkv, d, cache.shape[1])
+    if rc != 0:
+        raise ValueError(f"input_pos outside [0, {cache.shape[1]})")
+
+
+def isa() -> str:
+    return load_kernel_library().edgekit_kernels_isa().decode()
