@@ -1,0 +1,116 @@
+"""edgekit.profile(bundle, device): latency, throughput and memory of a bundle on this host, a board or a phone.
+
+    report = edgekit.profile("dist/smollm2-135m-onnx-w4", "ssh://pi@raspberrypi.local", prompt_lengths=(64, 256))
+    report.write_html("pi.html")
+
+Devices: `local`, `ssh://user@host[:port]`, `adb://SERIAL`, `ios://UDID`, or a name from devices.toml.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import DeviceError
+from edgekit.profile.devices import Device, DeviceInfo, list_devices, open_device
+from edgekit.profile.history import History
+from edgekit.profile.report import SCHEMA_VERSION, ProfileReport
+
+log = logging.getLogger("edgekit.profile")
+
+
+class ProfileInterrupted(DeviceError):
+    """The device failed mid-run. `.report` holds every measurement that finished (complete=False)."""
+
+    def __init__(self, message: str, report: ProfileReport):
+        super().__init__(message)
+        self.report = report
+
+
+def profile(bundle: str | Path, device: str = "local", *, prompt_lengths: Sequence[int] = (64, 256, 1024),
+            decode_tokens: int = 128, runs: int = 3, warmup: int = 1, threads: int | None = None,
+            runner: str | Path | None = None, python: str | None = None, session_module: str | Path | None = None,
+            timeout: float = 1800.0, op_profile: bool = True, history: bool | str | Path = True,
+            compare_last: bool = False, threshold: float = 0.10,
+            on_event: Callable[[dict[str, Any]], None] | None = None, **device_options: Any) -> ProfileReport:
+    """Profile `bundle` on `device`; returns the ProfileReport (also stored in the history unless history=False).
+
+    Raises ProfileInterrupted (a DeviceError, with `.report` holding the partial results) when the device drops,
+    a command times out or the runner fails mid-run; DeviceError before anything ran (unreachable, no storage)."""
+    from edgekit.profile.bundles import open_bundle
+    from edgekit.profile.harness import Settings, run_local, run_remote
+    from edgekit.profile.results import aggregate
+
+    settings = Settings(tuple(int(n) for n in prompt_lengths), int(decode_tokens), int(runs), int(warmup),
+                        threads, op_profile=op_profile, timeout_s=float(timeout))
+    dev = open_device(device, runner=str(runner) if runner else None, python=python, **device_options)
+    ref = open_bundle(bundle, check_target=dev.kind == "local" and not session_module)
+    facts = dev.facts()
+    runner = runner or dev.options.get("runner")
+    try:
+        if dev.kind == "local":
+            got = run_local(ref, settings, str(session_module) if session_module else None, on_event)
+        else:
+            got = run_remote(dev, ref, settings, str(runner) if runner else None, dev.options.get("python"),
+                             str(session_module) if session_module else None, on_event,
+                             keep=bool(dev.options.get("keep")))
+    finally:
+        dev.close()
+    from edgekit.profile.report import build_report
+
+    if got.runner.get("remote_facts"):
+        facts = {**facts, "runner_facts": got.runner.pop("remote_facts")}
+    device_doc = {"uri": dev.uri, "kind": dev.kind, "name": dev.options.get("name") or dev.uri, "facts": facts}
+    report = build_report(device_doc, ref.summary(), settings.as_dict(), got.runner, aggregate(got.events),
+                          str(got.error) if got.error else None, got.complete)
+    _record(report, history, compare_last, threshold)
+    if got.error is not None:
+        raise ProfileInterrupted(f"{got.error} (partial report: {len(report.results['prompt_lengths'])} prompt "
+                                 "length(s) measured)", report) from got.error
+    return report
+
+
+def _record(report: ProfileReport, history: bool | str | Path, compare_last: bool, threshold: float) -> None:
+    if history is False:
+        if compare_last:
+            raise ValueError("compare_last needs the history (history=False was given)")
+        return
+    store = History(None if history is True else history)
+    report.data["history_id"] = store.add(report)
+    if compare_last:
+        from edgekit.profile.results import compare
+
+        previous = store.last(report, before_id=report.data["history_id"])
+        if previous is None:
+            report.data["regressions"] = {"compared_with": None, "threshold": threshold, "found": [],
+                                          "note": "no earlier run of this bundle hash, device and settings"}
+        else:
+            pid, prev = previous
+            report.data["regressions"] = {"compared_with": {"history_id": pid, "created": prev.data["created"]},
+                                          "threshold": threshold,
+                                          "found": compare(report.results, prev.results, threshold)}
+
+
+def compare_reports(paths: Sequence[str | Path]) -> list[ProfileReport]:
+    return [ProfileReport.load(p) for p in paths]
+
+
+__all__ = ["SCHEMA_VERSION", "Device", "DeviceInfo", "History", "ProfileInterrupted", "ProfileReport",
+           "compare_reports", "list_devices", "open_device", "profile"]
+
+
+def _make_callable() -> None:
+    """`edgekit.profile(...)` is the function while `edgekit.profile.ProfileReport` lives in this package: importing
+    the subpackage rebinds the name `edgekit.profile` to the module, so the module itself forwards calls."""
+    import sys
+    import types
+
+    class _CallableModule(types.ModuleType):
+        def __call__(self, *args: Any, **kwargs: Any) -> ProfileReport:
+            return profile(*args, **kwargs)
+
+    sys.modules[__name__].__class__ = _CallableModule
+
+
+_make_callable()

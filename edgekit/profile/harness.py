@@ -1,0 +1,209 @@
+"""Run the measurement on a device: in this process (local) or by pushing the bundle + runner (ssh, adb, ios)."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import DeviceError
+from edgekit.profile.bundles import BundleRef, standalone_module
+from edgekit.profile.devices import Device
+
+log = logging.getLogger("edgekit.profile")
+RUNNER_FILE = Path(__file__).with_name("runner.py")
+EventFn = Callable[[dict[str, Any]], None]
+STORAGE_MARGIN = 1.10           # free space needed: bundle + runner, plus 10 %
+STORAGE_SLACK_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    prompt_lengths: tuple[int, ...] = (64, 256, 1024)
+    decode_tokens: int = 128
+    runs: int = 3
+    warmup: int = 1
+    threads: int | None = None
+    seed: int = 0
+    op_profile: bool = True
+    timeout_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        bad = [n for n in self.prompt_lengths if n < 1]
+        if not self.prompt_lengths or bad:
+            raise ValueError(f"prompt lengths must be positive integers, got {list(self.prompt_lengths)}")
+        if self.decode_tokens < 1 or self.runs < 1 or self.warmup < 0:
+            raise ValueError(f"need decode_tokens >= 1, runs >= 1, warmup >= 0; got {self.decode_tokens}, "
+                             f"{self.runs}, {self.warmup}")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["prompt_lengths"] = list(self.prompt_lengths)
+        return d
+
+    def key(self) -> str:
+        """What must match for two runs to be comparable (timeout does not change the numbers)."""
+        d = self.as_dict()
+        d.pop("timeout_s")
+        return json.dumps(d, sort_keys=True)
+
+
+@dataclass
+class Collected:
+    """What a device run produced, complete or not."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    runner: dict[str, Any] = field(default_factory=dict)
+    error: DeviceError | None = None
+
+    def add(self, event: dict[str, Any], on_event: EventFn | None) -> None:
+        self.events.append(event)
+        if on_event is not None:
+            on_event(event)
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None and any(e.get("event") == "done" for e in self.events)
+
+
+def run_local(ref: BundleRef, settings: Settings, session_module: str | None, on_event: EventFn | None) -> Collected:
+    """In this process, through the bundle's target Session (per-op profile through its standalone session)."""
+    from edgekit.profile.runner import measure
+
+    got = Collected(runner={"kind": "in-process", "session": "target Session"})
+    module = _load_standalone(ref, session_module)
+
+    def open_session(profile_dir: str | None = None) -> Any:
+        if profile_dir is None and not session_module and ref.kind == "bundle" and settings.threads is None:
+            from edgekit.bundle import Bundle
+
+            return Bundle.open(ref.path, check_target=True).session()
+        if module is None:
+            raise DeviceError("no standalone session for this target: per-op profiling and --threads unavailable")
+        return module.open_session(str(ref.path), threads=settings.threads, profile_dir=profile_dir)
+
+    if ref.kind == "artifact" and module is None:
+        raise DeviceError(f"{ref.path} is an artifact folder whose target has no standalone session; bundle it first")
+    try:
+        measure(open_session, settings.as_dict(), lambda e: got.add(e, on_event),
+                vocab_size=_vocab(ref.manifest))
+    except DeviceError as e:
+        got.error = e
+    return got
+
+
+def _load_standalone(ref: BundleRef, override: str | None) -> Any:
+    try:
+        path = standalone_module(ref, override)
+    except DeviceError:
+        return None
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"edgekit_standalone_{ref.target}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _vocab(manifest: dict[str, Any]) -> int | None:
+    return (manifest.get("model") or {}).get("vocab_size") or (manifest.get("metadata") or {}).get("vocab_size")
+
+
+def check_storage(device: Device, workdir: str, needed: int, timeout: float) -> dict[str, Any]:
+    free = device.free_bytes(workdir, timeout=min(timeout, 60))
+    want = int(needed * STORAGE_MARGIN) + STORAGE_SLACK_BYTES
+    if free is not None and free < want:
+        raise DeviceError(f"{device.uri}: not enough free storage in {workdir}: {free / 1e6:.1f} MB free, "
+                          f"{want / 1e6:.1f} MB needed (bundle + runner + 10 %); nothing was pushed. Free some space "
+                          "or choose another workdir")
+    return {"workdir": workdir, "free_bytes": free, "needed_bytes": want}
+
+
+def run_remote(device: Device, ref: BundleRef, settings: Settings, runner: str | None, python: str | None,
+               session_module: str | None, on_event: EventFn | None, keep: bool = False) -> Collected:
+    """Push bundle + runner to the device's workdir, run there, stream events back, pull the events file."""
+    timeout = settings.timeout_s
+    runner_path = Path(runner).expanduser() if runner else None
+    if runner_path is not None and runner_path.suffix != ".py":
+        from edgekit.profile.llama_main import run_llama_main
+
+        return run_llama_main(device, ref, settings, runner_path, on_event)
+    if device.kind == "adb" and runner_path is None:
+        raise DeviceError(f"{device.uri}: Android phones need a runner: the path of your build of ExecuTorch's "
+                          "llama_main (--runner PATH, or runner = \"...\" for this device in devices.toml); we cannot "
+                          "build Android binaries here. Our Python runner (edgekit/profile/runner.py) also works "
+                          "where the phone has python with numpy and the runtime (give python=).")
+    module = standalone_module(ref, session_module)
+    root = f"{device.workdir().rstrip('/')}/edgekit-profile-{uuid.uuid4().hex[:10]}"
+    got = Collected(runner={"kind": "edgekit-runner", "session_module": module.name, "remote_dir": root})
+    needed = ref.bytes() + RUNNER_FILE.stat().st_size + module.stat().st_size
+    got.runner["storage"] = check_storage(device, device.workdir(), needed, timeout)
+    with tempfile.TemporaryDirectory(prefix="edgekit-runner-") as tmp:
+        stage = Path(tmp) / "runner"
+        stage.mkdir()
+        shutil.copy2(runner_path or RUNNER_FILE, stage / "edgekit_runner.py")
+        shutil.copy2(module, stage / "standalone_session.py")
+        try:
+            device.run(["mkdir", "-p", root], timeout=min(timeout, 60)).check(f"{device.uri}: mkdir {root}")
+            device.push(stage, f"{root}/runner", timeout)
+            device.push(ref.path, f"{root}/bundle", timeout)
+            _run_runner(device, root, settings, python or device.options.get("python") or "python3", got, on_event)
+            if got.error is None:
+                _pull_events(device, root, got, Path(tmp), timeout)
+        except DeviceError as e:
+            got.error = e
+        finally:
+            if not keep:
+                _cleanup(device, root)
+    return got
+
+
+def _run_runner(device: Device, root: str, settings: Settings, python: str, got: Collected,
+                on_event: EventFn | None) -> None:
+    argv = [python, f"{root}/runner/edgekit_runner.py", "--folder", f"{root}/bundle",
+            "--settings", json.dumps(settings.as_dict()), "--out", f"{root}/events.jsonl"]
+
+    def line(text: str) -> None:
+        if text.startswith("{"):
+            try:
+                event = json.loads(text)
+            except json.JSONDecodeError:
+                return
+            if event.get("event") == "start":
+                got.runner["remote_facts"] = event.get("facts", {})
+            got.add(event, on_event)
+        elif text.strip():
+            log.debug("%s runner: %s", device.uri, text)
+
+    try:
+        res = device.run(argv, timeout=settings.timeout_s, on_line=line)
+    except DeviceError as e:
+        got.error = type(e)(f"{e} — {len([x for x in got.events if x.get('event') == 'run'])} measurement(s) "
+                            "received before that are kept in the report")
+        return
+    errors = [e["error"] for e in got.events if e.get("event") == "error"]
+    if res.returncode != 0 or errors:
+        detail = errors[0] if errors else (res.stderr or res.stdout).strip()[-500:]
+        got.error = DeviceError(f"{device.uri}: the runner failed (exit {res.returncode}): {detail}")
+
+
+def _pull_events(device: Device, root: str, got: Collected, tmp: Path, timeout: float) -> None:
+    """The events file written on the device is the record; stdout was the live view of it."""
+    local = tmp / "events.jsonl"
+    device.pull(f"{root}/events.jsonl", local, timeout)
+    pulled = [json.loads(ln) for ln in local.read_text().splitlines() if ln.strip()]
+    if len(pulled) >= len(got.events):
+        got.events = pulled
+    got.runner["events_pulled"] = len(pulled)
+
+
+def _cleanup(device: Device, root: str) -> None:
+    try:
+        device.remove(root, timeout=60)
+    except DeviceError as e:  # the device may be gone: nothing more to do
+        log.warning("%s: could not remove %s: %s", device.uri, root, e)

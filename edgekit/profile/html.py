@@ -1,0 +1,118 @@
+"""A self-contained HTML page for one or several profile reports: inline CSS and inline SVG charts, no scripts,
+no network. Several reports (devices or bundles) are drawn side by side in the same charts."""
+from __future__ import annotations
+
+from html import escape
+from typing import TYPE_CHECKING, Any
+
+from edgekit.profile import svg
+from edgekit.profile.markdown import fmt, mb, summary_rows
+
+if TYPE_CHECKING:
+    from edgekit.profile.report import ProfileReport
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #111827; background: #f9fafb; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; } h3 { font-size: 14px; }
+.sub { color: #6b7280; font-size: 13px; margin-bottom: 16px; }
+table { border-collapse: collapse; background: #fff; font-size: 12px; margin: 8px 0; }
+th, td { border: 1px solid #e5e7eb; padding: 4px 8px; text-align: right; }
+th { background: #f3f4f6; } td:first-child, th:first-child, td.l { text-align: left; }
+.charts { display: flex; flex-wrap: wrap; gap: 16px; }
+.card { background: #fff; border: 1px solid #e5e7eb; border-radius: 6px; padding: 8px; }
+.bad { color: #b91c1c; font-weight: 600; } .ok { color: #15803d; }
+.facts td { text-align: left; }
+"""
+
+
+def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
+    th = "".join(f"<th>{escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _labels(reports: list[ProfileReport]) -> list[str]:
+    labels = [r.label for r in reports]
+    if len(set(labels)) < len(labels):  # same bundle and device twice (e.g. before/after): add the date
+        labels = [f"{lab} ({r.data.get('created', '')[:16]})" for lab, r in zip(labels, reports)]
+    return labels
+
+
+def charts(reports: list[ProfileReport]) -> list[str]:
+    labels = _labels(reports)
+    lengths = sorted({row["prompt_length"] for r in reports for row in r.results.get("prompt_lengths", [])})
+    by_len = [{row["prompt_length"]: row for row in r.results.get("prompt_lengths", [])} for r in reports]
+
+    def metric(i: int, n: int, key: str, stat: str = "median") -> float | None:
+        return ((by_len[i].get(n) or {}).get(key) or {}).get(stat)
+
+    cats = [str(n) for n in lengths]
+    prefill = svg.grouped_bars(
+        "Prefill tokens/s by prompt length", cats,
+        [(labels[i], [metric(i, n, "prefill_tokens_per_s") for n in lengths]) for i in range(len(reports))],
+        "tokens/s", errors=[[_band(by_len[i].get(n), "prefill_tokens_per_s") for n in lengths]
+                            for i in range(len(reports))])
+    decode = svg.grouped_bars(
+        "Decode tokens/s by prompt length (bars: median, whiskers: p10–p90)", cats,
+        [(labels[i], [metric(i, n, "decode_tokens_per_s") for n in lengths]) for i in range(len(reports))],
+        "tokens/s", errors=[[_band(by_len[i].get(n), "decode_tokens_per_s") for n in lengths]
+                            for i in range(len(reports))])
+    ttft = svg.grouped_bars(
+        "Time to first token by prompt length", cats,
+        [(labels[i], [metric(i, n, "ttft_ms") for n in lengths]) for i in range(len(reports))], "ms")
+    latencies = svg.histogram(
+        "Decode latency distribution (per token, all prompt lengths)",
+        [(labels[i], [ms for row in r.results.get("prompt_lengths", []) for ms in row.get("decode_latencies_ms", [])])
+         for i, r in enumerate(reports)], "ms per token")
+    out = [prefill, decode, ttft, latencies]
+    for i, r in enumerate(reports):
+        ops = (r.results.get("op_profile") or {}).get("ops") or []
+        if ops:
+            out.append(svg.horizontal_bars(f"Per-op time, top {len(ops)}: {labels[i]}",
+                                           [(f"{o['op_type']} {o['name']}".strip(), o["total_ms"]) for o in ops],
+                                           "total ms", series_index=i))
+    return out
+
+
+def _band(row: dict[str, Any] | None, key: str) -> tuple[float, float] | None:
+    s = (row or {}).get(key) or {}
+    return (s["p10"], s["p90"]) if "p10" in s and "p90" in s else None
+
+
+def _device_section(r: ProfileReport, label: str) -> str:
+    f = dict(r.device.get("facts", {}))
+    runtimes = f.pop("runtimes", None) or {}
+    f.pop("runner_facts", None)
+    rows = [[k, mb(v) if k.endswith("bytes") else str(v)] for k, v in f.items()]
+    rows += [[f"runtime: {k}", str(v)] for k, v in runtimes.items() if v]
+    settings = ", ".join(f"{k}={v}" for k, v in r.settings.items())
+    status = (f'<p class="bad">Incomplete run: {escape(r.data.get("error") or "")}</p>' if not r.complete else "")
+    regress = ""
+    if r.data.get("regressions") is not None:
+        found = r.regressions
+        regress = ('<p class="bad">Regressions vs the last run: ' + "; ".join(
+            f"{escape(g['metric'])} {fmt(g['previous'], 2)} → {fmt(g['current'], 2)} ({g['change']:+.1%})"
+            for g in found) + "</p>") if found else '<p class="ok">No regression vs the last comparable run.</p>'
+    ops = r.results.get("op_profile") or {}
+    op_note = "" if ops.get("ops") else f"<p>Per-op profile not available: {escape(str(ops.get('reason', '')))}</p>"
+    return (f"<h2>{escape(label)}</h2>{status}{regress}"
+            f'<div class="sub">device <code>{escape(r.device["uri"])}</code> · bundle manifest sha256 '
+            f'<code>{escape(r.bundle.get("manifest_sha256", "")[:16])}…</code> · {escape(settings)}</div>'
+            + _table(["fact", "value"], rows, "facts") + op_note)
+
+
+def render_html(reports: list[ProfileReport], title: str = "edgekit profile") -> str:
+    head, rows = summary_rows(reports)
+    labels = _labels(reports)
+    parts = [(f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
+             f"<style>{CSS}</style></head><body>"),
+             (f"<h1>{escape(title)}</h1><div class=\"sub\">{len(reports)} run(s) · generated by edgekit "
+             f"{escape(str(reports[0].data.get('edgekit_version', '')))} · all times wall-clock on the device, "
+             "warm-up runs excluded</div>"),
+             "<h2>Summary</h2>", _table(head, rows, "summary"),
+             "<h2>Charts</h2><div class=\"charts\">"]
+    parts += [f'<div class="card">{c}</div>' for c in charts(reports)]
+    parts.append("</div>")
+    parts += [_device_section(r, lab) for r, lab in zip(reports, labels)]
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,224 @@
+"""The measurement loop, and the self-contained runner edgekit pushes to devices.
+
+This file imports ONLY the standard library and numpy: it is copied as `edgekit_runner.py` next to a target's
+`standalone_session.py` onto boards that have neither edgekit nor torch. The host imports the same `measure()` for
+`--device local`, so local and remote numbers come from one loop.
+
+Output: one JSON object per line ("events"), flushed as soon as each measurement ends, so a run cut short still
+leaves every finished measurement with the host.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+RUNNER_VERSION = 1
+OP_TOP_N = 20
+OP_PROFILE_DECODE_STEPS = 4
+
+
+def peak_rss_bytes() -> int | None:
+    """Peak resident set size of this process (VmHWM on Linux, ru_maxrss elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(rss) if sys.platform == "darwin" else int(rss) * 1024
+    except (ImportError, OSError):
+        return None
+
+
+def current_rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _last_logits(logits: np.ndarray) -> np.ndarray:
+    return np.asarray(logits)[0, -1]
+
+
+def one_run(session: Any, prompt: np.ndarray, decode_tokens: int) -> dict[str, Any]:
+    """Prefill `prompt` (int64[1, L]) then greedy-decode `decode_tokens` tokens; times in milliseconds."""
+    length = prompt.shape[1]
+    session.reset()
+    t0 = time.perf_counter()
+    logits = session.forward(prompt, np.arange(length, dtype=np.int64))
+    t1 = time.perf_counter()
+    token = int(np.argmax(_last_logits(logits)))
+    t2 = time.perf_counter()
+    decode_ms = []
+    for pos in range(length, length + decode_tokens):
+        s = time.perf_counter()
+        logits = session.forward(np.array([[token]], dtype=np.int64), np.array([pos], dtype=np.int64))
+        token = int(np.argmax(_last_logits(logits)))
+        decode_ms.append((time.perf_counter() - s) * 1000.0)
+    return {"prefill_ms": (t1 - t0) * 1000.0, "ttft_ms": (t2 - t0) * 1000.0, "decode_ms": decode_ms}
+
+
+def _op_profile(open_session: Callable[..., Any], prompt: np.ndarray, emit: Callable[[dict], None]) -> None:
+    with tempfile.TemporaryDirectory(prefix="edgekit-ops-") as d:
+        try:
+            session = open_session(profile_dir=d)
+            if not hasattr(session, "op_profile"):
+                emit({"event": "op_profile", "available": False, "reason": "the session has no op_profile()"})
+                return
+            one_run(session, prompt, OP_PROFILE_DECODE_STEPS)
+            ops = list(session.op_profile() or [])
+        except Exception as e:  # noqa: BLE001 - any runtime may refuse profiling; timings stay valid
+            emit({"event": "op_profile", "available": False, "reason": f"{type(e).__name__}: {e}"})
+            return
+    ops.sort(key=lambda o: -float(o.get("total_ms", 0.0)))
+    total = sum(float(o.get("total_ms", 0.0)) for o in ops)
+    top = [{"name": str(o.get("name", "")), "op_type": str(o.get("op_type", "")), "calls": int(o.get("calls", 0)),
+            "total_ms": float(o.get("total_ms", 0.0))} for o in ops[:OP_TOP_N]]
+    emit({"event": "op_profile", "available": bool(ops), "total_ms": total, "ops_seen": len(ops), "ops": top,
+          "scope": f"one prefill of {prompt.shape[1]} tokens + {OP_PROFILE_DECODE_STEPS} decode steps",
+          **({} if ops else {"reason": "the runtime reported no ops"})})
+
+
+def measure(open_session: Callable[..., Any], settings: dict[str, Any], emit: Callable[[dict], None],
+            vocab_size: int | None = None) -> None:
+    """Load, then per prompt length: `warmup` untimed-for-stats runs and `runs` timed runs; then per-op profile.
+
+    `open_session(profile_dir=None)` returns a session (reset/forward/max_seq_len). Warm-up runs are emitted with
+    "warmup": true so the host can show them, but never enter the statistics."""
+    rss_before = current_rss_bytes()
+    t0 = time.perf_counter()
+    session = open_session(profile_dir=None)
+    load_ms = (time.perf_counter() - t0) * 1000.0
+    max_seq_len = int(getattr(session, "max_seq_len", 0) or 0)
+    emit({"event": "load", "load_ms": load_ms, "max_seq_len": max_seq_len, "rss_before_load_bytes": rss_before,
+          "rss_after_load_bytes": current_rss_bytes()})
+    rng = np.random.default_rng(int(settings.get("seed", 0)))
+    high = max(2, min(int(vocab_size or 1000), 1000))
+    first_prompt = None
+    for length in settings["prompt_lengths"]:
+        decode = int(settings["decode_tokens"])
+        if max_seq_len and length + decode > max_seq_len:
+            emit({"event": "skip", "prompt_length": length,
+                  "reason": f"prompt {length} + decode {decode} tokens exceed max_seq_len {max_seq_len}"})
+            continue
+        prompt = rng.integers(1, high, size=(1, length), dtype=np.int64)
+        first_prompt = prompt if first_prompt is None else first_prompt
+        total = int(settings["warmup"]) + int(settings["runs"])
+        for i in range(total):
+            result = one_run(session, prompt, decode)
+            emit({"event": "run", "prompt_length": length, "index": i, "warmup": i < int(settings["warmup"]),
+                  "peak_rss_bytes": peak_rss_bytes(), **result})
+    del session
+    if settings.get("op_profile", True) and first_prompt is not None:
+        _op_profile(open_session, first_prompt[:, :min(first_prompt.shape[1], 64)], emit)
+    emit({"event": "done", "peak_rss_bytes": peak_rss_bytes()})
+
+
+def host_facts() -> dict[str, Any]:
+    """What the runner can tell about the machine it runs on (the host side adds uname/cpuinfo facts)."""
+    facts: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(),
+                             "numpy": np.__version__, "cpu_count": os.cpu_count()}
+    for mod in ("onnxruntime", "executorch"):
+        try:
+            from importlib.metadata import version
+
+            facts[mod] = version(mod)
+        except Exception:  # noqa: BLE001 - not installed on this board
+            facts[mod] = None
+    return facts
+
+
+def _find_vocab(folder: str) -> int | None:
+    for name in ("manifest.json", "artifact.json"):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                found = _search_key(json.load(f), "vocab_size")
+            if found:
+                return int(found)
+    return None
+
+
+def _search_key(doc: Any, key: str) -> Any:
+    if isinstance(doc, dict):
+        if key in doc and isinstance(doc[key], int):
+            return doc[key]
+        for v in doc.values():
+            found = _search_key(v, key)
+            if found:
+                return found
+    elif isinstance(doc, list):
+        for v in doc:
+            found = _search_key(v, key)
+            if found:
+                return found
+    return None
+
+
+def _load_module(path: str) -> Any:
+    spec = importlib.util.spec_from_file_location("standalone_session", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="edgekit device runner: measures one bundle, prints JSON lines")
+    p.add_argument("--folder", required=True, help="bundle or artifact folder")
+    p.add_argument("--session-module", default=None, help="standalone_session.py (default: next to this file)")
+    p.add_argument("--settings", required=True, help="JSON: prompt_lengths, decode_tokens, runs, warmup, threads")
+    p.add_argument("--out", default=None, help="also append the events to this file")
+    args = p.parse_args(argv)
+    settings = json.loads(args.settings)
+    module_path = args.session_module or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                      "standalone_session.py")
+    out = open(args.out, "a") if args.out else None  # noqa: SIM115 - closed in the finally below
+
+    def emit(event: dict) -> None:
+        line = json.dumps(event)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        if out:
+            out.write(line + "\n")
+            out.flush()
+
+    emit({"event": "start", "runner_version": RUNNER_VERSION, "facts": host_facts()})
+    try:
+        module = _load_module(module_path)
+        threads = settings.get("threads")
+
+        def open_session(profile_dir: str | None = None) -> Any:
+            return module.open_session(args.folder, threads=threads, profile_dir=profile_dir)
+
+        measure(open_session, settings, emit, vocab_size=_find_vocab(args.folder))
+    except Exception as e:  # noqa: BLE001 - reported to the host as an event
+        emit({"event": "error", "error": f"{type(e).__name__}: {e}"})
+        return 1
+    finally:
+        if out:
+            out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

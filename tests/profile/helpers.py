@@ -1,0 +1,86 @@
+"""Test helpers: toy bundles with a valid manifest, free ports, process-tree killing."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import signal
+import socket
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.bundle.manifest import file_table
+
+HERE = Path(__file__).parent
+TOY_SESSION = HERE / "toy_session.py"
+EVIL_NAME = "a'; touch /tmp/pwned #"
+
+
+def make_toy_bundle(folder: Path, delay_ms: float = 0.0, vocab: int = 512, max_seq_len: int = 256,
+                    extra_files: dict[str, bytes] | None = None, pad_bytes: int = 0) -> Path:
+    """A bundle whose 'model' is the numpy toy in toy_session.py (shipped inside it as standalone_session.py)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.savez(folder / "toy.npz", embed=rng.standard_normal((vocab, 16)).astype(np.float32),
+             head=rng.standard_normal((16, vocab)).astype(np.float32))
+    (folder / "tokenizer.json").write_text("{}")
+    shutil.copy(TOY_SESSION, folder / "standalone_session.py")
+    for name, data in (extra_files or {}).items():
+        (folder / name).write_bytes(data)
+    if pad_bytes:
+        (folder / "padding.bin").write_bytes(os.urandom(pad_bytes))
+    manifest = {
+        "schema_version": 1, "edgekit_version": "0.1.0",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(), "name": f"toy-{folder.name}",
+        "model": {"name": "toy", "family": "toy", "parameters": vocab * 32, "source": "tests", "source_sha256": None,
+                  "vocab_size": vocab},
+        "target": {"name": "toy", "platform": "linux", "runtime": "numpy", "runtime_version": np.__version__,
+                   "min_os": None},
+        "artifact": {"files": ["toy.npz"], "main": "toy.npz", "target": "toy",
+                     "metadata": {"max_seq_len": max_seq_len, "delay_ms": delay_ms}},
+        "quant": "fp32", "kv_cache": "fp32", "max_seq_len": max_seq_len, "last_logits_only": True,
+        "io": {"inputs": [], "outputs": []},
+        "tokenizer": {"file": "tokenizer.json", "bos_id": None, "stop_ids": [0], "chat_template_file": None},
+        "generation": {}, "validation": {},
+    }
+    manifest["files"] = file_table(folder)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (from /proc), children first."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+
+    def walk(p: int) -> None:
+        for c in children.get(p, []):
+            walk(c)
+        out.append(p)
+
+    walk(pid)
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    for p in process_tree(pid):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
