@@ -318,7 +318,17 @@ LAYOUTS: dict[str, QuantLayout] = {
     # llama.cpp Q4_1 (4 bits + fp16 scale + fp16 min per 32) throughout.
     "q4_1": QuantLayout("q4_1", linear_bits=4, group=32, scale_bytes=4, embedding_bits=4, embedding_group=32,
                         lm_head_bits=None, float_bytes=4, kv_bytes=2),
+    # The nominal minimums an artifact's size is compared with: every weight matrix (tied embedding stored once) at the
+    # scheme's bits with one fp16 scale per group of 32 (4-bit) or per row (8-bit), norms in fp16.
+    "min-w4-g32": QuantLayout("min-w4-g32", linear_bits=4, group=32, scale_bytes=2, embedding_bits=4,
+                              embedding_group=32, float_bytes=2, kv_bytes=2),
+    "min-w8": QuantLayout("min-w8", linear_bits=8, group=0, scale_bytes=2, embedding_bits=8, float_bytes=2,
+                          kv_bytes=2),
 }
+
+# nominal minimum layout per quantization name (edgekit's names and the peers')
+NOMINAL = {"8da4w": "min-w4-g32", "int4": "min-w4-g32", "w4": "min-w4-g32", "q4_0": "min-w4-g32",
+           "q4_1": "min-w4-g32", "w8": "min-w8", "8da8w": "min-w8", "int8": "min-w8", "fp16": "fp16", "fp32": "fp32"}
 
 
 def theoretical_size_bytes(shape: ModelShape, layout: QuantLayout) -> int:

@@ -1,0 +1,105 @@
+"""Child processes for the edgekit side of benchmarks/run.py (each one a fresh process, so wall time and peak RSS are
+its own). Runs in edgekit's venv.
+
+    edgekit_child.py export TARGET CHECKPOINT OUT [--max-seq-len 512]
+        Exports with `benchmarks/bench_<TARGET>.py`'s `export_for_benchmark(checkpoint, out, max_seq_len=...)` when
+        that module defines it, else with `edgekit.export(edgekit.load(CHECKPOINT), TARGET, max_seq_len=...,
+        last_logits_only=True, out=OUT)` (the target's default quantization, validated as a user's export is).
+        Prints one JSON line: {"artifact", "quant", "standalone_session", "via", "metadata"}.
+    edgekit_child.py bench FOLDER STANDALONE_PY PROMPT_LEN GEN_LEN THREADS RUNS
+        Opens the artifact with the target's standalone session (the runtime alone: no edgekit, no export code) and
+        times a greedy run exactly like the peer scripts (same prompt ids). Prints one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent.parent
+
+
+def export(target: str, checkpoint: str, out: str, max_seq_len: int) -> dict[str, Any]:
+    sys.path.insert(0, str(BENCH_DIR))
+    mod = None
+    if (BENCH_DIR / f"bench_{target}.py").exists():
+        mod = importlib.import_module(f"bench_{target}")
+    hook = getattr(mod, "export_for_benchmark", None)
+    from edgekit.targets.registry import get_target
+
+    tgt = get_target(target)
+    if hook is not None:
+        info = dict(hook(Path(checkpoint), Path(out), max_seq_len=max_seq_len) or {})
+        via = f"bench_{target}.export_for_benchmark"
+    else:
+        import edgekit
+
+        model = edgekit.load(checkpoint)
+        art = edgekit.export(model, target, max_seq_len=max_seq_len, last_logits_only=True, out=out,
+                             show_progress=False)
+        info = {"quant": art.metadata.get("quant")}
+        via = "edgekit.export (generic: " + (f"bench_{target}.py has no export_for_benchmark" if mod else
+                                             f"bench_{target}.py not present") + ")"
+    doc = json.loads((Path(out) / "artifact.json").read_text()) if (Path(out) / "artifact.json").exists() else {}
+    info.setdefault("quant", doc.get("quant") or doc.get("metadata", {}).get("quant"))
+    info.setdefault("standalone_session", str(tgt.standalone_session() or ""))
+    return {"artifact": out, "via": via, "metadata": doc.get("metadata", {}), **info}
+
+
+def bench(folder: str, standalone: str, prompt_len: int, gen_len: int, threads: int, runs: int) -> dict[str, Any]:
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("edgekit_standalone_session", standalone)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    t0 = time.perf_counter()
+    sess = mod.open_session(folder, threads=threads)
+    load = time.perf_counter() - t0
+    ids = np.array([[(i * 7919) % 3000 + 10 for i in range(prompt_len)]], dtype=np.int64)
+
+    def run() -> tuple[float, float]:
+        sess.reset()
+        t0 = time.perf_counter()
+        out = sess.forward(ids, np.arange(prompt_len, dtype=np.int64))
+        t1 = time.perf_counter()
+        tok = int(out[0, -1].argmax())
+        for i in range(gen_len):
+            out = sess.forward(np.array([[tok]], dtype=np.int64), np.array([prompt_len + i], dtype=np.int64))
+            tok = int(out[0, -1].argmax())
+        t2 = time.perf_counter()
+        return t1 - t0, gen_len / (t2 - t1)
+
+    run()
+    res = [run() for _ in range(runs)]
+    return {"load_s": round(load, 3), "prefill_tok_s": round(prompt_len / min(r[0] for r in res), 1),
+            "decode_tok_s": round(max(r[1] for r in res), 2), "threads": threads, "runs": runs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("export")
+    e.add_argument("target")
+    e.add_argument("checkpoint")
+    e.add_argument("out")
+    e.add_argument("--max-seq-len", type=int, default=512)
+    b = sub.add_parser("bench")
+    b.add_argument("folder")
+    b.add_argument("standalone")
+    for name in ("prompt_len", "gen_len", "threads", "runs"):
+        b.add_argument(name, type=int)
+    a = ap.parse_args()
+    if a.cmd == "export":
+        result = export(a.target, a.checkpoint, a.out, a.max_seq_len)
+    else:
+        result = bench(a.folder, a.standalone, a.prompt_len, a.gen_len, a.threads, a.runs)
+    print(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()
