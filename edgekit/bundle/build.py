@@ -168,11 +168,7 @@ def assemble(folder: Path, art: Artifact, tgt: Target, tok: Tokenizer, *, move: 
     from edgekit.bundle.facts import write_tokenizer
 
     tok_files = write_tokenizer(tok, folder)
-    kernels = []
-    for asset in tgt.device_assets(art) or []:
-        asset = Path(asset)
-        _place(asset, folder / "kernels" / asset.name, move=False)
-        kernels.append(f"kernels/{asset.name}")
+    kernels = [_place_asset(Path(asset), art.path, folder) for asset in tgt.device_assets(art) or []]
     runner = _standalone(tgt)
     if runner is not None:
         shutil.copy2(runner, folder / runner.name)
@@ -181,6 +177,20 @@ def assemble(folder: Path, art: Artifact, tgt: Target, tok: Tokenizer, *, move: 
     doc["files"] = file_table(folder)
     (folder / MANIFEST).write_text(json.dumps(doc, indent=2, default=_json_default) + "\n", encoding="utf-8")
     return doc
+
+
+def _place_asset(asset: Path, art_dir: Path, folder: Path) -> str:
+    """An asset inside the artifact folder keeps its relative path (the metadata may refer to it); others go to
+    kernels/. Returns the bundle-relative path."""
+    if not asset.exists():
+        raise BundleError(f"the target lists device asset {asset}, which does not exist")
+    try:
+        rel = asset.resolve().relative_to(art_dir.resolve()).as_posix()
+    except ValueError:
+        rel = f"kernels/{asset.name}"
+    if not (folder / rel).exists():
+        _place(asset, folder / rel, move=False)
+    return rel
 
 
 def _standalone(tgt: Target) -> Path | None:

@@ -38,24 +38,21 @@ def target_entry(tgt: Target, md: dict[str, Any]) -> dict[str, Any]:
             version = _md.version(str(runtime))  # the runtime's installed package, when it is named after it
         except _md.PackageNotFoundError:
             version = None
+    min_os = md.get("min_os") or _attr(tgt, "min_os") or ", ".join(  # e.g. min_ios=18, min_macos=15
+        f"{k[4:]} {v}" for k, v in sorted(md.items()) if k.startswith("min_") and isinstance(v, (int, float, str)))
     return {"name": tgt.name, "aliases": list(tgt.aliases), "platform": tgt.platform, "runtime": str(runtime),
-            "runtime_version": None if version is None else str(version),
-            "min_os": md.get("min_os") or _attr(tgt, "min_os")}
+            "runtime_version": None if version is None else str(version), "min_os": min_os or None}
 
 
 def io_signature(md: dict[str, Any]) -> dict[str, Any]:
-    """The target's IO description when it records one (`io`), over the contract's generic signature."""
+    """The target's own IO description (`io` in the artifact metadata) as is; else the contract's signature."""
+    given = md.get("io")
+    if isinstance(given, dict) and given:
+        return dict(given)
     last = bool(md.get("last_logits_only", False))
     vocab = md.get("vocab_size") or md.get("model", {}).get("vocab_size")
-    io: dict[str, Any] = {
-        "inputs": [{"name": "tokens", "dtype": "int64", "shape": [1, "T"]},
-                   {"name": "input_pos", "dtype": "int64", "shape": ["T"]}],
-        "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, 1 if last else "T", vocab]}],
-    }
-    given = md.get("io")
-    if isinstance(given, dict):
-        io.update(given)
-    return io
+    return {"inputs": {"tokens": "int64[1,T]", "input_pos": "int64[T]"},
+            "outputs": {"logits": f"float32[1,{1 if last else 'T'},{vocab}]"}}
 
 
 def generation_settings(defaults: dict[str, Any]) -> dict[str, Any]:

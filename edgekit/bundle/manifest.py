@@ -52,8 +52,6 @@ SCHEMA_V1: tuple[Field, ...] = (
     Field("max_seq_len", (int,)),
     Field("last_logits_only", (bool,)),
     Field("io", (dict,)),
-    Field("io.inputs", (list, dict)),
-    Field("io.outputs", (list, dict)),
     Field("tokenizer", (dict,)),
     Field("tokenizer.file", (str,)),
     Field("tokenizer.bos_id", (int,), optional=True),

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Chat with an edgekit IoT bundle using only onnxruntime, tokenizers and numpy (no edgekit, no jinja2).
+
+    pip install onnxruntime tokenizers numpy
+    python chat.py path/to/bundle                      # interactive chat
+    python chat.py path/to/bundle --prompt "Hi" --temperature 0 --max-new-tokens 64
+
+Everything model-specific comes from the bundle's manifest.json: the file names, the cache layout (io), max_seq_len,
+the stop token ids, the chat format and the generation defaults. Each question is answered on its own (no history).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+
+# edgekit-readme:begin (this part is copied into every IoT bundle's README.md)
+class BundleModel:
+    """The bundle's ONNX model with its KV cache: one preallocated buffer per layer and K/V, bound as both the
+    past input and the present output (GroupQueryAttention appends the new positions in place)."""
+
+    def __init__(self, folder: Path, threads: int = 0):
+        self.manifest = json.loads((folder / "manifest.json").read_text())
+        io = self.manifest["io"]
+        self.max_seq_len = self.manifest["max_seq_len"]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(folder / self.manifest["artifact"]["main"]), opts,
+                                            providers=["CPUExecutionProvider"])
+        dtype = np.float16 if io["cache_dtype"] == "float16" else np.float32
+        shape = [1, io["kv_heads"], self.max_seq_len, io["head_dim"]]
+        self.binding = self.session.io_binding()
+        self.cache = []  # keep the buffers alive
+        for layer in range(io["layers"]):
+            for past, present in ((io["past_key"], io["present_key"]), (io["past_value"], io["present_value"])):
+                buf = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, "cpu", 0)
+                self.binding.bind_ortvalue_input(past % layer, buf)
+                self.binding.bind_ortvalue_output(present % layer, buf)
+                self.cache.append(buf)
+        self.binding.bind_output("logits", "cpu")
+        self.logits_index = [o.name for o in self.session.get_outputs()].index("logits")
+        self.length = 0
+
+    def forward(self, ids: list[int]) -> np.ndarray:
+        """Feed `ids` at the next positions; the last position's logits."""
+        total = self.length + len(ids)
+        self.binding.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
+        self.binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
+        self.session.run_with_iobinding(self.binding)
+        self.length = total
+        return self.binding.get_outputs()[self.logits_index].numpy()[0, -1]
+
+
+def generate(model: BundleModel, tokenizer: Tokenizer, prompt_ids: list[int], max_new_tokens: int,
+             temperature: float, top_k: int, top_p: float, rng: np.random.Generator):
+    """Yield (token id, new text) pieces until a stop token, max_new_tokens or max_seq_len."""
+    stop_ids = set(model.manifest["tokenizer"]["stop_ids"])
+    model.length = 0  # a fresh cache: positions past `length` are never read
+    logits = model.forward(prompt_ids)
+    out: list[int] = []
+    shown = ""
+    for _ in range(max_new_tokens):
+        tok = sample(logits, temperature, top_k, top_p, rng)
+        if tok in stop_ids:
+            return
+        out.append(tok)
+        text = tokenizer.decode(out, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # wait for a whole UTF-8 character
+            yield tok, ""
+        else:
+            yield tok, text[len(shown):]
+            shown = text
+        if model.length >= model.max_seq_len:
+            return
+        logits = model.forward([tok])
+# edgekit-readme:end
+
+
+def sample(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> int:
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    if 0 < top_k < z.size:
+        z[z < np.partition(z, -top_k)[-top_k]] = -np.inf
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if 0 < top_p < 1:
+        order = np.argsort(-p)
+        keep = order[: int(np.searchsorted(np.cumsum(p[order]), top_p)) + 1]
+        q = np.zeros_like(p)
+        q[keep] = p[keep]
+        p = q / q.sum()
+    return int(rng.choice(p.size, p=p))
+
+
+def prompt_ids(manifest: dict, tokenizer: Tokenizer, text: str, chat: bool) -> list[int]:
+    tk = manifest["tokenizer"]
+    if chat and tk.get("chat_format"):
+        return tokenizer.encode(tk["chat_format"]["before"] + text + tk["chat_format"]["after"],
+                                add_special_tokens=False).ids
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    return ([tk["bos_id"]] if tk.get("add_bos") and tk.get("bos_id") is not None else []) + ids
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("--prompt", help="Answer this one prompt and exit (default: interactive).")
+    ap.add_argument("--raw", action="store_true", help="Do not apply the chat format.")
+    ap.add_argument("--max-new-tokens", type=int)
+    ap.add_argument("--temperature", type=float)
+    ap.add_argument("--top-k", type=int)
+    ap.add_argument("--top-p", type=float)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--ids-json", action="store_true", help="Print the generated token ids as JSON at the end.")
+    args = ap.parse_args()
+
+    model = BundleModel(args.bundle, args.threads)
+    m = model.manifest
+    tokenizer = Tokenizer.from_file(str(args.bundle / m["tokenizer"]["file"]))
+    gen = m["generation"]
+    settings = {"max_new_tokens": args.max_new_tokens or gen["max_new_tokens"],
+                "temperature": gen["temperature"] if args.temperature is None else args.temperature,
+                "top_k": gen["top_k"] if args.top_k is None else args.top_k,
+                "top_p": gen["top_p"] if args.top_p is None else args.top_p}
+    rng = np.random.default_rng(args.seed)
+    prompts = [args.prompt] if args.prompt is not None else iter(lambda: input("> "), "")
+    for text in prompts:
+        ids: list[int] = []
+        for tok, piece in generate(model, tokenizer, prompt_ids(m, tokenizer, text, not args.raw), rng=rng,
+                                   **settings):
+            ids.append(tok)
+            print(piece, end="", flush=True)
+        print()
+        if args.ids_json:
+            print(json.dumps({"ids": ids}))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (EOFError, KeyboardInterrupt):
+        sys.exit(0)

@@ -1,0 +1,66 @@
+"""Fixtures for the bundle tests: the fake target registered for this folder, tiny bundles (fault tests), and
+SmolLM2-135M bundles for every real target that is installed (one export each, shared)."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import fake_target
+
+MAX_SEQ_LEN = 64
+
+
+@pytest.fixture(scope="package", autouse=True)
+def with_fake_target():
+    """get_target() sees the fake targets (beside the real plugins) while this folder's tests run."""
+    from edgekit.targets import registry
+
+    saved = registry._installed
+    fake_target.install()
+    yield
+    registry._installed = saved
+
+
+@pytest.fixture(scope="package")
+def tiny_llama(checkpoint_dir):
+    import edgekit
+
+    return edgekit.load(checkpoint_dir("llama"))
+
+
+@pytest.fixture(scope="package")
+def fake_bundle(tiny_llama, tmp_path_factory) -> Path:
+    """A bundle folder of the tiny llama for the fake target (weights + config, a kernel source, a runner)."""
+    import edgekit
+
+    b = edgekit.bundle(tiny_llama, target="fake", out=tmp_path_factory.mktemp("dist"), max_seq_len=MAX_SEQ_LEN)
+    return b.path
+
+
+@pytest.fixture(scope="package")
+def fake_zip(tiny_llama, tmp_path_factory) -> Path:
+    import edgekit
+
+    b = edgekit.bundle(tiny_llama, target="fake", out=tmp_path_factory.mktemp("dist"), max_seq_len=MAX_SEQ_LEN,
+                       zip=True)
+    return b.source
+
+
+@pytest.fixture
+def bundle_copy(fake_bundle, tmp_path) -> Path:
+    """A private copy of the fake bundle, for a test to damage."""
+    dst = tmp_path / fake_bundle.name
+    shutil.copytree(fake_bundle, dst)
+    return dst
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    """Where .zip bundles unpack during a test (never the user's cache)."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("EDGEKIT_CACHE", str(d))
+    return d
