@@ -1,0 +1,72 @@
+"""edgekit target "onnx" (alias "iot"): ONNX for ONNX Runtime on Linux boards, also runnable by onnxruntime-genai.
+
+This module stays light (it is what the entry point loads): onnx / onnxruntime / torch are imported inside methods.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekit.targets.base import Artifact, Capabilities, TargetSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgekit.model.edge_model import EdgeModel
+    from edgekit.targets.base import Session
+
+__all__ = ["OnnxTarget"]
+
+# |Δlogit| allowed against reference(): fp32 is the eager fp32 graph; int4 is the eager graph carrying the artifact's
+# own dequantized weights and MatMulNBits' int8 activation rounding, so only summation order differs; fp16 is the
+# eager fp16 graph, where rounding of fp16 intermediates in different kernels dominates.
+TOLERANCES = {"fp32": 1e-4, "int4": 1e-2, "fp16": 5e-2}
+
+
+class OnnxTarget:
+    name = "onnx"
+    aliases = ("iot",)
+    platform = "linux"
+    capabilities = Capabilities(
+        quant_schemes=("fp32", "fp16", "int4"),
+        kv_cache=("fp32",),
+        dynamic_shapes=True,
+        per_op_profiling=True,
+        host_runnable=True,
+        options=("block_size", "accuracy_level", "embedding_bits", "output_bits", "external_data", "threads"),
+        default_quant="int4",
+        notes="KV cache in the activation dtype (fp32, or fp16 for quant fp16); int8 KV cache not yet wired",
+    )
+
+    def export(self, model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
+        from edgekit_onnx.export import export_onnx
+
+        return export_onnx(model, spec, Path(out))
+
+    def reference(self, model: EdgeModel, spec: TargetSpec) -> nn.Module:
+        from edgekit_onnx.quant import plan_for
+        from edgekit_onnx.reference import build_reference
+
+        return build_reference(model, spec, plan_for(spec.quant, spec.options))
+
+    def tolerance(self, spec: TargetSpec) -> float:
+        return TOLERANCES[spec.quant]
+
+    def session(self, artifact: Artifact, **options: Any) -> Session:
+        from edgekit.errors import MissingDependency, UnsupportedOption
+
+        unknown = sorted(set(options) - {"threads", "profile_dir"})
+        if unknown:
+            raise UnsupportedOption(f"session option(s) {', '.join(unknown)} are not known; known: threads, profile_dir")
+        try:
+            from edgekit_onnx.standalone_session import open_session
+        except ImportError as e:  # pragma: no cover - onnxruntime is a declared dependency
+            raise MissingDependency(f"the onnx target needs onnxruntime: pip install onnxruntime ({e})") from e
+        threads = options.get("threads", artifact.metadata.get("options", {}).get("threads"))
+        return open_session(artifact.path, threads=threads, profile_dir=options.get("profile_dir"))
+
+    def device_assets(self, artifact: Artifact) -> list[Path]:
+        return []   # ORT's contrib ops ship inside onnxruntime itself: nothing to compile or push beside the model
+
+    def standalone_session(self) -> Path | None:
+        return Path(__file__).with_name("standalone_session.py")

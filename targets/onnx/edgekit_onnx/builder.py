@@ -1,0 +1,256 @@
+"""Writes the decoder as an ONNX graph directly from the canonical weights (no torch.export / tracing).
+
+Why direct: the graph is small and fixed (embedding, N x [RMSNorm, QKV, GQA, O, RMSNorm, SwiGLU], norm, lm_head),
+so writing it node by node gives exactly the fused ORT kernels we want (GroupQueryAttention with rotary,
+SimplifiedLayerNormalization / SkipSimplifiedLayerNormalization, MatMulNBits, GatherBlockQuantized), takes seconds
+and never materialises an fp32 copy of the network beyond one tensor at a time. The inputs/outputs follow
+onnxruntime-genai's decoder contract (input_ids, attention_mask, past_key_values.N.*, logits, present.N.*).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper
+
+from edgekit.model.graph import rope_tables
+from edgekit_onnx.attention import FloatKVCache, mask_to_gqa_lengths
+from edgekit_onnx.quant import QuantPlan, pack_blockwise
+from edgekit_onnx.serialize import TensorSink
+
+if TYPE_CHECKING:
+    from edgekit.model.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+OPSET, MS_OPSET, IR_VERSION = 17, 1, 9   # loads in ORT >= 1.14's format support; the contrib ops set the real floor
+
+
+@dataclass
+class GraphBuilder:
+    cfg: ModelConfig
+    plan: QuantPlan
+    sink: TensorSink
+    max_seq_len: int
+    last_logits_only: bool
+    nodes: list = field(default_factory=list)
+    inputs: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+    seqlens_k: str = "/mask/seqlens_k"
+    total_seq_len: str = "/mask/total_seq_len"
+    cos_cache: str = "cos_cache"
+    sin_cache: str = "sin_cache"
+    op_counts: dict = field(default_factory=dict)
+    packed: dict = field(default_factory=dict)     # name -> (packed, scales) from the quantize stage
+    k_dims: dict = field(default_factory=dict)     # name -> K (input features) of every linear
+    _consts: set = field(default_factory=set)
+
+    @property
+    def elem_type(self) -> int:
+        return TensorProto.FLOAT16 if self.plan.float_dtype == "fp16" else TensorProto.FLOAT
+
+    @property
+    def np_dtype(self) -> type:
+        return np.float16 if self.plan.float_dtype == "fp16" else np.float32
+
+    # ---- helpers ----------------------------------------------------------
+    def node(self, op: str, inputs: list[str], name: str, n_out: int = 1, domain: str = "", **attrs: Any) -> list[str]:
+        outs = [f"{name}/output_{i}" for i in range(n_out)]
+        self.nodes.append(helper.make_node(op, inputs, outs, name=name, domain=domain or None, **attrs))
+        self.op_counts[op] = self.op_counts.get(op, 0) + 1
+        return outs
+
+    def const_i64(self, name: str, value: int | list[int]) -> str:
+        full = f"/const/{name}"
+        if full not in self._consts:
+            self._consts.add(full)
+            self.sink.add(full, np.asarray(value, dtype=np.int64))
+        return full
+
+    def float_tensor(self, name: str, t: torch.Tensor) -> str:
+        self.sink.add(name, t.detach().to(torch.float32).numpy().astype(self.np_dtype, copy=False))
+        return name
+
+    def linear(self, name: str, x: str, weight: Callable[[], torch.Tensor], bias: torch.Tensor | None,
+               bits: int | None) -> str:
+        """x @ W.T (+ bias), W = weight() [N, K] in torch layout; MatMulNBits when bits is set, else MatMul.
+        W is made only if needed (the quantize stage may have packed it already)."""
+        if bits is None:
+            w_t = weight().T.contiguous()
+            k, n = w_t.shape
+            y = self.node("MatMul", [x, self.float_tensor(f"{name}.weight_T", w_t)], f"{name}/MatMul")[0]
+        else:
+            packed, scales = self.packed.pop(name, None) or _pack(weight(), bits, self.plan.block_size)
+            n, k = packed.shape[0], self.k_dims[name]
+            self.sink.add(f"{name}.weight_Q{bits}", packed)
+            self.sink.add(f"{name}.weight_scales", scales.astype(self.np_dtype))
+            y = self.node("MatMulNBits", [x, f"{name}.weight_Q{bits}", f"{name}.weight_scales"], f"{name}/MatMulNBits",
+                          domain="com.microsoft", K=k, N=n, bits=bits, block_size=self.plan.block_size,
+                          accuracy_level=self.plan.accuracy_level)[0]
+        if bias is not None:
+            y = self.node("Add", [y, self.float_tensor(f"{name}.bias", bias)], f"{name}/Add")[0]
+        return y
+
+    def rms_norm(self, name: str, x: str, weight: torch.Tensor) -> str:
+        return self.node("SimplifiedLayerNormalization", [x, self.float_tensor(f"{name}.weight", weight)], name,
+                         axis=-1, epsilon=self.cfg.rms_norm_eps, stash_type=1)[0]
+
+    def skip_rms_norm(self, name: str, x: str, skip: str, weight: torch.Tensor) -> tuple[str, str]:
+        """RMSNorm(x + skip) and x + skip (the new residual), one fused kernel."""
+        outs = self.node("SkipSimplifiedLayerNormalization", [x, skip, self.float_tensor(f"{name}.weight", weight)],
+                         name, n_out=4, domain="com.microsoft", epsilon=self.cfg.rms_norm_eps)
+        return outs[0], outs[3]
+
+
+def linear_table(cfg: ModelConfig, w: dict[str, torch.Tensor], plan: QuantPlan
+                 ) -> Iterator[tuple[str, Callable[[], torch.Tensor], int, int | None]]:
+    """Every linear of the graph once: (name, make-weight [N, K], K, bits). Q/K/V and gate/up are fused."""
+    for i in range(cfg.num_layers):
+        a, f = f"layers.{i}.attention.", f"layers.{i}.feed_forward."
+        yield (f"/model/layers.{i}/attn/qkv_proj",
+               lambda a=a: torch.cat([w[a + "wq.weight"], w[a + "wk.weight"], w[a + "wv.weight"]]),
+               cfg.hidden_size, plan.linear_bits)
+        yield f"/model/layers.{i}/attn/o_proj", lambda a=a: w[a + "wo.weight"], cfg.q_dim, plan.linear_bits
+        yield (f"/model/layers.{i}/mlp/gate_up_proj", lambda f=f: torch.cat([w[f + "w1.weight"], w[f + "w3.weight"]]),
+               cfg.hidden_size, plan.linear_bits)
+        yield f"/model/layers.{i}/mlp/down_proj", lambda f=f: w[f + "w2.weight"], cfg.intermediate_size, plan.linear_bits
+    out = "tok_embeddings.weight" if cfg.tie_word_embeddings else "output.weight"
+    yield "/lm_head", lambda: w[out], cfg.hidden_size, plan.output_bits
+
+
+def _pack(weight: torch.Tensor, bits: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    return pack_blockwise(weight.detach().float().numpy(), bits, block_size)
+
+
+def quantize_weights(cfg: ModelConfig, w: dict[str, torch.Tensor], plan: QuantPlan) -> dict[str, tuple]:
+    """The quantize stage: block-wise packing of every quantized linear and of the embedding table."""
+    packed = {name: _pack(make(), bits, plan.block_size)
+              for name, make, _, bits in linear_table(cfg, w, plan) if bits is not None}
+    if plan.embedding_bits is not None:
+        table = w["tok_embeddings.weight"]
+        if table.shape[1] % plan.block_size:
+            raise ValueError(f"hidden size {table.shape[1]} is not a multiple of block_size {plan.block_size}")
+        packed["/model/embed_tokens"] = _pack(table, plan.embedding_bits, plan.block_size)
+    return packed
+
+
+def build_graph(cfg: ModelConfig, weights: dict[str, torch.Tensor], plan: QuantPlan, sink: TensorSink,
+                max_seq_len: int, last_logits_only: bool, kv: FloatKVCache, packed: dict[str, tuple]
+                ) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """The whole decoder as an ONNX model (initializers written through `sink`; `packed` is consumed)."""
+    g = GraphBuilder(cfg, plan, sink, max_seq_len, last_logits_only, packed=packed)
+    table = {name: (make, bits) for name, make, k, bits in linear_table(cfg, weights, plan)}
+    g.k_dims = {name: k for name, _, k, _ in linear_table(cfg, weights, plan)}
+    g.inputs += [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
+                 helper.make_tensor_value_info("attention_mask", TensorProto.INT64,
+                                               ["batch_size", "total_sequence_length"])]
+    logits_len = 1 if last_logits_only else "sequence_length"
+    g.outputs.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                   ["batch_size", logits_len, cfg.vocab_size]))
+    kv.declare_io(g, cfg)
+    mask_to_gqa_lengths(g)
+    cos, sin = rope_tables(cfg, max_seq_len)
+    half = cfg.head_dim // 2
+    g.float_tensor(g.cos_cache, cos[:, :half].contiguous())
+    g.float_tensor(g.sin_cache, sin[:, :half].contiguous())
+
+    def lin(name: str, x: str, bias: torch.Tensor | None = None) -> str:
+        make, bits = table[name]
+        return g.linear(name, x, make, bias, bits)
+
+    x = _embedding(g, weights["tok_embeddings.weight"])
+    residual, h = x, g.rms_norm("/model/layers.0/input_layernorm", x, weights["layers.0.attention_norm.weight"])
+    for i in range(cfg.num_layers):
+        attn = _attention(g, kv, i, h, weights, lin)
+        h, residual = g.skip_rms_norm(f"/model/layers.{i}/post_attention_layernorm", attn, residual,
+                                      weights[f"layers.{i}.ffn_norm.weight"])
+        mlp = _mlp(g, i, h, lin)
+        last = i == cfg.num_layers - 1
+        norm_w = weights["norm.weight"] if last else weights[f"layers.{i + 1}.attention_norm.weight"]
+        name = "/model/norm" if last else f"/model/layers.{i + 1}/input_layernorm"
+        h, residual = g.skip_rms_norm(name, mlp, residual, norm_w)
+    if last_logits_only:
+        h = g.node("Slice", [h, g.const_i64("minus_1", [-1]), g.const_i64("int_max", [2**62]),
+                             g.const_i64("axes_1", [1])], "/model/last_position")[0]
+    logits = lin("/lm_head", h)
+    if g.elem_type != TensorProto.FLOAT:
+        logits = g.node("Cast", [logits], "/lm_head/cast", to=TensorProto.FLOAT)[0]
+    g.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="/logits"))
+    graph = helper.make_graph(g.nodes, "edgekit_decoder", g.inputs, g.outputs, sink.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
+                                                    helper.make_opsetid("com.microsoft", MS_OPSET)],
+                              producer_name="edgekit")
+    model.ir_version = IR_VERSION
+    return model, dict(g.op_counts)
+
+
+def _embedding(g: GraphBuilder, table: torch.Tensor) -> str:
+    bits = g.plan.embedding_bits
+    if bits is None:
+        return g.node("Gather", [g.float_tensor("model.embed_tokens.weight", table), "input_ids"],
+                      "/model/embed_tokens/Gather", axis=0)[0]
+    packed, scales = g.packed.pop("/model/embed_tokens", None) or _pack(table, bits, g.plan.block_size)
+    g.sink.add(f"model.embed_tokens.weight_Q{bits}", packed.reshape(table.shape[0], -1))
+    g.sink.add("model.embed_tokens.weight_scales", scales.astype(g.np_dtype))
+    return g.node("GatherBlockQuantized", [f"model.embed_tokens.weight_Q{bits}", "input_ids",
+                                           "model.embed_tokens.weight_scales"], "/model/embed_tokens/GatherBlockQuantized",
+                  domain="com.microsoft", bits=bits, block_size=g.plan.block_size, gather_axis=0, quantize_axis=1)[0]
+
+
+def _attention(g: GraphBuilder, kv: FloatKVCache, i: int, h: str, w: dict[str, torch.Tensor], lin: Callable) -> str:
+    cfg, p = g.cfg, f"layers.{i}.attention."
+    name = f"/model/layers.{i}/attn"
+    qkv_b = torch.cat([w[p + "wq.bias"], w[p + "wk.bias"], w[p + "wv.bias"]]) if cfg.attention_bias else None
+    qkv = lin(f"{name}/qkv_proj", h, qkv_b)
+    if not cfg.qk_norm:
+        out = kv.emit(g, cfg, i, qkv, None, None)          # packed QKV into GQA
+    else:
+        # q/k RMSNorm per head (Qwen3): ORT's CPU GQA rejects its q_norm_weight input, so normalise explicitly
+        q, k, v = g.node("Split", [qkv, g.const_i64(f"qkv_split_{cfg.q_dim}_{cfg.kv_dim}",
+                                                     [cfg.q_dim, cfg.kv_dim, cfg.kv_dim])], f"{name}/qkv_split",
+                         n_out=3, axis=-1)
+        q = _head_norm(g, f"{name}/q_norm", q, cfg.num_heads, w[p + "q_norm.weight"])
+        k = _head_norm(g, f"{name}/k_norm", k, cfg.num_kv_heads, w[p + "k_norm.weight"])
+        out = kv.emit(g, cfg, i, q, k, v)
+    return lin(f"{name}/o_proj", out)
+
+
+def _head_norm(g: GraphBuilder, name: str, x: str, heads: int, weight: torch.Tensor) -> str:
+    d = g.cfg.head_dim
+    per_head = g.node("Reshape", [x, g.const_i64(f"shape_0_0_{heads}_{d}", [0, 0, heads, d])], f"{name}/Reshape")[0]
+    normed = g.rms_norm(name, per_head, weight)
+    return g.node("Reshape", [normed, g.const_i64(f"shape_0_0_{heads * d}", [0, 0, heads * d])],
+                  f"{name}/Reshape_back")[0]
+
+
+def _mlp(g: GraphBuilder, i: int, h: str, lin: Callable) -> str:
+    name, inter = f"/model/layers.{i}/mlp", g.cfg.intermediate_size
+    gate_up = lin(f"{name}/gate_up_proj", h)
+    gate, up = g.node("Split", [gate_up, g.const_i64(f"split_{inter}_{inter}", [inter, inter])], f"{name}/split",
+                      n_out=2, axis=-1)
+    sig = g.node("Sigmoid", [gate], f"{name}/act/Sigmoid")[0]
+    silu = g.node("Mul", [gate, sig], f"{name}/act/Mul")[0]
+    act = g.node("Mul", [silu, up], f"{name}/Mul")[0]
+    return lin(f"{name}/down_proj", act)
+
+
+def estimate_initializer_bytes(cfg: ModelConfig, plan: QuantPlan) -> int:
+    """Bytes the initializers will take, before building: decides embedded vs external data up front."""
+    def nbytes(params: int, bits: int | None) -> int:
+        if bits is None:
+            return params * (2 if plan.float_dtype == "fp16" else 4)
+        return params * bits // 8 + params // plan.block_size * (2 if plan.float_dtype == "fp16" else 4)
+
+    emb = cfg.vocab_size * cfg.hidden_size
+    body = cfg.num_parameters - emb * (1 if cfg.tie_word_embeddings else 2)
+    return nbytes(body, plan.linear_bits) + nbytes(emb, plan.embedding_bits) + nbytes(emb, plan.output_bits)
+
+
+def model_path(out: Path) -> Path:
+    return out / "model.onnx"

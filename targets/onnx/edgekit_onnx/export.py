@@ -1,0 +1,96 @@
+"""export(): build (graph from weights), quantize (block-wise packing), serialize (model.onnx [+ .data]), genai files."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekit import progress
+from edgekit.errors import ExportError, UnsupportedOption
+from edgekit.targets.base import Artifact
+from edgekit_onnx.attention import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, kv_cache_lowering
+from edgekit_onnx.builder import IR_VERSION, MS_OPSET, OPSET, build_graph, estimate_initializer_bytes, quantize_weights
+from edgekit_onnx.genai import write_genai_files
+from edgekit_onnx.quant import QuantPlan, plan_for
+from edgekit_onnx.serialize import DATA_SUFFIX, TensorSink, needs_external_data, save_model
+
+if TYPE_CHECKING:
+    from edgekit.model.edge_model import EdgeModel
+    from edgekit.targets.base import TargetSpec
+
+log = logging.getLogger(__name__)
+MODEL_FILE = "model.onnx"
+EXTERNAL_DATA_CHOICES = ("auto", "always")
+
+
+def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
+    plan = plan_for(spec.quant, spec.options)
+    kv = kv_cache_lowering(spec.kv_cache)
+    cfg = model.config
+    if cfg.head_dim % 2 or cfg.head_dim > 256:
+        raise UnsupportedOption(f"head_dim {cfg.head_dim} is outside what GroupQueryAttention supports (even, <= 256)")
+    ext = spec.options.get("external_data", "auto")
+    if ext not in EXTERNAL_DATA_CHOICES:
+        raise UnsupportedOption(f"external_data={ext!r}; accepted: {', '.join(EXTERNAL_DATA_CHOICES)}")
+    estimate = estimate_initializer_bytes(cfg, plan)
+    external = ext == "always" or needs_external_data(estimate)
+    packed: dict[str, tuple] = {}
+    if plan.linear_bits or plan.embedding_bits or plan.output_bits:
+        with progress.current().stage("quantize"):
+            packed = quantize_weights(cfg, model.weights, plan)
+    sink = TensorSink(out / (MODEL_FILE + DATA_SUFFIX) if external else None)
+    try:
+        with progress.current().stage("build"):
+            proto, op_counts = build_graph(cfg, model.weights, plan, sink, spec.max_seq_len, spec.last_logits_only,
+                                           kv, packed)
+    except ValueError as e:
+        raise ExportError(f"building the ONNX graph failed: {e}") from e
+    finally:
+        sink.close()
+    with progress.current().stage("serialize"):
+        files = save_model(proto, out / MODEL_FILE)
+        del proto
+        files += write_genai_files(model, out, spec.max_seq_len, MODEL_FILE)
+    artifact = Artifact(path=out, target="onnx", files=files,
+                        metadata=_metadata(model, spec, plan, op_counts, sink.total_bytes, external))
+    artifact.save()   # the standalone session reads artifact.json; export_api rewrites it with validation figures
+    return artifact
+
+
+def _metadata(model: EdgeModel, spec: TargetSpec, plan: QuantPlan, op_counts: dict[str, int], weight_bytes: int,
+              external: bool) -> dict[str, Any]:
+    import onnxruntime
+
+    cfg = model.config
+    return {
+        "format": "onnx",
+        "max_seq_len": spec.max_seq_len,            # also in the core's common metadata; the standalone
+        "last_logits_only": spec.last_logits_only,  # session needs them before export_api adds that
+        "quantization": plan.to_dict(),
+        "ir_version": IR_VERSION,
+        "opsets": {"ai.onnx": OPSET, "com.microsoft": MS_OPSET},
+        "min_onnxruntime": min_ort_version(plan),
+        "built_with_onnxruntime": onnxruntime.__version__,
+        "external_data": external,
+        "weight_bytes": weight_bytes,
+        "op_counts": op_counts,
+        "genai_config": "genai_config.json",
+        "io": {"main": MODEL_FILE, "inputs": ["input_ids", "attention_mask"], "logits": "logits",
+               "past_key": PAST_KEY, "past_value": PAST_VALUE, "present_key": PRESENT_KEY,
+               "present_value": PRESENT_VALUE, "layers": cfg.num_layers, "kv_heads": cfg.num_kv_heads,
+               "head_dim": cfg.head_dim, "cache_layout": "BNSH",
+               "cache_dtype": "float16" if plan.float_dtype == "fp16" else "float32",
+               "cache_shape": [1, cfg.num_kv_heads, spec.max_seq_len, cfg.head_dim],
+               "past_present_share_buffer": True},
+    }
+
+
+def min_ort_version(plan: QuantPlan) -> str:
+    """The oldest ONNX Runtime whose CPU kernels cover what this graph uses (from ORT's release notes:
+    GroupQueryAttention with fused rotary on CPU 1.18, MatMulNBits accuracy_level 4 on CPU 1.18,
+    GatherBlockQuantized 1.20, its `bits`=8 with uint8 data 1.22). Verified here only with the installed release."""
+    if plan.embedding_bits == 8:
+        return "1.22"
+    if plan.embedding_bits == 4:
+        return "1.20"
+    return "1.18"

@@ -1,0 +1,80 @@
+"""The eager graph an ONNX export must match: the fp32 Decoder, or for int4 the same Decoder carrying the exact
+dequantized weights of the artifact (same packing routine), and with accuracy_level 4 the same int8 quantization of
+activations that MatMulNBits applies (per weight block along K, scale = max|a| / 127, round half to even).
+So int4 is compared against an int4 reference (tight tolerance), and separately reported against fp32 (top-1)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgekit_onnx.quant import QuantPlan, dequantize, pack_blockwise
+
+if TYPE_CHECKING:
+    from edgekit.model.edge_model import EdgeModel
+    from edgekit.model.graph import Decoder
+    from edgekit.targets.base import TargetSpec
+
+
+class BlockQuantizedActLinear(nn.Module):
+    """y = quant_int8(x, per block along K) @ W.T (+ b): MatMulNBits' accuracy_level 4 arithmetic."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, block_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        self.block_size = block_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = x.shape[-1]
+        pad = -k % self.block_size
+        xb = F.pad(x, (0, pad)).reshape(*x.shape[:-1], -1, self.block_size)
+        scale = xb.abs().amax(-1, keepdim=True) / 127.0
+        inv = torch.where(scale != 0, 1.0 / scale, torch.zeros_like(scale))
+        xq = (torch.round(xb * inv).clamp(-128, 127) * scale).reshape(*x.shape[:-1], -1)[..., :k]
+        return F.linear(xq, self.weight, self.bias)
+
+
+def _dequantized(weight: torch.Tensor, bits: int, block_size: int) -> torch.Tensor:
+    packed, scales = pack_blockwise(weight.detach().float().numpy(), bits, block_size)
+    return torch.from_numpy(dequantize(packed, scales, bits, weight.shape[1]))
+
+
+def _quantized_linear(lin: nn.Linear, bits: int, plan: QuantPlan) -> nn.Module:
+    w = _dequantized(lin.weight, bits, plan.block_size)
+    b = None if lin.bias is None else lin.bias.detach().float()
+    if plan.accuracy_level == 4:
+        return BlockQuantizedActLinear(w, b, plan.block_size)
+    out = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+    out.weight = nn.Parameter(w, requires_grad=False)
+    if b is not None:
+        out.bias = nn.Parameter(b, requires_grad=False)
+    return out
+
+
+def quantized_reference(dec: Decoder, plan: QuantPlan) -> Decoder:
+    """Swap the decoder's linears / embedding for their dequantized twins (on this decoder copy only)."""
+    if plan.linear_bits is not None:
+        for layer in dec.layers:
+            att, ffn = layer.attention, layer.feed_forward
+            for owner, names in ((att, ("wq", "wk", "wv", "wo")), (ffn, ("w1", "w2", "w3"))):
+                for n in names:
+                    setattr(owner, n, _quantized_linear(getattr(owner, n), plan.linear_bits, plan))
+    if plan.output_bits is not None:
+        dec.output = _quantized_linear(dec.output, plan.output_bits, plan)   # also unties a tied head
+    if plan.embedding_bits is not None:
+        table = _dequantized(dec.tok_embeddings.weight, plan.embedding_bits, plan.block_size)
+        dec.tok_embeddings = nn.Embedding.from_pretrained(table, freeze=True)
+    return dec
+
+
+def build_reference(model: EdgeModel, spec: TargetSpec, plan: QuantPlan) -> Decoder:
+    dtype = torch.float16 if plan.float_dtype == "fp16" else torch.float32
+    dec = model.decoder(spec.max_seq_len, spec.last_logits_only, dtype=dtype)
+    if spec.kv_cache == "int8":
+        from edgekit.kernels import use_int8_kv_cache
+
+        use_int8_kv_cache(dec)
+    return quantized_reference(dec, plan)

@@ -1,0 +1,119 @@
+"""Run an edgekit ONNX artifact with ONNX Runtime alone (imports only onnxruntime, numpy and the stdlib).
+
+    open_session(folder, threads=None, profile_dir=None) -> session with reset(), forward(tokens, input_pos),
+    max_seq_len, last_logits_only, op_profile()
+
+The KV cache stays in place: each layer's past and present are ONE preallocated OrtValue of max_seq_len positions,
+bound as both the GroupQueryAttention input and output (its shared-buffer mode), so a decode step copies nothing
+but the new token's K/V. This file is pushed to boards as is, so keep it self-contained.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger("edgekit_onnx.standalone")
+
+
+def read_metadata(folder: Path) -> tuple[dict, list]:
+    """(metadata, files) from artifact.json (an export) or manifest.json (a bundle)."""
+    if (folder / "artifact.json").exists():
+        doc = json.loads((folder / "artifact.json").read_text())
+        return doc["metadata"], doc["files"]
+    if (folder / "manifest.json").exists():
+        art = json.loads((folder / "manifest.json").read_text())["artifact"]
+        return art["metadata"], art["files"]
+    raise FileNotFoundError(f"{folder} holds neither artifact.json nor manifest.json")
+
+
+class OnnxSession:
+    def __init__(self, folder: str | os.PathLike, threads: int | None = None, profile_dir: str | None = None):
+        folder = Path(folder)
+        meta, files = read_metadata(folder)
+        io = meta["io"]
+        self.max_seq_len = int(meta["max_seq_len"])
+        self.last_logits_only = bool(meta["last_logits_only"])
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = int(threads or 0)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self._profiling = profile_dir is not None
+        if self._profiling:
+            Path(profile_dir).mkdir(parents=True, exist_ok=True)
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(Path(profile_dir) / "ort_profile")
+        main = folder / (io.get("main") or files[0])
+        self.session = ort.InferenceSession(str(main), opts, providers=["CPUExecutionProvider"])
+        self._profile: list[dict] | None = None
+        self._bind_cache(io)
+        self.length = 0
+
+    def _bind_cache(self, io: dict) -> None:
+        shape = [1, int(io["kv_heads"]), self.max_seq_len, int(io["head_dim"])]
+        dtype = np.float16 if io["cache_dtype"] == "float16" else np.float32
+        self.binding = self.session.io_binding()
+        self._cache, self._host = [], []
+        for i in range(int(io["layers"])):
+            for past, present in ((io["past_key"], io["present_key"]), (io["past_value"], io["present_value"])):
+                host = np.zeros(shape, dtype=dtype)        # zeroed once; the OrtValue views this memory
+                buf = ort.OrtValue.ortvalue_from_numpy(host, "cpu", 0)
+                self._host.append(host)
+                self.binding.bind_ortvalue_input(past % i, buf)
+                self.binding.bind_ortvalue_output(present % i, buf)   # same buffer: GQA appends in place
+                self._cache.append(buf)
+        self._logits_index = len(self._cache)   # outputs come back in binding order: the caches, then logits
+
+    def reset(self) -> None:
+        self.length = 0   # positions beyond `length` are never read: GQA masks by seqlens_k, no zeroing needed
+
+    def forward(self, tokens: np.ndarray, input_pos: np.ndarray) -> np.ndarray:
+        """tokens int64[1,T], input_pos int64[T] (consecutive, starting at or before the cached length)."""
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        pos = np.asarray(input_pos, dtype=np.int64)
+        t, start = tokens.shape[1], int(pos[0])
+        if pos.shape != (t,) or np.any(pos != np.arange(start, start + t)):
+            raise ValueError(f"input_pos must be {t} consecutive positions, got {pos.tolist()[:8]}")
+        if start > self.length or start + t > self.max_seq_len:
+            raise ValueError(f"positions {start}..{start + t - 1} do not follow the cached {self.length} tokens "
+                             f"within max_seq_len {self.max_seq_len}")
+        self.binding.bind_cpu_input("input_ids", tokens)
+        self.binding.bind_cpu_input("attention_mask", np.ones((1, start + t), dtype=np.int64))
+        self.binding.bind_output("logits", "cpu")   # (re)bound per call: its shape follows T
+        self.session.run_with_iobinding(self.binding)
+        self.length = start + t
+        return self.binding.get_outputs()[self._logits_index].numpy()
+
+    def op_profile(self) -> list[dict]:
+        """Per-op timings from ORT's Chrome-trace profile: [{name, op_type, calls, total_ms}], slowest first."""
+        if not self._profiling:
+            raise RuntimeError("op_profile() needs open_session(..., profile_dir=...)")
+        if self._profile is None:
+            trace = json.loads(Path(self.session.end_profiling()).read_text())
+            self._profile = summarize_profile(trace)
+        return self._profile
+
+
+def summarize_profile(trace: list[dict]) -> list[dict]:
+    rows: dict[str, dict] = defaultdict(lambda: {"calls": 0, "total_ms": 0.0})
+    for ev in trace:
+        if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
+            continue
+        name = ev["name"][: -len("_kernel_time")]
+        row = rows[name]
+        row["op_type"] = ev.get("args", {}).get("op_name", "")
+        row["calls"] += 1
+        row["total_ms"] += float(ev.get("dur", 0)) / 1000.0
+    out = [{"name": n, "op_type": r["op_type"], "calls": r["calls"], "total_ms": round(r["total_ms"], 4)}
+           for n, r in rows.items()]
+    return sorted(out, key=lambda r: -r["total_ms"])
+
+
+def open_session(folder: str | os.PathLike, threads: int | None = None, profile_dir: str | None = None) -> OnnxSession:
+    return OnnxSession(folder, threads=threads, profile_dir=profile_dir)
