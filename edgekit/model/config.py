@@ -42,6 +42,8 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = field(default_factory=tuple)
     architecture: str = ""
+    # per-frequency divisors of RoPE's inverse frequencies, as llama.cpp stores Llama 3 scaling (rope_freqs.weight)
+    rope_freq_factors: tuple[float, ...] | None = None
 
     # ---- construction -------------------------------------------------
     @classmethod

@@ -35,6 +35,8 @@ def rope_tables(cfg: ModelConfig, max_seq_len: int) -> tuple[torch.Tensor, torch
     inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64, device="cpu").float() / d))
     if cfg.rope_scaling is not None:
         inv_freq = _llama3_scaled(inv_freq, cfg)
+    if cfg.rope_freq_factors is not None:
+        inv_freq = inv_freq / torch.tensor(cfg.rope_freq_factors, dtype=torch.float32, device="cpu")
     t = torch.arange(max_seq_len, dtype=torch.int64, device="cpu").float()
     freqs = torch.outer(t, inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)

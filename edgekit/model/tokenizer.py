@@ -1,4 +1,10 @@
-"""Tokenizer: tokenizer.json (HF) through `tokenizers`, chat template rendering like transformers' apply_chat_template."""
+"""Tokenizer: tokenizer.json (HF) or GGUF vocabulary through `tokenizers`, chat templates like apply_chat_template.
+
+Encoding follows transformers' semantics: `add_special_tokens=True` applies the post-processor, which adds BOS/EOS
+when the checkpoint asks for it (`add_bos_token` / `add_eos_token` in tokenizer_config.json or GGUF metadata
+rebuild it the way transformers' `update_post_processor` does). A GGUF tokenizer is rebuilt the way transformers'
+GGUF integration builds it (byte-level BPE or sentencepiece BPE, control tokens special, user-defined added).
+"""
 from __future__ import annotations
 
 import json
@@ -10,36 +16,86 @@ from edgekit.errors import TokenizerError
 
 class Tokenizer:
     def __init__(self, tokenizer_json: str, chat_template: str | None = None, bos_token: str | None = None,
-                 eos_token: str | None = None, add_bos: bool = False, extra_stop_ids: tuple[int, ...] = ()):
+                 eos_token: str | None = None, add_bos: bool | None = None, extra_stop_ids: tuple[int, ...] = (),
+                 add_eos: bool | None = None, unk_token: str | None = None, pad_token: str | None = None):
         from tokenizers import Tokenizer as _Tok
 
         try:
             self._tok = _Tok.from_str(tokenizer_json)
-        except Exception as e:  # tokenizers raises a bare Exception subclass from Rust
+        except Exception as e:  # noqa: BLE001 (tokenizers raises a bare Exception from Rust)
             raise TokenizerError(f"tokenizer.json could not be parsed: {e}") from None
-        self.json = tokenizer_json
         self.chat_template = chat_template
-        self.bos_token, self.eos_token, self.add_bos = bos_token, eos_token, add_bos
+        self.bos_token, self.eos_token = bos_token, eos_token
+        self.unk_token, self.pad_token = unk_token, pad_token
         self.bos_id = self._tok.token_to_id(bos_token) if bos_token else None
         eos_id = self._tok.token_to_id(eos_token) if eos_token else None
+        if add_bos is not None or add_eos is not None or self._tok.post_processor is None:
+            self._set_post_processor(bool(add_bos), bool(add_eos), eos_id)
+            tokenizer_json = self._tok.to_str()
+        self.add_bos = bool(add_bos) if add_bos is not None else self._adds_bos()
+        self.json = tokenizer_json
         self.stop_ids: tuple[int, ...] = tuple(dict.fromkeys(([eos_id] if eos_id is not None else []) + list(extra_stop_ids)))
+
+    def _set_post_processor(self, add_bos: bool, add_eos: bool, eos_id: int | None) -> None:
+        """transformers' TokenizersBackend.update_post_processor: BOS/EOS around the sequence as asked."""
+        from tokenizers import processors
+
+        add_bos = add_bos and self.bos_id is not None
+        add_eos = add_eos and eos_id is not None
+        single = f"{(self.bos_token + ':0 ') if add_bos else ''}$A:0{(' ' + self.eos_token + ':0') if add_eos else ''}"
+        pair = (f"{single}{(' ' + self.bos_token + ':1') if add_bos else ''} $B:1"
+                f"{(' ' + self.eos_token + ':1') if add_eos else ''}")
+        special = ([(self.bos_token, self.bos_id)] if add_bos else []) + ([(self.eos_token, eos_id)] if add_eos else [])
+        self._tok.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=special)
+
+    def _adds_bos(self) -> bool:
+        if self.bos_id is None:
+            return False
+        probe = self._tok.encode("a", add_special_tokens=True).ids
+        return bool(probe) and probe[0] == self.bos_id
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_folder(cls, folder: Path, eos_token_ids: tuple[int, ...] = ()) -> "Tokenizer":
+    def from_folder(cls, folder: Path, eos_token_ids: tuple[int, ...] = ()) -> Tokenizer:
         path = folder / "tokenizer.json"
         if not path.exists():
             raise TokenizerError(f"no tokenizer.json in {folder}; the model loads, but generation and bundling need one")
         cfg: dict[str, Any] = {}
         if (folder / "tokenizer_config.json").exists():
-            cfg = json.loads((folder / "tokenizer_config.json").read_text())
+            try:
+                cfg = json.loads((folder / "tokenizer_config.json").read_text())
+            except ValueError as e:
+                raise TokenizerError(f"{folder / 'tokenizer_config.json'} is not valid JSON ({e})") from None
         template = cfg.get("chat_template")
         if (folder / "chat_template.jinja").exists():
             template = (folder / "chat_template.jinja").read_text()
         if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
             template = next((t["template"] for t in template if t.get("name") == "default"), template[0]["template"])
         return cls(path.read_text(), template, _tok_str(cfg.get("bos_token")), _tok_str(cfg.get("eos_token")),
-                   bool(cfg.get("add_bos_token", False)), eos_token_ids)
+                   cfg.get("add_bos_token"), eos_token_ids, cfg.get("add_eos_token"),
+                   _tok_str(cfg.get("unk_token")), _tok_str(cfg.get("pad_token")))
+
+    @classmethod
+    def from_gguf(cls, meta: dict[str, Any], eos_token_ids: tuple[int, ...] = ()) -> Tokenizer:
+        """From GGUF metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`), as transformers builds it."""
+        tokens = meta.get("tokenizer.ggml.tokens")
+        if not tokens:
+            raise TokenizerError("the GGUF file has no tokenizer.ggml.tokens; the model loads, but generation and "
+                                 "bundling need a tokenizer")
+        kind = meta.get("tokenizer.ggml.model")
+        backend = _gguf_backend(meta)  # raises TokenizerError naming the supported tokenizer models
+
+        def special(key: str) -> str | None:
+            i = meta.get(f"tokenizer.ggml.{key}")
+            return tokens[i] if i is not None and 0 <= i < len(tokens) else None
+
+        add_bos = meta.get("tokenizer.ggml.add_bos_token")
+        if add_bos is None and kind == "llama":
+            add_bos = True  # llama.cpp adds BOS to a sentencepiece vocabulary that does not say otherwise
+        return cls(backend.to_str(), meta.get("tokenizer.chat_template"), special("bos_token_id"),
+                   special("eos_token_id"), bool(add_bos), eos_token_ids,
+                   bool(meta.get("tokenizer.ggml.add_eos_token", False)), special("unknown_token_id"),
+                   special("padding_token_id"))
 
     # ---- use ------------------------------------------------------------------------------------
     @property
@@ -47,10 +103,8 @@ class Tokenizer:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        ids = self._tok.encode(text, add_special_tokens=False).ids
-        if add_special_tokens and self.add_bos and self.bos_id is not None:
-            ids = [self.bos_id] + ids
-        return ids
+        """Token ids of `text`; add_special_tokens=True adds BOS/EOS exactly when transformers' tokenizer would."""
+        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
@@ -63,8 +117,9 @@ class Tokenizer:
             raise TokenizerError("this model has no chat template; pass a plain prompt (without --chat)")
         from edgekit.model.chat_template import render
 
-        return render(self.chat_template, messages, add_generation_prompt,
-                      bos_token=self.bos_token or "", eos_token=self.eos_token or "")
+        special = {k: v for k, v in (("bos_token", self.bos_token), ("eos_token", self.eos_token),
+                                     ("unk_token", self.unk_token), ("pad_token", self.pad_token)) if v is not None}
+        return render(self.chat_template, messages, add_generation_prompt, **special)
 
     def save(self, folder: Path) -> list[str]:
         """Write tokenizer.json (+ chat_template.jinja); returns the file names written."""
@@ -80,3 +135,129 @@ def _tok_str(v: Any) -> str | None:
     if isinstance(v, dict):
         return v.get("content")
     return v
+
+
+# ---- GGUF vocabularies, rebuilt the way transformers' integrations/gguf/gguf_tokenizer_mapping.py does --------------
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN35_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_TEKKEN_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+                 r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+                 r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_GPT4O_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+                r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+                r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# tokenizer.ggml.pre -> the split regex its merges were learned with; other values keep GPT-2's ByteLevel regex
+GGUF_PRE_SPLITS = {
+    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
+                     "jina-v5-nano", "dbrx", "smaug-bpe"), _LLAMA3_SPLIT),
+    "tekken": _TEKKEN_SPLIT,
+    **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez"), _QWEN2_SPLIT),
+    "qwen35": _QWEN35_SPLIT,
+    **dict.fromkeys(("gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"), _GPT4O_SPLIT),
+}
+GGUF_TOKENIZER_MODELS = ("gpt2", "llama")
+_CONTROL, _USER_DEFINED = 3, 4
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (the byte-level BPE alphabet)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def _gguf_backend(meta: dict[str, Any]):
+    """A `tokenizers.Tokenizer` equal to the one transformers builds from this GGUF metadata."""
+    kind = meta.get("tokenizer.ggml.model")
+    if kind == "gpt2":
+        tok = _byte_level_bpe(meta)
+    elif kind == "llama":
+        tok = _sentencepiece_bpe(meta)
+    else:
+        raise TokenizerError(f"GGUF tokenizer model {kind!r} is not supported; supported: "
+                             f"{', '.join(GGUF_TOKENIZER_MODELS)} (the model loads, generation needs a tokenizer)")
+    _add_special_tokens(tok, meta)
+    split = GGUF_PRE_SPLITS.get(meta.get("tokenizer.ggml.pre"))
+    if split is not None:
+        from tokenizers import Regex, pre_tokenizers
+
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    return tok
+
+
+def _merges(meta: dict[str, Any], vocab: dict[str, int]) -> list[tuple[str, str]]:
+    if meta.get("tokenizer.ggml.merges"):
+        return [tuple(m.split(" ")) for m in meta["tokenizer.ggml.merges"]]  # type: ignore[misc]
+    scores = meta.get("tokenizer.ggml.scores")
+    if not scores:
+        raise TokenizerError("the GGUF tokenizer has neither merges nor scores to derive them from")
+    return _merges_from_scores(vocab, dict(zip(meta["tokenizer.ggml.tokens"], scores)))
+
+
+def _merges_from_scores(vocab: dict[str, int], scores: dict[str, float]) -> list[tuple[str, str]]:
+    """transformers' generate_merges: every split of a token into two vocabulary pieces, best score first."""
+    merges = []
+    for merge, score in scores.items():
+        local = [(merge[:i], merge[i:], score) for i in range(1, len(merge)) if merge[:i] in vocab and merge[i:] in vocab]
+        merges.extend(sorted(local, key=lambda x: (vocab[x[0]], vocab[x[1]])))
+    merges.sort(key=lambda v: (v[2], len(v[0]), len(v[1])), reverse=True)
+    return [(a, b) for a, b, _ in merges]
+
+
+def _byte_level_bpe(meta: dict[str, Any]):
+    from tokenizers import Tokenizer as _Tok
+    from tokenizers import decoders, models, pre_tokenizers
+
+    spelling = bytes_to_unicode()
+    alphabet = set(spelling.values())
+    vocab = {t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8")): i
+             for i, t in enumerate(meta["tokenizer.ggml.tokens"])}
+    tok = _Tok(models.BPE(vocab=vocab, merges=_merges(meta, vocab), dropout=None, continuing_subword_prefix="",
+                          end_of_word_suffix="", fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def _sentencepiece_bpe(meta: dict[str, Any]):
+    """transformers' LlamaTokenizer (legacy=False, add_prefix_space=True) over the file's vocabulary."""
+    from tokenizers import Tokenizer as _Tok
+    from tokenizers import decoders, models, pre_tokenizers
+
+    vocab = {t: i for i, t in enumerate(meta["tokenizer.ggml.tokens"])}
+    tok = _Tok(models.BPE(vocab=vocab, merges=_merges(meta, vocab), fuse_unk=True, byte_fallback=True, dropout=None))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(content=" ", left=1)])
+    return tok
+
+
+def _add_special_tokens(tok, meta: dict[str, Any]) -> None:
+    """Control tokens (and the named bos/eos/unk/pad) become special; user-defined ones (<think>) added tokens."""
+    from tokenizers import AddedToken
+
+    tokens, types = meta["tokenizer.ggml.tokens"], meta.get("tokenizer.ggml.token_type") or ()
+    spelled = set(bytes_to_unicode().values()) if meta.get("tokenizer.ggml.model") == "gpt2" else None
+    control = [t for t, kind in zip(tokens, types) if kind == _CONTROL and (spelled is None or set(t) <= spelled)]
+    named = [tokens[meta[k]] for k in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                                       "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id")
+             if meta.get(k) is not None and 0 <= meta[k] < len(tokens)]
+    special = list(dict.fromkeys(control + named))
+    if special:
+        tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in special])
+    vocab = tok.get_vocab()
+    user = [AddedToken(t, normalized=False, special=False) for t, kind in zip(tokens, types)
+            if kind == _USER_DEFINED and t in vocab]
+    if user:
+        tok.add_tokens(user)

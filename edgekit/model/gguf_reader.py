@@ -1,0 +1,208 @@
+"""Reading GGUF files (llama.cpp's format) into an EdgeModel: config, dequantized canonical tensors, tokenizer.
+
+The file is memory-mapped by `gguf.GGUFReader`; every tensor's name, shape and type is checked before any is
+dequantized, then tensors are dequantized one at a time (gguf.quants) and converted to the compute dtype.
+llama.cpp's converter permutes the q/k rows of Llama models (its RoPE rotates interleaved pairs, HF's rotates
+halves); `Family.gguf_permuted_qk` says when we undo that, exactly as transformers' GGUF loader does.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekit.errors import CheckpointError, EdgekitError
+from edgekit.model.checkpoint import expected_shapes
+from edgekit.model.config import ModelConfig
+from edgekit.model.edge_model import EdgeModel
+from edgekit.model.families import FAMILIES, GGUF_NAMES, family_for_gguf, source_name_map
+
+log = logging.getLogger(__name__)
+
+# GGML tensor types we dequantize (each checked against transformers' GGUF loader in tests/core)
+SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
+# tensors that carry no weights of their own; rope_freqs (Llama 3 rope scaling) goes into the config
+_NON_WEIGHT_TENSORS = ("rope_freqs.weight",)
+
+
+def open_gguf(path: Path):
+    """A GGUFReader over `path`, with every failure turned into a CheckpointError naming the file."""
+    from gguf import GGUFReader
+
+    try:
+        return GGUFReader(path)
+    except ValueError as e:
+        if "GGMLQuantizationType" in str(e):
+            bad = str(e).split(" is not")[0]
+            raise CheckpointError(f"{path.name} has a tensor of unknown GGML quantization type {bad}; supported: "
+                                  f"{', '.join(SUPPORTED_TYPES)}") from None
+        raise CheckpointError(_unreadable(path, e)) from None
+    except (IndexError, KeyError, OSError, OverflowError, TypeError, UnicodeDecodeError, MemoryError) as e:
+        raise CheckpointError(_unreadable(path, e)) from None
+
+
+def _unreadable(path: Path, e: Exception) -> str:
+    return (f"{path.name} is not a readable GGUF file: it is truncated or corrupt ({type(e).__name__}: {e}); "
+            "accepted: a complete GGUF v2/v3 file as written by llama.cpp")
+
+
+def metadata(reader) -> dict[str, Any]:
+    """All key/value fields as Python values (strings, numbers, lists)."""
+    out: dict[str, Any] = {}
+    for key, field in reader.fields.items():
+        try:
+            out[key] = field.contents()
+        except (ValueError, IndexError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"GGUF metadata field {key!r} is unreadable ({e}); the file is corrupt") from None
+    return out
+
+
+def config_from_gguf(meta: dict[str, Any], tensors: dict[str, tuple[tuple[int, ...], str]]) -> ModelConfig:
+    """A ModelConfig from GGUF metadata; `tensors` maps GGUF tensor name -> (numpy shape, type name)."""
+    arch = meta.get("general.architecture")
+    if not isinstance(arch, str):
+        raise CheckpointError("the GGUF file has no general.architecture; it is not a model file llama.cpp wrote")
+    fam = family_for_gguf(arch)
+
+    def get(key: str, default: Any = None, required: bool = True) -> Any:
+        value = meta.get(f"{arch}.{key}", default)
+        if value is None and required:
+            raise CheckpointError(f"GGUF metadata lacks {arch}.{key}, which a {fam.name} model needs")
+        return value
+
+    hidden, heads = int(get("embedding_length")), int(get("attention.head_count"))
+    kv_heads = get("attention.head_count_kv", heads)
+    if isinstance(kv_heads, list):
+        if len(set(kv_heads)) != 1:
+            raise CheckpointError(f"per-layer KV head counts {sorted(set(kv_heads))} are not supported; "
+                                  "accepted: the same count in every layer")
+        kv_heads = kv_heads[0]
+    q_shape = tensors.get("blk.0.attn_q.weight", ((0,), ""))[0]
+    head_dim = int(get("attention.key_length", None, False) or (q_shape[0] // heads if q_shape[0] else hidden // heads))
+    scaling = get("rope.scaling.type", None, False)
+    if scaling not in (None, "none"):
+        raise CheckpointError(f"GGUF rope scaling type {scaling!r} is not supported; supported: none, or Llama 3 "
+                              "scaling stored as rope_freqs.weight")
+    tokens = meta.get("tokenizer.ggml.tokens")
+    vocab = get("vocab_size", None, False) or (len(tokens) if tokens else tensors["token_embd.weight"][0][0])
+    eos = [meta[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+                             "tokenizer.ggml.eom_token_id") if meta.get(k) is not None]
+    return ModelConfig(
+        family=fam.name, architecture=fam.hf_architectures[0], vocab_size=int(vocab), hidden_size=hidden,
+        intermediate_size=int(get("feed_forward_length")), num_layers=int(get("block_count")),
+        num_heads=heads, num_kv_heads=int(kv_heads), head_dim=head_dim,
+        rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-6)),
+        rope_theta=float(get("rope.freq_base", 10000.0)),
+        max_position_embeddings=int(get("context_length", 2048)),
+        tie_word_embeddings="output.weight" not in tensors,
+        attention_bias=fam.qkv_bias or "blk.0.attn_q.bias" in tensors, qk_norm=fam.qk_norm,
+        stored_dtype=dominant_type(tensors),
+        bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
+        eos_token_ids=tuple(dict.fromkeys(int(e) for e in eos)),
+    )
+
+
+def dominant_type(tensors: dict[str, tuple[tuple[int, ...], str]]) -> str:
+    """The GGML type holding most of the weights (by element count), e.g. "Q4_1"."""
+    count: Counter[str] = Counter()
+    for shape, type_name in tensors.values():
+        count[type_name] += int(np.prod(shape))
+    return count.most_common(1)[0][0] if count else "F32"
+
+
+def check_tensors(path: Path, reader, cfg: ModelConfig) -> dict[str, str]:
+    """GGUF name -> canonical name, after checking names, shapes, types and that the data lies inside the file."""
+    shapes = expected_shapes(cfg)
+    name_map = source_name_map(GGUF_NAMES, list(shapes))
+    size = path.stat().st_size
+    seen: dict[str, str] = {}
+    for t in reader.tensors:
+        if t.name in _NON_WEIGHT_TENSORS:
+            continue
+        canon = name_map.get(t.name)
+        if canon is None:
+            raise CheckpointError(f"{path.name}: tensor {t.name!r} has no place in a {cfg.family} model with this "
+                                  "config (unmapped extra tensor)")
+        if t.tensor_type.name not in SUPPORTED_TYPES:
+            raise CheckpointError(f"{path.name}: tensor {t.name!r} is stored as {t.tensor_type.name}, which edgekit "
+                                  f"cannot dequantize; supported: {', '.join(SUPPORTED_TYPES)}")
+        shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+        if shape != shapes[canon]:
+            raise CheckpointError(f"{path.name}: tensor {t.name!r} has shape {list(shape)}, the config implies "
+                                  f"{list(shapes[canon])}")
+        if t.data_offset + t.n_bytes > size:
+            raise CheckpointError(f"{path.name} is truncated: tensor {t.name!r} ends at byte "
+                                  f"{t.data_offset + t.n_bytes}, the file has {size}")
+        seen[t.name] = canon
+    missing = [n for n in shapes if n not in seen.values()]
+    if missing:
+        src = {c: s for s, c in name_map.items()}
+        raise CheckpointError(f"{path.name} misses {len(missing)} tensor(s): "
+                              + ", ".join(src.get(m, m) for m in missing[:8]))
+    return seen
+
+
+def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's `permute` of q/k rows (HF half-split RoPE layout -> interleaved), per head."""
+    dim = w.shape[0] // n_heads // 2
+    return w.reshape(n_heads, dim, 2, *w.shape[1:]).swapaxes(2, 1).reshape(w.shape)
+
+
+def iter_gguf_tensors(path: Path, reader, cfg: ModelConfig, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """(canonical name, tensor) per weight, dequantized one at a time."""
+    from gguf.quants import dequantize
+
+    names = check_tensors(path, reader, cfg)
+    permuted = FAMILIES[cfg.family].gguf_permuted_qk
+    for t in reader.tensors:
+        canon = names.get(t.name)
+        if canon is None:
+            continue
+        w = dequantize(t.data, t.tensor_type)
+        if permuted and canon.endswith(("attention.wq.weight", "attention.wq.bias")):
+            w = unpermute_qk(w, cfg.num_heads)
+        elif permuted and canon.endswith(("attention.wk.weight", "attention.wk.bias")):
+            w = unpermute_qk(w, cfg.num_kv_heads)
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        if np.shares_memory(w, t.data):  # F32 comes back as a view of the read-only memory map
+            w = w.copy()
+        tensor = torch.from_numpy(w)
+        yield canon, tensor if dtype == torch.float32 else tensor.to(dtype)
+
+
+def _rope_freq_factors(reader) -> tuple[float, ...] | None:
+    for t in reader.tensors:
+        if t.name == "rope_freqs.weight":
+            from gguf.quants import dequantize
+
+            return tuple(float(x) for x in dequantize(t.data, t.tensor_type).reshape(-1))
+    return None
+
+
+def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> EdgeModel:
+    """Load a GGUF file into an EdgeModel (weights dequantized to `dtype`); the tokenizer comes from its metadata."""
+    import dataclasses
+
+    reader = open_gguf(path)
+    meta = metadata(reader)
+    tensors = {t.name: (tuple(int(d) for d in reversed(t.shape.tolist())), t.tensor_type.name) for t in reader.tensors}
+    cfg = config_from_gguf(meta, tensors)
+    factors = _rope_freq_factors(reader)
+    if factors is not None:
+        cfg = dataclasses.replace(cfg, rope_freq_factors=factors)
+    weights = dict(iter_gguf_tensors(path, reader, cfg, dtype))
+    model = EdgeModel(config=cfg, weights=weights, source=path, source_format="gguf", name=path.stem,
+                      source_quant=cfg.stored_dtype)
+    try:
+        from edgekit.model.tokenizer import Tokenizer
+
+        model._tokenizer = Tokenizer.from_gguf(meta, cfg.eos_token_ids)
+    except EdgekitError as e:
+        model._tokenizer_problem = str(e)
+        log.warning("%s", e)
+    return model
