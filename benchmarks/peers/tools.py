@@ -77,7 +77,18 @@ def ensure_venv(name: str, requirements: tuple[str, ...], env: dict[str, str] | 
     venv = CACHE / "venvs" / name
     py = venv / "bin" / "python"
     stamp = venv / ".edgekit-ready"
+    wanted = "# requirements: " + " ".join(requirements)
     if stamp.exists() and py.exists():
+        if stamp.read_text().splitlines()[:1] == [wanted]:
+            return py
+        # the requirement list changed since the venv was made: add what is new (torch stays pinned)
+        cons = venv / "constraints.txt"
+        cons.write_text(f"torch=={_torch_version(py)}\n")
+        res = common.run_child([py, "-m", "pip", "install", "-c", cons, *requirements], nice=NICE,
+                               log=CACHE / "logs" / f"venv-{name}.log", env={**os.environ, **(env or {})})
+        if not res.ok:
+            raise PeerUnavailable(f"updating {name} failed:\n{res.tail(12)}")
+        stamp.write_text(wanted + "\n" + common.run_child([py, "-m", "pip", "freeze"]).stdout)
         return py
     logf = CACHE / "logs" / f"venv-{name}.log"
     log.info("creating venv %s (log: %s)", venv, logf)
@@ -93,7 +104,7 @@ def ensure_venv(name: str, requirements: tuple[str, ...], env: dict[str, str] | 
     freeze = common.run_child([py, "-m", "pip", "freeze"])
     if "nvidia-" in freeze.stdout:
         raise PeerUnavailable(f"{name}: pip pulled CUDA packages; refusing to use this venv")
-    stamp.write_text(freeze.stdout)
+    stamp.write_text(wanted + "\n" + freeze.stdout)
     return py
 
 
@@ -197,7 +208,8 @@ class OrtGenaiBuilder(Peer):
     name = "onnxruntime-genai"
     label = "onnxruntime-genai 0.18.0 model builder (int4, cpu)"
     layout = "int4-g32"
-    requirements = (f"torch=={TORCH_VERSION}", "onnxruntime-genai==0.18.0", "transformers", "onnx", "onnxruntime")
+    requirements = (f"torch=={TORCH_VERSION}", "onnxruntime-genai==0.18.0", "transformers", "onnx", "onnxruntime",
+                    "onnx-ir")
     bench_script = "ogai_bench.py"
     version_packages = ("onnxruntime-genai", "onnxruntime", "onnx", "transformers", "torch")
     ARGS = ("-m", "onnxruntime_genai.models.builder", "-p", "int4", "-e", "cpu")
