@@ -1,0 +1,71 @@
+"""edgekit target plugin for iOS / macOS: a stateful Core ML ML program (.mlpackage).
+
+This module stays light (no coremltools / torch import at module level): the registry loads it to list targets.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekit.targets.base import Artifact, Capabilities
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgekit.model.edge_model import EdgeModel
+    from edgekit.targets.base import Session, TargetSpec
+
+log = logging.getLogger(__name__)
+
+KV_NOTE = ("Core ML states are fp16, so the KV cache is stored in fp16: kv_cache 'fp32' (the default) and 'fp16' "
+           "both mean a float cache stored as fp16; an int8 cache cannot be held in a Core ML state")
+
+# max |Δlogit| of the fp16 ML program vs the fp32 eager graph carrying the same (de)quantized weights
+TOLERANCE = {"fp16": 2e-2, "w8": 3e-2, "w4": 3e-2}
+
+
+class CoreMLTarget:
+    name = "coreml"
+    aliases = ("ios",)
+    platform = "ios"
+    capabilities = Capabilities(
+        quant_schemes=("fp16", "w8", "w4"),
+        kv_cache=("fp32", "fp16"),
+        dynamic_shapes=True,
+        per_op_profiling=False,
+        host_runnable=True,   # Core ML on macOS; the numpy ML-program evaluator elsewhere (slow, correctness only)
+        options=("min_ios", "granularity", "block_size"),
+        default_quant="fp16",
+        notes=KV_NOTE,
+    )
+
+    def export(self, model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
+        from edgekit_coreml.convert import MODEL_FILE, export_coreml
+
+        meta = export_coreml(model, spec, Path(out))
+        return Artifact(path=Path(out), target=self.name, files=[MODEL_FILE], metadata=meta)
+
+    def reference(self, model: EdgeModel, spec: TargetSpec) -> nn.Module:
+        from edgekit_coreml.reference import reference_decoder
+
+        return reference_decoder(model, spec)
+
+    def tolerance(self, spec: TargetSpec) -> float:
+        return TOLERANCE[spec.quant]
+
+    def session(self, artifact: Artifact, **options: Any) -> Session:
+        from edgekit_coreml.session import open_session
+
+        return open_session(artifact, **options)
+
+    def device_assets(self, artifact: Artifact) -> list[Path]:
+        return []  # everything the app needs is inside the .mlpackage
+
+    def standalone_session(self) -> Path | None:
+        return None  # no ssh-board runner: Core ML runs inside an iOS / macOS app
+
+    @staticmethod
+    def host_is_macos() -> bool:
+        return platform.system() == "Darwin"

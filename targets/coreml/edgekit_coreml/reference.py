@@ -1,0 +1,24 @@
+"""The eager graph a Core ML artifact must match: the fp32 decoder with the artifact's (de)quantized weights."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from edgekit_coreml.quant import fake_quantize, quant_for, weight_names
+
+if TYPE_CHECKING:
+    from edgekit.model.edge_model import EdgeModel
+    from edgekit.model.graph import Decoder
+    from edgekit.targets.base import TargetSpec
+
+
+def reference_decoder(model: EdgeModel, spec: TargetSpec) -> Decoder:
+    from edgekit.model.graph import build_decoder
+
+    q = quant_for(spec.quant, spec.options)
+    weights = dict(model.weights)
+    if q.bits is not None:
+        for name in weight_names(list(weights)):
+            weights[name] = fake_quantize(weights[name], q)
+    return build_decoder(model.config, weights, spec.max_seq_len, torch.float32, spec.last_logits_only)
