@@ -15,6 +15,6 @@ def command(bundle_path, no_target_check) -> None:
     b = Bundle.open(bundle_path, check_target=not no_target_check)
     r = b.report
     m = b.manifest
-    console.print(f"[green]ok[/] {b.name}: {m['target']['name']} / {m['quant']}, schema {m['schema_version']}, "
-                  f"{r.files_checked} files ({human_bytes(r.bytes_checked)}) match their sha256; "
-                  + ", ".join(r.checks))
+    target = "target not checked" if no_target_check else f"target {m['target']['name']} installed"
+    console.print(f"[green]ok[/] {b.name} ({m['quant']}, manifest schema {m['schema_version']}): {r.files_checked} "
+                  f"files ({human_bytes(r.bytes_checked)}) match their sha256 and size; {target}")

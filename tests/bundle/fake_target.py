@@ -72,6 +72,14 @@ class FakeTarget:
         return STANDALONE
 
 
+class FakePhoneTarget(FakeTarget):
+    """The same, claiming to be for phones (so a bundle gets the Android README and multi-target runs have two)."""
+
+    name = "fakephone"
+    aliases = ()
+    platform = "android"
+
+
 def install() -> None:
     """Make get_target() see FakeTarget beside every real plugin that loads."""
     from importlib.metadata import entry_points
@@ -87,4 +95,5 @@ def install() -> None:
         except Exception as e:  # noqa: BLE001 - a plugin under construction elsewhere must not break these tests
             logging.getLogger(__name__).warning("target plugin %s does not load: %s", ep.name, e)
     found["faketarget"] = FakeTarget()
+    found["fakephone"] = FakePhoneTarget()
     registry._installed = lambda: found
