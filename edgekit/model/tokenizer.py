@@ -1,8 +1,9 @@
 """Tokenizer: tokenizer.json (HF) or GGUF vocabulary through `tokenizers`, chat templates like apply_chat_template.
 
 Encoding follows transformers' semantics: `add_special_tokens=True` applies the post-processor, which adds BOS/EOS
-when the checkpoint asks for it (`add_bos_token` / `add_eos_token` in tokenizer_config.json or GGUF metadata
-rebuild it the way transformers' `update_post_processor` does). A GGUF tokenizer is rebuilt the way transformers'
+when the checkpoint asks for it: tokenizer.json's own post-processor for HF folders (transformers 5 ignores
+tokenizer_config's add_bos_token when tokenizer.json exists), or GGUF `add_bos_token` / `add_eos_token`, rebuilt
+the way transformers' `update_post_processor` does. A GGUF tokenizer is rebuilt the way transformers'
 GGUF integration builds it (byte-level BPE or sentencepiece BPE, control tokens special, user-defined added).
 """
 from __future__ import annotations
@@ -71,9 +72,9 @@ class Tokenizer:
             template = (folder / "chat_template.jinja").read_text()
         if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
             template = next((t["template"] for t in template if t.get("name") == "default"), template[0]["template"])
+        # like transformers 5: with a tokenizer.json, its post-processor decides BOS/EOS (add_bos_token is ignored)
         return cls(path.read_text(), template, _tok_str(cfg.get("bos_token")), _tok_str(cfg.get("eos_token")),
-                   cfg.get("add_bos_token"), eos_token_ids, cfg.get("add_eos_token"),
-                   _tok_str(cfg.get("unk_token")), _tok_str(cfg.get("pad_token")))
+                   None, eos_token_ids, None, _tok_str(cfg.get("unk_token")), _tok_str(cfg.get("pad_token")))
 
     @classmethod
     def from_gguf(cls, meta: dict[str, Any], eos_token_ids: tuple[int, ...] = ()) -> Tokenizer:

@@ -41,14 +41,17 @@ def hf_model():
 
     cache: dict[tuple, object] = {}
 
-    def get(path: Path, gguf_file: str | None = None):
+    def get(path: Path, gguf_file: str | None = None, config_from: Path | None = None):
+        """config_from: take the config from this HF folder (transformers' GGUF mapping misses qwen3's head_dim)."""
         key = (str(path), gguf_file)
         if key not in cache:
             kwargs = {}
             if gguf_file:
-                from transformers import GgufConfig
+                from transformers import AutoConfig, GgufConfig
 
                 kwargs = {"gguf_file": gguf_file, "quantization_config": GgufConfig(dequantize=True)}
+                if config_from is not None:
+                    kwargs["config"] = AutoConfig.from_pretrained(config_from)
             cache[key] = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager",
                                                               **kwargs).eval()
         return cache[key]
