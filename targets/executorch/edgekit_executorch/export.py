@@ -1,0 +1,141 @@
+"""Decoder -> .pte: quantize a fresh decoder copy, torch.export with a dynamic prefill length, lower to XNNPACK,
+serialize. Heavy module: imported only when an export runs."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from edgekit import progress
+from edgekit.errors import ExportError, UnsupportedOption
+from edgekit_executorch import quantize as quant
+from edgekit_executorch.delegation import delegation_summary
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgekit.model.edge_model import EdgeModel
+    from edgekit.targets.base import TargetSpec
+
+log = logging.getLogger(__name__)
+PTE_NAME = "model.pte"
+
+
+def build_decoder(model: EdgeModel, spec: TargetSpec, for_export: bool) -> nn.Module:
+    """A fresh decoder copy, quantized per the spec; for export its attention uses ExecuTorch's LLM ops.
+
+    reference() calls this with for_export=False: the same quantized weights, edgekit's eager attention.
+    """
+    qp = quant.plan(spec.quant, spec.options)
+    decoder = model.decoder(spec.max_seq_len, spec.last_logits_only)
+    if spec.kv_cache == "int8":
+        from edgekit.kernels import use_int8_kv_cache  # issue 6: swaps every attention.attend for the int8 one
+
+        use_int8_kv_cache(decoder)
+    with torch.no_grad():
+        quant.apply(decoder, qp)
+    if for_export and spec.kv_cache != "int8" and spec.options.get("custom_sdpa", True):
+        from edgekit_executorch.attention import use_custom_sdpa
+
+        use_custom_sdpa(decoder)
+    if for_export and spec.options.get("custom_sdpa", True):
+        from edgekit_executorch.attention import use_linear_mean_norms
+
+        use_linear_mean_norms(decoder)
+    return decoder.eval()
+
+
+def constant_methods(model: EdgeModel, spec: TargetSpec) -> dict[str, Any]:
+    """The metadata methods ExecuTorch's LLM runners (llama_main, Android LlmModule) read from a .pte."""
+    cfg = model.config
+    tok = model._tokenizer
+    bos = tok.bos_id if tok is not None and tok.bos_id is not None else cfg.bos_token_id
+    return {
+        "get_max_seq_len": spec.max_seq_len,
+        "get_max_context_len": spec.max_seq_len,
+        "get_vocab_size": cfg.vocab_size,
+        "get_bos_id": int(bos) if bos is not None else -1,
+        "get_eos_ids": [int(i) for i in model.stop_ids],
+        "get_n_layers": cfg.num_layers,
+        "use_kv_cache": True,
+        "use_sdpa_with_kv_cache": False,
+        "enable_dynamic_shape": True,
+    }
+
+
+def capture(decoder: nn.Module, max_seq_len: int) -> torch.export.ExportedProgram:
+    """torch.export with one dynamic length shared by tokens[1,T] and input_pos[T] (T up to max_seq_len - 1)."""
+    seq = torch.export.Dim("seq_len", min=1, max=max_seq_len - 1)
+    t = min(3, max_seq_len - 1)
+    example = (torch.zeros(1, t, dtype=torch.long), torch.arange(t, dtype=torch.long))
+    with torch.no_grad():
+        ep = torch.export.export(decoder, example, dynamic_shapes=({1: seq}, {0: seq}), strict=False)
+        return ep.run_decompositions({})  # functionalize; decomposes torchao's tensor subclasses
+
+
+def lower(ep: torch.export.ExportedProgram, methods: dict[str, Any]):
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+
+    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
+                                       compile_config=EdgeCompileConfig(_check_ir_validity=False),
+                                       constant_methods=methods)
+
+
+def to_executorch(edge):
+    import executorch.kernels.quantized  # noqa: F401  (quantized_decomposed::embedding_* out variants)
+    from executorch.exir import ExecutorchBackendConfig
+    from executorch.exir.passes import MemoryPlanningPass
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+    return edge.to_executorch(ExecutorchBackendConfig(
+        extract_delegate_segments=True,
+        do_quant_fusion_and_const_prop=True,   # fuses dequant + embedding into quantized embedding kernels
+        memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+        sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),  # plans activations for the largest T only
+    ))
+
+
+def export_pte(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, Any]:
+    """Writes out/model.pte; returns the metadata to record (scheme, delegation summary, sizes)."""
+    stages = progress.current()
+    with stages.stage("quantize"):
+        decoder = build_decoder(model, spec, for_export=True)
+    with stages.stage("capture"):
+        try:
+            ep = capture(decoder, spec.max_seq_len)
+        except Exception as e:  # a graph torch.export cannot trace is an export failure, say which spec
+            raise ExportError(f"torch.export of {model.name} ({spec.quant}, max_seq_len {spec.max_seq_len}) "
+                              f"failed: {e}") from e
+    del decoder
+    with stages.stage("lower"):
+        edge = lower(ep, constant_methods(model, spec))
+        del ep
+        summary = delegation_summary(edge.exported_program())
+    with stages.stage("serialize"):
+        prog = to_executorch(edge)
+        del edge
+        with (out / PTE_NAME).open("wb") as f:
+            prog.write_to_file(f)
+    qp = quant.plan(spec.quant, spec.options)
+    return {"max_seq_len": spec.max_seq_len, "last_logits_only": spec.last_logits_only,
+            "quantization": qp.describe(), "delegation": summary,
+            "attention": "llama::custom_sdpa+update_cache" if spec.options.get("custom_sdpa", True)
+            and spec.kv_cache != "int8" else "edgekit",
+            "pte_bytes": (out / PTE_NAME).stat().st_size,
+            "constant_methods": constant_methods(model, spec),
+            "custom_op_libraries": custom_op_libraries(spec)}
+
+
+def custom_op_libraries(spec: TargetSpec) -> list[str]:
+    """Kernel libraries the runtime must load before this .pte (issue 6's int8 KV-cache kernel)."""
+    if spec.kv_cache != "int8":
+        return []
+    try:
+        from edgekit_executorch.kernels import runtime_libraries  # provided by the kernels package (issue 6)
+    except ImportError as e:
+        raise UnsupportedOption("kv_cache 'int8' needs edgekit_executorch.kernels.runtime_libraries() "
+                                "(the int8 KV-cache kernel library), which is not available") from e
+    return [str(p) for p in runtime_libraries()]

@@ -1,0 +1,94 @@
+"""The ExecuTorch target (alias "android"): the light module the `edgekit.targets` entry point names.
+
+Nothing heavy is imported here; export, session and profiling load executorch / torchao on use.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekit.errors import MissingDependency
+from edgekit.targets.base import Artifact, Capabilities, TargetSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgekit.model.edge_model import EdgeModel
+    from edgekit_executorch.session import ExecuTorchSession
+
+QUANT_SCHEMES = ("fp32", "w8", "8da4w")
+OPTIONS = ("group_size", "embedding_bits", "output_bits", "custom_sdpa")
+FP32_TOLERANCE = 1e-4
+QUANT_TOLERANCE = 1e-2
+
+
+def _require_executorch() -> None:
+    try:
+        import executorch  # noqa: F401
+        import torchao  # noqa: F401
+    except ImportError as e:
+        raise MissingDependency(f"the executorch target needs executorch==1.5.1 and torchao ({e}); "
+                                "pip install edgekit-target-executorch") from e
+
+
+class ExecuTorchTarget:
+    name = "executorch"
+    aliases = ("android",)
+    platform = "android"
+    capabilities = Capabilities(
+        quant_schemes=QUANT_SCHEMES,
+        kv_cache=("fp32",),
+        dynamic_shapes=True,
+        per_op_profiling=True,
+        host_runnable=True,
+        options=OPTIONS,
+        default_quant="8da4w",
+        notes="options: group_size 32|64|128 (8da4w), embedding_bits 8|4, output_bits 8|4, custom_sdpa true|false; "
+              "int8 KV cache not yet available",
+    )
+
+    def export(self, model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
+        """Writes out/model.pte (XNNPACK-delegated, quantized per spec) and returns its Artifact."""
+        _require_executorch()
+        from edgekit_executorch.export import PTE_NAME, export_pte
+        from edgekit_executorch.quantize import plan
+
+        plan(spec.quant, spec.options)  # bad options fail before any heavy work
+        metadata = export_pte(model, spec, Path(out))
+        metadata.update(runtime="executorch", runtime_version=_executorch_version(), backend="xnnpack",
+                        io={"inputs": {"tokens": "int64[1,T]", "input_pos": "int64[T]"},
+                            "outputs": {"logits": "float32[1,1,V]" if spec.last_logits_only else "float32[1,T,V]"},
+                            "dynamic_dim": f"T in 1..{spec.max_seq_len - 1}", "method": "forward"})
+        return Artifact(path=Path(out), target=self.name, files=[PTE_NAME], metadata=metadata)
+
+    def reference(self, model: EdgeModel, spec: TargetSpec) -> nn.Module:
+        """The same quantized decoder, run eagerly with edgekit's own attention."""
+        _require_executorch()
+        from edgekit_executorch.export import build_decoder
+
+        return build_decoder(model, spec, for_export=False)
+
+    def tolerance(self, spec: TargetSpec) -> float:
+        exact = spec.quant == "fp32" and spec.kv_cache == "fp32" and not (
+            spec.options.get("embedding_bits") or spec.options.get("output_bits"))
+        return FP32_TOLERANCE if exact else QUANT_TOLERANCE
+
+    def session(self, artifact: Artifact, **options: Any) -> ExecuTorchSession:
+        """options: threads (int), profile_dir (path: record ETDumps for op_profile())."""
+        _require_executorch()
+        from edgekit_executorch.session import ExecuTorchSession
+
+        return ExecuTorchSession(artifact, **options)
+
+    def device_assets(self, artifact: Artifact) -> list[Path]:
+        libs = artifact.metadata.get("custom_op_libraries", [])
+        return [Path(p) if Path(p).is_absolute() else artifact.path / p for p in libs]
+
+    def standalone_session(self) -> Path:
+        return Path(__file__).with_name("standalone_session.py")
+
+
+def _executorch_version() -> str:
+    from importlib.metadata import version
+
+    return version("executorch")
