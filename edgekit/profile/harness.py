@@ -13,7 +13,7 @@ from typing import Any
 
 from edgekit.errors import DeviceError
 from edgekit.profile.bundles import BundleRef, standalone_module
-from edgekit.profile.devices import Device
+from edgekit.profile.devices import CommandTimeout, Device
 
 log = logging.getLogger("edgekit.profile")
 RUNNER_FILE = Path(__file__).with_name("runner.py")
@@ -165,7 +165,10 @@ def run_remote(device: Device, ref: BundleRef, settings: Settings, runner: str |
 
 def _run_runner(device: Device, root: str, settings: Settings, python: str, got: Collected,
                 on_event: EventFn | None) -> None:
-    argv = [python, f"{root}/runner/edgekit_runner.py", "--folder", f"{root}/bundle",
+    pidfile = f"{root}/runner.pid"
+    # the device's shell records the runner's pid, so a timed-out runner can be stopped there too
+    argv = ["sh", "-c", 'echo $$ > "$1"; shift; exec "$@"', "sh", pidfile,
+            python, f"{root}/runner/edgekit_runner.py", "--folder", f"{root}/bundle",
             "--settings", json.dumps(settings.as_dict()), "--out", f"{root}/events.jsonl"]
 
     def line(text: str) -> None:
@@ -183,6 +186,8 @@ def _run_runner(device: Device, root: str, settings: Settings, python: str, got:
     try:
         res = device.run(argv, timeout=settings.timeout_s, on_line=line)
     except DeviceError as e:
+        if isinstance(e, CommandTimeout):
+            _stop_remote(device, pidfile)
         got.error = type(e)(f"{e} — {len([x for x in got.events if x.get('event') == 'run'])} measurement(s) "
                             "received before that are kept in the report")
         return
@@ -190,6 +195,13 @@ def _run_runner(device: Device, root: str, settings: Settings, python: str, got:
     if res.returncode != 0 or errors:
         detail = errors[0] if errors else (res.stderr or res.stdout).strip()[-500:]
         got.error = DeviceError(f"{device.uri}: the runner failed (exit {res.returncode}): {detail}")
+
+
+def _stop_remote(device: Device, pidfile: str) -> None:
+    try:
+        device.run(["sh", "-c", 'kill "$(cat "$1")"', "sh", pidfile], timeout=30)
+    except DeviceError as e:
+        log.warning("%s: could not stop the timed-out runner: %s", device.uri, e)
 
 
 def _pull_events(device: Device, root: str, got: Collected, tmp: Path, timeout: float) -> None:

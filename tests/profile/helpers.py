@@ -15,7 +15,9 @@ from edgekit.bundle.manifest import file_table
 
 HERE = Path(__file__).parent
 TOY_SESSION = HERE / "toy_session.py"
-EVIL_NAME = "a'; touch /tmp/pwned #"
+# File names cannot hold "/", so a name's injected command writes to the shell's cwd (home, workdir); paths can.
+EVIL_NAME = "a'; touch pwned #"
+EVIL_NAME_2 = "b $(touch pwned) `touch pwned`\""
 
 
 def make_toy_bundle(folder: Path, delay_ms: float = 0.0, vocab: int = 512, max_seq_len: int = 256,

@@ -25,7 +25,7 @@ from edgekit.profile.devices.base import CommandResult, CommandTimeout, Device, 
 
 SCHEMES = ("local", "ssh://", "adb://", "ios://")
 KNOWN_OPTIONS = ("uri", "name", "python", "runner", "workdir", "identity_file", "known_hosts", "accept_new_host_key",
-                 "ssh_config", "connect_timeout", "adb", "threads")
+                 "ssh_config", "connect_timeout", "adb", "threads", "multiplex", "keep")
 
 
 def devices_file() -> Path:

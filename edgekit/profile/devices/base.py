@@ -83,8 +83,8 @@ def run_process(argv: list[str], timeout: float, on_line: Callable[[str], None] 
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        for t in readers:
-            t.join(timeout=5)
+        for t in readers:  # a multiplexing ssh master may still hold the pipes: don't wait for it
+            t.join(timeout=1)
         raise CommandTimeout(f"{what or shlex.join(argv[:3])} did not finish within {timeout:g} s (killed); "
                              f"raise --timeout if the device is just slow") from None
     for t in readers:
@@ -139,6 +139,14 @@ class Device(ABC):
             return DeviceInfo(self.uri, self.kind, self.options.get("name") or self.uri, True, self.facts())
         except DeviceError as e:
             return DeviceInfo(self.uri, self.kind, self.options.get("name") or self.uri, False, {}, str(e))
+        finally:
+            self.close()
+
+    def __enter__(self) -> Device:  # noqa: PYI034 - subclasses need no narrower type here
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def parse_df_kb(text: str) -> int | None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,9 @@ class SshDevice(Device):
     def __init__(self, uri: str, **options: Any):
         super().__init__(uri, **options)
         self.user, self.host, self.port = parse_ssh_uri(uri)
+        # one authenticated connection reused by every ssh/scp of this device (a profile makes ~10 of them)
+        self._control_dir = None if options.get("multiplex") is False else tempfile.mkdtemp(prefix="ek-ssh-")
+        self._master_pid_checked = False
 
     @property
     def destination(self) -> str:
@@ -53,7 +59,7 @@ class SshDevice(Device):
     def python(self) -> str:
         return str(self.options.get("python") or "python3")
 
-    def _common_options(self) -> list[str]:
+    def _common_options(self, master: bool = False) -> list[str]:
         o = self.options
         strict = "accept-new" if o.get("accept_new_host_key") else "yes"
         args = ["-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={strict}",
@@ -65,7 +71,45 @@ class SshDevice(Device):
             args += ["-i", str(Path(o["identity_file"]).expanduser()), "-o", "IdentitiesOnly=yes"]
         if o.get("known_hosts"):
             args += ["-o", f"UserKnownHostsFile={Path(o['known_hosts']).expanduser()}"]
+        if self._control_dir:
+            mode = ["ControlMaster=yes", "ControlPersist=120"] if master else ["ControlMaster=no"]
+            for m in mode:
+                args += ["-o", m]
+            args += ["-o", f"ControlPath={self._control_dir}/%C"]
         return args
+
+    def _ensure_master(self, timeout: float) -> None:
+        """Open the shared connection once, with stdio on /dev/null and a file: a master that inherits a pipe would
+        keep it open for its whole life and stall whoever reads that pipe."""
+        if not self._control_dir or self._master_pid_checked:
+            return
+        self._master_pid_checked = True
+        port = ["-p", str(self.port)] if self.port else []
+        argv = ["ssh", *self._common_options(master=True), "-f", "-N", *port, "--", self.destination]
+        with tempfile.TemporaryFile() as err:
+            try:
+                rc = subprocess.run(argv, check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                    timeout=min(timeout, 60)).returncode
+            except subprocess.TimeoutExpired:
+                raise DeviceError(f"{self.uri}: connecting took longer than {min(timeout, 60):g} s") from None
+            err.seek(0)
+            stderr = err.read().decode("utf-8", "replace")
+        self._raise_for_connection(CommandResult(argv, rc, "", stderr), "connecting")
+        if rc != 0:
+            raise DeviceError(f"{self.uri}: connecting failed (ssh exit {rc}): {stderr.strip()[-300:]}")
+
+    def close(self) -> None:
+        """Stop the shared connection (its master process) and remove its socket folder."""
+        if not self._control_dir:
+            return
+        port = ["-p", str(self.port)] if self.port else []
+        try:
+            subprocess.run(["ssh", *self._common_options(), *port, "-O", "exit", "--", self.destination],
+                           check=False, capture_output=True, timeout=15)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        shutil.rmtree(self._control_dir, ignore_errors=True)
+        self._control_dir = None
 
     def _ssh_argv(self, remote_command: str) -> list[str]:
         port = ["-p", str(self.port)] if self.port else []
@@ -85,12 +129,14 @@ class SshDevice(Device):
 
     def run(self, argv: list[str], timeout: float, on_line: Callable[[str], None] | None = None,
             stdin_data: bytes | None = None) -> CommandResult:
+        self._ensure_master(timeout)
         res = run_process(self._ssh_argv(shlex.join(argv)), timeout, on_line, stdin_data,
                           what=f"{self.uri}: {argv[0]}")
         self._raise_for_connection(res, f"running {argv[0]}")
         return res
 
     def _scp(self, src: str, dst: str, timeout: float, what: str) -> None:
+        self._ensure_master(timeout)
         port = ["-P", str(self.port)] if self.port else []
         res = run_process(["scp", "-q", "-r", *self._common_options(), *port, "--", src, dst], timeout, what=what)
         self._raise_for_connection(res, what)
