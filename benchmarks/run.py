@@ -88,9 +88,18 @@ def edgekit_entry(target: str, model: str, ckpt: str, key: str, a: argparse.Name
             return e
         info = {**data, "export_wall_s": res.wall_s, "peak_rss_bytes": res.peak_rss_bytes,
                 "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        if not info.get("validation"):
+            val, vres = common.run_json_child([sys.executable, CHILD, "validate", target, ckpt, folder],
+                                              timeout=a.export_timeout, log=logf)
+            info.update(val or {"validation": f"validation crashed (exit {vres.returncode}): {vres.tail(3)}"})
         meta_path.write_text(json.dumps(info, indent=1, default=str))
     e.quant = info.get("quant") or "?"
     e.command = f"{info.get('via')}; quant {e.quant}"
+    if info.get("validation"):
+        e.notes.append(f"{info['validation']}" + (f" (validation: {info['validate_s']} s in its own process, not in "
+                                                  "the export wall)" if "validate_s" in info else ""))
+    if info.get("notes"):
+        e.notes.append(str(info["notes"]))
     e.artifact = str(folder)
     e.size_bytes = common.path_bytes(folder) - common.path_bytes(folder / "artifact.json")
     e.export_wall_s, e.export_rss = info.get("export_wall_s"), info.get("peak_rss_bytes")

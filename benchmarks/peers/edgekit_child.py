@@ -6,6 +6,9 @@ its own). Runs in edgekit's venv.
         that module defines it, else with `edgekit.export(edgekit.load(CHECKPOINT), TARGET, max_seq_len=...,
         last_logits_only=True, out=OUT)` (the target's default quantization, validated as a user's export is).
         Prints one JSON line: {"artifact", "quant", "standalone_session", "via", "metadata"}.
+    edgekit_child.py validate TARGET CHECKPOINT FOLDER
+        edgekit's validation of an exported folder (what `edgekit.export(validate=True)` runs), in its own process so
+        the export's time and memory stay the export's. Prints {"validation": "...", "validate_s": ...}.
     edgekit_child.py bench FOLDER STANDALONE_PY PROMPT_LEN GEN_LEN THREADS RUNS
         Opens the artifact with the target's standalone session (the runtime alone: no edgekit, no export code) and
         times a greedy run exactly like the peer scripts (same prompt ids). Prints one JSON line.
@@ -22,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
+# options of the generic export, per target: the same scheme as that target's peer (optimum-executorch: 8da4w, group
+# 32, 8-bit embedding), so the side-by-side compares like with like
+GENERIC_OPTIONS: dict[str, dict[str, Any]] = {"executorch": {"group_size": 32, "embedding_bits": 8}}
 
 
 def export(target: str, checkpoint: str, out: str, max_seq_len: int) -> dict[str, Any]:
@@ -33,22 +39,53 @@ def export(target: str, checkpoint: str, out: str, max_seq_len: int) -> dict[str
     from edgekit.targets.registry import get_target
 
     tgt = get_target(target)
+    ckpt: Any = Path(checkpoint) if Path(checkpoint).exists() else checkpoint  # a path, or a built-in name
+    t0 = time.perf_counter()
     if hook is not None:
-        info = dict(hook(Path(checkpoint), Path(out), max_seq_len=max_seq_len) or {})
+        info = dict(hook(ckpt, Path(out), max_seq_len=max_seq_len) or {})
         via = f"bench_{target}.export_for_benchmark"
     else:
         import edgekit
 
-        model = edgekit.load(checkpoint)
-        art = edgekit.export(model, target, max_seq_len=max_seq_len, last_logits_only=True, out=out,
-                             show_progress=False)
-        info = {"quant": art.metadata.get("quant")}
+        art = edgekit.export(edgekit.load(ckpt), target, max_seq_len=max_seq_len, last_logits_only=True, out=out,
+                             validate=False, show_progress=False, **GENERIC_OPTIONS.get(target, {}))
+        info = {"quant": art.metadata.get("quant"), "options": art.metadata.get("options")}
         via = "edgekit.export (generic: " + (f"bench_{target}.py has no export_for_benchmark" if mod else
                                              f"bench_{target}.py not present") + ")"
+    info["export_only_s"] = round(time.perf_counter() - t0, 1)
     doc = json.loads((Path(out) / "artifact.json").read_text()) if (Path(out) / "artifact.json").exists() else {}
-    info.setdefault("quant", doc.get("quant") or doc.get("metadata", {}).get("quant"))
+    info.setdefault("quant", doc.get("metadata", {}).get("quant"))
     info.setdefault("standalone_session", str(tgt.standalone_session() or ""))
     return {"artifact": out, "via": via, "metadata": doc.get("metadata", {}), **info}
+
+
+def validate(target: str, checkpoint: str, out: str, max_seq_len: int) -> dict[str, Any]:
+    """edgekit's own validation (prefill + 8 greedy decode steps against the target's reference), run after an
+    export made with validate=False and timed apart, so a parity failure is reported beside the speed figures."""
+    import edgekit
+    from edgekit.errors import ParityError
+    from edgekit.targets.base import Artifact, TargetSpec
+    from edgekit.targets.registry import get_target
+    from edgekit.validate import compare
+
+    tgt = get_target(target)
+    ckpt: Any = Path(checkpoint) if Path(checkpoint).exists() else checkpoint
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {}
+    try:
+        art = Artifact.load(out)
+        md = art.metadata
+        spec = TargetSpec(quant=md["quant"], max_seq_len=md.get("max_seq_len", max_seq_len),
+                          kv_cache=md.get("kv_cache", "fp32"), last_logits_only=md.get("last_logits_only", True),
+                          options=dict(md.get("options") or {}))
+        val = compare(tgt, art, edgekit.load(ckpt), spec)
+        info["validation"] = f"validated: {json.dumps(val, default=str)[:160]}"
+    except ParityError as exc:
+        info["validation"] = f"PARITY FAILED: {exc}"
+    except Exception as exc:  # noqa: BLE001  (no host session etc.: reported)
+        info["validation"] = f"not validated here: {type(exc).__name__}: {str(exc)[:200]}"
+    info["validate_s"] = round(time.perf_counter() - t0, 1)
+    return info
 
 
 def bench(folder: str, standalone: str, prompt_len: int, gen_len: int, threads: int, runs: int) -> dict[str, Any]:
@@ -83,11 +120,12 @@ def bench(folder: str, standalone: str, prompt_len: int, gen_len: int, threads: 
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("export")
-    e.add_argument("target")
-    e.add_argument("checkpoint")
-    e.add_argument("out")
-    e.add_argument("--max-seq-len", type=int, default=512)
+    for cmd in ("export", "validate"):
+        e = sub.add_parser(cmd)
+        e.add_argument("target")
+        e.add_argument("checkpoint")
+        e.add_argument("out")
+        e.add_argument("--max-seq-len", type=int, default=512)
     b = sub.add_parser("bench")
     b.add_argument("folder")
     b.add_argument("standalone")
@@ -96,6 +134,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.cmd == "export":
         result = export(a.target, a.checkpoint, a.out, a.max_seq_len)
+    elif a.cmd == "validate":
+        result = validate(a.target, a.checkpoint, a.out, a.max_seq_len)
     else:
         result = bench(a.folder, a.standalone, a.prompt_len, a.gen_len, a.threads, a.runs)
     print(json.dumps(result, default=str))
