@@ -8,6 +8,7 @@ halves); `Family.gguf_permuted_qk` says when we undo that, exactly as transforme
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,7 @@ def open_gguf(path: Path):
         return GGUFReader(path)
     except ValueError as e:
         if "GGMLQuantizationType" in str(e):
-            bad = str(e).split(" is not")[0]
+            bad = re.sub(r"np\.\w+\((\d+)\)", r"\1", str(e).split(" is not")[0])  # "np.uint32(99)" -> "99"
             raise CheckpointError(f"{path.name} has a tensor of unknown GGML quantization type {bad}; supported: "
                                   f"{', '.join(SUPPORTED_TYPES)}") from None
         raise CheckpointError(_unreadable(path, e)) from None

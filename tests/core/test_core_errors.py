@@ -1,0 +1,163 @@
+"""Bad input: each case raises its EdgekitError subclass, naming the bad value and what is accepted."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+from gguf_files import write_raw_gguf
+
+import edgekit
+from edgekit.errors import CheckpointError, EdgekitError, TokenizerError, UnsupportedArchitecture
+
+SUPPORTED_HF = "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
+
+
+@pytest.fixture
+def qwen2_copy(ckpt, tmp_path):
+    """A private copy of the tiny qwen2 checkpoint, to damage."""
+    return shutil.copytree(ckpt("qwen2"), tmp_path / "qwen2")
+
+
+def rewrite_weights(folder, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    state = load_file(str(path))
+    edit(state)
+    save_file(state, str(path), metadata={"format": "pt"})
+
+
+def test_path_that_does_not_exist(tmp_path):
+    bad = tmp_path / "nope"
+    with pytest.raises(CheckpointError) as e:
+        edgekit.load(bad)
+    assert str(bad) in str(e.value) and "Hugging Face folder" in str(e.value) and ".gguf" in str(e.value)
+
+
+def test_folder_without_config(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError) as e:
+        edgekit.load(tmp_path)
+    assert "config.json" in str(e.value) and str(tmp_path) in str(e.value)
+
+
+def test_unsupported_architecture(qwen2_copy):
+    cfg = json.loads((qwen2_copy / "config.json").read_text())
+    (qwen2_copy / "config.json").write_text(json.dumps({**cfg, "architectures": ["GPT2LMHeadModel"],
+                                                        "model_type": "gpt2"}))
+    with pytest.raises(UnsupportedArchitecture) as e:
+        edgekit.load(qwen2_copy)
+    assert "GPT2LMHeadModel" in str(e.value) and SUPPORTED_HF in str(e.value)
+
+
+def test_unsupported_gguf_architecture(tmp_path):
+    path = write_raw_gguf(tmp_path / "gpt2.gguf", [("token_embd.weight", np.zeros((4, 32), np.float32), Q.F32)],
+                          arch="gpt2", block_count=1)
+    with pytest.raises(UnsupportedArchitecture) as e:
+        edgekit.load(path)
+    assert "'gpt2'" in str(e.value) and "llama, qwen2, qwen3" in str(e.value)
+
+
+def test_truncated_safetensors(qwen2_copy):
+    path = qwen2_copy / "model.safetensors"
+    size = path.stat().st_size
+    with path.open("r+b") as f:
+        f.truncate(size - 100)
+    with pytest.raises(CheckpointError) as e:
+        edgekit.load(qwen2_copy)
+    assert "model.safetensors is truncated" in str(e.value) and str(size) in str(e.value)
+
+
+def test_safetensors_missing_a_tensor(qwen2_copy):
+    rewrite_weights(qwen2_copy, lambda s: s.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(CheckpointError) as e:
+        edgekit.load(qwen2_copy)
+    assert "misses 1 tensor" in str(e.value) and "model.layers.1.mlp.up_proj.weight" in str(e.value)
+
+
+def test_safetensors_unmapped_extra_tensor(qwen2_copy):
+    import torch
+
+    rewrite_weights(qwen2_copy, lambda s: s.__setitem__("model.layers.0.mlp.extra_proj.weight", torch.zeros(2, 2)))
+    with pytest.raises(CheckpointError) as e:
+        edgekit.load(qwen2_copy)
+    assert "'model.layers.0.mlp.extra_proj.weight'" in str(e.value) and "unmapped" in str(e.value)
+
+
+def test_safetensors_tensor_of_wrong_shape(qwen2_copy):
+    import torch
+
+    rewrite_weights(qwen2_copy, lambda s: s.__setitem__("model.layers.0.self_attn.k_proj.weight", torch.zeros(48, 64)))
+    with pytest.raises(CheckpointError) as e:
+        edgekit.load(qwen2_copy)
+    msg = str(e.value)
+    assert "'model.layers.0.self_attn.k_proj.weight'" in msg and "[48, 64]" in msg and "[32, 64]" in msg
+
+
+def test_corrupt_gguf(tmp_path):
+    path = tmp_path / "junk.gguf"
+    path.write_bytes(b"not a gguf file at all" * 10)
+    with pytest.raises(CheckpointError) as e:
+        edgekit.load(path)
+    assert "junk.gguf is not a readable GGUF file" in str(e.value) and "accepted: a complete GGUF" in str(e.value)
+
+
+def test_truncated_gguf(tiny_gguf, tmp_path):
+    folder, name = tiny_gguf("qwen2", "f32")
+    data = (folder / name).read_bytes()
+    for cut in (len(data) - 64, len(data) // 2, 100):
+        path = tmp_path / f"cut{cut}.gguf"
+        path.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError) as e:
+            edgekit.load(path)
+        assert path.name in str(e.value) and "truncated" in str(e.value)
+
+
+def test_unsupported_gguf_quantization_type(tmp_path):
+    """Q2_K is a real GGML type that edgekit does not dequantize: named, with the supported ones."""
+    q2k = np.zeros((4, 84), dtype=np.uint8)  # one 256-wide Q2_K block (84 bytes) per row
+    path = write_raw_gguf(tmp_path / "q2k.gguf", [("token_embd.weight", q2k, Q.Q2_K)], arch="llama", block_count=0,
+                          embedding_length=256, feed_forward_length=256, vocab_size=4, **{"attention.head_count": 4})
+    with pytest.raises(CheckpointError) as e:
+        edgekit.load(path)
+    msg = str(e.value)
+    assert "'token_embd.weight' is stored as Q2_K" in msg and "supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1" in msg
+
+
+def test_unknown_gguf_type_number(tiny_gguf, tmp_path):
+    """A type id no GGML version defines (patched into the tensor info): named, with the supported ones."""
+    from gguf import GGUFReader
+
+    folder, name = tiny_gguf("qwen2", "f32")
+    reader = GGUFReader(folder / name)
+    field = reader.tensors[0].field
+    type_offset = field.offset + sum(p.nbytes for p in field.parts[:4])  # name len, name, n_dims, dims
+    data = bytearray((folder / name).read_bytes())
+    assert int.from_bytes(data[type_offset:type_offset + 4], "little") == 0  # F32
+    data[type_offset:type_offset + 4] = (99).to_bytes(4, "little")
+    path = tmp_path / "type99.gguf"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as e:
+        edgekit.load(path)
+    assert "unknown GGML quantization type 99" in str(e.value) and "supported: F32" in str(e.value)
+
+
+def test_missing_tokenizer_loads_then_fails_where_needed(qwen2_copy, tiny_gguf):
+    (qwen2_copy / "tokenizer.json").unlink()
+    model = edgekit.load(qwen2_copy)  # the model itself loads and runs
+    assert not model.has_tokenizer and model.session(16) is not None
+    with pytest.raises(TokenizerError) as e:
+        model.generate("hello")
+    assert "no tokenizer.json" in str(e.value) and "generation" in str(e.value)
+    folder, name = tiny_gguf("qwen2", "notok", with_tokenizer=False)
+    gg = edgekit.load(folder / name)
+    with pytest.raises(TokenizerError) as e:
+        _ = gg.tokenizer
+    assert "tokenizer.ggml.tokens" in str(e.value)
+
+
+def test_every_error_is_an_edgekit_error():
+    assert all(issubclass(c, EdgekitError) for c in (CheckpointError, TokenizerError, UnsupportedArchitecture))
