@@ -14,6 +14,8 @@ from typing import Any
 
 from edgekit.errors import TokenizerError
 
+REASONING_TAGS = ("<think>", "</think>")
+
 
 class Tokenizer:
     def __init__(self, tokenizer_json: str, chat_template: str | None = None, bos_token: str | None = None,
@@ -35,6 +37,7 @@ class Tokenizer:
             tokenizer_json = self._tok.to_str()
         self.add_bos = bool(add_bos) if add_bos is not None else self._adds_bos()
         self.json = tokenizer_json
+        self._hidden_ids: set[int] | None = None
         self.stop_ids: tuple[int, ...] = tuple(dict.fromkeys(([eos_id] if eos_id is not None else []) + list(extra_stop_ids)))
 
     def _set_post_processor(self, add_bos: bool, add_eos: bool, eos_id: int | None) -> None:
@@ -109,6 +112,14 @@ class Tokenizer:
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def decode_text(self, ids: list[int]) -> str:
+        """The text a user sees: special tokens dropped, except the reasoning tags <think> / </think>, which some
+        tokenizers mark special but the runtime needs to split reasoning from the answer."""
+        if self._hidden_ids is None:
+            keep = {self._tok.token_to_id(t) for t in REASONING_TAGS}
+            self._hidden_ids = {i for i, t in self._tok.get_added_tokens_decoder().items() if t.special} - keep
+        return self._tok.decode([i for i in ids if i not in self._hidden_ids], skip_special_tokens=False)
 
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)

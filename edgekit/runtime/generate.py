@@ -144,7 +144,7 @@ def generate_text(session: "Session", tokenizer: "Tokenizer", prompt: str, *, ch
     def on_token(_tok: int) -> None:
         nonlocal emitted
         ids_out = [t for t in result_ids if t not in cfg.stop_ids]
-        full = tokenizer.decode(ids_out, skip_special_tokens=True)
+        full = tokenizer.decode_text(ids_out)
         if full.endswith("\ufffd"):
             return  # an incomplete UTF-8 sequence: wait for the next token
         new, emitted = full[len(emitted):], full
@@ -157,6 +157,6 @@ def generate_text(session: "Session", tokenizer: "Tokenizer", prompt: str, *, ch
     for kind, piece in splitter.flush():
         if stream is not None:
             stream(kind, piece)
-    res.text = tokenizer.decode([t for t in res.token_ids if t not in cfg.stop_ids], skip_special_tokens=True)
+    res.text = tokenizer.decode_text([t for t in res.token_ids if t not in cfg.stop_ids])
     res.reasoning, res.answer = splitter.reasoning.strip(), splitter.answer.strip()
     return res
