@@ -1,7 +1,6 @@
 """Manifest entries derived from an artifact's metadata and its target (no target-specific knowledge here)."""
 from __future__ import annotations
 
-from importlib import metadata as _md
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,18 +29,19 @@ def _attr(obj: Any, name: str) -> Any:
 
 
 def target_entry(tgt: Target, md: dict[str, Any]) -> dict[str, Any]:
-    """name, platform, runtime, runtime_version, min_os: the artifact's metadata first, then the target's attributes."""
-    runtime = md.get("runtime") or _attr(tgt, "runtime") or tgt.name
-    version = md.get("runtime_version") or _attr(tgt, "runtime_version")
-    if version is None:
-        try:
-            version = _md.version(str(runtime))  # the runtime's installed package, when it is named after it
-        except _md.PackageNotFoundError:
-            version = None
-    min_os = md.get("min_os") or _attr(tgt, "min_os") or ", ".join(  # e.g. min_ios=18, min_macos=15
-        f"{k[4:]} {v}" for k, v in sorted(md.items()) if k.startswith("min_") and isinstance(v, (int, float, str)))
+    """name, platform, runtime, runtime_version, min_os: the artifact's metadata first (`runtime`, `runtime_version`,
+    `min_os`), then the target's attributes of those names, then metadata conventions (`built_with_<runtime>`:
+    version; `min_<runtime>`: oldest runtime; other `min_<os>` keys: minimum OS versions)."""
+    built = {k[len("built_with_"):]: v for k, v in md.items() if k.startswith("built_with_")}
+    runtime = md.get("runtime") or _attr(tgt, "runtime") or next(iter(built), None) or tgt.name
+    version = md.get("runtime_version") or _attr(tgt, "runtime_version") or built.get(runtime)
+    mins = {k[len("min_"):]: v for k, v in sorted(md.items())
+            if k.startswith("min_") and k != "min_os" and isinstance(v, (int, float, str))}
+    min_runtime = mins.pop(runtime, None)
+    min_os = md.get("min_os") or _attr(tgt, "min_os") or ", ".join(f"{k} {v}" for k, v in mins.items())
     return {"name": tgt.name, "aliases": list(tgt.aliases), "platform": tgt.platform, "runtime": str(runtime),
-            "runtime_version": None if version is None else str(version), "min_os": min_os or None}
+            "runtime_version": None if version is None else str(version),
+            "min_runtime_version": None if min_runtime is None else str(min_runtime), "min_os": min_os or None}
 
 
 def io_signature(md: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +90,8 @@ def write_tokenizer(tok: Tokenizer, folder: Path) -> list[str]:
     import json
 
     files = tok.save(folder)
+    if (folder / "tokenizer_config.json").exists():  # the artifact brought its own (a runtime may need its form)
+        return [*files, "tokenizer_config.json"]
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": tok.bos_token, "eos_token": tok.eos_token,
               "add_bos_token": tok.add_bos, "chat_template": tok.chat_template,
               "model_max_length": None}

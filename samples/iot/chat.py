@@ -36,6 +36,7 @@ class BundleModel:
         dtype = np.float16 if io["cache_dtype"] == "float16" else np.float32
         shape = [1, io["kv_heads"], self.max_seq_len, io["head_dim"]]
         self.binding = self.session.io_binding()
+        self.binding.bind_output(io.get("logits", "logits"), "cpu")  # bound first: get_outputs()[0]
         self.cache = []  # keep the buffers alive
         for layer in range(io["layers"]):
             for past, present in ((io["past_key"], io["present_key"]), (io["past_value"], io["present_value"])):
@@ -43,8 +44,6 @@ class BundleModel:
                 self.binding.bind_ortvalue_input(past % layer, buf)
                 self.binding.bind_ortvalue_output(present % layer, buf)
                 self.cache.append(buf)
-        self.binding.bind_output("logits", "cpu")
-        self.logits_index = [o.name for o in self.session.get_outputs()].index("logits")
         self.length = 0
 
     def forward(self, ids: list[int]) -> np.ndarray:
@@ -54,7 +53,7 @@ class BundleModel:
         self.binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
         self.session.run_with_iobinding(self.binding)
         self.length = total
-        return self.binding.get_outputs()[self.logits_index].numpy()[0, -1]
+        return self.binding.get_outputs()[0].numpy()[0, -1]
 
 
 def generate(model: BundleModel, tokenizer: Tokenizer, prompt_ids: list[int], max_new_tokens: int,

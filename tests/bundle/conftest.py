@@ -64,3 +64,29 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "cache"
     monkeypatch.setenv("EDGEKIT_CACHE", str(d))
     return d
+
+
+REAL_MAX_SEQ_LEN = 64
+
+
+@pytest.fixture(scope="package")
+def real_targets():
+    """Every installed real target plugin (the fake ones excluded)."""
+    from edgekit.targets.registry import targets
+
+    return [t for t in targets() if not isinstance(t, fake_target.FakeTarget)]
+
+
+@pytest.fixture(scope="package")
+def real_bundles(smollm2, real_targets, tmp_path_factory) -> dict:
+    """SmolLM2-135M bundled for every installed real target in ONE call (one load), each with its default quant.
+
+    Export validation is skipped here to keep the folder's time down (each target's own tests validate its export;
+    the fake-target tests check that validation figures reach the manifest); test_real_bundles runs every host-runnable
+    bundle against the eager reference instead."""
+    import edgekit
+
+    assert real_targets, "no real target is installed (pip install -e targets/onnx ...)"
+    made = edgekit.bundle(smollm2, target=[t.name for t in real_targets], out=tmp_path_factory.mktemp("real"),
+                          max_seq_len=REAL_MAX_SEQ_LEN, validate=False)
+    return {b.manifest["target"]["name"]: b for b in made}

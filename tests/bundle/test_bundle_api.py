@@ -18,7 +18,8 @@ def test_manifest_has_every_contract_key(fake_bundle):
     check_schema(doc)
     assert doc["schema_version"] == SCHEMA_VERSION == 1
     assert doc["target"] == {"name": "faketarget", "aliases": ["fake"], "platform": "linux",
-                             "runtime": "fake-runtime", "runtime_version": "0.0", "min_os": "Linux (any)"}
+                             "runtime": "fake-runtime", "runtime_version": "0.0", "min_runtime_version": None,
+                             "min_os": "Linux (any)"}
     assert doc["model"]["family"] == "llama" and doc["model"]["parameters"] > 0
     assert doc["model"]["source"] == "llama"  # the checkpoint's name, not this machine's path
     assert doc["artifact"]["files"] == ["weights.safetensors", "config.json"]
