@@ -122,6 +122,9 @@ def target_tables(entries: list[Entry], model: str) -> list[str]:
     out: list[str] = []
     for e in (e for e in mine if e.kind == "edgekit"):
         out.append(f"\n#### edgekit `{e.target}` ({e.quant}) against each peer\n")
+        for n in e.notes:
+            if n.startswith(("validated", "PARITY", "not validated")):
+                out.append(f"Parity: {n}\n")
         if not e.runs:
             out.append(f"Not measured: {_first_line(e.error or 'no timed run')}\n")
             continue

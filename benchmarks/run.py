@@ -88,7 +88,7 @@ def edgekit_entry(target: str, model: str, ckpt: str, key: str, a: argparse.Name
             return e
         info = {**data, "export_wall_s": res.wall_s, "peak_rss_bytes": res.peak_rss_bytes,
                 "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        if not info.get("validation"):
+        if not info.get("validation") and a.validate:
             val, vres = common.run_json_child([sys.executable, CHILD, "validate", target, ckpt, folder],
                                               timeout=a.export_timeout, log=logf)
             info.update(val or {"validation": f"validation crashed (exit {vres.returncode}): {vres.tail(3)}"})
@@ -189,6 +189,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--skip-peers", action="store_true", help="edgekit targets only")
     ap.add_argument("--reuse", action="store_true", help="reuse cached edgekit exports too (peers' are always reused)")
     ap.add_argument("--fresh-peers", action="store_true", help="re-export the peers even when cached")
+    ap.add_argument("--no-validate", dest="validate", action="store_false",
+                    help="skip edgekit's parity validation of its exports (run in its own process otherwise)")
     ap.add_argument("--no-smollm2", action="store_true", help="skip the default-model (SmolLM2-135M) table")
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--gen", type=int, default=64)
