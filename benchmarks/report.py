@@ -120,6 +120,8 @@ def target_tables(entries: list[Entry], model: str) -> list[str]:
     mine = [e for e in entries if e.model == model]
     peers = [e for e in mine if e.kind == "peer" and e.runs]
     out: list[str] = []
+    if not any(e.kind == "edgekit" for e in mine):
+        out.append("\nNo edgekit target in this run (see --only / --skip-peers).")
     for e in (e for e in mine if e.kind == "edgekit"):
         out.append(f"\n#### edgekit `{e.target}` ({e.quant}) against each peer\n")
         for n in e.notes:
@@ -214,6 +216,7 @@ def render(entries: list[Entry], *, facts: dict, shape: common.ModelShape, ckpt:
         f"{a.prompt + a.gen // 2} positions (the mean decode context); layouts in `benchmarks/common.py` (LAYOUTS)."),
         ("- Theoretical minimum size = every weight matrix at the scheme's nominal bits (4-bit: int4 + one fp16 scale "
         "per 32; 8-bit: int8 + one fp16 scale per row), tied embedding stored once, norms in fp16, no metadata."),
+        *([f"- Only these tools were selected (--only): {a.only}."] if getattr(a, "only", "") else []),
         ("- Export peak RSS: the export process and the children it waited for (wait4 ru_maxrss). Run peak RSS: the "
         "benchmark process (load + warm-up + one timed run)."),
     ]
