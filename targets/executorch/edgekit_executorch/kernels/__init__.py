@@ -21,11 +21,16 @@ __all__ = ["build_kernel_library", "load_kernel_library", "runtime_libraries", "
 
 _lock = threading.Lock()
 _loaded: dict[str, ctypes.CDLL] = {}
+_default: ctypes.CDLL | None = None
 
 
 def load_kernel_library(path: Path | None = None) -> ctypes.CDLL:
     """Builds (if needed) and loads the library once per process, RTLD_GLOBAL, after ExecuTorch's pybindings so
     its EXECUTORCH_LIBRARY registrations land in the same operator registry (libexecutorch.so) they use."""
+    global _default
+    explicit = path is not None
+    if not explicit and _default is not None:
+        return _default  # the hot path (tests, benchmarks): no hashing, no compiler probe
     from executorch.extension.pybindings import portable_lib  # noqa: F401  (loads libexecutorch.so first)
 
     path = Path(path) if path is not None else build_kernel_library()
@@ -35,6 +40,8 @@ def load_kernel_library(path: Path | None = None) -> ctypes.CDLL:
             lib = ctypes.CDLL(key, mode=ctypes.RTLD_GLOBAL)
             _declare(lib)
             _loaded[key] = lib
+        if not explicit:
+            _default = _loaded[key]
         return _loaded[key]
 
 

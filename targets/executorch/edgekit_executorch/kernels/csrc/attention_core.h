@@ -121,11 +121,7 @@ inline void attend_range(const AttentionArgs& a, const Plan& pl, int64_t h, int6
       if (nr <= 0) continue;
       float* s = sc.s.data();
       scores(a.q + (t * a.Hq + qh) * D, sc.kf.data(), nr, D, s);
-      float mt = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < nr; ++j) {
-        s[j] *= sc.kss[j];
-        mt = std::max(mt, s[j]);
-      }
+      const float mt = EDGEKIT_ISA::scale_max(s, sc.kss.data(), nr);
       const float m_new = std::max(m[r], mt);
       const float alpha = std::exp(m[r] - m_new);  // exp(-inf) = 0 on the first visible tile
       const float tile_sum = EDGEKIT_ISA::exp_shift_sum(s, nr, m_new);

@@ -49,10 +49,12 @@ inline void scores(const float* q, const float* kf, int64_t n, int64_t d, float*
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {  // 8 positions per step: one q load feeds 8 FMAs
     __m256 acc[8];
+#pragma GCC unroll 8
     for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_ps();
     const float* k = kf + j * d;
     for (int64_t c = 0; c < d; c += 8) {
       const __m256 qv = _mm256_loadu_ps(q + c);
+#pragma GCC unroll 8
       for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + i * d + c), acc[i]);
     }
     _mm256_storeu_ps(s + j, hsum8(acc));
@@ -62,6 +64,25 @@ inline void scores(const float* q, const float* kf, int64_t n, int64_t d, float*
     for (int64_t c = 0; c < d; c += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(kf + j * d + c), acc);
     s[j] = hsum(acc);
   }
+}
+
+inline float scale_max(float* s, const float* scale, int64_t n) {
+  __m256 mv = _mm256_set1_ps(-__builtin_inff());
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + j), _mm256_loadu_ps(scale + j));
+    _mm256_storeu_ps(s + j, x);
+    mv = _mm256_max_ps(mv, x);
+  }
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  float m = _mm_cvtss_f32(m4);
+  for (; j < n; ++j) {
+    s[j] *= scale[j];
+    m = m > s[j] ? m : s[j];
+  }
+  return m;
 }
 
 inline float exp_shift_sum(float* s, int64_t n, float m) {
@@ -81,28 +102,30 @@ inline float exp_shift_sum(float* s, int64_t n, float m) {
   return total;
 }
 
+// NV accumulators (NV * 8 columns) held in registers across the whole tile; NV is a compile-time constant so
+// the array is fully register-allocated (a runtime bound made GCC spill it on every position).
+template <int NV>
+inline void axpy_block(const float* p, const float* vf, int64_t n, int64_t d, __m256 alpha, float* acc) {
+  __m256 a[NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < NV; ++i) a[i] = _mm256_mul_ps(_mm256_loadu_ps(acc + 8 * i), alpha);
+  for (int64_t j = 0; j < n; ++j) {
+    const __m256 pj = _mm256_broadcast_ss(p + j);
+    const float* v = vf + j * d;
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) a[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8 * i), a[i]);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < NV; ++i) _mm256_storeu_ps(acc + 8 * i, a[i]);
+}
+
 // acc (d floats) = acc * alpha + sum_j p[j] * vf[j]; 64 columns (8 registers) per pass
 inline void axpy_rows(const float* p, const float* vf, int64_t n, int64_t d, float alpha, float* acc) {
   const __m256 av = _mm256_set1_ps(alpha);
-  for (int64_t c0 = 0; c0 < d; c0 += 64) {
-    const int nv = static_cast<int>((d - c0 < 64 ? d - c0 : 64) / 8);
-    __m256 a[8];
-    for (int i = 0; i < nv; ++i) a[i] = _mm256_mul_ps(_mm256_loadu_ps(acc + c0 + 8 * i), av);
-    if (nv == 8) {
-      for (int64_t j = 0; j < n; ++j) {
-        const __m256 pj = _mm256_broadcast_ss(p + j);
-        const float* v = vf + j * d + c0;
-        for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8 * i), a[i]);
-      }
-    } else {
-      for (int64_t j = 0; j < n; ++j) {
-        const __m256 pj = _mm256_broadcast_ss(p + j);
-        const float* v = vf + j * d + c0;
-        for (int i = 0; i < nv; ++i) a[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8 * i), a[i]);
-      }
-    }
-    for (int i = 0; i < nv; ++i) _mm256_storeu_ps(acc + c0 + 8 * i, a[i]);
-  }
+  int64_t c0 = 0;
+  for (; c0 + 64 <= d; c0 += 64) axpy_block<8>(p, vf + c0, n, d, av, acc + c0);
+  for (; c0 + 32 <= d; c0 += 32) axpy_block<4>(p, vf + c0, n, d, av, acc + c0);
+  for (; c0 < d; c0 += 8) axpy_block<1>(p, vf + c0, n, d, av, acc + c0);
 }
 
 }  // namespace avx2

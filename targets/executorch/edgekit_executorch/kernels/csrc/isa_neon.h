@@ -54,6 +54,22 @@ inline void scores(const float* q, const float* kf, int64_t n, int64_t d, float*
   }
 }
 
+inline float scale_max(float* s, const float* scale, int64_t n) {
+  float32x4_t mv = vdupq_n_f32(-__builtin_inff());
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const float32x4_t x = vmulq_f32(vld1q_f32(s + j), vld1q_f32(scale + j));
+    vst1q_f32(s + j, x);
+    mv = vmaxq_f32(mv, x);
+  }
+  float m = vmaxvq_f32(mv);
+  for (; j < n; ++j) {
+    s[j] *= scale[j];
+    m = m > s[j] ? m : s[j];
+  }
+  return m;
+}
+
 inline float exp_shift_sum(float* s, int64_t n, float m) {
   const float32x4_t mv = vdupq_n_f32(m);
   float32x4_t sum = vdupq_n_f32(0.f);
@@ -71,19 +87,28 @@ inline float exp_shift_sum(float* s, int64_t n, float m) {
   return total;
 }
 
+// NV accumulators (NV * 4 columns) in registers across the tile (compile-time NV: no spills)
+template <int NV>
+inline void axpy_block(const float* p, const float* vf, int64_t n, int64_t d, float alpha, float* acc) {
+  float32x4_t a[NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < NV; ++i) a[i] = vmulq_n_f32(vld1q_f32(acc + 4 * i), alpha);
+  for (int64_t j = 0; j < n; ++j) {
+    const float32x4_t pj = vdupq_n_f32(p[j]);
+    const float* v = vf + j * d;
+#pragma GCC unroll 16
+    for (int i = 0; i < NV; ++i) a[i] = vfmaq_f32(a[i], pj, vld1q_f32(v + 4 * i));
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < NV; ++i) vst1q_f32(acc + 4 * i, a[i]);
+}
+
 // acc (d floats) = acc * alpha + sum_j p[j] * vf[j]; 64 columns (16 registers) per pass
 inline void axpy_rows(const float* p, const float* vf, int64_t n, int64_t d, float alpha, float* acc) {
-  for (int64_t c0 = 0; c0 < d; c0 += 64) {
-    const int nv = static_cast<int>((d - c0 < 64 ? d - c0 : 64) / 4);
-    float32x4_t a[16];
-    for (int i = 0; i < nv; ++i) a[i] = vmulq_n_f32(vld1q_f32(acc + c0 + 4 * i), alpha);
-    for (int64_t j = 0; j < n; ++j) {
-      const float32x4_t pj = vdupq_n_f32(p[j]);
-      const float* v = vf + j * d + c0;
-      for (int i = 0; i < nv; ++i) a[i] = vfmaq_f32(a[i], pj, vld1q_f32(v + 4 * i));
-    }
-    for (int i = 0; i < nv; ++i) vst1q_f32(acc + c0 + 4 * i, a[i]);
-  }
+  int64_t c0 = 0;
+  for (; c0 + 64 <= d; c0 += 64) axpy_block<16>(p, vf + c0, n, d, alpha, acc + c0);
+  for (; c0 + 32 <= d; c0 += 32) axpy_block<8>(p, vf + c0, n, d, alpha, acc + c0);
+  for (; c0 < d; c0 += 8) axpy_block<2>(p, vf + c0, n, d, alpha, acc + c0);
 }
 
 }  // namespace neon

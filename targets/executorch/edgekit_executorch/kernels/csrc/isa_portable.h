@@ -37,6 +37,26 @@ inline void scores(const float* q, const float* kf, int64_t n, int64_t d, float*
   }
 }
 
+// s[j] *= scale[j]; returns max_j s[j] (8 independent maxima so the loop is not one serial dependency chain)
+inline float scale_max(float* s, const float* scale, int64_t n) {
+  float mx[8];
+  for (int i = 0; i < 8; ++i) mx[i] = -__builtin_inff();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int i = 0; i < 8; ++i) {
+      s[j + i] *= scale[j + i];
+      mx[i] = mx[i] > s[j + i] ? mx[i] : s[j + i];
+    }
+  }
+  for (; j < n; ++j) {
+    s[j] *= scale[j];
+    mx[0] = mx[0] > s[j] ? mx[0] : s[j];
+  }
+  float m = mx[0];
+  for (int i = 1; i < 8; ++i) m = m > mx[i] ? m : mx[i];
+  return m;
+}
+
 // s[j] = exp(s[j] - m); returns the sum
 inline float exp_shift_sum(float* s, int64_t n, float m) {
   float sum = 0.f;
