@@ -25,8 +25,14 @@ def __getattr__(name: str):
 
         mod = importlib.import_module("edgekit.bundle")
         return mod if name == "bundle" else mod.Bundle
+    # edgekit.profile (callable: edgekit.profile(bundle, device)) and edgekit.ProfileReport, imported on first use
+    if name in ("profile", "ProfileReport"):
+        import importlib
+
+        mod = importlib.import_module("edgekit.profile")
+        return mod if name == "profile" else mod.ProfileReport
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
 
 
-__all__ = ["Bundle", "EdgeModel", "EdgekitError", "ModelConfig", "__version__", "bundle", "export", "get_target", "load",
-           "targets"]
+__all__ = ["Bundle", "EdgeModel", "EdgekitError", "ModelConfig", "ProfileReport", "__version__", "bundle", "export",
+           "get_target", "load", "profile", "targets"]
