@@ -33,6 +33,7 @@ log = logging.getLogger("bench")
 CACHE = HERE / ".cache"
 TARGETS = ("executorch", "onnx", "coreml")
 CHILD = HERE / "peers" / "edgekit_child.py"
+EXPORT_NICE = 10  # exports yield to interactive work on the shared machine; the timed runs do not
 
 
 # ---------------------------------------------------------------- checkpoint
@@ -82,7 +83,7 @@ def edgekit_entry(target: str, model: str, ckpt: str, key: str, a: argparse.Name
         folder.parent.mkdir(parents=True, exist_ok=True)
         logf = CACHE / "logs" / f"edgekit-export-{model}-{target}.log"
         data, res = common.run_json_child([sys.executable, CHILD, "export", target, ckpt, folder],
-                                          timeout=a.export_timeout, log=logf)
+                                          timeout=a.export_timeout, log=logf, nice=EXPORT_NICE)
         if data is None or not res.ok:
             e.error = f"edgekit export failed (exit {res.returncode}, {res.wall_s:.0f} s, log {logf}):\n{res.tail(8)}"
             return e

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import tarfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,13 @@ def ensure_venv(name: str, requirements: tuple[str, ...], env: dict[str, str] | 
     py = venv / "bin" / "python"
     stamp = venv / ".edgekit-ready"
     wanted = "# requirements: " + " ".join(requirements)
+    wait_for_owner(venv / ".building.pid", stamp)
     if stamp.exists() and py.exists():
-        if stamp.read_text().splitlines()[:1] == [wanted]:
+        first = stamp.read_text().splitlines()[:1]
+        if first == [wanted]:
+            return py
+        if not first or not first[0].startswith("# requirements:"):  # made by hand with the same requirements
+            stamp.write_text(wanted + "\n" + stamp.read_text())
             return py
         # the requirement list changed since the venv was made: add what is new (torch stays pinned)
         cons = venv / "constraints.txt"
@@ -92,6 +98,8 @@ def ensure_venv(name: str, requirements: tuple[str, ...], env: dict[str, str] | 
         return py
     logf = CACHE / "logs" / f"venv-{name}.log"
     log.info("creating venv %s (log: %s)", venv, logf)
+    venv.mkdir(parents=True, exist_ok=True)
+    (venv / ".building.pid").write_text(str(os.getpid()))
     steps = [[_base_python(), "-m", "venv", str(venv)], [py, "-m", "pip", "install", "-q", local_torch_wheel()]]
     cons = venv / "constraints.txt"
     steps.append([py, "-m", "pip", "install", "-c", cons, *requirements])
@@ -105,7 +113,34 @@ def ensure_venv(name: str, requirements: tuple[str, ...], env: dict[str, str] | 
     if "nvidia-" in freeze.stdout:
         raise PeerUnavailable(f"{name}: pip pulled CUDA packages; refusing to use this venv")
     stamp.write_text(wanted + "\n" + freeze.stdout)
+    (venv / ".building.pid").unlink(missing_ok=True)
     return py
+
+
+def wait_for_owner(pid_file: Path, done: Path, poll_s: float = 10.0) -> None:
+    """If another process (pid in `pid_file`) is still building what `done` marks, wait for it to finish."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    if pid == os.getpid():
+        return
+    waited = False
+    while not done.exists() and _alive(pid):
+        if not waited:
+            log.info("waiting for process %d to finish %s", pid, done.parent)
+            waited = True
+        time.sleep(poll_s)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _torch_version(py: Path) -> str:
@@ -138,8 +173,12 @@ def cached_export(peer: str, ckpt: Path, ckpt_sha: str, command: str, main: str,
                             meta.get("peak_rss_bytes"), meta.get("date", "?"), reused=True, layout=layout,
                             notes=meta.get("notes", []))
     tmp = entry.with_name(entry.name + ".partial")
+    wait_for_owner(tmp / "owner.pid", meta_path)  # an export of the same key already under way: wait for it
+    if reuse and meta_path.exists() and (entry / main).exists():
+        return cached_export(peer, ckpt, ckpt_sha, command, main, layout, run_export, reuse)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    (tmp / "owner.pid").write_text(str(os.getpid()))
     res, notes = run_export(tmp)
     if not res.ok or not (tmp / main).exists():
         raise PeerUnavailable(f"{peer} export failed (exit {res.returncode}, {res.wall_s:.0f} s):\n{res.tail(12)}")
@@ -147,6 +186,7 @@ def cached_export(peer: str, ckpt: Path, ckpt_sha: str, command: str, main: str,
             "export_wall_s": res.wall_s, "peak_rss_bytes": res.peak_rss_bytes, "returncode": res.returncode,
             "date": _now(), "notes": notes}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    (tmp / "owner.pid").unlink(missing_ok=True)
     shutil.rmtree(entry, ignore_errors=True)
     tmp.rename(entry)
     return PeerArtifact(peer, str(entry / main), common.path_bytes(entry / main), command, res.wall_s,
