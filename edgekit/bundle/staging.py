@@ -57,7 +57,7 @@ def finalize(folder: Path, final: Path, *, zip: bool, force: bool) -> Bundle:
     """Move the finished bundle folder to `final` (or zip it there) in one rename; verify and open the result."""
     from edgekit.bundle.reader import Bundle
 
-    Bundle.open(folder)  # what we wrote must verify before it appears at the output path
+    checked = Bundle.open(folder)  # what we wrote must verify before it appears at the output path
     if zip:
         from edgekit.bundle.zipio import write_zip
 
@@ -73,4 +73,7 @@ def finalize(folder: Path, final: Path, *, zip: bool, force: bool) -> Bundle:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
     log.info("wrote bundle %s", final)
-    return Bundle.open(final)
+    if zip:
+        return Bundle.open(final)  # unpacked into the cache: the Bundle runs from there
+    checked.report.path = final
+    return Bundle(final, checked.manifest, final, checked.report)  # the same files, verified a moment ago

@@ -160,12 +160,18 @@ def test_force_replaces(tiny_llama, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [first.path.name]  # no staging or old copies left
 
 
-def test_cli_refuses_an_existing_output(checkpoint_dir, fake_bundle):
-    r = subprocess.run([sys.executable, str(HERE / "edgekit_with_fake.py"), "bundle", str(checkpoint_dir("llama")),
-                        "--target", "fake", "--max-seq-len", "64", "-o", str(fake_bundle.parent)],
-                       check=False, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2, r.stderr
-    assert "OutputPathError" in r.stderr and "already exists" in r.stderr
+def test_cli_refuses_an_existing_output(checkpoint_dir, fake_bundle, capsys):
+    from edgekit.cli import main
+
+    argv = ["edgekit", "bundle", str(checkpoint_dir("llama")), "--target", "fake", "--max-seq-len", "64",
+            "-o", str(fake_bundle.parent)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    assert exit_.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "OutputPathError" in err and "already exists" in err
 
 
 def test_an_export_killed_half_way_leaves_no_bundle(checkpoint_dir, tmp_path):
@@ -188,7 +194,11 @@ def test_an_export_killed_half_way_leaves_no_bundle(checkpoint_dir, tmp_path):
     final = out / "llama-faketarget-fp32"
     assert not final.exists()
     assert [p.name for p in out.iterdir()] and all(p.name.startswith(".") for p in out.iterdir())
-    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    r = CliRunner().invoke(cli, cmd[2:])  # the same command again, in this process
+    assert r.exit_code == 0, r.output
     assert Bundle.open(final).manifest["name"] == final.name
     assert [p.name for p in out.iterdir()] == [final.name]  # the killed run's staging folder is gone
