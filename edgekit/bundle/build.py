@@ -50,7 +50,7 @@ def bundle_name(model_name: str, target: Target, quant: str) -> str:
 
 def bundle(source: EdgeModel | Artifact | str | Path, target: str | list[str] | None = None, *,
            out: str | Path = "dist", quant: str | None = None, max_seq_len: int | None = None,
-           kv_cache: str = "fp32", last_logits_only: bool = True, zip: bool = False, force: bool = False,
+           kv_cache: str | None = None, last_logits_only: bool = True, zip: bool = False, force: bool = False,
            name: str | None = None, validate: bool = True, tokenizer: Tokenizer | None = None,
            show_progress: bool | None = None, **options: Any) -> Bundle | list[Bundle]:
     """Write an app-ready bundle into the folder `out` (as `<name>/` or `<name>.zip`); returns the opened Bundle.
@@ -63,6 +63,11 @@ def bundle(source: EdgeModel | Artifact | str | Path, target: str | list[str] | 
     if isinstance(source, (str, Path)) and (Path(source) / "artifact.json").is_file():
         source = Artifact.load(source)
     if isinstance(source, Artifact):
+        given = {k: v for k, v in dict(quant=quant, max_seq_len=max_seq_len, kv_cache=kv_cache, **options).items()
+                 if v is not None}
+        if given:
+            raise BundleError(f"{', '.join(sorted(given))} cannot change an artifact that is already exported "
+                              f"({source.path}); export again with them, or bundle the model instead")
         if target is not None and resolve_targets(target)[0].name != source.target:
             raise BundleError(f"the artifact at {source.path} is for target {source.target!r}, not {target!r}")
         b = _bundle_artifact(source, out_dir, zip=zip, force=force, name=name, tokenizer=tokenizer)
@@ -82,7 +87,7 @@ def bundle(source: EdgeModel | Artifact | str | Path, target: str | list[str] | 
         _check_out(final, force)
         plan.append((t, q, final))
     made = [_export_and_bundle(model, tok, t, q, final, force=force, zip=zip, max_seq_len=max_seq_len,
-                               kv_cache=kv_cache, last_logits_only=last_logits_only, validate=validate,
+                               kv_cache=kv_cache or "fp32", last_logits_only=last_logits_only, validate=validate,
                                show_progress=show_progress, options=options) for t, q, final in plan]
     return made[0] if isinstance(target, str) and target != "all" and "," not in target else made
 

@@ -11,7 +11,7 @@ from edgekit.cli.common import MODEL_ARG, console, human_bytes
 @click.option("--targets", "targets", default=None, help="Several at once from one load: 'all' or a comma list.")
 @click.option("--quant", "-q", default=None, help="Quantization scheme (default: each target's).")
 @click.option("--max-seq-len", type=int, default=None, help="KV-cache length (default 512).")
-@click.option("--kv-cache", default="fp32", show_default=True, help="KV-cache dtype: fp32 or int8 where supported.")
+@click.option("--kv-cache", default=None, help="KV-cache dtype: fp32 or int8 where supported.")
 @click.option("--option", "-O", "options", multiple=True, metavar="NAME=VALUE", help="Target-specific option.")
 @click.option("--zip", "as_zip", is_flag=True, help="Write <name>.zip instead of a folder.")
 @click.option("--name", default=None, help="Bundle name (default <model>-<target>-<quant>; one target only).")
@@ -21,13 +21,16 @@ from edgekit.cli.common import MODEL_ARG, console, human_bytes
 def command(model, target, targets, quant, max_seq_len, kv_cache, options, as_zip, name, out, no_validate,
             force) -> None:
     """Export MODEL (a checkpoint, built-in name, or an exported artifact folder) into app-ready bundle(s)."""
+    from pathlib import Path
+
     from edgekit.bundle import bundle
     from edgekit.cli.export_cmd import parse_options
 
-    if bool(target) == bool(targets):
-        raise click.UsageError("give exactly one of --target NAME or --targets all|a,b")
-    made = bundle(model, target=target or targets.split(","), out=out, quant=quant, max_seq_len=max_seq_len,
-                  kv_cache=kv_cache, zip=as_zip, name=name, force=force, validate=not no_validate,
+    is_artifact = (Path(model) / "artifact.json").is_file()
+    if target and targets or not (target or targets or is_artifact):
+        raise click.UsageError("give one of --target NAME or --targets all|a,b (optional for an artifact folder)")
+    made = bundle(model, target=target or (targets.split(",") if targets else None), out=out, quant=quant,
+                  max_seq_len=max_seq_len, kv_cache=kv_cache, zip=as_zip, name=name, force=force, validate=not no_validate,
                   **parse_options(options))
     for b in made if isinstance(made, list) else [made]:
         m = b.manifest

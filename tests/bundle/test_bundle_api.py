@@ -144,6 +144,10 @@ def test_several_targets_from_one_load(checkpoint_dir, tmp_path, monkeypatch):
 
 def test_an_artifact_folder_bundles_without_the_model(tiny_llama, tmp_path):
     art = edgekit.export(tiny_llama, "fake", max_seq_len=48, last_logits_only=True, out=tmp_path / "art")
+    from edgekit.errors import BundleError
+
+    with pytest.raises(BundleError, match="max_seq_len cannot change an artifact that is already exported"):
+        edgekit.bundle(art.path, out=tmp_path / "dist", max_seq_len=32)
     b = edgekit.bundle(art.path, out=tmp_path / "dist")  # tokenizer from the artifact's recorded checkpoint
     assert b.manifest["max_seq_len"] == 48 and (art.path / "weights.safetensors").exists()  # copied, not moved
     assert b.generate("hello", max_new_tokens=6, temperature=0).token_ids == \
