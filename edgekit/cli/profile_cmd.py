@@ -39,10 +39,13 @@ def _lengths(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[
 @click.option("--compare-last", is_flag=True, help="Flag regressions vs the last run (same bundle, device, settings).")
 @click.option("--threshold", type=float, default=0.10, show_default=True, help="Regression threshold (0.10 = 10%).")
 @click.option("--no-history", is_flag=True, help="Do not store this run in the history.")
+@click.option("--session-module", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Advanced: a standalone_session.py to run the bundle with instead of its target's.")
 def command(bundle: Path, device: str, prompt_lengths: tuple[int, ...], decode_tokens: int, runs: int, warmup: int,
             threads: int | None, runner: str | None, python: str | None, accept_new_host_key: bool,
             identity_file: str | None, timeout: float, json_out: Path | None, html_out: Path | None,
-            md_out: Path | None, compare_last: bool, threshold: float, no_history: bool) -> None:
+            md_out: Path | None, compare_last: bool, threshold: float, no_history: bool,
+            session_module: str | None) -> None:
     """Profile BUNDLE on a device: load time, time to first token, prefill and decode tokens/s, peak RSS, top ops."""
     import edgekit.profile as profiling
 
@@ -59,7 +62,7 @@ def command(bundle: Path, device: str, prompt_lengths: tuple[int, ...], decode_t
         report = profiling.profile(bundle, device, prompt_lengths=prompt_lengths, decode_tokens=decode_tokens,
                                    runs=runs, warmup=warmup, threads=threads, runner=runner, python=python,
                                    timeout=timeout, history=not no_history, compare_last=compare_last,
-                                   threshold=threshold, on_event=on_event, **extra)
+                                   threshold=threshold, on_event=on_event, session_module=session_module, **extra)
     except profiling.ProfileInterrupted as e:
         interrupted, report = e, e.report
     _write_outputs(report, json_out, html_out, md_out)

@@ -20,8 +20,8 @@ from helpers import free_port, kill_tree
 
 SSHD = "/usr/sbin/sshd"
 # Small settings keep the whole folder within its time budget; they exercise every code path all the same.
-SMALL = {"prompt_lengths": (16, 48), "decode_tokens": 12, "runs": 2, "warmup": 1}
-BUNDLE_SEQ_LEN = 96
+SMALL = {"prompt_lengths": (8, 24), "decode_tokens": 8, "runs": 2, "warmup": 1}
+BUNDLE_SEQ_LEN = 64
 
 
 @pytest.fixture(autouse=True)
@@ -33,15 +33,26 @@ def isolated_profile_env(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def smollm2_bundles(tmp_path_factory, smollm2):
-    """name -> bundle folder of the real SmolLM2-135M for the android (ExecuTorch) and iot (ONNX) targets."""
+    """name -> bundle folder of the real SmolLM2-135M for the android (ExecuTorch, 8da4w) and iot (ONNX, int4)
+    targets, each with its default quant. Parity is the export tests' business, so validation is skipped here."""
     import edgekit.bundle as bundles
 
     out = tmp_path_factory.mktemp("bundles")
     made = {}
     for target in ("iot", "android"):
-        b = bundles.bundle(smollm2, target, out=out / target, max_seq_len=BUNDLE_SEQ_LEN)
+        b = bundles.bundle(smollm2, target, out=out / target, max_seq_len=BUNDLE_SEQ_LEN, validate=False)
         made[target] = Path(b.path)
     return made
+
+
+@pytest.fixture(scope="session")
+def local_reports(smollm2_bundles, tmp_path_factory):
+    """Both real bundles profiled in this process (`--device local`), once per session, history in a temp dir."""
+    import edgekit.profile as profiling
+
+    history = tmp_path_factory.mktemp("history") / "h.sqlite3"
+    return {name: profiling.profile(path, "local", history=history, **SMALL)
+            for name, path in smollm2_bundles.items()}
 
 
 @dataclass

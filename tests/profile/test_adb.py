@@ -56,7 +56,7 @@ def test_adb_profiles_real_android_bundle_with_our_runner(phone, smollm2_bundles
     assert report.complete, report.data["error"]
     assert report.device["facts"]["os"] == "Android 14 (SDK 34)" and report.device["facts"]["soc"] == "standin-soc"
     rows = report.results["prompt_lengths"]
-    assert [r["prompt_length"] for r in rows] == [16, 48] and all(r["runs"] == 2 for r in rows)
+    assert [r["prompt_length"] for r in rows] == list(SMALL["prompt_lengths"]) and all(r["runs"] == 2 for r in rows)
     assert report.results["decode_tokens_per_s"]["median"] > 0
     assert report.results["op_profile"]["available"]              # ETDump through the standalone session
     assert any("/data/local/tmp/edgekit-profile-" in c for c in phone.commands)

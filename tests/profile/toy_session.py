@@ -16,7 +16,8 @@ class ToySession:
             meta = json.load(f)["artifact"]["metadata"]
         self.max_seq_len = int(meta["max_seq_len"])
         self.last_logits_only = True
-        self.delay = float(meta.get("delay_ms", 0)) / 1000.0
+        # EDGEKIT_TOY_EXTRA_DELAY_MS slows the same bundle down (same manifest hash): a regression to detect
+        self.delay = (float(meta.get("delay_ms", 0)) + float(os.environ.get("EDGEKIT_TOY_EXTRA_DELAY_MS", "0"))) / 1000.0
         w = np.load(os.path.join(folder, "toy.npz"))
         self.embed, self.head = w["embed"], w["head"]
         self.profile_dir = profile_dir
