@@ -141,4 +141,12 @@ def no_pwned(tmp_path):
     assert not made, f"a path or file name was executed by a shell: {made} created"
 
 
+# A private adb server for these tests (never the user's on 5037), stopped when the session ends.
 os.environ.setdefault("ANDROID_ADB_SERVER_PORT", str(free_port()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_private_adb_server():
+    yield
+    if shutil.which("adb"):
+        subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30, check=False)

@@ -23,10 +23,9 @@ def _adb(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def adb_server():
-    """A private adb server (ANDROID_ADB_SERVER_PORT is set by conftest), stopped at the end."""
+    """The private adb server (ANDROID_ADB_SERVER_PORT set and the server stopped by conftest)."""
     assert _adb("start-server").returncode == 0, "Debian's adb is needed: apt-get install adb"
-    yield os.environ["ANDROID_ADB_SERVER_PORT"]
-    _adb("kill-server")
+    return os.environ["ANDROID_ADB_SERVER_PORT"]
 
 
 def _connect(tmp_path: Path, **kw) -> AdbStandIn:
