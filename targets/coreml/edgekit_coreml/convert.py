@@ -88,15 +88,26 @@ def weight_consts(mlmodel) -> list[str]:
 
 
 def quantize(mlmodel, q: CoreMLQuant):
+    """linear_quantize_weights on the converted pymil program in place, then one serialization with an EMPTY main
+    pipeline: what cto.coreml.linear_quantize_weights does, minus its proto round trip and second full pipeline."""
+    import coremltools as ct
     import coremltools.optimize.coreml as cto
+    from coremltools.converters.mil.converter import mil_convert
+    from coremltools.optimize.coreml._quantization_passes import linear_quantize_weights
 
     if q.bits is None:
         return mlmodel
     cfg = cto.OpLinearQuantizerConfig(mode=q.mode, dtype=f"int{q.bits}", granularity="per_block",
                                       block_size=q.block_sizes, weight_threshold=0)
     names = weight_consts(mlmodel)
-    opt = cto.OptimizationConfig(op_name_configs={n: cfg for n in names})
-    return cto.linear_quantize_weights(mlmodel, config=opt)
+    prog = mlmodel._mil_program
+    for fn in prog.functions.values():  # the new constexpr ops carry no torch stack trace; don't require one
+        fn._essential_scope_sources = []
+    linear_quantize_weights(config=cto.OptimizationConfig(op_name_configs={n: cfg for n in names})).apply(prog)
+    spec = mlmodel.get_spec()
+    return mil_convert(prog, convert_from="milinternal", convert_to="mlprogram", compute_units=mlmodel.compute_unit,
+                       specification_version=spec.specificationVersion, model_description=spec.description,
+                       skip_model_load=True, pass_pipeline=ct.PassPipeline.EMPTY)
 
 
 def describe(mlmodel, model: EdgeModel, spec: TargetSpec, q: CoreMLQuant, ios: int) -> dict[str, str]:

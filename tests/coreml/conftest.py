@@ -1,0 +1,50 @@
+"""Core ML fixtures: exports shared per session (each costs ~10-30 s of coremltools conversion)."""
+from __future__ import annotations
+
+import pytest
+
+MAX_SEQ_LEN = 32          # tiny models: short caches keep conversion and the numpy evaluator fast
+SMOLLM2_SEQ_LEN = 96      # 8 prompt tokens + 64 teacher-forced tokens fit
+
+
+@pytest.fixture(scope="session")
+def coreml_export(tiny_model, tmp_path_factory):
+    """Factory: edgekit.export(tiny_model(case), "ios", quant=..., **options), validated, built once per key."""
+    import edgekit
+
+    made = {}
+
+    def get(case: str, quant: str = "fp16", **options):
+        key = (case, quant, tuple(sorted(options.items())))
+        if key not in made:
+            out = tmp_path_factory.mktemp(f"coreml-{case}-{quant}") / "artifact"
+            made[key] = edgekit.export(tiny_model(case), "ios", quant=quant, max_seq_len=MAX_SEQ_LEN, out=out,
+                                       show_progress=False, **options)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def smollm2_coreml(smollm2, tmp_path_factory):
+    """SmolLM2-135M exported at fp16 (validated by edgekit.export against the eager graph)."""
+    import edgekit
+
+    out = tmp_path_factory.mktemp("coreml-smollm2") / "artifact"
+    return edgekit.export(smollm2, "ios", quant="fp16", max_seq_len=SMOLLM2_SEQ_LEN, out=out, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def mil_function():
+    """artifact -> the pymil Function read back from its saved model.mlpackage (cached per artifact path)."""
+    from edgekit_coreml.mil.program import load_program
+
+    cache = {}
+
+    def get(artifact):
+        key = str(artifact.main_file)
+        if key not in cache:
+            cache[key] = load_program(artifact.main_file)[0]
+        return cache[key]
+
+    return get
