@@ -32,11 +32,15 @@ def isolated_profile_env(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def smollm2_bundles(tmp_path_factory, smollm2):
+def smollm2_bundles(tmp_path_factory, request):
     """name -> bundle folder of the real SmolLM2-135M for the android (ExecuTorch, 8da4w) and iot (ONNX, int4)
     targets, each with its default quant. Parity is the export tests' business, so validation is skipped here."""
     import edgekit.bundle as bundles
 
+    reuse = os.environ.get("EDGEKIT_PROFILE_TEST_BUNDLES")   # a folder with iot/ and android/ bundles made earlier
+    if reuse:
+        return {p.parent.parent.name: p.parent for p in Path(reuse).glob("*/*/manifest.json")}
+    smollm2 = request.getfixturevalue("smollm2")
     out = tmp_path_factory.mktemp("bundles")
     made = {}
     for target in ("iot", "android"):
