@@ -8,6 +8,7 @@ import sys
 import click
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from edgekit.errors import EdgekitError
 
@@ -24,7 +25,18 @@ err_console = Console(stderr=True)
 def cli(verbose: int) -> None:
     """edgekit: export small reasoning models to phones and edge boards, bundle them, profile them."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)])
+    handler = RichHandler(console=err_console, show_path=False)
+    # edgekit's own messages at the chosen level; other libraries' chatter (coremltools, torchao, executorch
+    # version notices, tqdm pass bars) only with -vv, so a user sees what edgekit has to say.
+    other = logging.ERROR if verbose < 2 else logging.DEBUG
+    handler.addFilter(lambda r: r.levelno >= (level if r.name.startswith("edgekit") else other))
+    logging.basicConfig(level=min(level, other), format="%(message)s", handlers=[handler])
+    if verbose < 2:
+        import os
+        import warnings
+
+        warnings.simplefilter("ignore")
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 for _name in COMMANDS:
@@ -47,7 +59,8 @@ def main() -> None:
         e.show()
         sys.exit(e.exit_code)
     except EdgekitError as e:
-        err_console.print(f"[bold red]error[/] ({type(e).__name__}): {e}")
+        # one line (soft_wrap: no wrapping at the console width); the message is text, not rich markup
+        err_console.print(f"[bold red]error[/] ({type(e).__name__}): {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/]")

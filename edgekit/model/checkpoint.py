@@ -1,8 +1,8 @@
 """Reading Hugging Face safetensors checkpoints (single or sharded) into canonical tensors.
 
 Every tensor is checked: unmapped, missing, or wrongly shaped tensors raise CheckpointError naming them.
-Tensors are read one at a time through safe_open and converted to the compute dtype, so at most one copy
-of the weights is in memory while the graph is built. GGUF reading lives in gguf_reader.py.
+Tensors are read one at a time with plain file reads (not mmap, whose pages would stay resident) and converted
+to the compute dtype, so at most one copy of the weights (plus one tensor in its stored dtype) is in memory. GGUF reading lives in gguf_reader.py.
 """
 from __future__ import annotations
 
@@ -74,13 +74,31 @@ def _check_complete(path: Path) -> dict[str, dict]:
     end = max((meta["data_offsets"][1] for meta in header.values()), default=0)
     if 8 + n + end > size:
         raise CheckpointError(f"{path.name} is truncated: its header needs {8 + n + end} bytes, the file has {size}")
+    for meta in header.values():
+        meta["data_start"] = 8 + n  # where the data section begins (offsets are relative to it)
     return header
+
+
+_ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+def _read_tensor(f, path: Path, name: str, meta: dict, dtype: torch.dtype) -> torch.Tensor:
+    """Read one tensor with plain file I/O (no mmap: mapped pages would count in RSS until the file closes)."""
+    src = _ST_DTYPES.get(meta["dtype"])
+    if src is None:
+        raise CheckpointError(f"{path.name}: tensor {name!r} is stored as {meta['dtype']}; supported: "
+                              f"{', '.join(_ST_DTYPES)}")
+    start, stop = meta["data_offsets"]
+    buf = torch.empty(stop - start, dtype=torch.uint8)
+    f.seek(meta["data_start"] + start)
+    if f.readinto(buf.numpy()) != stop - start:
+        raise CheckpointError(f"{path.name}: tensor {name!r} is cut short (the file ends early)")
+    tensor = buf.view(src).reshape(meta["shape"])
+    return tensor if src == dtype else tensor.to(dtype)
 
 
 def iter_safetensors(folder: Path, cfg: ModelConfig, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield (canonical name, tensor) for every tensor of the checkpoint, checking names and shapes."""
-    from safetensors import safe_open
-
     shapes = expected_shapes(cfg)
     name_map = source_name_map(HF_NAMES, list(shapes))
     seen: set[str] = set()
@@ -99,13 +117,13 @@ def iter_safetensors(folder: Path, cfg: ModelConfig, dtype: torch.dtype) -> Iter
             if shape != shapes[canon]:
                 raise CheckpointError(f"{path.name}: tensor {src!r} has shape {list(shape)}, the config implies "
                                       f"{list(shapes[canon])}")
-        with safe_open(str(path), framework="pt") as f:
-            for src in f.keys():
+        with path.open("rb") as f:
+            for src, meta in header.items():
                 canon = name_map.get(src)
                 if canon is None:
                     continue
                 seen.add(canon)
-                yield canon, f.get_tensor(src).to(dtype)
+                yield canon, _read_tensor(f, path, src, meta, dtype)
     missing = [n for n in shapes if n not in seen]
     if missing:
         src_names = {c: s for s, c in name_map.items()}
