@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import DeviceError
+from edgekit.errors import DeviceError, EdgekitError
 from edgekit.profile.devices import Device, DeviceInfo, list_devices, open_device
 from edgekit.profile.history import History
 from edgekit.profile.report import SCHEMA_VERSION, ProfileReport
@@ -45,10 +45,10 @@ def profile(bundle: str | Path, device: str = "local", *, prompt_lengths: Sequen
     settings = Settings(tuple(int(n) for n in prompt_lengths), int(decode_tokens), int(runs), int(warmup),
                         threads, op_profile=op_profile, timeout_s=float(timeout))
     dev = open_device(device, runner=str(runner) if runner else None, python=python, **device_options)
-    ref = open_bundle(bundle, check_target=dev.kind == "local" and not session_module)
-    facts = dev.facts()
     runner = runner or dev.options.get("runner")
     try:
+        ref = open_bundle(bundle, check_target=dev.kind == "local" and not session_module)
+        facts = dev.facts()
         if dev.kind == "local":
             got = run_local(ref, settings, str(session_module) if session_module else None, on_event)
         else:
@@ -74,7 +74,7 @@ def profile(bundle: str | Path, device: str = "local", *, prompt_lengths: Sequen
 def _record(report: ProfileReport, history: bool | str | Path, compare_last: bool, threshold: float) -> None:
     if history is False:
         if compare_last:
-            raise ValueError("compare_last needs the history (history=False was given)")
+            raise EdgekitError("compare_last needs the history (history=False was given)")
         return
     store = History(None if history is True else history)
     report.data["history_id"] = store.add(report)

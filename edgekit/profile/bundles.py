@@ -19,6 +19,7 @@ class BundleRef:
     manifest: dict[str, Any]
     manifest_sha256: str
     kind: str                     # "bundle" (manifest.json) | "artifact" (artifact.json, an export folder)
+    opened: Any = None            # the verified edgekit.bundle.Bundle, for bundles
 
     @property
     def target(self) -> str:
@@ -58,7 +59,7 @@ def open_bundle(path: str | Path, check_target: bool = False) -> BundleRef:
 
     b = Bundle.open(source, check_target=check_target)
     raw = (b.path / "manifest.json").read_bytes()
-    return BundleRef(b.path, source, b.manifest, hashlib.sha256(raw).hexdigest(), "bundle")
+    return BundleRef(b.path, source, b.manifest, hashlib.sha256(raw).hexdigest(), "bundle", b)
 
 
 def standalone_module(ref: BundleRef, override: str | Path | None = None) -> Path:

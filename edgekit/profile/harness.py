@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import DeviceError
+from edgekit.errors import DeviceError, EdgekitError
 from edgekit.profile.bundles import BundleRef, standalone_module
 from edgekit.profile.devices import CommandTimeout, Device
 
@@ -36,9 +36,9 @@ class Settings:
     def __post_init__(self) -> None:
         bad = [n for n in self.prompt_lengths if n < 1]
         if not self.prompt_lengths or bad:
-            raise ValueError(f"prompt lengths must be positive integers, got {list(self.prompt_lengths)}")
+            raise EdgekitError(f"prompt lengths must be positive integers, got {list(self.prompt_lengths)}")
         if self.decode_tokens < 1 or self.runs < 1 or self.warmup < 0:
-            raise ValueError(f"need decode_tokens >= 1, runs >= 1, warmup >= 0; got {self.decode_tokens}, "
+            raise EdgekitError(f"need decode_tokens >= 1, runs >= 1, warmup >= 0; got {self.decode_tokens}, "
                              f"{self.runs}, {self.warmup}")
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,10 +79,8 @@ def run_local(ref: BundleRef, settings: Settings, session_module: str | None, on
     module = _load_standalone(ref, session_module)
 
     def open_session(profile_dir: str | None = None) -> Any:
-        if profile_dir is None and not session_module and ref.kind == "bundle" and settings.threads is None:
-            from edgekit.bundle import Bundle
-
-            return Bundle.open(ref.path, check_target=True).session()
+        if profile_dir is None and not session_module and ref.opened is not None and settings.threads is None:
+            return ref.opened.session()
         if module is None:
             raise DeviceError("no standalone session for this target: per-op profiling and --threads unavailable")
         return module.open_session(str(ref.path), threads=settings.threads, profile_dir=profile_dir)
