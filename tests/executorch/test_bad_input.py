@@ -51,7 +51,9 @@ def test_unwritable_output_folder(tiny_model):
 
 
 CHILD = """
-import logging, sys
+import logging, signal, sys
+# a background shell starts its jobs with SIGINT ignored and Python keeps an inherited SIG_IGN: what Ctrl-C does
+signal.signal(signal.SIGINT, signal.default_int_handler)
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 import edgekit
 edgekit.export(sys.argv[1], "android", quant="8da4w", max_seq_len=64, out=sys.argv[2], show_progress=False)
@@ -74,7 +76,11 @@ def test_interrupted_export_leaves_nothing(checkpoint_dir, tmp_path):
     time.sleep(1.0)
     assert proc.poll() is None, "export finished before it could be interrupted"
     os.kill(proc.pid, signal.SIGINT)
-    proc.communicate(timeout=120)
+    try:
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode != 0
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())

@@ -71,3 +71,12 @@ def test_smollm2_text_generation(smollm2, smollm2_artifact):
     got = generate_text(sess, smollm2.tokenizer, "What is 2+2?", **kw)
     want = generate_text(eager, smollm2.tokenizer, "What is 2+2?", **kw)
     assert got.token_ids == want.token_ids and got.text.strip()
+
+
+@pytest.mark.slow
+def test_w8_variant_matches_quantized_eager(w8_variant, tiny_model):
+    _check_greedy(tiny_model("qwen2"), w8_variant)
+    meta = w8_variant.metadata
+    assert meta["attention"] == "edgekit" and meta["quantization"]["embedding_bits"] == 4
+    assert meta["delegation"]["undelegated_linears"] == []
+    assert "llama" not in meta["delegation"]["portable_ops"]
