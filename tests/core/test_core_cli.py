@@ -20,7 +20,7 @@ def run(*args: str):
 
 def run_main(*args: str, cwd=None) -> subprocess.CompletedProcess:
     """The real entry point in a fresh process: exit codes and stderr as a user sees them."""
-    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, timeout=300, check=False,
                           cwd=cwd)
 
 

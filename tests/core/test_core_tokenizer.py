@@ -148,3 +148,53 @@ def test_smollm2_gguf_tokenizer_and_template_match_transformers(smollm2, smollm2
     assert_same_templates(ours, theirs)
     assert ours.apply_chat_template(CONVERSATIONS[0]).startswith("<|im_start|>system\nYou are a helpful AI assistant")
     assert smollm2.stop_ids == (2,) and ours.token_to_id("<|im_end|>") == 2
+
+
+def write_sentencepiece_gguf(path, with_merges: bool):
+    """A Llama-2-style GGUF vocabulary (tokenizer.ggml.model "llama"): <unk>, <s>, </s>, byte tokens, pieces with
+    scores; llama.cpp's files usually carry no merges (derived from scores), some do."""
+    import numpy as np
+    from checkpoints import _CORPUS
+    from gguf import GGMLQuantizationType, GGUFWriter, TokenType
+    from tokenizers import SentencePieceBPETokenizer
+
+    sp = SentencePieceBPETokenizer()
+    sp.train_from_iterator(_CORPUS * 4, vocab_size=300, special_tokens=["<unk>"])
+    model = json.loads(sp.to_str())["model"]
+    pieces = [t for t, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1]) if t != "<unk>"]
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + pieces + ["<think>", "</think>"]
+    types = ([TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL] + [TokenType.BYTE] * 256
+             + [TokenType.NORMAL] * len(pieces) + [TokenType.USER_DEFINED] * 2)
+    scores = [0.0] * 259 + [-float(i) for i in range(len(pieces))] + [0.0, 0.0]
+    w = GGUFWriter(path, "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    if with_merges:
+        w.add_token_merges([" ".join(m) if not isinstance(m, str) else m for m in model["merges"]])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_chat_template("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{{ eos_token }}{% endfor %}")
+    w.add_tensor("token_embd.weight", np.zeros((len(tokens), 32), np.float32), raw_dtype=GGMLQuantizationType.F32)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("with_merges", [False, True])
+def test_gguf_sentencepiece_tokenizer_matches_transformers(with_merges, tmp_path):
+    from transformers import AutoTokenizer
+
+    from edgekit.model.gguf_reader import metadata, open_gguf
+
+    path = write_sentencepiece_gguf(tmp_path / "sp.gguf", with_merges)
+    ours = Tokenizer.from_gguf(metadata(open_gguf(path)))
+    theirs = AutoTokenizer.from_pretrained(tmp_path, gguf_file="sp.gguf")
+    assert json.loads(ours.json) == json.loads(theirs.backend_tokenizer.to_str())
+    assert_same_tokenizer(ours, theirs)
+    assert_same_templates(ours, theirs)
+    assert ours.add_bos and ours.encode("hi", add_special_tokens=True)[0] == 1  # llama.cpp's default for "llama"
