@@ -24,8 +24,19 @@ def check_output_path(out: Path, force: bool) -> None:
     probe = parent
     while not probe.exists():
         probe = probe.parent
-    if not os.access(probe, os.W_OK):
+    if not os.access(probe, os.W_OK) or not _can_create_in(probe):
         raise OutputPathError(f"cannot write to {parent}: {probe} is not writable; choose a writable output folder")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """os.access says yes to root everywhere; a real probe file catches read-only and pseudo file systems too."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
