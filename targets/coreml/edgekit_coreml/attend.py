@@ -49,3 +49,31 @@ def use_state_cache(decoder: nn.Module) -> nn.Module:
         layer.attention.attend = StateCacheAttention(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
                                                      decoder.max_seq_len)
     return decoder
+
+
+class ScaledRMSNorm(nn.Module):
+    """RMSNorm that cannot overflow fp16: x is divided by its max |x| before squaring (the mean of squares is then in
+    [1/n, 1]); algebraically the same function as the core RMSNorm. In fp16, x² overflows above |x| ≈ 256, which
+    real models' residual streams exceed (SmolLM2-135M reaches ~290)."""
+
+    def __init__(self, weight: torch.Tensor, eps: float):
+        super().__init__()
+        self.weight, self.eps = weight, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        m = torch.clamp(x32.abs().amax(-1, keepdim=True), min=1e-4)
+        xs = x32 / m
+        y = xs * torch.rsqrt(xs.pow(2).mean(-1, keepdim=True) + (self.eps / m) / m)
+        return self.weight * y.to(x.dtype)
+
+
+def use_scaled_norms(decoder: nn.Module) -> nn.Module:
+    """Swap every RMSNorm of `decoder` (a copy the caller owns) for ScaledRMSNorm (same weights, shared)."""
+    from edgekit.model.graph import RMSNorm
+
+    for parent in list(decoder.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, RMSNorm):
+                setattr(parent, name, ScaledRMSNorm(child.weight, child.eps))
+    return decoder

@@ -18,7 +18,7 @@ import torch
 
 from edgekit import progress
 from edgekit.errors import ExportError, UnsupportedOption
-from edgekit_coreml.attend import use_state_cache
+from edgekit_coreml.attend import use_scaled_norms, use_state_cache
 from edgekit_coreml.quant import CoreMLQuant, quant_for
 
 if TYPE_CHECKING:
@@ -48,7 +48,10 @@ def check_min_ios(options: dict[str, Any]) -> int:
 
 def capture(model: EdgeModel, spec: TargetSpec) -> torch.export.ExportedProgram:
     """torch.export of a decoder copy whose attention writes fp16 state caches; dynamic T in 1..max_seq_len-1."""
+    # fp32 decoder: coremltools casts to fp16 itself (an fp16 torch graph makes it type the state reads fp32 and
+    # reject the fused attention: "key has dtype fp32 whereas query has dtype fp16")
     decoder = use_state_cache(model.decoder(spec.max_seq_len, spec.last_logits_only, torch.float32))
+    use_scaled_norms(decoder)  # fp16-safe RMSNorm: x² overflows fp16 for |x| > 256
     seq = torch.export.Dim("T", min=1, max=spec.max_seq_len - 1)
     example = (torch.zeros(1, 2, dtype=torch.int64), torch.arange(2, dtype=torch.int64))
     with torch.no_grad():

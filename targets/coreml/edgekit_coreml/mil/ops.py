@@ -73,6 +73,11 @@ def rsqrt(x, epsilon=1e-12):
     return 1.0 / np.sqrt(_f(x) + np.float32(epsilon))
 
 
+@op("clip")
+def clip(x, alpha, beta):
+    return np.minimum(np.maximum(_f(x), _f(alpha)), _f(beta))
+
+
 @op("inverse")
 def inverse(x, epsilon=1e-4):
     return 1.0 / (_f(x) + np.float32(epsilon))
@@ -115,7 +120,9 @@ for _name, _fn in {"reduce_mean": np.mean, "reduce_sum": np.sum, "reduce_max": n
 
 @op("linear")
 def linear(x, weight, bias=None):
-    y = np.matmul(_f(x), _f(weight).T)
+    x = _f(x)
+    w = _f(weight)
+    y = (x.reshape(-1, x.shape[-1]) @ w.T).reshape(*x.shape[:-1], w.shape[0])  # 2-D: one BLAS gemm
     return y if bias is None else y + _f(bias)
 
 

@@ -66,6 +66,11 @@ class MILProgram:
                 args = {k: self.consts[v.name] for k, v in o.inputs.items() if not isinstance(v, (list, tuple))}
                 self._store(o, OPS[o.op_type](**args), self.consts)
         self.ops = [o for o in self.ops if o.op_type != "const" and not o.op_type.startswith("constexpr_")]
+        # fp16 constants are kept as exact fp32 copies: ops compute in fp32 anyway, and weights are then not
+        # converted again on every call (results are still rounded to each op's declared dtype)
+        for name, val in self.consts.items():
+            if val.dtype == np.float16:
+                self.consts[name] = val.astype(np.float32)
 
     def _store(self, o, result, env: dict[str, Any]) -> None:
         results = result if isinstance(result, tuple) else (result,)

@@ -1,0 +1,127 @@
+"""Core ML target benchmark: export time, peak RSS and .mlpackage size for the Qwen2.5-0.5B-shaped random checkpoint
+at fp16 and w4 (int4, one fp16 scale per block of 32).
+
+    nice -n 10 python benchmarks/bench_coreml.py [--quants fp16 w4] [--max-seq-len 512]
+
+Each export runs in its own child process (benchmarks/common.run_child: wall time, peak RSS via wait4), without the
+parity check (validate=False, like the peers' exporters; tests/coreml validates). Core ML cannot run on Linux, so there
+are no speed figures here. Writes benchmarks/results/coreml.md. Importable: `run_benchmark(...) -> dict`;
+benchmarks/run.py uses `export_for_benchmark`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+import common
+
+log = logging.getLogger("bench_coreml")
+CHECKPOINT = BENCH_DIR / ".cache" / "qwen05b"
+WORK = BENCH_DIR / ".cache" / "coreml"
+RESULTS = BENCH_DIR / "results" / "coreml.md"
+GOALS = {"export_rss_gb": 3.0, "w4_size_over_theory": 0.10}
+
+
+def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = 512, quant: str = "w4",
+                         validate: bool = False) -> dict[str, Any]:
+    """Export `checkpoint` for iOS (weights loaded in their stored bf16, converted by coremltools to fp16)."""
+    import torch
+
+    import edgekit
+
+    model = edgekit.load(checkpoint, dtype=torch.bfloat16)
+    art = edgekit.export(model, "ios", quant=quant, max_seq_len=max_seq_len, last_logits_only=True, out=out,
+                         force=True, validate=validate, show_progress=False)
+    return {"quant": quant, "layout": common.NOMINAL.get(quant), "stage_seconds": art.metadata["stage_seconds"],
+            "ane_findings": art.metadata["ane_findings"], "validation": art.metadata.get("validation"),
+            "notes": "Core ML ML program (iOS 18), fp16 states; not runnable on Linux"}
+
+
+def ensure_checkpoint() -> Path:
+    if not (CHECKPOINT / "model.safetensors").exists():
+        subprocess.run([sys.executable, "/work/shared/peers/make_random_checkpoint.py", str(CHECKPOINT), "0.5b"],
+                       check=True)
+    return CHECKPOINT
+
+
+def theoretical_bytes(shape: common.ModelShape, quant: str, max_seq_len: int) -> int:
+    """Weights at the scheme's nominal layout (w4: 4 bits + an fp16 scale per 32 = 4.5 bits; fp16: 16 bits), plus what
+    stays fp16 in the program: norms, biases, the rope cos/sin tables and the additive causal mask."""
+    layout = common.LAYOUTS[common.NOMINAL[quant]]
+    buffers = 2 * (2 * max_seq_len * shape.head_dim + max_seq_len * max_seq_len)
+    return common.theoretical_size_bytes(shape, layout) + buffers
+
+
+def _child_export(out: Path, quant: str, max_seq_len: int) -> tuple[dict, common.ChildResult]:
+    code = (f"import sys, json; sys.path.insert(0, {str(BENCH_DIR)!r}); import bench_coreml as b; "
+            f"from pathlib import Path; print(json.dumps(b.export_for_benchmark(Path({str(CHECKPOINT)!r}), "
+            f"Path({str(out)!r}), max_seq_len={max_seq_len}, quant={quant!r}), default=str))")
+    info, res = common.run_json_child([sys.executable, "-c", code], nice=10, timeout=7200)
+    if info is None:
+        raise RuntimeError(f"export failed:\n{res.tail()}")
+    return info, res
+
+
+def run_benchmark(quants: tuple[str, ...] = ("fp16", "w4"), max_seq_len: int = 512) -> dict[str, Any]:
+    ensure_checkpoint()
+    shape = common.ModelShape.from_config(CHECKPOINT / "config.json")
+    rows = []
+    for quant in quants:
+        out = WORK / f"qwen05b-{quant}"
+        info, res = _child_export(out, quant, max_seq_len)
+        size = common.path_bytes(out / "model.mlpackage")
+        theory = theoretical_bytes(shape, quant, max_seq_len)
+        rows.append({"quant": quant, "export_wall_s": round(res.wall_s, 1),
+                     "export_peak_rss_gb": round(res.peak_rss_bytes / 1e9, 2), "size_mb": round(size / 1e6, 1),
+                     "theoretical_mb": round(theory / 1e6, 1), "size_over_theory": round(size / theory - 1, 4),
+                     "stage_seconds": info["stage_seconds"], "ane_findings": info["ane_findings"]})
+        log.info("%s: %s", quant, rows[-1])
+    return {"rows": rows, "max_seq_len": max_seq_len, "machine": common.machine_facts(),
+            "loadavg": list(__import__("os").getloadavg()), "when": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def write_markdown(result: dict[str, Any], path: Path = RESULTS) -> None:
+    lines = ["# Core ML target (edgekit-target-coreml) on the Qwen2.5-0.5B-shaped checkpoint", "",
+             (f"{result['when']}; max_seq_len {result['max_seq_len']}; load average at the end "
+              f"{', '.join(f'{x:.1f}' for x in result['loadavg'])} (the machine is shared with other work: wall times "
+              f"are noisy)."), "",
+             ("Command: `nice -n 10 python benchmarks/bench_coreml.py` (each export in a child process, "
+              "validate=False; Core ML cannot run on Linux, so no speed figures)."), "",
+             "| quant | .mlpackage | theoretical | over theory | export wall | export peak RSS | stages (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stage_seconds"].items())
+        lines.append(f"| {r['quant']} | {r['size_mb']} MB | {r['theoretical_mb']} MB | {r['size_over_theory']:+.1%} | "
+                     f"{r['export_wall_s']} s | {r['export_peak_rss_gb']} GB | {stages} |")
+    lines += ["", (f"Goals: peak RSS <= {GOALS['export_rss_gb']} GB; w4 package within "
+                   f"{GOALS['w4_size_over_theory']:.0%} of params x 4.5 bits (int4 + fp16 scale per 32) plus what "
+                   f"stays fp16 (norms, biases, rope tables, causal mask)."), "",
+              "Neural Engine findings (w4 export):", ""]
+    w4 = [r for r in result["rows"] if r["quant"] == "w4"]
+    lines += [f"- {f}" for f in (w4[0]["ane_findings"] if w4 else [])]
+    lines += ["", "```json", json.dumps(result["rows"], indent=1, default=str), "```", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quants", nargs="+", default=["fp16", "w4"])
+    ap.add_argument("--max-seq-len", type=int, default=512)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    result = run_benchmark(tuple(args.quants), args.max_seq_len)
+    write_markdown(result)
+    print(json.dumps(result["rows"], default=str))
+
+
+if __name__ == "__main__":
+    main()
