@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 
 __all__ = ["OnnxTarget"]
 
-# |Δlogit| allowed against reference(): fp32 is the eager fp32 graph; int4 is the eager graph carrying the artifact's
-# own dequantized weights and MatMulNBits' int8 activation rounding, so only summation order differs; fp16 is the
-# eager fp16 graph, where rounding of fp16 intermediates in different kernels dominates.
-TOLERANCES = {"fp32": 1e-4, "int4": 1e-2, "fp16": 5e-2}
+# |Δlogit| allowed against reference(): fp32 is the eager fp32 graph. int4 is the eager graph carrying the artifact's
+# own dequantized weights (exact) and, at accuracy_level 4, MatMulNBits' int8 rounding of activations (per block,
+# max|a|/127, emulated exactly: 2e-7 on the tiny models). That rounding is chaotic on real weights: a summation-order
+# difference upstream flips a rounding, so on SmolLM2 (logits up to ~25) the artifact sits 0.4-0.7 from the emulated
+# reference (and 0.8 from a non-emulated one; int4-vs-fp32 is ~14). Hence 1.0 at level 4, 1e-3 with fp32 activations.
+TOLERANCES = {"fp32": 1e-4, "int4": 1e-3, "int4-int8-activations": 1.0, "fp16": 5e-2}
 
 
 class OnnxTarget:
@@ -50,6 +52,8 @@ class OnnxTarget:
         return build_reference(model, spec, plan_for(spec.quant, spec.options))
 
     def tolerance(self, spec: TargetSpec) -> float:
+        if spec.quant == "int4" and int(spec.options.get("accuracy_level", 4)) == 4:
+            return TOLERANCES["int4-int8-activations"]
         return TOLERANCES[spec.quant]
 
     def session(self, artifact: Artifact, **options: Any) -> Session:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,6 +48,7 @@ class GraphBuilder:
     op_counts: dict = field(default_factory=dict)
     packed: dict = field(default_factory=dict)     # name -> (packed, scales) from the quantize stage
     k_dims: dict = field(default_factory=dict)     # name -> K (input features) of every linear
+    shared: set = field(default_factory=set)       # initializers already written for another node
     _consts: set = field(default_factory=set)
 
     @property
@@ -88,7 +88,8 @@ class GraphBuilder:
         else:
             packed, scales = self.packed.pop(name, None) or _pack(weight(), bits, self.plan.block_size)
             n, k = packed.shape[0], self.k_dims[name]
-            self.sink.add(f"{name}.weight_Q{bits}", packed)
+            if f"{name}.weight_Q{bits}" not in self.shared:
+                self.sink.add(f"{name}.weight_Q{bits}", packed)
             self.sink.add(f"{name}.weight_scales", scales.astype(self.np_dtype))
             y = self.node("MatMulNBits", [x, f"{name}.weight_Q{bits}", f"{name}.weight_scales"], f"{name}/MatMulNBits",
                           domain="com.microsoft", K=k, N=n, bits=bits, block_size=self.plan.block_size,
@@ -132,7 +133,7 @@ def quantize_weights(cfg: ModelConfig, w: dict[str, torch.Tensor], plan: QuantPl
     """The quantize stage: block-wise packing of every quantized linear and of the embedding table."""
     packed = {name: _pack(make(), bits, plan.block_size)
               for name, make, _, bits in linear_table(cfg, w, plan) if bits is not None}
-    if plan.embedding_bits is not None:
+    if plan.embedding_bits is not None and not shares_embedding_table(cfg, plan):
         table = w["tok_embeddings.weight"]
         if table.shape[1] % plan.block_size:
             raise ValueError(f"hidden size {table.shape[1]} is not a multiple of block_size {plan.block_size}")
@@ -190,17 +191,36 @@ def build_graph(cfg: ModelConfig, weights: dict[str, torch.Tensor], plan: QuantP
     return model, dict(g.op_counts)
 
 
+def shares_embedding_table(cfg: ModelConfig, plan: QuantPlan) -> bool:
+    """Tied and quantized alike: the lm_head's MatMulNBits weight also serves as the GatherBlockQuantized table."""
+    return cfg.tie_word_embeddings and plan.embedding_bits is not None and plan.embedding_bits == plan.output_bits
+
+
 def _embedding(g: GraphBuilder, table: torch.Tensor) -> str:
-    bits = g.plan.embedding_bits
+    bits, block = g.plan.embedding_bits, g.plan.block_size
     if bits is None:
         return g.node("Gather", [g.float_tensor("model.embed_tokens.weight", table), "input_ids"],
                       "/model/embed_tokens/Gather", axis=0)[0]
-    packed, scales = g.packed.pop("/model/embed_tokens", None) or _pack(table, bits, g.plan.block_size)
-    g.sink.add(f"model.embed_tokens.weight_Q{bits}", packed.reshape(table.shape[0], -1))
+    vocab, hidden = table.shape
+    if shares_embedding_table(g.cfg, g.plan):
+        # one packed table [V, H/block, block*bits/8] for both ops (MatMulNBits insists on that 3-D shape), gathered
+        # with quantize_axis=2; only the scales need their own [V, H/block, 1] view
+        packed, scales = g.packed["/lm_head"]
+        data = f"/lm_head.weight_Q{bits}"
+        g.sink.add(data, packed)
+        g.shared.add(data)
+        g.sink.add("model.embed_tokens.weight_scales", scales.reshape(vocab, -1, 1).astype(g.np_dtype))
+        rows = g.node("GatherBlockQuantized", [data, "input_ids", "model.embed_tokens.weight_scales"],
+                      "/model/embed_tokens/GatherBlockQuantized", domain="com.microsoft", bits=bits, block_size=block,
+                      gather_axis=0, quantize_axis=2)[0]
+        return g.node("Reshape", [rows, g.const_i64(f"shape_0_0_{hidden}", [0, 0, hidden])],
+                      "/model/embed_tokens/Reshape")[0]
+    packed, scales = g.packed.pop("/model/embed_tokens", None) or _pack(table, bits, block)
+    g.sink.add(f"model.embed_tokens.weight_Q{bits}", packed.reshape(vocab, -1))
     g.sink.add("model.embed_tokens.weight_scales", scales.astype(g.np_dtype))
     return g.node("GatherBlockQuantized", [f"model.embed_tokens.weight_Q{bits}", "input_ids",
                                            "model.embed_tokens.weight_scales"], "/model/embed_tokens/GatherBlockQuantized",
-                  domain="com.microsoft", bits=bits, block_size=g.plan.block_size, gather_axis=0, quantize_axis=1)[0]
+                  domain="com.microsoft", bits=bits, block_size=block, gather_axis=0, quantize_axis=1)[0]
 
 
 def _attention(g: GraphBuilder, kv: FloatKVCache, i: int, h: str, w: dict[str, torch.Tensor], lin: Callable) -> str:
@@ -251,6 +271,3 @@ def estimate_initializer_bytes(cfg: ModelConfig, plan: QuantPlan) -> int:
     body = cfg.num_parameters - emb * (1 if cfg.tie_word_embeddings else 2)
     return nbytes(body, plan.linear_bits) + nbytes(emb, plan.embedding_bits) + nbytes(emb, plan.output_bits)
 
-
-def model_path(out: Path) -> Path:
-    return out / "model.onnx"

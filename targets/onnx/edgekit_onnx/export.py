@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 from edgekit import progress
 from edgekit.errors import ExportError, UnsupportedOption
 from edgekit.targets.base import Artifact
+from edgekit_onnx import serialize
 from edgekit_onnx.attention import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, kv_cache_lowering
 from edgekit_onnx.builder import IR_VERSION, MS_OPSET, OPSET, build_graph, estimate_initializer_bytes, quantize_weights
 from edgekit_onnx.genai import write_genai_files
 from edgekit_onnx.quant import QuantPlan, plan_for
-from edgekit_onnx.serialize import DATA_SUFFIX, TensorSink, needs_external_data, save_model
+from edgekit_onnx.serialize import DATA_SUFFIX, TensorSink, save_model
 
 if TYPE_CHECKING:
     from edgekit.model.edge_model import EdgeModel
@@ -33,7 +34,7 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     if ext not in EXTERNAL_DATA_CHOICES:
         raise UnsupportedOption(f"external_data={ext!r}; accepted: {', '.join(EXTERNAL_DATA_CHOICES)}")
     estimate = estimate_initializer_bytes(cfg, plan)
-    external = ext == "always" or needs_external_data(estimate)
+    external = ext == "always" or serialize.needs_external_data(estimate, serialize.EXTERNAL_THRESHOLD)
     packed: dict[str, tuple] = {}
     if plan.linear_bits or plan.embedding_bits or plan.output_bits:
         with progress.current().stage("quantize"):

@@ -1,0 +1,155 @@
+"""ONNX target benchmark: Qwen2.5-0.5B-shaped random checkpoint, int4 (MatMulNBits block 32, accuracy_level 4),
+int4 or int8 embedding, run by the target's standalone session (ONNX Runtime alone).
+
+    python benchmarks/bench_onnx.py [--embedding-bits 4 8] [--runs 3] [--validate]
+
+Export wall time and peak RSS are measured in a child process (benchmarks/common.run_child); speed with the same
+child as benchmarks/run.py (peers/edgekit_child.py bench: 64-token prompt, 64 greedy decode steps, 2 threads, best of
+3 after a warm-up). Writes benchmarks/results/onnx.md. Importable: `run_benchmark(...) -> dict`; benchmarks/run.py
+uses `export_for_benchmark`. The peers are not run here (benchmarks/run.py runs them side by side).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+import common
+
+log = logging.getLogger("bench_onnx")
+CHECKPOINT = BENCH_DIR / ".cache" / "qwen05b"
+WORK = BENCH_DIR / ".cache" / "onnx"
+RESULTS = BENCH_DIR / "results" / "onnx.md"
+PEERS = {  # quoted from /work/shared/peers/README.md (measured on this machine, quiet, 2026-11-26); not re-run here
+    "onnxruntime-genai builder int4": {"prefill": "114-121", "decode": "31-36", "size": "317 MB",
+                                       "export": "43 s / 4.5 GB"},
+    "llama.cpp Q4_0": {"prefill": "284-319", "decode": "58-60", "size": "350 MB", "export": "-"},
+}
+GOALS = {"decode_vs_builder": 2.0, "decode_vs_llamacpp": 1.0, "prefill_vs_builder": 2.0, "export_s": 43.0,
+         "export_rss_gb": 3.0}
+BUILDER_DECODE, BUILDER_PREFILL, LLAMACPP_DECODE = 36.0, 121.0, 60.0   # best of the peers' ranges
+
+
+def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = 512, embedding_bits: int = 4,
+                         validate: bool = False) -> dict[str, Any]:
+    """The benchmark's export: int4 block 32, accuracy_level 4 (int8 activations), int4 lm_head, `embedding_bits`
+    embedding (shared with the lm_head when both are int4: the checkpoint is tied). Weights are loaded in their stored
+    dtype (bf16) and converted one tensor at a time. validate=False by default, like the peers' exporters; the
+    validated figure is reported separately."""
+    import torch
+
+    import edgekit
+
+    model = edgekit.load(checkpoint, dtype=torch.bfloat16)
+    art = edgekit.export(model, "onnx", quant="int4", max_seq_len=max_seq_len, last_logits_only=True, out=out,
+                         force=True, validate=validate, show_progress=False, block_size=32, accuracy_level=4,
+                         embedding_bits=embedding_bits, output_bits=4)
+    return {"quant": "int4", "options": art.metadata["options"], "validation": art.metadata.get("validation")}
+
+
+def ensure_checkpoint() -> Path:
+    if not (CHECKPOINT / "model.safetensors").exists():
+        subprocess.run([sys.executable, "/work/shared/peers/make_random_checkpoint.py", str(CHECKPOINT), "0.5b"],
+                       check=True)
+    return CHECKPOINT
+
+
+def _child_export(out: Path, embedding_bits: int, validate: bool) -> tuple[dict, common.ChildResult]:
+    code = (f"import sys, json; sys.path.insert(0, {str(BENCH_DIR)!r}); import bench_onnx as b; "
+            f"from pathlib import Path; print(json.dumps(b.export_for_benchmark(Path({str(CHECKPOINT)!r}), "
+            f"Path({str(out)!r}), embedding_bits={embedding_bits}, validate={validate!r}), default=str))")
+    info, res = common.run_json_child([sys.executable, "-c", code], nice=10, timeout=3600)
+    if info is None:
+        raise RuntimeError(f"export failed:\n{res.tail()}")
+    return info, res
+
+
+def _child_bench(folder: Path, runs: int, threads: int = 2) -> dict:
+    standalone = Path(__import__("edgekit_onnx").__file__).with_name("standalone_session.py")
+    info, res = common.run_json_child([sys.executable, str(BENCH_DIR / "peers" / "edgekit_child.py"), "bench",
+                                       str(folder), str(standalone), "64", "64", str(threads), str(runs)], timeout=3600)
+    if info is None:
+        raise RuntimeError(f"bench failed:\n{res.tail()}")
+    return info
+
+
+def _layout(embedding_bits: int) -> common.QuantLayout:
+    # MatMulNBits int4 block 32, fp32 scales, no zero points (symmetric); lm_head int4 g32; embedding as chosen
+    return common.QuantLayout(f"edgekit-onnx-int4-g32-emb{embedding_bits}", linear_bits=4, group=32, scale_bytes=4,
+                              embedding_bits=embedding_bits, embedding_group=32, lm_head_bits=4, lm_head_group=32,
+                              float_bytes=4, kv_bytes=4)
+
+
+def run_benchmark(embedding_bits: tuple[int, ...] = (4, 8), runs: int = 3, validate: bool = False) -> dict[str, Any]:
+    ensure_checkpoint()
+    shape = common.ModelShape.from_config(CHECKPOINT / "config.json")
+    bandwidth = common.read_bandwidth_gbs(threads=2)
+    rows = []
+    for bits in embedding_bits:
+        out = WORK / f"qwen05b-int4-emb{bits}"
+        _info, res = _child_export(out, bits, validate=False)
+        speed = _child_bench(out, runs)
+        bpt = common.decode_bytes_per_token(shape, _layout(bits), context=64 + 32)
+        row = {"embedding_bits": bits, "export_wall_s": round(res.wall_s, 1),
+               "export_peak_rss_gb": round(res.peak_rss_bytes / 1e9, 2), "size_mb": round(common.path_bytes(
+                   out / "model.onnx") / 1e6, 1), **speed, "bytes_per_token_mb": round(bpt / 1e6, 1),
+               "roofline_fraction": round(common.roofline_fraction(speed["decode_tok_s"], bpt, bandwidth), 3)}
+        if validate:
+            vinfo, vres = _child_export(WORK / f"qwen05b-int4-emb{bits}-validated", bits, validate=True)
+            row.update(validated_export_wall_s=round(vres.wall_s, 1),
+                       validated_export_peak_rss_gb=round(vres.peak_rss_bytes / 1e9, 2), validation=vinfo["validation"])
+        rows.append(row)
+        log.info("emb%d: %s", bits, row)
+    return {"bandwidth_gbs": round(bandwidth, 1), "rows": rows, "machine": common.machine_facts(),
+            "loadavg": list(__import__("os").getloadavg()), "when": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def write_markdown(result: dict[str, Any], path: Path = RESULTS) -> None:
+    lines = ["# ONNX target (edgekit-target-onnx) on the Qwen2.5-0.5B-shaped checkpoint", "",
+             (f"{result['when']}; read bandwidth (2 threads) {result['bandwidth_gbs']} GB/s; load average at the end "
+             f"{', '.join(f'{x:.1f}' for x in result['loadavg'])} (the machine is shared: compare only side-by-side runs)."),
+             "", ("Command: `nice -n 10 python benchmarks/bench_onnx.py` (export in a child process; speed with "
+             "`peers/edgekit_child.py bench`, 64-token prompt, 64 decoded, 2 threads, best of 3 after a warm-up)."), "",
+             ("| artifact | size | prefill tok/s | decode tok/s | roofline | export wall / peak RSS | vs builder decode / "
+             "prefill | vs llama.cpp decode |"), "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(
+            f"| int4 g32 acc4, emb int{r['embedding_bits']}, lm_head int4 | {r['size_mb']} MB | {r['prefill_tok_s']} | "
+            f"{r['decode_tok_s']} | {r['roofline_fraction']:.0%} of {r['bytes_per_token_mb']} MB/token | "
+            f"{r['export_wall_s']} s / {r['export_peak_rss_gb']} GB | {r['decode_tok_s'] / BUILDER_DECODE:.2f}x / "
+            f"{r['prefill_tok_s'] / BUILDER_PREFILL:.2f}x | {r['decode_tok_s'] / LLAMACPP_DECODE:.2f}x |")
+        if "validated_export_wall_s" in r:
+            lines.append(f"| ↳ same export with validation | | | | | {r['validated_export_wall_s']} s / "
+                         f"{r['validated_export_peak_rss_gb']} GB | | |")
+    lines += ["", "Peers (quoted from `/work/shared/peers/README.md`, quiet machine, not re-run here):", "",
+              "| peer | size | prefill | decode | export |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {v['size']} | {v['prefill']} | {v['decode']} | {v['export']} |" for k, v in PEERS.items()]
+    lines += ["", (f"Goals: decode >= {GOALS['decode_vs_builder']}x builder and >= {GOALS['decode_vs_llamacpp']}x "
+              f"llama.cpp, prefill >= {GOALS['prefill_vs_builder']}x builder, export <= {GOALS['export_s']} s and <= "
+              f"{GOALS['export_rss_gb']} GB. Ratios use the best figure of each peer's range."), "",
+              "```json", json.dumps(result["rows"], indent=1, default=str), "```", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--embedding-bits", type=int, nargs="+", default=[4, 8])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--validate", action="store_true", help="also time an export with validation")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    result = run_benchmark(tuple(args.embedding_bits), args.runs, args.validate)
+    write_markdown(result)
+    print(json.dumps(result["rows"], default=str))
+
+
+if __name__ == "__main__":
+    main()

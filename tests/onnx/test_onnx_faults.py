@@ -1,0 +1,155 @@
+"""Bad input and failure paths: unsupported schemes/options, >2 GB weights -> external data, unwritable output,
+interrupted export; plus the session's in-place cache, chunked prefill, profiling and the CLI."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from edgekit_onnx import serialize
+from edgekit_onnx.builder import estimate_initializer_bytes
+from edgekit_onnx.quant import plan_for
+
+import edgekit
+from edgekit.errors import OutputPathError, UnsupportedOption
+
+MAX_SEQ_LEN = 64
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"quant": "w8"}, "quant scheme 'w8' is not supported by target 'onnx'; supported: fp32, fp16, int4"),
+    ({"quant": "int4", "block_size": 48}, "block_size=48 is not supported by target 'onnx'; accepted: 32, 64, 128"),
+    ({"quant": "int4", "accuracy_level": 2}, "accuracy_level=2"),
+    ({"quant": "int4", "embedding_bits": 2}, "embedding_bits=2"),
+    ({"quant": "fp32", "block_size": 32}, "apply to quant 'int4' only"),
+    ({"quant": "int4", "kv_cache": "int8"}, "kv cache 'int8' is not supported by target 'onnx'"),
+    ({"quant": "int4", "group": 32}, "option(s) group are not known to target 'onnx'"),
+    ({"quant": "int4", "external_data": "never"}, "external_data='never'; accepted: auto, always"),
+])
+def test_unsupported_schemes_and_options_are_named(tiny_model, tmp_path, kwargs, message):
+    out = tmp_path / "a"
+    with pytest.raises(UnsupportedOption, match=message.replace("(", r"\(").replace(")", r"\)")):
+        edgekit.export(tiny_model("llama"), "iot", out=out, max_seq_len=MAX_SEQ_LEN, show_progress=False, **kwargs)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_weights_over_2gb_choose_external_data(tiny_model):
+    """A config whose fp32 weights pass 2 GB (never materialised: the decision is made from the config up front)."""
+    cfg = dataclasses.replace(tiny_model("llama").config, vocab_size=300_000, hidden_size=1024, num_layers=2,
+                              intermediate_size=4096, num_heads=8, num_kv_heads=2, head_dim=128)
+    fp32 = estimate_initializer_bytes(cfg, plan_for("fp32", {}))
+    assert fp32 > 2**31 and serialize.needs_external_data(fp32)
+    int4 = estimate_initializer_bytes(cfg, plan_for("int4", {}))
+    assert int4 < 2**29 and not serialize.needs_external_data(int4)
+
+
+def test_external_data_is_written_automatically_and_loads(tiny_model, tmp_path, monkeypatch):
+    """The same decision with a lowered threshold on a tiny model: the auto path streams the weights to
+    model.onnx.data, the artifact lists it, ORT loads it and validation passes."""
+    monkeypatch.setattr(serialize, "EXTERNAL_THRESHOLD", 1024)
+    art = edgekit.export(tiny_model("qwen2"), "iot", quant="fp32", out=tmp_path / "ext", max_seq_len=MAX_SEQ_LEN,
+                         show_progress=False)
+    assert art.metadata["external_data"] and "model.onnx.data" in art.files
+    data = art.path / "model.onnx.data"
+    assert data.stat().st_size > 10 * (art.path / "model.onnx").stat().st_size
+    proto = onnx.load(str(art.path / "model.onnx"), load_external_data=False)
+    assert sum(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer) > 5
+    assert art.metadata["validation"]["max_abs_logit_diff"] <= 1e-4
+
+
+def test_unwritable_output_folder(tiny_model):
+    with pytest.raises(OutputPathError, match="not writable"):
+        edgekit.export(tiny_model("llama"), "iot", quant="fp32", out=Path("/proc/edgekit-onnx-test/out"),
+                       show_progress=False)
+
+
+_CHILD = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import edgekit
+from edgekit_onnx import serialize
+real = serialize.save_model
+def slow_save(model, path):
+    files = real(model, path)          # model.onnx is on disk in the staging folder: now get interrupted
+    print("MIDWAY", flush=True)
+    time.sleep(60)
+    return files
+serialize.save_model = slow_save
+import edgekit_onnx.export as ex
+ex.save_model = slow_save
+edgekit.export(edgekit.load({ckpt!r}), "iot", quant="int4", out={out!r}, max_seq_len=64, show_progress=False)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_export_leaves_nothing(checkpoint_dir, tmp_path, sig):
+    out = tmp_path / "exports" / "model"
+    code = _CHILD.format(tests=str(Path(__file__).parent.parent), ckpt=str(checkpoint_dir("llama")), out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "MIDWAY"
+        staging = [p for p in out.parent.iterdir() if ".partial-" in p.name]
+        assert staging and (staging[0] / "model.onnx").exists()   # it really was half way
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert not out.exists()
+    left = list(out.parent.iterdir())
+    if sig == signal.SIGINT:   # KeyboardInterrupt: the staging folder is removed too
+        assert left == []
+    else:                      # SIGKILL cannot be handled: only the hidden staging folder remains, never `out`
+        assert all(p.name.startswith(".model.partial-") for p in left)
+
+
+def test_session_keeps_cache_in_place_and_chunks_prefill(onnx_export):
+    from edgekit_onnx.standalone_session import open_session
+
+    art = onnx_export("qwen2", "fp32")
+    tokens = np.arange(3, 17, dtype=np.int64)[None]
+    whole = open_session(art.path, threads=1)
+    ref = whole.forward(tokens, np.arange(14))
+    chunked = open_session(art.path, threads=1)
+    ptrs = [v.data_ptr() for v in chunked._cache]
+    a = chunked.forward(tokens[:, :9], np.arange(9))
+    b = chunked.forward(tokens[:, 9:], np.arange(9, 14))
+    assert np.abs(np.concatenate([a, b], axis=1) - ref).max() < 1e-4
+    assert [v.data_ptr() for v in chunked._cache] == ptrs              # same buffers: GQA wrote in place
+    assert chunked.binding.get_outputs()[0].data_ptr() == ptrs[0]      # present.0.key IS past_key_values.0.key
+    chunked.reset()                                                     # rewind: stale rows are never read
+    assert np.abs(chunked.forward(tokens, np.arange(14)) - ref).max() < 1e-4
+    with pytest.raises(ValueError, match="consecutive"):
+        chunked.forward(tokens[:, :2], np.array([20, 22]))
+
+
+def test_op_profile_from_ort_trace(onnx_export, tmp_path):
+    from edgekit.targets.registry import get_target
+
+    art = onnx_export("llama", "int4")
+    session = get_target("onnx").session(art, threads=1, profile_dir=str(tmp_path))
+    session.forward(np.array([[1, 2, 3]], dtype=np.int64), np.arange(3))
+    session.forward(np.array([[4]], dtype=np.int64), np.array([3]))
+    rows = session.op_profile()
+    by_type = {r["op_type"] for r in rows}
+    assert {"GroupQueryAttention", "MatMulNBits", "SkipSimplifiedLayerNormalization"} <= by_type
+    gqa = [r for r in rows if r["op_type"] == "GroupQueryAttention"]
+    assert all(r["calls"] == 2 and r["total_ms"] > 0 for r in gqa) and len(gqa) == 2
+    assert list(tmp_path.glob("ort_profile*.json"))
+
+
+def test_cli_generate_with_iot_target(checkpoint_dir):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    t0 = time.time()
+    res = subprocess.run([sys.executable, "-m", "edgekit", "generate", str(checkpoint_dir("qwen2")), "--target", "iot",
+                          "--prompt", "def add", "--max-new-tokens", "5"], capture_output=True, text=True, env=env,
+                         timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "5 tokens" in res.stdout or "tokens, stop" in res.stdout, res.stdout
+    assert time.time() - t0 < 300
