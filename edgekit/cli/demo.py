@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command("demo")
+@click.option("--model", default="smollm2-135m", show_default=True, help="Model to run the demo on.")
+@click.option("--out", "-o", default="demo-out", show_default=True, type=click.Path())
+@click.option("--targets", default=None, help="Comma-separated targets (default: every installed one).")
+@click.option("--quick", is_flag=True, help="Fewer tokens and shorter prompts (for tests).")
+def command(model: str, out: str, targets: str | None, quick: bool) -> None:
+    """The main job: export MODEL to every target, validate, bundle, profile here, chat, write the HTML report."""
+    from edgekit.demo import run_demo
+
+    kwargs = dict(prompt_lengths=(32,), decode_tokens=16, runs=1, chat_tokens=16) if quick else {}
+    summary = run_demo(model, out, targets.split(",") if targets else None, **kwargs)
+    if any(t["error"] for t in summary["targets"]):
+        sys.exit(1)
