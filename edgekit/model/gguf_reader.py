@@ -89,8 +89,10 @@ def config_from_gguf(meta: dict[str, Any], tensors: dict[str, tuple[tuple[int, .
     if scaling not in (None, "none"):
         raise CheckpointError(f"GGUF rope scaling type {scaling!r} is not supported; supported: none, or Llama 3 "
                               "scaling stored as rope_freqs.weight")
+    # the embedding's rows are the truth (token lists can be shorter, e.g. Qwen's padded vocabularies)
     tokens = meta.get("tokenizer.ggml.tokens")
-    vocab = get("vocab_size", None, False) or (len(tokens) if tokens else tensors["token_embd.weight"][0][0])
+    embd = tensors.get("token_embd.weight")
+    vocab = embd[0][0] if embd else (get("vocab_size", None, False) or len(tokens or ()))
     eos = [meta[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
                              "tokenizer.ggml.eom_token_id") if meta.get(k) is not None]
     return ModelConfig(

@@ -17,6 +17,18 @@ EXTRA_CASES = {
 PARITY_CASES = ["llama", "qwen2", "qwen3", "llama_tied", "qwen2_sharded"]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These tests check numbers, not speed. On this shared 2-core machine torch's 2-thread OpenMP runs 5-30x slower
+    than 1 thread whenever other processes compete for the cores (measured: SmolLM2 decode step 5.1 s vs 0.36 s)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def ckpt(checkpoint_dir, tmp_path_factory):
     """Factory: checkpoint folder for a root case (llama, qwen2, qwen3) or an extra one (tied llama, sharded qwen2)."""
