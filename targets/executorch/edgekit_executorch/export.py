@@ -122,11 +122,16 @@ def export_pte(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, Any]:
     qp = quant.plan(spec.quant, spec.options)
     return {"max_seq_len": spec.max_seq_len, "last_logits_only": spec.last_logits_only,
             "quantization": qp.describe(), "delegation": summary,
-            "attention": "llama::custom_sdpa+update_cache" if spec.options.get("custom_sdpa", True)
-            and spec.kv_cache != "int8" else "edgekit",
+            "attention": _attention_kind(spec),
             "pte_bytes": (out / PTE_NAME).stat().st_size,
             "constant_methods": constant_methods(model, spec),
             "custom_op_libraries": custom_op_libraries(spec)}
+
+
+def _attention_kind(spec: TargetSpec) -> str:
+    if spec.kv_cache == "int8":
+        return "edgekit int8 kv cache (edgekit::attention)"
+    return "llama::custom_sdpa+update_cache" if spec.options.get("custom_sdpa", True) else "edgekit"
 
 
 def custom_op_libraries(spec: TargetSpec) -> list[str]:
