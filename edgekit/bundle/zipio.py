@@ -17,10 +17,11 @@ _MAX_UNPACKED = 64 << 30   # refuse zip bombs claiming more than 64 GB
 
 
 def write_zip(folder: Path, dest: Path) -> None:
-    """Zip `folder` as `<folder name>/...` entries into `dest` (written beside it, then renamed)."""
+    """Zip `folder` as `<folder name>/...` entries into `dest` (written beside it, then renamed). Level 1: weights
+    barely compress at any level, and higher levels cost minutes on a 600 MB model."""
     tmp = dest.with_name(f".{dest.name}.partial-zip-{os.getpid()}")
     try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             for p in sorted(folder.rglob("*")):
                 if p.is_file():
                     zf.write(p, f"{folder.name}/{p.relative_to(folder).as_posix()}")
