@@ -95,9 +95,11 @@ def tokenizer_metadata(folder: Path, pre: str = "gpt2", user_defined: tuple[str,
 
 def write_gguf(folder: Path, out: Path, types: dict[str, GGMLQuantizationType] | None = None,
                default: GGMLQuantizationType = GGMLQuantizationType.F32, pre: str = "gpt2",
-               user_defined: tuple[str, ...] = (), add_bos: bool | None = None, with_tokenizer: bool = True) -> Path:
+               user_defined: tuple[str, ...] = (), add_bos: bool | None = None, with_tokenizer: bool = True,
+               skip: tuple[str, ...] = (), extra: dict[str, np.ndarray] | None = None) -> Path:
     """Convert the HF checkpoint in `folder` to a GGUF at `out`; `types` picks the type per GGUF tensor suffix
-    (e.g. {"ffn_down.weight": Q4_1}); 1-D tensors always stay F32 as llama.cpp keeps them."""
+    (e.g. {"ffn_down.weight": Q4_1}); 1-D tensors always stay F32 as llama.cpp keeps them. `skip` leaves GGUF
+    tensors out, `extra` adds F32 tensors (to damage a file on purpose)."""
     from safetensors.numpy import load_file
 
     cfg = json.loads((folder / "config.json").read_text())
@@ -129,6 +131,8 @@ def write_gguf(folder: Path, out: Path, types: dict[str, GGMLQuantizationType] |
         if hf_name == "lm_head.weight" and cfg.get("tie_word_embeddings"):
             continue
         name = gguf_name(hf_name)
+        if name in skip:
+            continue
         x = tensor.astype(np.float32)
         if arch == "llama" and name.endswith("attn_q.weight"):
             x = permute(x, heads)
@@ -137,6 +141,8 @@ def write_gguf(folder: Path, out: Path, types: dict[str, GGMLQuantizationType] |
         qtype = GGMLQuantizationType.F32 if x.ndim == 1 else next(
             (t for suffix, t in (types or {}).items() if name.endswith(suffix)), default)
         w.add_tensor(name, encode_tensor(x, qtype), raw_dtype=qtype)
+    for name, x in (extra or {}).items():
+        w.add_tensor(name, x.astype(np.float32))
     if with_tokenizer:
         _add_tokenizer(w, tokenizer_metadata(folder, pre, user_defined), add_bos)
     w.write_header_to_file()

@@ -116,6 +116,21 @@ def test_truncated_gguf(tiny_gguf, tmp_path):
         assert path.name in str(e.value) and "truncated" in str(e.value)
 
 
+@pytest.mark.parametrize("damage,expect", [
+    ({"skip": ("blk.1.ffn_up.weight",)}, ["misses 1 tensor", "blk.1.ffn_up.weight"]),
+    ({"extra": {"blk.0.ffn_extra.weight": np.zeros((2, 32))}}, ["'blk.0.ffn_extra.weight'", "unmapped"]),
+    ({"skip": ("blk.0.attn_k.weight",), "extra": {"blk.0.attn_k.weight": np.zeros((48, 64))}},
+     ["'blk.0.attn_k.weight'", "[48, 64]", "[32, 64]"]),
+])
+def test_gguf_missing_extra_or_misshapen_tensor(damage, expect, ckpt, tmp_path):
+    from gguf_files import write_gguf
+
+    path = write_gguf(ckpt("qwen2"), tmp_path / "bad.gguf", **damage)
+    with pytest.raises(CheckpointError) as e:
+        edgekit.load(path)
+    assert all(x in str(e.value) for x in expect), str(e.value)
+
+
 def test_unsupported_gguf_quantization_type(tmp_path):
     """Q2_K is a real GGML type that edgekit does not dequantize: named, with the supported ones."""
     q2k = np.zeros((4, 84), dtype=np.uint8)  # one 256-wide Q2_K block (84 bytes) per row
