@@ -78,6 +78,9 @@ def edgekit_entry(target: str, model: str, ckpt: str, key: str, a: argparse.Name
     if a.reuse and meta_path.exists() and folder.exists():
         info = json.loads(meta_path.read_text())
         e.reused = True
+    elif a.cached_only:
+        e.error = "no cached edgekit export (--cached-only: the export was not finished when this run started)"
+        return e
     else:
         shutil.rmtree(folder, ignore_errors=True)
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +192,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "(optimum-executorch,onnxruntime-genai,llama-cpp), or 'smollm2' for the default-model table")
     ap.add_argument("--skip-peers", action="store_true", help="edgekit targets only")
     ap.add_argument("--reuse", action="store_true", help="reuse cached edgekit exports too (peers' are always reused)")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="measure only what is already exported and installed (implies --reuse); never wait")
     ap.add_argument("--fresh-peers", action="store_true", help="re-export the peers even when cached")
     ap.add_argument("--no-validate", dest="validate", action="store_false",
                     help="skip edgekit's parity validation of its exports (run in its own process otherwise)")
@@ -212,6 +217,9 @@ def selected(name: str, a: argparse.Namespace) -> bool:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     a = parse_args(argv)
+    if a.cached_only:
+        a.reuse = True
+        tools.CACHED_ONLY = True
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     (CACHE / "logs").mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,8 @@ sys.path.insert(0, str(HERE.parent))
 import common
 
 log = logging.getLogger("bench.peers")
+# set by run.py --cached-only: never build a venv or export, never wait for one under way; raise PeerUnavailable
+CACHED_ONLY = False
 CACHE = HERE.parent / ".cache"
 NICE = 15
 TORCH_VERSION = "2.13.0"
@@ -97,6 +99,8 @@ def ensure_venv(name: str, requirements: tuple[str, ...], env: dict[str, str] | 
         stamp.write_text(wanted + "\n" + common.run_child([py, "-m", "pip", "freeze"]).stdout)
         return py
     logf = CACHE / "logs" / f"venv-{name}.log"
+    if CACHED_ONLY:
+        raise PeerUnavailable(f"venv {name} is not built (--cached-only)")
     log.info("creating venv %s (log: %s)", venv, logf)
     venv.mkdir(parents=True, exist_ok=True)
     (venv / ".building.pid").write_text(str(os.getpid()))
@@ -126,6 +130,8 @@ def wait_for_owner(pid_file: Path, done: Path, poll_s: float = 10.0) -> None:
     if pid == os.getpid():
         return
     waited = False
+    if CACHED_ONLY and not done.exists() and _alive(pid):
+        raise PeerUnavailable(f"{done.parent.name}: still being built by process {pid} (not ready at this run)")
     while not done.exists() and _alive(pid):
         if not waited:
             log.info("waiting for process %d to finish %s", pid, done.parent)
@@ -176,6 +182,8 @@ def cached_export(peer: str, ckpt: Path, ckpt_sha: str, command: str, main: str,
     wait_for_owner(tmp / "owner.pid", meta_path)  # an export of the same key already under way: wait for it
     if reuse and meta_path.exists() and (entry / main).exists():
         return cached_export(peer, ckpt, ckpt_sha, command, main, layout, run_export, reuse)
+    if CACHED_ONLY:
+        raise PeerUnavailable(f"{peer}: no cached export for this checkpoint and command (--cached-only)")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     (tmp / "owner.pid").write_text(str(os.getpid()))
