@@ -115,9 +115,10 @@ def write_results(rows: list[dict], threads: int, isa: str, cmd: str) -> None:
 
     head = ("| context | chunk | edgekit int8 | llama::custom_sdpa fp32 | speedup | "
             "llama::custom_quantized_sdpa int8 | speedup |")
+    load = os.getloadavg()[0]
     setup = (f"Qwen2.5-0.5B head geometry: {HQ} query heads, {HKV} kv heads, head dim {D}; caches of 4096 positions "
-             f"filled up to `context`. Host: {platform.machine()}, {os.cpu_count()} cores (shared with other jobs: "
-             f"load was high, so CPU time is the primary measure), executorch {executorch.version.__version__}, "
+             f"filled up to `context`. Host: {platform.machine()}, {os.cpu_count()} cores shared with other jobs (load "
+             f"average {load:.1f} at the end of the run; CPU time is the primary measure), executorch {executorch.version.__version__}, "
              f"edgekit kernel path: {isa}.")
     caveat = ("custom_quantized_sdpa is timed without the per-call int8 quantization of q that its int8 x int8 path "
               "needs (flatters it). max |diff| = ours vs custom_sdpa run on the dequantized caches.")
@@ -129,7 +130,10 @@ def write_results(rows: list[dict], threads: int, isa: str, cmd: str) -> None:
         lines.append(f"| {r['ctx']} | {r['chunk']} | {e:.3f} | {c['custom_sdpa_fp32']:.3f} | "
                      f"{c['custom_sdpa_fp32'] / e:.2f}x | {c['custom_quantized_sdpa_int8']:.3f} | "
                      f"{c['custom_quantized_sdpa_int8'] / e:.2f}x |")
-    lines += ["", f"## Wall time per call, {threads}-thread pool (min over rounds, ms)", "", head + " max abs diff |",
+    lines += ["", f"## Wall time per call, {threads}-thread pool (min over rounds, ms)", "",
+              ("With more runnable jobs than cores, a thread pool waits for its slowest worker: the multi-threaded "
+              "prefill figures below mostly measure that oversubscription, not the kernels."), "",
+              head + " max abs diff |",
               "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         w = r["wall"]
