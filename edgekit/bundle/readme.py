@@ -1,6 +1,7 @@
 """The bundle's README.md: rendered from a Jinja template with the matching sample app's own code."""
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 from pathlib import Path
@@ -45,7 +46,7 @@ def render_readme(manifest: dict[str, Any]) -> str:
                       lstrip_blocks=True, undefined=StrictUndefined, autoescape=False)
     platform = manifest["target"]["platform"]
     sample = sample_code(platform)
-    files = sorted(manifest["files"]) if manifest["files"] else []
     return env.get_template("README.md.j2").render(
-        m=manifest, platform=platform, sample=sample, manifest_name=MANIFEST, files=files,
+        m=manifest, platform=platform, sample=sample, manifest_name=MANIFEST,
+        io_json=json.dumps(manifest["io"], indent=2, ensure_ascii=False),
         sample_folder=SAMPLES.get(platform, ("samples", "", ""))[0])
