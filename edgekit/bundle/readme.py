@@ -39,6 +39,13 @@ def sample_code(platform: str) -> tuple[str, str, str] | None:
     return f"{folder}/{rel}", lang, (m.group(1) if m else text).strip("\n")
 
 
+def _compact_json(value: Any) -> str:
+    """Indented JSON with lists of plain values kept on one line (shapes stay readable)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    return re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + ", ".join(p.strip() for p in m.group(1).split(",")) + "]",
+                  text)
+
+
 def render_readme(manifest: dict[str, Any]) -> str:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -48,5 +55,5 @@ def render_readme(manifest: dict[str, Any]) -> str:
     sample = sample_code(platform)
     return env.get_template("README.md.j2").render(
         m=manifest, platform=platform, sample=sample, manifest_name=MANIFEST,
-        io_json=json.dumps(manifest["io"], indent=2, ensure_ascii=False),
+        io_json=_compact_json(manifest["io"]),
         sample_folder=SAMPLES.get(platform, ("samples", "", ""))[0])
