@@ -126,7 +126,12 @@ def linear_table(cfg: ModelConfig, w: dict[str, torch.Tensor], plan: QuantPlan
 
 
 def _pack(weight: torch.Tensor, bits: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
-    return pack_blockwise(weight.detach().float().numpy(), bits, block_size)
+    """Packs in chunks of rows, converting each chunk to float32 only when it is packed (bf16 checkpoints stay bf16)."""
+    w, rows = weight.detach(), 8192
+    if w.shape[0] <= rows:
+        return pack_blockwise(w.float().numpy(), bits, block_size)
+    parts = [pack_blockwise(w[r:r + rows].float().numpy(), bits, block_size) for r in range(0, w.shape[0], rows)]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([s for _, s in parts])
 
 
 def quantize_weights(cfg: ModelConfig, w: dict[str, torch.Tensor], plan: QuantPlan) -> dict[str, tuple]:

@@ -71,22 +71,30 @@ def _check(value: int, accepted: tuple[int, ...], name: str) -> None:
                                 f"accepted: {', '.join(map(str, accepted))}")
 
 
-def pack_blockwise(weight: np.ndarray, bits: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """weight float32 [N, K] (torch Linear layout, or an embedding [V, H]) -> (packed uint8 [N, K/block, blob],
-    scales float32 [N, K/block]), symmetric, with ORT's own quantization routine."""
+def pack_blockwise(weight: np.ndarray, bits: int, block_size: int, rows_per_chunk: int = 4096
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """weight float [N, K] (torch Linear layout, or an embedding [V, H]) -> (packed uint8 [N, K/block, blob],
+    scales float32 [N, K/block]), symmetric, with ORT's own quantization routine. Output rows are independent, so
+    the work goes in chunks of rows: the float32 transposed copy ORT wants never exceeds one chunk (a 150k-row
+    embedding would otherwise cost two extra full-size float32 copies)."""
     from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
 
     n, k = weight.shape
     k_blocks = (k + block_size - 1) // block_size
-    wt = np.ascontiguousarray(weight.T, dtype=np.float32)         # ORT wants [K, N]
-    if k_blocks * block_size != k:
-        wt = np.pad(wt, ((0, k_blocks * block_size - k), (0, 0)))
     blob = block_size * bits // 8
     packed = np.zeros((n, k_blocks, blob), dtype=np.uint8)
     scales = np.zeros((n, k_blocks), dtype=np.float32)
     pack = quantize_matmul_4bits if bits == 4 else quantize_matmul_8bits
-    zero_points = np.zeros((n, (k_blocks + 1) // 2 if bits == 4 else k_blocks), dtype=np.uint8)
-    pack(packed, wt, scales, zero_points, block_size, n, k_blocks * block_size, True)
+    for r0 in range(0, n, rows_per_chunk):
+        r1 = min(n, r0 + rows_per_chunk)
+        wt = np.ascontiguousarray(weight[r0:r1].T, dtype=np.float32)      # ORT wants [K, rows]
+        if k_blocks * block_size != k:
+            wt = np.pad(wt, ((0, k_blocks * block_size - k), (0, 0)))
+        p = np.zeros((r1 - r0, k_blocks, blob), dtype=np.uint8)
+        s = np.zeros((r1 - r0, k_blocks), dtype=np.float32)
+        zero_points = np.zeros((r1 - r0, (k_blocks + 1) // 2 if bits == 4 else k_blocks), dtype=np.uint8)
+        pack(p, wt, s, zero_points, block_size, r1 - r0, k_blocks * block_size, True)
+        packed[r0:r1], scales[r0:r1] = p, s
     return packed, scales
 
 
