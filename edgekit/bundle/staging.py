@@ -56,8 +56,11 @@ def staging_dir(final: Path) -> Iterator[Path]:
 def finalize(folder: Path, final: Path, *, zip: bool, force: bool) -> Bundle:
     """Move the finished bundle folder to `final` (or zip it there) in one rename; verify and open the result."""
     from edgekit.bundle.reader import Bundle
+    from edgekit.errors import OutputPathError
 
     checked = Bundle.open(folder)  # what we wrote must verify before it appears at the output path
+    if final.exists() and not force:  # appeared while we exported
+        raise OutputPathError(f"{final} appeared while the bundle was being written; pass force=True (--force)")
     if zip:
         from edgekit.bundle.zipio import write_zip
 
