@@ -18,8 +18,9 @@ MIN_AGREEMENT = 0.99
 
 
 def export(model, kv_cache: str, out):
-    from edgekit.targets.base import TargetSpec
     from edgekit_executorch.target import ExecuTorchTarget
+
+    from edgekit.targets.base import TargetSpec
 
     target = ExecuTorchTarget()
     spec = TargetSpec(quant="fp32", max_seq_len=N_TOKENS + 8, kv_cache=kv_cache)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper  # noqa: E402
+from onnx import TensorProto, helper
 
 B, T, HQ, HKV, D, S, PAST = 1, 2, 4, 2, 64, 16, 7
 
