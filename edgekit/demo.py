@@ -107,12 +107,13 @@ def run_demo(model: str = "smollm2-135m", out: str | Path = "demo-out", targets:
                 continue
             with _stage("profile on this host", tgt.name):
                 from edgekit.profile import profile
+                from edgekit.profile.results import headline
 
                 rep = profile(b.path, "local", prompt_lengths=prompt_lengths, decode_tokens=decode_tokens, runs=runs,
                               warmup=1, threads=2)
                 reports.append(rep)
                 rep.write_json(out / f"profile-{tgt.name}.json")
-                run.profile = _headline(rep.results)
+                run.profile = headline(rep.results)
         except EdgekitError as e:
             run.error = str(e)
             console.print(f"[bold red]failed[/]: {e}")
@@ -129,23 +130,26 @@ def run_demo(model: str = "smollm2-135m", out: str | Path = "demo-out", targets:
     return summary
 
 
-def _headline(results: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers the summary table shows; the full figures are in the report JSON."""
-    keep = ("load_s", "time_to_first_token_s", "prefill", "decode", "peak_rss_bytes")
-    return {k: results[k] for k in keep if k in results}
+def _num(d: dict[str, Any] | None, key: str) -> str:
+    v = (d or {}).get(key)
+    return f"{v:.1f}" if isinstance(v, (int, float)) else "-"
 
 
 def _print_summary(runs: list[TargetRun], summary: dict[str, Any]) -> None:
     t = Table(title="edgekit demo")
-    for col in ("target", "quant", "validation", "answer = eager", "profile", "status"):
+    for col in ("target", "quant", "max |Δlogit|", "answer = eager", "decode tok/s", "ttft ms", "status"):
         t.add_column(col)
     for r in runs:
         v = r.validation.get("max_abs_logit_diff")
         t.add_row(r.target, r.quant, f"{v:.3g}" if isinstance(v, float) else "-",
                   "-" if r.eager_answer_match is None else ("yes" if r.eager_answer_match else "no"),
-                  "yes" if r.profile else (r.profile_skipped[:40] + "…" if r.profile_skipped else "-"),
+                  _num(r.profile, "decode_tokens_per_s") if r.profile else ("not here" if r.profile_skipped else "-"),
+                  _num(r.profile, "ttft_ms") if r.profile else "-",
                   "[red]failed[/]" if r.error else "[green]ok[/]")
     console.print(t)
-    console.print(f"done in {summary['seconds']:.0f} s; summary: demo-out/summary.json")
+    for r in runs:
+        if r.profile_skipped:
+            console.print(f"[dim]{r.target} not profiled: {r.profile_skipped}[/]")
+    console.print(f"done in {summary['seconds']:.0f} s")
     if summary["report"]:
         console.print(f"[bold]report:[/] {summary['report']}")

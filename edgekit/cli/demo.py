@@ -14,7 +14,7 @@ def command(model: str, out: str, targets: str | None, quick: bool) -> None:
     """The main job: export MODEL to every target, validate, bundle, profile here, chat, write the HTML report."""
     from edgekit.demo import run_demo
 
-    kwargs = dict(prompt_lengths=(32,), decode_tokens=16, runs=1, chat_tokens=16) if quick else {}
+    kwargs = {"prompt_lengths": (32,), "decode_tokens": 16, "runs": 1, "chat_tokens": 16} if quick else {}
     summary = run_demo(model, out, targets.split(",") if targets else None, **kwargs)
     if any(t["error"] for t in summary["targets"]):
         sys.exit(1)

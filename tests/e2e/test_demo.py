@@ -1,0 +1,35 @@
+"""`edgekit demo` in its reduced mode: every stage's output exists and validates."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import edgekit
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_every_stage(tmp_path):
+    from edgekit.bundle import Bundle
+    from edgekit.demo import run_demo
+
+    out = tmp_path / "demo out"  # a space in the path, as users have
+    summary = run_demo("smollm2-135m", out, prompt_lengths=(32,), decode_tokens=8, runs=1, chat_tokens=12,
+                       max_seq_len=256)
+    assert json.loads((out / "summary.json").read_text())["model"] == summary["model"]
+    ran = {t["target"]: t for t in summary["targets"]}
+    assert set(ran) == {t.name for t in edgekit.targets()}
+    for name, run in ran.items():
+        assert not run["error"], f"{name}: {run['error']}"
+        b = Bundle.open(run["bundle"])  # verifies every hash and field
+        v = b.manifest["validation"]
+        assert v["max_abs_logit_diff"] <= v["tolerance"], name
+        assert run["answer"], f"{name} produced no answer"
+        if run["profile"] is None:
+            assert run["profile_skipped"], f"{name}: neither profiled nor a reason given"
+        else:
+            assert run["profile"]["decode_tokens_per_s"] > 0, name
+    assert any(r["profile"] for r in ran.values()), "no bundle was profiled on this host"
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "<table" in html
+    assert summary["eager_answer"]
