@@ -220,6 +220,8 @@ def render(entries: list[Entry], *, facts: dict, shape: common.ModelShape, ckpt:
         ("- Export peak RSS: the export process and the children it waited for (wait4 ru_maxrss). Run peak RSS: the "
         "benchmark process (load + warm-up + one timed run)."),
     ]
+    if getattr(a, "note", None):
+        lines += ["", "## Run notes", ""] + [f"- {n}" for n in a.note]
     for model in ("qwen05b", "smollm2"):
         mine = [e for e in entries if e.model == model]
         if not mine:

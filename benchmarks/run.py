@@ -198,6 +198,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-validate", dest="validate", action="store_false",
                     help="skip edgekit's parity validation of its exports (run in its own process otherwise)")
     ap.add_argument("--no-smollm2", action="store_true", help="skip the default-model (SmolLM2-135M) table")
+    ap.add_argument("--note", action="append", default=[], help="a line for RESULTS.md's run notes (repeatable)")
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
