@@ -75,7 +75,16 @@ def edgekit_entry(target: str, model: str, ckpt: str, key: str, a: argparse.Name
         return e
     folder = CACHE / "edgekit" / model / target / key
     meta_path = folder.parent / (key + ".json")
-    if a.reuse and meta_path.exists() and folder.exists():
+    given = dict(s.split("=", 1) for s in a.use_artifact).get(target) if model == "qwen05b" else None
+    if given:
+        folder = Path(given).resolve()
+        doc = json.loads((folder / "artifact.json").read_text())
+        info = {"quant": doc["metadata"].get("quant"), "via": f"an existing export ({folder}, --use-artifact)",
+                "standalone_session": str(get_target(target).standalone_session() or ""),
+                "date": dt.datetime.fromtimestamp((folder / "artifact.json").stat().st_mtime, dt.timezone.utc)
+                .isoformat(timespec="seconds"), "notes": "export time and memory: not measured by this run"}
+        e.reused = True
+    elif a.reuse and meta_path.exists() and folder.exists():
         info = json.loads(meta_path.read_text())
         e.reused = True
     elif a.cached_only:
@@ -194,6 +203,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--reuse", action="store_true", help="reuse cached edgekit exports too (peers' are always reused)")
     ap.add_argument("--cached-only", action="store_true",
                     help="measure only what is already exported and installed (implies --reuse); never wait")
+    ap.add_argument("--use-artifact", action="append", default=[], metavar="TARGET=FOLDER",
+                    help="measure an existing edgekit export folder for TARGET instead of exporting (repeatable)")
     ap.add_argument("--fresh-peers", action="store_true", help="re-export the peers even when cached")
     ap.add_argument("--no-validate", dest="validate", action="store_false",
                     help="skip edgekit's parity validation of its exports (run in its own process otherwise)")
