@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -78,11 +79,32 @@ def test_generate_smollm2_chat(smollm2, monkeypatch):
     assert "Paris" in want.answer  # greedy SmolLM2-135M-Instruct knows this one
 
 
-def test_errors_exit_2_with_one_line(tmp_path, ckpt):
+def test_errors_exit_2_with_one_line(tmp_path):
     missing = run_main("info", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     lines = missing.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error (CheckpointError):") and "does not exist" in lines[0]
-    bad = run_main("generate", str(ckpt("qwen2")), "--prompt", "x", "--top-p", "2")
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert "UnsupportedOption" in bad.stderr and "0 < top_p <= 1" in bad.stderr
+
+
+def in_process_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    from edgekit.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["edgekit", *args])
+    capsys.readouterr()  # drop what fixtures printed
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def test_more_errors_exit_2(ckpt, tmp_path, monkeypatch, capsys):
+    code, err = in_process_main(monkeypatch, capsys, "generate", str(ckpt("qwen2")), "--prompt", "x", "--top-p", "2")
+    assert code == 2 and "UnsupportedOption" in err and "0 < top_p <= 1" in err and len(err.strip().splitlines()) == 1
+    notok = shutil.copytree(ckpt("qwen2"), tmp_path / "notok")
+    (notok / "tokenizer.json").unlink()
+    code, err = in_process_main(monkeypatch, capsys, "generate", str(notok), "--prompt", "x")
+    assert code == 2 and "TokenizerError" in err and "no tokenizer.json" in err
+    code, err = in_process_main(monkeypatch, capsys, "info", str(notok))  # info still works without a tokenizer
+    assert code == 0
