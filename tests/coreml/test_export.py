@@ -18,7 +18,7 @@ def test_export_validates(coreml_export, case, quant):
     """edgekit.export ran prefill + 8 decode steps through the evaluator against the reference, within tolerance."""
     art = coreml_export(case, quant)
     v = art.metadata["validation"]
-    assert v["max_abs_logit_diff"] <= v["tolerance"] <= 3e-2
+    assert v["max_abs_logit_diff"] <= 3e-2 and v["max_abs_logit_diff"] <= v["tolerance"]  # stated: 3e-2 on tiny
     assert v["top1_agreement_vs_reference"] == 1.0
     assert art.files == ["model.mlpackage"] and (art.path / "model.mlpackage" / "Manifest.json").exists()
     assert art.metadata["quant"] == quant and art.metadata["quant_detail"]["scheme"] == quant
@@ -87,7 +87,7 @@ def test_weight_quantization_layout(coreml_export, mil_function, tiny_model):
             data, scale = o.inputs["data"], o.inputs["scale"]
             assert types.builtin_to_string(data.dtype) == f"int{bits}"
             assert scale.shape == (data.shape[0], cols(data))
-        assert all(o.outputs[0].val is None or "rope" not in o.name for o in deq)
+        assert not any("rope" in o.name or "mask" in o.name for o in deq)  # buffers stay fp16
 
 
 def test_ane_report_block_vs_per_channel(coreml_export):

@@ -52,6 +52,7 @@ CASES = {
     "rsqrt": {"x": np.abs(f32(2, 7)) + 0.1, "epsilon": np.float32(1e-6)},
     "clip": {"x": f32(3, 5) * 3, "alpha": np.float32(-1.0), "beta": np.float32(2.0)},
     "abs": {"x": f32(4, 3)},
+    "inverse": {"x": np.abs(f32(3, 4)) + 0.5, "epsilon": np.float32(1e-4)},
     "reduce_max": {"x": f32(1, 3, 16), "axes": [-1], "keep_dims": True},
     "silu": {"x": f32(3, 9)},
     "sigmoid": {"x": f32(3, 9)},

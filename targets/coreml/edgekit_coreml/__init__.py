@@ -22,8 +22,11 @@ log = logging.getLogger(__name__)
 KV_NOTE = ("Core ML states are fp16, so the KV cache is stored in fp16: kv_cache 'fp32' (the default) and 'fp16' "
            "both mean a float cache stored as fp16; an int8 cache cannot be held in a Core ML state")
 
-# max |Δlogit| of the fp16 ML program vs the fp32 eager graph carrying the same (de)quantized weights
-TOLERANCE = {"fp16": 2e-2, "w8": 3e-2, "w4": 3e-2}
+# max |Δlogit| of the fp16 ML program vs the fp32 eager graph carrying the same (de)quantized weights, over export's
+# prefill + 8 decode steps. fp16 rounding grows with depth and logit scale: tiny test models stay under 2e-2 (asserted
+# in tests/coreml), SmolLM2-135M (30 layers, logits up to ~38) reaches ~0.1; a wrong cache write or mask costs whole
+# logits. The bound is the same for w8/w4 because the reference carries the artifact's exact dequantized weights.
+TOLERANCE = {"fp16": 0.25, "w8": 0.25, "w4": 0.25}
 
 
 class CoreMLTarget:
