@@ -80,7 +80,8 @@ def write_report(facts: dict, runs: list[dict], path: Path) -> str:
         "# Load: Qwen2.5-0.5B-shaped random checkpoint (bf16 safetensors -> fp32 EdgeModel)",
         "",
         (f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {platform.machine()}, {os.cpu_count()} cores "
-         f"(shared machine: times are noisy), `python benchmarks/bench_load.py --runs {len(runs)}`."),
+         f"(shared machine, load average {os.getloadavg()[0]:.1f} at the end: times are noisy), "
+         f"`python benchmarks/bench_load.py --runs {len(runs)}`."),
         "",
         "| metric | value |",
         "|---|---|",
