@@ -128,6 +128,12 @@ def write_markdown(result: dict[str, Any], path: Path = RESULTS) -> None:
         if "validated_export_wall_s" in r:
             lines.append(f"| ↳ same export with validation | | | | | {r['validated_export_wall_s']} s / "
                          f"{r['validated_export_peak_rss_gb']} GB | | |")
+    if result["loadavg"][0] > 2 or result["bandwidth_gbs"] < 15:
+        lines += ["", (f"**Warning: measured on a busy machine** (load average {result['loadavg'][0]:.0f} on 2 cores, "
+                  f"read bandwidth {result['bandwidth_gbs']} GB/s against ~28 GB/s quiet). The ratios against the "
+                  "peers' quiet-machine figures below are NOT a comparison; rerun side by side with benchmarks/run.py "
+                  "(`--only onnx,onnxruntime-genai,llama-cpp`) on a quiet machine. The roofline fraction uses the "
+                  "bandwidth measured in the same run, so it is the fairer figure here.")]
     lines += ["", "Peers (quoted from `/work/shared/peers/README.md`, quiet machine, not re-run here):", "",
               "| peer | size | prefill | decode | export |", "|---|---|---|---|---|"]
     lines += [f"| {k} | {v['size']} | {v['prefill']} | {v['decode']} | {v['export']} |" for k, v in PEERS.items()]

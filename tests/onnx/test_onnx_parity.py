@@ -107,3 +107,14 @@ def test_fp16_export_runs_in_ort_and_genai(onnx_export, model_for):
     prompt = probe_tokens(model_for("llama").config.vocab_size, 9, seed=3)
     got = greedy_steps(get_target("onnx").session(art), prompt, STEPS)[1]
     assert _genai_greedy(art.path, prompt, STEPS) == got
+
+
+def test_genai_tokenizer_from_the_folder_matches_edgekit(onnx_export, model_for):
+    import onnxruntime_genai as og
+
+    art = onnx_export("smollm2", "int4")
+    text = "The capital of France is Paris. Émile's café, 東京!"
+    tok = og.Tokenizer(og.Model(str(art.path)))
+    ids = [int(i) for i in tok.encode(text)]
+    assert ids == model_for("smollm2").tokenizer.encode(text)
+    assert tok.decode(ids) == text
