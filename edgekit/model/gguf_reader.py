@@ -1,7 +1,8 @@
 """Reading GGUF files (llama.cpp's format) into an EdgeModel: config, dequantized canonical tensors, tokenizer.
 
-The file is memory-mapped by `gguf.GGUFReader`; every tensor's name, shape and type is checked before any is
-dequantized, then tensors are dequantized one at a time (gguf.quants) and converted to the compute dtype.
+The file is memory-mapped (GGUFFile below; the `gguf` package gives the type table and the dequantization); every
+tensor's name, shape and type is checked before any is dequantized, then tensors are dequantized one at a time
+(gguf.quants) and converted to the compute dtype.
 llama.cpp's converter permutes the q/k rows of Llama models (its RoPE rotates interleaved pairs, HF's rotates
 halves); `Family.gguf_permuted_qk` says when we undo that, exactly as transformers' GGUF loader does.
 """
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -31,19 +33,101 @@ SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
 _NON_WEIGHT_TENSORS = ("rope_freqs.weight",)
 
 
-def open_gguf(path: Path):
-    """A GGUFReader over `path`, with every failure turned into a CheckpointError naming the file."""
-    from gguf import GGUFReader
+# GGUF metadata value type -> struct format (8 = string and 9 = array are handled apart)
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 
+
+class GGUFTensor(NamedTuple):
+    name: str
+    tensor_type: Any      # gguf.GGMLQuantizationType
+    shape: np.ndarray     # GGUF order (fastest-moving dimension first), like gguf.ReaderTensor.shape
+    data_offset: int
+    n_bytes: int
+    data: np.ndarray      # memory-mapped: typed for float types, raw bytes [rows, row_bytes] for block types
+
+
+class GGUFFile:
+    """A memory-mapped GGUF file: metadata as Python values, tensor table, tensor data as mmap views.
+
+    gguf.GGUFReader builds one numpy object per array element of the metadata (SmolLM2's 49k tokens and merges:
+    3 s on a quiet machine, 10 s on a busy one), so the header is parsed here with struct/np.frombuffer (~0.1 s);
+    the gguf package still provides the type table and the dequantization."""
+
+    def __init__(self, path: Path):
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        self.buf = np.memmap(path, dtype=np.uint8, mode="r")
+        if bytes(self.buf[:4]) != b"GGUF":
+            raise ValueError("GGUF magic bytes missing")
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", self.buf, 4)
+        if version not in (2, 3):
+            raise ValueError(f"GGUF version {version}; readable: 2, 3")
+        pos, self.values = 24, {}
+        for _ in range(n_kv):
+            key, pos = self._string(pos)
+            (vtype,) = struct.unpack_from("<I", self.buf, pos)
+            self.values[key], pos = self._value(pos + 4, vtype)
+        infos = []
+        for _ in range(n_tensors):
+            name, pos = self._string(pos)
+            (n_dims,) = struct.unpack_from("<I", self.buf, pos)
+            dims = struct.unpack_from(f"<{n_dims}Q", self.buf, pos + 4)
+            raw_type, offset = struct.unpack_from("<IQ", self.buf, pos + 4 + 8 * n_dims)
+            pos += 4 + 8 * n_dims + 12
+            infos.append((name, dims, GGMLQuantizationType(raw_type), offset))
+        align = int(self.values.get("general.alignment", 32))
+        start = (pos + align - 1) // align * align
+        self.tensors = []
+        for name, dims, qtype, offset in infos:
+            block, type_size = GGML_QUANT_SIZES[qtype]
+            n_elems = int(np.prod(dims)) if dims else 1
+            n_bytes = n_elems * type_size // block
+            np_shape = tuple(reversed(dims))
+            begin = start + offset
+            raw = self.buf[begin:begin + n_bytes]
+            if qtype.name in ("F32", "F16"):
+                data = raw.view(np.float32 if qtype.name == "F32" else np.float16).reshape(np_shape)
+            else:
+                data = raw.reshape(*np_shape[:-1], np_shape[-1] // block * type_size)
+            self.tensors.append(GGUFTensor(name, qtype, np.asarray(dims, dtype=np.uint64), begin, n_bytes, data))
+
+    def _string(self, pos: int) -> tuple[str, int]:
+        (n,) = struct.unpack_from("<Q", self.buf, pos)
+        if pos + 8 + n > len(self.buf):
+            raise ValueError("a string runs past the end of the file")
+        return bytes(self.buf[pos + 8:pos + 8 + n]).decode("utf-8"), pos + 8 + n
+
+    def _value(self, pos: int, vtype: int) -> tuple[Any, int]:
+        if vtype == 8:
+            return self._string(pos)
+        if vtype == 9:
+            atype, n = struct.unpack_from("<IQ", self.buf, pos)
+            pos += 12
+            if atype in _GGUF_SCALARS:
+                dt = np.dtype(_GGUF_SCALARS[atype])
+                values = np.frombuffer(self.buf, dtype=dt, count=n, offset=pos).tolist()
+                return values, pos + n * dt.itemsize
+            out = []
+            for _ in range(n):
+                value, pos = self._value(pos, atype)
+                out.append(value)
+            return out, pos
+        fmt = _GGUF_SCALARS[vtype]  # KeyError: an unknown value type, i.e. a corrupt header
+        return struct.unpack_from(fmt, self.buf, pos)[0], pos + struct.calcsize(fmt)
+
+
+def open_gguf(path: Path) -> GGUFFile:
+    """The GGUF file at `path`, with every failure turned into a CheckpointError naming the file."""
     try:
-        return GGUFReader(path)
+        return GGUFFile(path)
     except ValueError as e:
         if "GGMLQuantizationType" in str(e):
             bad = re.sub(r"np\.\w+\((\d+)\)", r"\1", str(e).split(" is not")[0])  # "np.uint32(99)" -> "99"
             raise CheckpointError(f"{path.name} has a tensor of unknown GGML quantization type {bad}; supported: "
                                   f"{', '.join(SUPPORTED_TYPES)}") from None
         raise CheckpointError(_unreadable(path, e)) from None
-    except (IndexError, KeyError, OSError, OverflowError, TypeError, UnicodeDecodeError, MemoryError) as e:
+    except (struct.error, IndexError, KeyError, OSError, OverflowError, TypeError, UnicodeDecodeError,
+            MemoryError) as e:
         raise CheckpointError(_unreadable(path, e)) from None
 
 
@@ -52,15 +136,9 @@ def _unreadable(path: Path, e: Exception) -> str:
             "accepted: a complete GGUF v2/v3 file as written by llama.cpp")
 
 
-def metadata(reader) -> dict[str, Any]:
+def metadata(reader: GGUFFile) -> dict[str, Any]:
     """All key/value fields as Python values (strings, numbers, lists)."""
-    out: dict[str, Any] = {}
-    for key, field in reader.fields.items():
-        try:
-            out[key] = field.contents()
-        except (ValueError, IndexError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"GGUF metadata field {key!r} is unreadable ({e}); the file is corrupt") from None
-    return out
+    return reader.values
 
 
 def config_from_gguf(meta: dict[str, Any], tensors: dict[str, tuple[tuple[int, ...], str]]) -> ModelConfig:
