@@ -83,3 +83,22 @@ def test_gguf_tokenizer_and_template_from_metadata(ckpt, tiny_gguf):
     text = "Hello <|im_start|>user\nÉdition 東京 🙂<|im_end|>"
     assert tok.encode(text) == hf_tok.encode(text)
     assert model.stop_ids == (hf_tok.token_to_id("<|im_end|>"),)
+
+
+@pytest.mark.parametrize("case", ["llama_tied", "qwen3"])
+def test_header_parser_matches_gguf_reader(case, tiny_gguf):
+    """edgekit's fast GGUF header parser gives the same metadata and tensor views as gguf.GGUFReader."""
+    import numpy as np
+    from gguf import GGUFReader
+
+    from edgekit.model.gguf_reader import metadata, open_gguf
+
+    folder, name = tiny_gguf(case, "mixed", types=MIXED)
+    ours, ref = open_gguf(folder / name), GGUFReader(folder / name)
+    want = {k: f.contents() for k, f in ref.fields.items() if not k.startswith("GGUF.")}
+    assert metadata(ours) == want
+    assert [t.name for t in ours.tensors] == [t.name for t in ref.tensors]
+    for a, b in zip(ours.tensors, ref.tensors):
+        assert (a.tensor_type, list(a.shape), a.data_offset, a.n_bytes) == (b.tensor_type, list(b.shape),
+                                                                            b.data_offset, b.n_bytes)
+        assert a.data.dtype == b.data.dtype and np.array_equal(a.data, b.data)
