@@ -9,7 +9,7 @@ import torch
 from edgekit.runtime.session import EagerSession
 from edgekit.targets.base import TargetSpec
 from edgekit.targets.registry import get_target
-from edgekit.validate import greedy_steps, probe_tokens
+from edgekit.validate import greedy_steps, probe_tokens, run_steps
 
 FAMILIES = ["llama", "qwen2", "qwen3"]
 GREEDY_STEPS = 16
@@ -25,15 +25,27 @@ def _eager(model, artifact):
 
 
 def _check_greedy(model, artifact, prompt_len: int = 9):
+    """Greedy continuations agree, and teacher-forced logits stay within the target's tolerance.
+
+    Random tiny checkpoints have near-ties; the continuations may part only at a step where the eager graph's top-2
+    margin is within twice the measured |Δlogit| (a tie at this precision), never at a clear choice.
+    """
     target = get_target("android")
     eager, spec = _eager(model, artifact)
     prompt = probe_tokens(model.config.vocab_size, prompt_len, seed=7)
     with torch.no_grad():
         want_rows, want = greedy_steps(eager, prompt, GREEDY_STEPS)
-    got_rows, got = greedy_steps(target.session(artifact), prompt, GREEDY_STEPS)
-    assert got == want, f"greedy continuation differs: .pte {got} vs eager {want}"
-    diff = float(np.abs(got_rows - want_rows).max())
+    session = target.session(artifact)
+    _, got = greedy_steps(session, prompt, GREEDY_STEPS)
+    forced = run_steps(session, prompt, want)  # the .pte fed the eager continuation
+    diff = float(np.abs(forced - want_rows).max())
     assert diff <= target.tolerance(spec), f"max |Δlogit| {diff} > tolerance {target.tolerance(spec)}"
+    if got != want:
+        step = next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
+        top2 = np.sort(want_rows[step])[-2:]
+        margin = float(top2[1] - top2[0])
+        assert margin <= 2 * diff, (f"greedy continuation differs at step {step} (.pte {got} vs eager {want}) "
+                                    f"where eager's top-2 margin {margin:.4g} is not a near-tie (|Δlogit| {diff:.3g})")
     return diff
 
 
