@@ -12,12 +12,21 @@ log = logging.getLogger(__name__)
 GROUP = "edgekit.targets"
 
 
+# entry-point name -> why its plugin could not be loaded (one broken plugin must not hide the others)
+BROKEN: dict[str, str] = {}
+
+
 @cache
 def _installed() -> dict[str, Target]:
     found: dict[str, Target] = {}
     for ep in entry_points(group=GROUP):
-        obj = ep.load()  # loads only the plugin's light module; heavy imports happen inside its methods
-        target = obj() if isinstance(obj, type) else obj  # a Target class or a ready instance
+        try:
+            obj = ep.load()  # loads only the plugin's light module; heavy imports happen inside its methods
+            target = obj() if isinstance(obj, type) else obj  # a Target class or a ready instance
+        except Exception as e:  # a plugin's bug or missing dependency: report it where the name is asked for
+            BROKEN[ep.name] = f"{type(e).__name__}: {e}"
+            log.warning("target plugin %r (%s) failed to load: %s", ep.name, ep.value, BROKEN[ep.name])
+            continue
         if target.name in found:
             raise RuntimeError(f"two plugins register the target name {target.name!r}")
         found[target.name] = target
@@ -39,4 +48,7 @@ def get_target(name: str) -> Target:
         if key == t.name or key in t.aliases:
             return t
     installed = ", ".join(describe(t) for t in targets()) or "none (pip install the edgekit-target-* packages)"
+    if key in BROKEN:
+        raise UnknownTarget(f"target {name!r} is installed but its plugin failed to load ({BROKEN[key]}); "
+                            f"working: {installed}")
     raise UnknownTarget(f"unknown target {name!r}; installed: {installed}")
