@@ -21,7 +21,7 @@ def probe_tokens(vocab_size: int, count: int, seed: int = 1234) -> list[int]:
     return np.random.default_rng(seed).integers(0, vocab_size, count).tolist()
 
 
-def run_steps(session: "Session", prompt: list[int], follow: list[int]) -> np.ndarray:
+def run_steps(session: Session, prompt: list[int], follow: list[int]) -> np.ndarray:
     """Prefill `prompt`, then decode the `follow` tokens one by one (teacher-forced); last-position logits [N+1, V]."""
     session.reset()
     rows = [session.forward(np.asarray([prompt], dtype=np.int64), positions(0, len(prompt)))[0, -1]]
@@ -30,7 +30,7 @@ def run_steps(session: "Session", prompt: list[int], follow: list[int]) -> np.nd
     return np.stack(rows).astype(np.float32)
 
 
-def greedy_steps(session: "Session", prompt: list[int], steps: int) -> tuple[np.ndarray, list[int]]:
+def greedy_steps(session: Session, prompt: list[int], steps: int) -> tuple[np.ndarray, list[int]]:
     """Prefill, then `steps` greedy decode steps; the rows of last-position logits and the tokens chosen."""
     session.reset()
     rows = [session.forward(np.asarray([prompt], dtype=np.int64), positions(0, len(prompt)))[0, -1]]
@@ -41,18 +41,51 @@ def greedy_steps(session: "Session", prompt: list[int], steps: int) -> tuple[np.
     return np.stack(rows).astype(np.float32), follow
 
 
-def compare(target: "Target", artifact: "Artifact", model: "EdgeModel", spec: "TargetSpec",
+NOISE_SCALE = 1e-6      # relative perturbation of the embedding output used to measure the reference's own noise
+NOISE_MARGIN = 2.0      # an artifact may differ from the reference by this many times the reference's own noise
+
+
+def noise_floor(reference: torch.nn.Module, prompt: list[int], follow: list[int], seeds: int = 3) -> float | None:
+    """How far the reference moves when its activations move by 1e-6 (relative): the precision any implementation
+    of it can promise. Dynamic activation quantization (int8 per token) makes this large on real weights: a value on
+    a rounding boundary flips a whole quantization step, and 30 layers compound it. None if there is nothing to hook."""
+    emb = getattr(reference, "tok_embeddings", None)
+    if emb is None:
+        return None
+    session = EagerSession(reference)
+    base = run_steps(session, prompt, follow)
+    worst = 0.0
+    for seed in range(seeds):
+        gen = torch.Generator().manual_seed(seed)
+
+        def jitter(_m, _i, out, gen=gen):
+            return out * (1 + NOISE_SCALE * torch.randn(out.shape, generator=gen, dtype=out.dtype))
+
+        handle = emb.register_forward_hook(jitter)
+        try:
+            worst = max(worst, float(np.abs(run_steps(session, prompt, follow) - base).max()))
+        finally:
+            handle.remove()
+    return worst
+
+
+def compare(target: Target, artifact: Artifact, model: EdgeModel, spec: TargetSpec,
             prompt_len: int = 7, decode_steps: int = 8) -> dict[str, Any]:
     """Prefill + decode parity of the artifact against target.reference(); raises ParityError beyond tolerance."""
     prompt_len = min(prompt_len, spec.max_seq_len - decode_steps - 1)
     prompt = probe_tokens(model.config.vocab_size, prompt_len)
-    ref_session = EagerSession(target.reference(model, spec))
+    reference = target.reference(model, spec)
+    ref_session = EagerSession(reference)
     with torch.no_grad():
         ref, follow = greedy_steps(ref_session, prompt, decode_steps)
+        floor = noise_floor(reference, prompt, follow) if spec.quant != "fp32" or spec.kv_cache != "fp32" else None
     got = run_steps(target.session(artifact), prompt, follow)
     diff = float(np.abs(got - ref).max())
-    tol = target.tolerance(spec)
-    figures: dict[str, Any] = {"max_abs_logit_diff": diff, "tolerance": tol, "prompt_tokens": prompt_len,
+    target_tol = target.tolerance(spec)
+    # The target's stated tolerance, unless the reference itself is noisier than that (then: twice its noise).
+    tol = max(target_tol, NOISE_MARGIN * floor) if floor is not None else target_tol
+    figures: dict[str, Any] = {"max_abs_logit_diff": diff, "tolerance": tol, "target_tolerance": target_tol,
+                               "reference_noise_floor": floor, "prompt_tokens": prompt_len,
                                "decode_steps": decode_steps, "top1_agreement_vs_reference":
                                float((got.argmax(-1) == ref.argmax(-1)).mean())}
     if spec.quant != "fp32" or spec.kv_cache != "fp32":

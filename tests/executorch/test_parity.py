@@ -24,7 +24,7 @@ def _eager(model, artifact):
     return EagerSession(get_target("android").reference(model, spec)), spec
 
 
-def _check_greedy(model, artifact, prompt_len: int = 9):
+def _check_greedy(model, artifact, prompt_len: int = 9, tolerance: float | None = None):
     """Greedy continuations agree, and teacher-forced logits stay within the target's tolerance.
 
     Random tiny checkpoints have near-ties; the continuations may part only at a step where the eager graph's top-2
@@ -39,7 +39,8 @@ def _check_greedy(model, artifact, prompt_len: int = 9):
     _, got = greedy_steps(session, prompt, GREEDY_STEPS)
     forced = run_steps(session, prompt, want)  # the .pte fed the eager continuation
     diff = float(np.abs(forced - want_rows).max())
-    assert diff <= target.tolerance(spec), f"max |Δlogit| {diff} > tolerance {target.tolerance(spec)}"
+    tol = target.tolerance(spec) if tolerance is None else tolerance
+    assert diff <= tol, f"max |Δlogit| {diff} > tolerance {tol}"
     if got != want:
         step = next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
         top2 = np.sort(want_rows[step])[-2:]
@@ -64,7 +65,14 @@ def test_greedy_matches_eager(exported, tiny_model, case, quant):
 
 @pytest.mark.slow
 def test_smollm2_greedy_matches_quantized_eager(smollm2, smollm2_artifact):
-    _check_greedy(smollm2, smollm2_artifact, prompt_len=12)
+    """Real weights with int8 dynamic activations: the quantized eager graph itself moves by ~3 logits when its
+    activations move by 1e-6 (export validation measures this noise floor), so the stated bound is twice that floor,
+    and it must stay well below the 8da4w-vs-fp32 distance (~13 logits) that a real bug would show."""
+    v = smollm2_artifact.metadata["validation"]
+    assert v["reference_noise_floor"] is not None and v["tolerance"] == max(v["target_tolerance"],
+                                                                              2 * v["reference_noise_floor"])
+    assert v["tolerance"] < 10.0
+    _check_greedy(smollm2, smollm2_artifact, prompt_len=12, tolerance=v["tolerance"])
     meta = smollm2_artifact.metadata
     assert meta["quantization"]["embedding_bits"] == 8 and meta["quantization"]["group_size"] == 32
     assert "top1_agreement_vs_fp32" in meta["validation"]
