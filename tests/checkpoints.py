@@ -43,9 +43,9 @@ def make_checkpoint(out: Path, family: str, *, vocab_size: int = 512, hidden: in
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(seed)
-    common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                  num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_pos,
-                  rms_norm_eps=1e-6, eos_token_id=2, bos_token_id=None)
+    common = {"vocab_size": vocab_size, "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+                  "num_attention_heads": heads, "num_key_value_heads": kv_heads, "max_position_embeddings": max_pos,
+                  "rms_norm_eps": 1e-6, "eos_token_id": 2, "bos_token_id": None}
     if family == "llama":
         extra = {"rope_theta": 10000.0}
         if rope_scaling:

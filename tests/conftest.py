@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from checkpoints import make_checkpoint  # noqa: E402
+from checkpoints import make_checkpoint
 
 FAMILY_CASES = {
     # name: (family, kwargs) — together they cover rope scaling, biases, q/k norm, tied and untied heads

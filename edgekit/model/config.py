@@ -47,7 +47,7 @@ class ModelConfig:
 
     # ---- construction -------------------------------------------------
     @classmethod
-    def from_hf(cls, cfg: dict[str, Any]) -> "ModelConfig":
+    def from_hf(cls, cfg: dict[str, Any]) -> ModelConfig:
         archs = cfg.get("architectures") or [cfg.get("model_type", "?")]
         fam: Family = family_for_architecture(archs[0], cfg.get("model_type"))
         try:

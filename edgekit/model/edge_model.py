@@ -27,11 +27,11 @@ class EdgeModel:
     name: str
     generation_defaults: dict[str, Any] = field(default_factory=dict)
     source_quant: str | None = None         # e.g. "Q4_1" for a GGUF source
-    _tokenizer: "Tokenizer | None" = None
+    _tokenizer: Tokenizer | None = None
     _tokenizer_problem: str | None = None
 
     @property
-    def tokenizer(self) -> "Tokenizer":
+    def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
             raise TokenizerError(self._tokenizer_problem or f"{self.name} has no tokenizer")
         return self._tokenizer
@@ -56,7 +56,7 @@ class EdgeModel:
         """A fresh decoder (own KV cache) sharing this model's weight tensors."""
         return build_decoder(self.config, self.weights, max_seq_len or self.default_max_seq_len, dtype, last_logits_only)
 
-    def session(self, max_seq_len: int | None = None, last_logits_only: bool = True) -> "EagerSession":
+    def session(self, max_seq_len: int | None = None, last_logits_only: bool = True) -> EagerSession:
         from edgekit.runtime.session import EagerSession
 
         return EagerSession(self.decoder(max_seq_len, last_logits_only))

@@ -31,7 +31,7 @@ class GenerationConfig:
     prefill_chunk: int | None = None  # feed long prompts in chunks of this many tokens
 
     @classmethod
-    def from_options(cls, defaults: dict[str, Any] | None = None, **options: Any) -> "GenerationConfig":
+    def from_options(cls, defaults: dict[str, Any] | None = None, **options: Any) -> GenerationConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(k for k in options if k not in known)
         if unknown:
@@ -77,7 +77,7 @@ def _last_row(logits: np.ndarray) -> np.ndarray:
     return logits[0, -1]
 
 
-def prefill(session: "Session", prompt_ids: list[int], chunk: int | None = None) -> np.ndarray:
+def prefill(session: Session, prompt_ids: list[int], chunk: int | None = None) -> np.ndarray:
     """Run the prompt through the session; returns the last position's logits."""
     if len(prompt_ids) >= session.max_seq_len:
         raise UnsupportedOption(f"the prompt has {len(prompt_ids)} tokens; this artifact's max_seq_len is "
@@ -91,7 +91,7 @@ def prefill(session: "Session", prompt_ids: list[int], chunk: int | None = None)
     return _last_row(logits)
 
 
-def generate(session: "Session", prompt_ids: list[int], config: GenerationConfig,
+def generate(session: Session, prompt_ids: list[int], config: GenerationConfig,
              on_token: Callable[[int], None] | None = None) -> GenerationResult:
     """Token-level generation; the session's cache is reset first."""
     if not prompt_ids:
@@ -125,7 +125,7 @@ def generate(session: "Session", prompt_ids: list[int], config: GenerationConfig
     return res
 
 
-def generate_text(session: "Session", tokenizer: "Tokenizer", prompt: str, *, chat: bool = False,
+def generate_text(session: Session, tokenizer: Tokenizer, prompt: str, *, chat: bool = False,
                   system: str | None = None, stream: StreamFn | None = None, defaults: dict[str, Any] | None = None,
                   stop_ids: tuple[int, ...] = (), **options: Any) -> GenerationResult:
     """Text in, text out: chat template, streaming of decoded text, reasoning kept apart from the answer."""

@@ -38,7 +38,7 @@ class TargetSpec:
     last_logits_only: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
-    def check_against(self, target: "Target", model: "EdgeModel") -> None:
+    def check_against(self, target: Target, model: EdgeModel) -> None:
         caps = target.capabilities
         if self.quant not in caps.quant_schemes:
             raise UnsupportedOption(f"quant scheme {self.quant!r} is not supported by target {target.name!r}; "
@@ -75,7 +75,7 @@ class Artifact:
         (self.path / ARTIFACT_META).write_text(json.dumps(doc, indent=2, default=_jsonable))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Artifact":
+    def load(cls, path: str | Path) -> Artifact:
         from edgekit.errors import BundleError
 
         path = Path(path)
@@ -116,11 +116,11 @@ class Target(Protocol):
     platform: str                   # "android" | "ios" | "linux"
     capabilities: Capabilities
 
-    def export(self, model: "EdgeModel", spec: TargetSpec, out: Path) -> Artifact:
+    def export(self, model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
         """Write the artifact's files into `out` (an empty temp folder the core renames on success)."""
         ...
 
-    def reference(self, model: "EdgeModel", spec: TargetSpec) -> "nn.Module":
+    def reference(self, model: EdgeModel, spec: TargetSpec) -> nn.Module:
         """The eager graph the artifact must match (quantized like the artifact); for validation."""
         ...
 

@@ -23,7 +23,7 @@ def _installed() -> dict[str, Target]:
         try:
             obj = ep.load()  # loads only the plugin's light module; heavy imports happen inside its methods
             target = obj() if isinstance(obj, type) else obj  # a Target class or a ready instance
-        except Exception as e:  # a plugin's bug or missing dependency: report it where the name is asked for
+        except Exception as e:  # noqa: BLE001  (a plugin's bug or missing dependency: reported where its name is asked for)
             BROKEN[ep.name] = f"{type(e).__name__}: {e}"
             log.warning("target plugin %r (%s) failed to load: %s", ep.name, ep.value, BROKEN[ep.name])
             continue
