@@ -16,8 +16,8 @@ GROUP = "edgekit.targets"
 BROKEN: dict[str, str] = {}
 
 
-@cache
-def _installed() -> dict[str, Target]:
+def load_plugins() -> dict[str, Target]:
+    """Load every plugin of the entry-point group (uncached); failures go to BROKEN."""
     found: dict[str, Target] = {}
     for ep in entry_points(group=GROUP):
         try:
@@ -31,6 +31,9 @@ def _installed() -> dict[str, Target]:
             raise RuntimeError(f"two plugins register the target name {target.name!r}")
         found[target.name] = target
     return found
+
+
+_installed = cache(load_plugins)
 
 
 def targets() -> list[Target]:

@@ -23,10 +23,9 @@ def test_broken_plugin_does_not_hide_the_others(monkeypatch):
     broken = EntryPoint(name="tpu", value="edgekit_no_such_module:Target", group=registry.GROUP)
     monkeypatch.setattr(registry, "entry_points", lambda group: [*real, broken])
     monkeypatch.setattr(registry, "BROKEN", {})
-    registry._installed.cache_clear()
-    try:
-        assert {t.name for t in registry.targets()} == {ep.name for ep in real}
-        with pytest.raises(UnknownTarget, match=r"'tpu' is installed but its plugin failed to load .*edgekit_no_such"):
-            registry.get_target("tpu")
-    finally:
-        registry._installed.cache_clear()
+    loaded = registry.load_plugins()
+    monkeypatch.setattr(registry, "_installed", lambda: loaded)
+    assert set(loaded) == {ep.name for ep in real}
+    assert "edgekit_no_such_module" in registry.BROKEN["tpu"]
+    with pytest.raises(UnknownTarget, match=r"'tpu' is installed but its plugin failed to load .*edgekit_no_such"):
+        registry.get_target("tpu")

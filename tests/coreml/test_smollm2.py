@@ -9,7 +9,8 @@ from edgekit.validate import run_steps
 
 TEXT = ("Once upon a time, there was a little girl who lived in a village near the forest. Whenever she went out, "
         "the little girl wore a red riding cloak, so everyone in the village called her Little Red Riding Hood. "
-        "One morning, she asked her mother if she could go to visit her grandmother.")
+        "One morning, she asked her mother if she could go to visit her grandmother. Her mother packed a basket "
+        "with bread, butter and a small pot of honey, and told her to stay on the path and not to talk to strangers.")
 
 
 def test_smollm2_teacher_forced_top1(smollm2, smollm2_coreml):
