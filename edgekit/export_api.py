@@ -1,7 +1,6 @@
 """edgekit.export(): spec checks, atomic output, timed stages, validation in the target's own runtime."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -10,6 +9,7 @@ from typing import Any
 
 from edgekit import progress
 from edgekit.errors import OutputPathError, ParityError
+from edgekit.hashing import file_sha256
 from edgekit.model.edge_model import EdgeModel
 from edgekit.targets.base import Artifact, TargetSpec
 from edgekit.targets.registry import get_target
@@ -37,14 +37,6 @@ def _can_create_in(folder: Path) -> bool:
             return True
     except OSError:
         return False
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_facts(model: EdgeModel) -> dict[str, Any]:

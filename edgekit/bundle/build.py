@@ -133,7 +133,7 @@ def _bundle_artifact(art: Artifact, out_dir: Path, *, zip: bool, force: bool, na
 
 def tokenizer_for_artifact(art: Artifact) -> Tokenizer:
     """The tokenizer of the checkpoint the artifact came from (its recorded source), checked by sha256 where known."""
-    from edgekit.export_api import file_sha256
+    from edgekit.hashing import file_sha256
     from edgekit.model.load import load
 
     facts = art.metadata.get("model", {})

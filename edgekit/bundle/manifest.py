@@ -1,13 +1,13 @@
 """manifest.json: the versioned schema shared by bundles (issue 7) and the profiler (issue 8), built and checked here."""
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgekit.errors import BundleError
+from edgekit.hashing import file_sha256
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
@@ -143,14 +143,6 @@ def safe_relpath(rel: str) -> bool:
 def _short(v: Any) -> str:
     s = repr(v)
     return s if len(s) <= 60 else s[:57] + "..."
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def walk_files(root: Path) -> list[str]:

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.bundle.manifest import MANIFEST, check_schema, file_sha256, walk_files
+from edgekit.bundle.manifest import MANIFEST, check_schema, walk_files
 from edgekit.errors import BundleError
+from edgekit.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 

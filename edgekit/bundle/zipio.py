@@ -1,7 +1,6 @@
 """Zip a bundle folder, and unpack a bundle .zip safely: nothing is ever written outside the destination."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from edgekit.bundle.manifest import MANIFEST, safe_relpath
 from edgekit.errors import BundleError
+from edgekit.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 _MAX_UNPACKED = 64 << 30   # refuse zip bombs claiming more than 64 GB
@@ -32,11 +32,7 @@ def write_zip(folder: Path, dest: Path) -> None:
 
 
 def zip_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def _entries(zf: zipfile.ZipFile, zpath: Path) -> tuple[str, list[zipfile.ZipInfo]]:
