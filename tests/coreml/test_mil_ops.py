@@ -49,6 +49,7 @@ CASES = {
     "minimum": {"x": f32(6), "y": f32(6)},
     "maximum": {"x": f32(6), "y": f32(6)},
     "equal": {"x": np.array([1, -1, 3, -1], np.int32), "y": np.int32(-1)},
+    "greater_equal": {"x": np.array([1, -1, 0, -3], np.int32), "y": np.int32(0)},  # gather index canonicalization
     "rsqrt": {"x": np.abs(f32(2, 7)) + 0.1, "epsilon": np.float32(1e-6)},
     "clip": {"x": f32(3, 5) * 3, "alpha": np.float32(-1.0), "beta": np.float32(2.0)},
     "abs": {"x": f32(4, 3)},

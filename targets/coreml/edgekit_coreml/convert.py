@@ -1,4 +1,4 @@
-"""Export: decoder copy with state caches -> torch.export -> ct.convert (iOS 18 ML program) -> weight quantization.
+"""Export: MIL program built from the EdgeModel's weights (builder.py, quantized as it is built) -> ct.convert -> save.
 
 Prefill and decode share ONE function with a flexible sequence length (ct.RangeDim 1..max_seq_len-1), not a
 multifunction model: one predict() call for any T, one set of states, one program the Linux evaluator and the app
@@ -8,17 +8,19 @@ the way there.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from edgekit import progress
 from edgekit.errors import ExportError, UnsupportedOption
-from edgekit_coreml.attend import use_scaled_norms, use_state_cache
 from edgekit_coreml.quant import CoreMLQuant, quant_for
 
 if TYPE_CHECKING:
@@ -46,71 +48,50 @@ def check_min_ios(options: dict[str, Any]) -> int:
     return ios
 
 
-def capture(model: EdgeModel, spec: TargetSpec) -> torch.export.ExportedProgram:
-    """torch.export of a decoder copy whose attention writes fp16 state caches; dynamic T in 1..max_seq_len-1."""
-    # fp32 decoder: coremltools casts to fp16 itself (an fp16 torch graph makes it type the state reads fp32 and
-    # reject the fused attention: "key has dtype fp32 whereas query has dtype fp16")
-    decoder = use_state_cache(model.decoder(spec.max_seq_len, spec.last_logits_only, torch.float32))
-    use_scaled_norms(decoder)  # fp16-safe RMSNorm: x² overflows fp16 for |x| > 256
-    seq = torch.export.Dim("T", min=1, max=spec.max_seq_len - 1)
-    example = (torch.zeros(1, 2, dtype=torch.int64), torch.arange(2, dtype=torch.int64))
-    with torch.no_grad():
-        ep = torch.export.export(decoder, example, dynamic_shapes=({1: seq}, {0: seq}), strict=False)
-        return ep.run_decompositions({})  # in-place cache writes -> functional slice_scatter for coremltools
+@contextlib.contextmanager
+def sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, then raise it: coremltools' import runs bare `except:` blocks (probing
+    optional dependencies) that would swallow a KeyboardInterrupt and let the export run on."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
-def lower(ep: torch.export.ExportedProgram, spec: TargetSpec, ios: int):
-    import coremltools as ct
+def lower(model: EdgeModel, spec: TargetSpec, q: CoreMLQuant, ios: int):
+    """Build the MIL program from the EdgeModel's weights (edgekit_coreml.builder), then ct.convert it to an ML
+    program. The builder's program is fp16 and already quantized, so conversion only runs coremltools' passes and
+    serializes (the returned MLModel keeps the pymil program for the ANE report)."""
+    with sigint_held():
+        import coremltools as ct
 
-    seq = ct.RangeDim(lower_bound=1, upper_bound=spec.max_seq_len - 1, default=1)
+    from edgekit_coreml.builder import build_program
+
     target = getattr(ct.target, f"iOS{ios}", None)
     if target is None:
         raise UnsupportedOption(f"min_ios {ios} is not known to coremltools {ct.__version__}; accepted: 18")
-    return ct.convert(
-        ep,
-        inputs=[ct.TensorType(name=INPUTS[0], shape=(1, seq), dtype=np.int32),
-                ct.TensorType(name=INPUTS[1], shape=(seq,), dtype=np.int32)],
-        outputs=[ct.TensorType(name=OUTPUT, dtype=np.float16)],
-        minimum_deployment_target=target,
-        compute_precision=ct.precision.FLOAT16,
-        convert_to="mlprogram",
-        skip_model_load=True,  # Core ML cannot load on Linux; the macOS Session loads it on use
-    )
-
-
-def weight_consts(mlmodel) -> list[str]:
-    """Names of the const ops holding decoder parameters (2-D weights); buffers (rope tables, mask) stay fp16."""
-    prog = mlmodel._mil_program
-    names = []
-    for op in prog.functions["main"].operations:
-        if op.op_type == "const" and op.name.startswith("p_") and "norm" not in op.name:
-            val = op.outputs[0].val
-            if isinstance(val, np.ndarray) and val.ndim == 2:
-                names.append(op.name)
-    return names
-
-
-def quantize(mlmodel, q: CoreMLQuant):
-    """linear_quantize_weights on the converted pymil program in place, then one serialization with an EMPTY main
-    pipeline: what cto.coreml.linear_quantize_weights does, minus its proto round trip and second full pipeline."""
-    import coremltools as ct
-    import coremltools.optimize.coreml as cto
-    from coremltools.converters.mil.converter import mil_convert
-    from coremltools.optimize.coreml._quantization_passes import linear_quantize_weights
-
-    if q.bits is None:
-        return mlmodel
-    cfg = cto.OpLinearQuantizerConfig(mode=q.mode, dtype=f"int{q.bits}", granularity="per_block",
-                                      block_size=q.block_sizes, weight_threshold=0)
-    names = weight_consts(mlmodel)
-    prog = mlmodel._mil_program
-    for fn in prog.functions.values():  # the new constexpr ops carry no torch stack trace; don't require one
-        fn._essential_scope_sources = []
-    linear_quantize_weights(config=cto.OptimizationConfig(op_name_configs={n: cfg for n in names})).apply(prog)
-    spec = mlmodel.get_spec()
-    return mil_convert(prog, convert_from="milinternal", convert_to="mlprogram", compute_units=mlmodel.compute_unit,
-                       specification_version=spec.specificationVersion, model_description=spec.description,
-                       skip_model_load=True, pass_pipeline=ct.PassPipeline.EMPTY)
+    stages = progress.current()
+    with stages.stage("build"):
+        prog = build_program(model, spec, q)
+    seq = ct.RangeDim(lower_bound=1, upper_bound=spec.max_seq_len - 1, default=1)
+    with stages.stage("lower"):
+        return ct.convert(
+            prog,
+            inputs=[ct.TensorType(name=INPUTS[0], shape=(1, seq), dtype=np.int32),
+                    ct.TensorType(name=INPUTS[1], shape=(seq,), dtype=np.int32)],
+            outputs=[ct.TensorType(name=OUTPUT, dtype=np.float16)],
+            minimum_deployment_target=target,
+            compute_precision=ct.precision.FLOAT16,
+            convert_to="mlprogram",
+            skip_model_load=True,  # Core ML cannot load on Linux; the macOS Session loads it on use
+        )
 
 
 def describe(mlmodel, model: EdgeModel, spec: TargetSpec, q: CoreMLQuant, ios: int) -> dict[str, str]:
@@ -140,13 +121,7 @@ def export_coreml(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, An
     stages = progress.current()
     t0 = time.perf_counter()
     try:
-        with stages.stage("capture"):
-            ep = capture(model, spec)
-        with stages.stage("lower"):
-            mlmodel = lower(ep, spec, ios)
-            del ep
-        with stages.stage("quantize"):
-            mlmodel = quantize(mlmodel, q)
+        mlmodel = lower(model, spec, q, ios)
     except UnsupportedOption:
         raise
     except Exception as e:  # a conversion failure names the stage and the cause

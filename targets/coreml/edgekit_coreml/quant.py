@@ -1,4 +1,5 @@
-"""Weight quantization through coremltools.optimize.coreml, and the same arithmetic on the eager reference."""
+"""Weight quantization schemes; coremltools.optimize's arithmetic applied to the eager reference (builder.py applies
+the same function when it emits the quantized weights)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
