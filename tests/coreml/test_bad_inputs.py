@@ -100,7 +100,7 @@ def test_interrupted_export_leaves_nothing(checkpoint_dir, tmp_path):
         while not list(out.parent.glob(".artifact.partial-*")) and time.monotonic() < deadline:
             assert proc.poll() is None, f"export ended before it could be interrupted: {proc.stderr.read()[-800:]}"
             time.sleep(0.2)
-        time.sleep(1.0)                           # inside capture / lower
+        time.sleep(1.0)                           # in the coremltools import (Ctrl-C held), build or lower
         assert proc.poll() is None, "export finished before the interrupt; nothing was tested"
         proc.send_signal(sig)
     for sig, (out, proc) in runs.items():
@@ -112,3 +112,21 @@ def test_interrupted_export_leaves_nothing(checkpoint_dir, tmp_path):
             assert left == [], f"interrupted export left {left}"
         else:
             assert all(p.name.startswith(".artifact.partial-") for p in left)
+
+
+def test_ctrl_c_during_the_coremltools_import_is_held_then_raised():
+    """coremltools' import swallows KeyboardInterrupt in bare `except:` blocks; sigint_held lets the block finish and
+    raises the interrupt after it, and restores the previous handler."""
+    from edgekit_coreml.convert import sigint_held
+
+    before = signal.getsignal(signal.SIGINT)
+    finished, swallowed = [], []
+    with pytest.raises(KeyboardInterrupt), sigint_held():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal is handled inside the try
+        except BaseException as e:  # noqa: BLE001 - what a bare except in coremltools swallows
+            swallowed.append(e)
+        finished.append(True)
+    assert swallowed == [] and finished == [True]
+    assert signal.getsignal(signal.SIGINT) is before
