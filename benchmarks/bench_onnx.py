@@ -1,7 +1,7 @@
-"""ONNX target benchmark: Qwen2.5-0.5B-shaped random checkpoint, int4 (MatMulNBits block 32, accuracy_level 4),
-int4 or int8 embedding, run by the target's standalone session (ONNX Runtime alone).
+"""ONNX target benchmark: Qwen2.5-0.5B-shaped random checkpoint, int4 (MatMulNBits block 128 by default, accuracy_level
+4), int4 or int8 embedding, run by the target's standalone session (ONNX Runtime alone).
 
-    python benchmarks/bench_onnx.py [--embedding-bits 4 8] [--runs 3] [--validate]
+    python benchmarks/bench_onnx.py [--block-size 128 32] [--embedding-bits 4 8] [--runs 3] [--validate]
 
 Export wall time and peak RSS are measured in a child process (benchmarks/common.run_child); speed with the same
 child as benchmarks/run.py (peers/edgekit_child.py bench: 64-token prompt, 64 greedy decode steps, 2 threads, best of
@@ -38,20 +38,21 @@ BUILDER_DECODE, BUILDER_PREFILL, LLAMACPP_DECODE = 36.0, 121.0, 60.0   # best of
 
 
 def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = 512, embedding_bits: int = 4,
-                         validate: bool = False) -> dict[str, Any]:
-    """The benchmark's export: int4 block 32, accuracy_level 4 (int8 activations), int4 lm_head, `embedding_bits`
-    embedding (shared with the lm_head when both are int4: the checkpoint is tied). Weights are loaded in their stored
-    dtype (bf16) and converted one tensor at a time. validate=False by default, like the peers' exporters; the
-    validated figure is reported separately."""
+                         validate: bool = False, block_size: int = 128) -> dict[str, Any]:
+    """The benchmark's export (the target's defaults, spelled out): int4 block `block_size`, accuracy_level 4 (int8
+    activations), int4 lm_head, `embedding_bits` embedding (shared with the lm_head when both are int4: the checkpoint
+    is tied). Weights are loaded in their stored dtype (bf16) and converted one tensor at a time. validate=False by
+    default, like the peers' exporters; the validated figure is reported separately."""
     import torch
 
     import edgekit
 
     model = edgekit.load(checkpoint, dtype=torch.bfloat16)
     art = edgekit.export(model, "onnx", quant="int4", max_seq_len=max_seq_len, last_logits_only=True, out=out,
-                         force=True, validate=validate, show_progress=False, block_size=32, accuracy_level=4,
+                         force=True, validate=validate, show_progress=False, block_size=block_size, accuracy_level=4,
                          embedding_bits=embedding_bits, output_bits=4)
-    return {"quant": "int4", "options": art.metadata["options"], "validation": art.metadata.get("validation")}
+    return {"quant": "int4", "options": art.metadata["options"], "validation": art.metadata.get("validation"),
+            "layout": f"edgekit-onnx-int4-g{block_size}"}
 
 
 def ensure_checkpoint() -> Path:
@@ -61,10 +62,11 @@ def ensure_checkpoint() -> Path:
     return CHECKPOINT
 
 
-def _child_export(out: Path, embedding_bits: int, validate: bool) -> tuple[dict, common.ChildResult]:
+def _child_export(out: Path, embedding_bits: int, validate: bool, block_size: int) -> tuple[dict, common.ChildResult]:
     code = (f"import sys, json; sys.path.insert(0, {str(BENCH_DIR)!r}); import bench_onnx as b; "
             f"from pathlib import Path; print(json.dumps(b.export_for_benchmark(Path({str(CHECKPOINT)!r}), "
-            f"Path({str(out)!r}), embedding_bits={embedding_bits}, validate={validate!r}), default=str))")
+            f"Path({str(out)!r}), embedding_bits={embedding_bits}, validate={validate!r}, block_size={block_size}), "
+            "default=str))")
     info, res = common.run_json_child([sys.executable, "-c", code], nice=10, timeout=3600)
     if info is None:
         raise RuntimeError(f"export failed:\n{res.tail()}")
@@ -80,33 +82,41 @@ def _child_bench(folder: Path, runs: int, threads: int = 2) -> dict:
     return info
 
 
-def _layout(embedding_bits: int) -> common.QuantLayout:
-    # MatMulNBits int4 block 32, fp32 scales, no zero points (symmetric); lm_head int4 g32; embedding as chosen
-    return common.QuantLayout(f"edgekit-onnx-int4-g32-emb{embedding_bits}", linear_bits=4, group=32, scale_bytes=4,
-                              embedding_bits=embedding_bits, embedding_group=32, lm_head_bits=4, lm_head_group=32,
-                              float_bytes=4, kv_bytes=4)
+def _layout(embedding_bits: int, block: int) -> common.QuantLayout:
+    # MatMulNBits int4, fp32 scales per block, no zero points (symmetric); lm_head int4; embedding as chosen
+    return common.QuantLayout(f"edgekit-onnx-int4-g{block}-emb{embedding_bits}", linear_bits=4, group=block,
+                              scale_bytes=4, embedding_bits=embedding_bits, embedding_group=block, lm_head_bits=4,
+                              lm_head_group=block, float_bytes=4, kv_bytes=4)
 
 
-def run_benchmark(embedding_bits: tuple[int, ...] = (4, 8), runs: int = 3, validate: bool = False) -> dict[str, Any]:
+def _measure(block: int, bits: int, shape: common.ModelShape, bandwidth: float, runs: int, validate: bool
+             ) -> dict[str, Any]:
+    out = WORK / f"qwen05b-int4-g{block}-emb{bits}"
+    _info, res = _child_export(out, bits, validate=False, block_size=block)
+    speed = _child_bench(out, runs)
+    bpt = common.decode_bytes_per_token(shape, _layout(bits, block), context=64 + 32)
+    row = {"block_size": block, "embedding_bits": bits, "export_wall_s": round(res.wall_s, 1),
+           "export_peak_rss_gb": round(res.peak_rss_bytes / 1e9, 2),
+           "size_mb": round(common.path_bytes(out / "model.onnx") / 1e6, 1), **speed,
+           "bytes_per_token_mb": round(bpt / 1e6, 1),
+           "roofline_fraction": round(common.roofline_fraction(speed["decode_tok_s"], bpt, bandwidth), 3)}
+    if validate:
+        vinfo, vres = _child_export(WORK / f"qwen05b-int4-g{block}-emb{bits}-validated", bits, True, block)
+        row.update(validated_export_wall_s=round(vres.wall_s, 1),
+                   validated_export_peak_rss_gb=round(vres.peak_rss_bytes / 1e9, 2), validation=vinfo["validation"])
+    log.info("block %d emb%d: %s", block, bits, row)
+    return row
+
+
+def run_benchmark(embedding_bits: tuple[int, ...] = (4,), runs: int = 3, validate: bool = False,
+                  block_sizes: tuple[int, ...] = (128,)) -> dict[str, Any]:
     ensure_checkpoint()
     shape = common.ModelShape.from_config(CHECKPOINT / "config.json")
     bandwidth = common.read_bandwidth_gbs(threads=2)
     rows = []
-    for bits in embedding_bits:
-        out = WORK / f"qwen05b-int4-emb{bits}"
-        _info, res = _child_export(out, bits, validate=False)
-        speed = _child_bench(out, runs)
-        bpt = common.decode_bytes_per_token(shape, _layout(bits), context=64 + 32)
-        row = {"embedding_bits": bits, "export_wall_s": round(res.wall_s, 1),
-               "export_peak_rss_gb": round(res.peak_rss_bytes / 1e9, 2), "size_mb": round(common.path_bytes(
-                   out / "model.onnx") / 1e6, 1), **speed, "bytes_per_token_mb": round(bpt / 1e6, 1),
-               "roofline_fraction": round(common.roofline_fraction(speed["decode_tok_s"], bpt, bandwidth), 3)}
-        if validate:
-            vinfo, vres = _child_export(WORK / f"qwen05b-int4-emb{bits}-validated", bits, validate=True)
-            row.update(validated_export_wall_s=round(vres.wall_s, 1),
-                       validated_export_peak_rss_gb=round(vres.peak_rss_bytes / 1e9, 2), validation=vinfo["validation"])
-        rows.append(row)
-        log.info("emb%d: %s", bits, row)
+    for block in block_sizes:
+        for bits in embedding_bits:
+            rows.append(_measure(block, bits, shape, bandwidth, runs, validate))
     return {"bandwidth_gbs": round(bandwidth, 1), "rows": rows, "machine": common.machine_facts(),
             "loadavg": list(__import__("os").getloadavg()), "when": time.strftime("%Y-%m-%d %H:%M")}
 
@@ -121,8 +131,9 @@ def write_markdown(result: dict[str, Any], path: Path = RESULTS) -> None:
              "prefill | vs llama.cpp decode |"), "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(
-            f"| int4 g32 acc4, emb int{r['embedding_bits']}, lm_head int4 | {r['size_mb']} MB | {r['prefill_tok_s']} | "
-            f"{r['decode_tok_s']} | {r['roofline_fraction']:.0%} of {r['bytes_per_token_mb']} MB/token | "
+            f"| int4 g{r['block_size']} acc4, emb int{r['embedding_bits']}, lm_head int4 | {r['size_mb']} MB | "
+            f"{r['prefill_tok_s']} | {r['decode_tok_s']} | {r['roofline_fraction']:.0%} of {r['bytes_per_token_mb']} "
+            f"MB/token | "
             f"{r['export_wall_s']} s / {r['export_peak_rss_gb']} GB | {r['decode_tok_s'] / BUILDER_DECODE:.2f}x / "
             f"{r['prefill_tok_s'] / BUILDER_PREFILL:.2f}x | {r['decode_tok_s'] / LLAMACPP_DECODE:.2f}x |")
         if "validated_export_wall_s" in r:
@@ -147,12 +158,13 @@ def write_markdown(result: dict[str, Any], path: Path = RESULTS) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--embedding-bits", type=int, nargs="+", default=[4, 8])
+    ap.add_argument("--block-size", type=int, nargs="+", default=[128])
+    ap.add_argument("--embedding-bits", type=int, nargs="+", default=[4])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--validate", action="store_true", help="also time an export with validation")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
-    result = run_benchmark(tuple(args.embedding_bits), args.runs, args.validate)
+    result = run_benchmark(tuple(args.embedding_bits), args.runs, args.validate, tuple(args.block_size))
     write_markdown(result)
     print(json.dumps(result["rows"], default=str))
 

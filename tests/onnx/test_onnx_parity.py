@@ -86,7 +86,7 @@ def test_graph_uses_fused_ort_kernels(onnx_export, model_for, quant):
 def test_int4_metadata_and_format(onnx_export):
     art = onnx_export("llama", "int4")
     meta = art.metadata
-    assert meta["quantization"] == {"scheme": "int4", "block_size": 32, "accuracy_level": 4, "embedding_bits": 4,
+    assert meta["quantization"] == {"scheme": "int4", "block_size": 128, "accuracy_level": 4, "embedding_bits": 4,
                                     "output_bits": 4}
     assert meta["min_onnxruntime"] == "1.20" and meta["ir_version"] == 9 and meta["opsets"]["ai.onnx"] == 17
     proto = onnx.load(str(art.path / "model.onnx"), load_external_data=False)
@@ -94,6 +94,32 @@ def test_int4_metadata_and_format(onnx_export):
     assert {o.domain: o.version for o in proto.opset_import} == {"": 17, "com.microsoft": 1}
     assert set(art.files) >= {"model.onnx", "genai_config.json", "tokenizer.json", "tokenizer_config.json"}
     assert not meta["external_data"] and "model.onnx.data" not in art.files
+
+
+
+@pytest.mark.parametrize(("case", "options", "slices"), [
+    ("qwen3", {}, True),                                          # tied, shared table, hidden 64 padded to 128
+    ("llama", {"block_size": 32, "embedding_bits": 8}, False),    # untied, own int8 table, no padding
+    ("qwen2", {"block_size": 64, "output_bits": 8}, False),       # int8 lm_head, int4 embedding (not shared)
+])
+def test_int4_block_sizes_and_embedding_layouts(onnx_export, model_for, case, options, slices):
+    """Every block size / table layout: validated by export (<= 1.0 vs the int4 reference, see TOLERANCES), greedy
+    continuation equal to the reference, and the embedding sliced back to hidden only when it was padded."""
+    art = onnx_export(case, "int4", **options)
+    quant = art.metadata["quantization"]
+    assert quant["block_size"] == options.get("block_size", 128)
+    assert art.metadata["validation"]["max_abs_logit_diff"] <= 1.0
+    graph = onnx.load(str(art.path / "model.onnx"), load_external_data=False).graph
+    assert any(n.name == "/model/embed_tokens/Slice" for n in graph.node) == slices
+    gbq = next(n for n in graph.node if n.op_type == "GatherBlockQuantized")
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in gbq.attribute}
+    assert attrs["bits"] == quant["embedding_bits"] and attrs["block_size"] == quant["block_size"]
+    model, target = model_for(case), get_target("iot")
+    spec = TargetSpec(quant="int4", max_seq_len=art.metadata["max_seq_len"], options=art.metadata["options"])
+    prompt = probe_tokens(model.config.vocab_size, 9, seed=11)
+    with torch.no_grad():
+        _, ref = greedy_steps(EagerSession(target.reference(model, spec)), prompt, STEPS)
+    assert greedy_steps(target.session(art), prompt, STEPS)[1] == ref
 
 
 def test_fp16_export_runs_in_ort_and_genai(onnx_export, model_for):

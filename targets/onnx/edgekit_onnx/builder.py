@@ -139,10 +139,7 @@ def quantize_weights(cfg: ModelConfig, w: dict[str, torch.Tensor], plan: QuantPl
     packed = {name: _pack(make(), bits, plan.block_size)
               for name, make, _, bits in linear_table(cfg, w, plan) if bits is not None}
     if plan.embedding_bits is not None and not shares_embedding_table(cfg, plan):
-        table = w["tok_embeddings.weight"]
-        if table.shape[1] % plan.block_size:
-            raise ValueError(f"hidden size {table.shape[1]} is not a multiple of block_size {plan.block_size}")
-        packed["/model/embed_tokens"] = _pack(table, plan.embedding_bits, plan.block_size)
+        packed["/model/embed_tokens"] = _pack(w["tok_embeddings.weight"], plan.embedding_bits, plan.block_size)
     return packed
 
 
@@ -202,30 +199,34 @@ def shares_embedding_table(cfg: ModelConfig, plan: QuantPlan) -> bool:
 
 
 def _embedding(g: GraphBuilder, table: torch.Tensor) -> str:
+    """Gather (float) or GatherBlockQuantized. The packed table is [V, H/block, block*bits/8] (H padded up to whole
+    blocks with zeros, which dequantize to 0): gathered with quantize_axis=2 it gives [B, S, H/block, block], reshaped
+    to [B, S, H_padded] and sliced back to H when H is not a multiple of the block (e.g. 576 = 4.5 x 128)."""
     bits, block = g.plan.embedding_bits, g.plan.block_size
     if bits is None:
         return g.node("Gather", [g.float_tensor("model.embed_tokens.weight", table), "input_ids"],
                       "/model/embed_tokens/Gather", axis=0)[0]
     vocab, hidden = table.shape
     if shares_embedding_table(g.cfg, g.plan):
-        # one packed table [V, H/block, block*bits/8] for both ops (MatMulNBits insists on that 3-D shape), gathered
-        # with quantize_axis=2; only the scales need their own [V, H/block, 1] view
+        # one packed table for both ops (MatMulNBits insists on that 3-D shape); only the scales need their own
+        # [V, H/block, 1] view
         packed, scales = g.packed["/lm_head"]
         data = f"/lm_head.weight_Q{bits}"
-        g.sink.add(data, packed)
         g.shared.add(data)
-        g.sink.add("model.embed_tokens.weight_scales", scales.reshape(vocab, -1, 1).astype(g.np_dtype))
-        rows = g.node("GatherBlockQuantized", [data, "input_ids", "model.embed_tokens.weight_scales"],
-                      "/model/embed_tokens/GatherBlockQuantized", domain="com.microsoft", bits=bits, block_size=block,
-                      gather_axis=0, quantize_axis=2)[0]
-        return g.node("Reshape", [rows, g.const_i64(f"shape_0_0_{hidden}", [0, 0, hidden])],
-                      "/model/embed_tokens/Reshape")[0]
-    packed, scales = g.packed.pop("/model/embed_tokens", None) or _pack(table, bits, block)
-    g.sink.add(f"model.embed_tokens.weight_Q{bits}", packed.reshape(vocab, -1))
-    g.sink.add("model.embed_tokens.weight_scales", scales.astype(g.np_dtype))
-    return g.node("GatherBlockQuantized", [f"model.embed_tokens.weight_Q{bits}", "input_ids",
-                                           "model.embed_tokens.weight_scales"], "/model/embed_tokens/GatherBlockQuantized",
-                  domain="com.microsoft", bits=bits, block_size=block, gather_axis=0, quantize_axis=1)[0]
+    else:
+        packed, scales = g.packed.pop("/model/embed_tokens", None) or _pack(table, bits, block)
+        data = f"model.embed_tokens.weight_Q{bits}"
+    g.sink.add(data, packed)
+    g.sink.add("model.embed_tokens.weight_scales", scales.reshape(vocab, -1, 1).astype(g.np_dtype))
+    rows = g.node("GatherBlockQuantized", [data, "input_ids", "model.embed_tokens.weight_scales"],
+                  "/model/embed_tokens/GatherBlockQuantized", domain="com.microsoft", bits=bits, block_size=block,
+                  gather_axis=0, quantize_axis=2)[0]
+    padded = packed.shape[1] * block
+    x = g.node("Reshape", [rows, g.const_i64(f"shape_0_0_{padded}", [0, 0, padded])], "/model/embed_tokens/Reshape")[0]
+    if padded == hidden:
+        return x
+    return g.node("Slice", [x, g.const_i64("zero", [0]), g.const_i64(f"end_{hidden}", [hidden]),
+                            g.const_i64("minus_1", [-1])], "/model/embed_tokens/Slice")[0]
 
 
 def _attention(g: GraphBuilder, kv: FloatKVCache, i: int, h: str, w: dict[str, torch.Tensor], lin: Callable) -> str:
