@@ -1,5 +1,7 @@
-"""Quantization schemes of the ExecuTorch target, applied with torchao's `quantize_` the way ExecuTorch's own LLM
-export (executorch/extension/llm/export/quantize.py) and optimum-executorch do it.
+"""Quantization schemes of the ExecuTorch target: the torchao tensors (IntxUnpackedToInt8Tensor, hqq_scale_only
+qparams) that `quantize_` makes in ExecuTorch's own LLM export (executorch/extension/llm/export/quantize.py) and in
+optimum-executorch, built here from a chunked HQQ that gives the same codes and scales several times faster
+(tests/executorch/test_quantize.py checks both equalities).
 
 - fp32:  no quantization.
 - w8:    int8 per-output-channel weights in every linear. XNNPACK has no fp32-activation x int8-weight GEMM that
@@ -16,6 +18,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from edgekit.errors import UnsupportedOption
@@ -65,50 +68,90 @@ def plan(scheme: str, options: dict[str, Any]) -> QuantPlan:
     return QuantPlan(scheme, group, emb, out, out_group)
 
 
-def _linear_config(bits: int, group: int | None):
-    import torch
-    from torchao.quantization.granularity import PerAxis, PerGroup
-    from torchao.quantization.quant_api import Int8DynamicActivationIntxWeightConfig
-
-    return Int8DynamicActivationIntxWeightConfig(
-        weight_dtype=torch.int4 if bits == 4 else torch.int8,
-        weight_granularity=PerAxis(0) if group is None else PerGroup(group),
-        intx_choose_qparams_algorithm=QPARAMS_ALGORITHM)
+ACTIVATION_QUANT = "int8_asym_per_token"  # torchao's tag for 8da: int8 dynamic per-token activations
+HQQ_ITERS, HQQ_TOL = 20, 1e-5              # torchao's defaults for hqq_scale_only
+CHUNK_ELEMENTS = 1 << 20                   # rows per HQQ chunk: ~4 MB of fp32, so the 20 iterations stay in cache
+_ROUND_MAGIC = 12582912.0                  # 1.5 * 2**23: x + M - M rounds fp32 |x| < 2**22 to nearest, ties to even
 
 
-def _embedding_config(bits: int):
-    import torch
-    from torchao.quantization.granularity import PerAxis, PerGroup
-    from torchao.quantization.quant_api import IntxWeightOnlyConfig
+def hqq_scale_only(weight: torch.Tensor, group: int, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchao's `_choose_qparams_and_quantize_scale_only_hqq` (symmetric, scale-only HQQ) over row chunks.
 
-    return IntxWeightOnlyConfig(weight_dtype=torch.int4 if bits == 4 else torch.int8,
-                                granularity=PerAxis(0) if bits == 8 else PerGroup(32),
-                                intx_choose_qparams_algorithm=QPARAMS_ALGORITHM)
+    The same updates in fp32 and the same stop rule (relative scale change < 1e-5, at most 20 iterations), applied to
+    chunks of rows with in-place ops: the whole-tensor version streams every fp32 temporary through memory 20 times
+    and holds several tensor-sized temporaries (RSS). Rows are independent, so a chunk that converged stops early.
+    Values are clamped before rounding (equal for integer bounds), so the add/sub rounding is exact.
+    Returns int8 qdata [n, k] and fp32 scales [n, k // group].
+    """
+    n, k = weight.shape
+    eps = torch.finfo(torch.float32).eps
+    qabs = max(abs(qmin), abs(qmax))
+    qdata = torch.empty(n, k, dtype=torch.int8)
+    scales = torch.empty(n, k // group, dtype=torch.float32)
+    rows = max(1, CHUNK_ELEMENTS // k)
+
+    def quantize(wg: torch.Tensor, scale: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        torch.div(wg, scale.unsqueeze(-1), out=q)
+        return q.clamp_(qmin, qmax).add_(_ROUND_MAGIC).sub_(_ROUND_MAGIC)
+
+    for r0 in range(0, n, rows):
+        wg = weight[r0:r0 + rows].to(torch.float32).reshape(-1, k // group, group)
+        scale = (wg.abs().amax(dim=2) / qabs).clamp_min(eps)
+        prev, q = scale, torch.empty_like(wg)
+        for _ in range(HQQ_ITERS):
+            quantize(wg, scale, q)
+            num = (wg * q).sum(dim=2, dtype=torch.float32)
+            den = (q * q).sum(dim=2, dtype=torch.float32)
+            scale = torch.where(den > 0, num / den, prev).clamp_min(eps).abs()
+            if ((scale - prev).abs() / prev.clamp_min(eps)).max() < HQQ_TOL:
+                break
+            prev = scale
+        qdata[r0:r0 + rows] = quantize(wg, scale, q).reshape(-1, k)
+        scales[r0:r0 + rows] = scale
+    return qdata, scales
+
+
+def quantized_weight(weight: torch.Tensor, bits: int, group: int | None, dynamic_activations: bool):
+    """The torchao tensor `quantize_` would make (IntxUnpackedToInt8Tensor, hqq_scale_only, symmetric int8 zero
+    points), built from hqq_scale_only's chunked qparams. group None: one group per row (per channel)."""
+    from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import IntxUnpackedToInt8Tensor
+
+    group = group or weight.shape[1]
+    qmin, qmax = (-8, 7) if bits == 4 else (-128, 127)
+    qdata, scale = hqq_scale_only(weight.detach(), group, qmin, qmax)
+    return IntxUnpackedToInt8Tensor(
+        qdata=qdata, scale=scale.to(weight.dtype), zero_point=torch.zeros_like(scale, dtype=torch.int8),
+        target_dtype=torch.int4 if bits == 4 else torch.int8, block_size=(1, group), dtype=weight.dtype,
+        activation_quantization=ACTIVATION_QUANT if dynamic_activations else None)
+
+
+def _swap(module: nn.Module, bits: int, group: int | None, dynamic_activations: bool) -> None:
+    module.weight = nn.Parameter(quantized_weight(module.weight, bits, group, dynamic_activations),
+                                 requires_grad=False)
 
 
 def apply(decoder: nn.Module, qp: QuantPlan) -> nn.Module:
-    """Quantizes `decoder` in place (its own copy: quantize_ replaces parameters, it never writes the shared tensors)."""
+    """Quantizes `decoder` in place (its own copy: parameters are replaced, the shared tensors are never written).
+
+    A tied output layer is quantized on its own from the float weight (the embedding's swap leaves it in place)."""
     if qp.scheme == "fp32" and qp.embedding_bits is None and qp.output_bits is None:
         return decoder
-    from torchao.quantization.quant_api import quantize_
     from torchao.utils import unwrap_tensor_subclass
 
-    def is_output(m: nn.Module, fqn: str) -> bool:
-        return isinstance(m, nn.Linear) and fqn == "output"
-
     if qp.embedding_bits is not None:
-        _check_groups(decoder.tok_embeddings.weight.shape[1], None if qp.embedding_bits == 8 else 32, "tok_embeddings")
-        quantize_(decoder, _embedding_config(qp.embedding_bits), filter_fn=lambda m, fqn: isinstance(m, nn.Embedding))
+        group = None if qp.embedding_bits == 8 else 32
+        _check_groups(decoder.tok_embeddings.weight.shape[1], group, "tok_embeddings")
+        _swap(decoder.tok_embeddings, qp.embedding_bits, group, dynamic_activations=False)
     if qp.scheme != "fp32":
         bits = 4 if qp.scheme == "8da4w" else 8
-        for fqn, m in decoder.named_modules():
-            if isinstance(m, nn.Linear) and fqn != "output":
-                _check_groups(m.in_features, qp.group_size, fqn)
-        quantize_(decoder, _linear_config(bits, qp.group_size),
-                  filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and not is_output(m, fqn))
+        linears = [(fqn, m) for fqn, m in decoder.named_modules() if isinstance(m, nn.Linear) and fqn != "output"]
+        for fqn, m in linears:
+            _check_groups(m.in_features, qp.group_size, fqn)
+        for _, m in linears:
+            _swap(m, bits, qp.group_size, dynamic_activations=True)
     if qp.output_bits is not None:
         _check_groups(decoder.output.in_features, qp.output_group_size, "output")
-        quantize_(decoder, _linear_config(qp.output_bits, qp.output_group_size), filter_fn=is_output)
+        _swap(decoder.output, qp.output_bits, qp.output_group_size, dynamic_activations=True)
     return unwrap_tensor_subclass(decoder)
 
 

@@ -1,0 +1,63 @@
+"""The executorch target's chunked HQQ equals torchao's whole-tensor hqq_scale_only, and the decoder it quantizes
+equals torchao's quantize_ with the same configs (the path ExecuTorch's and optimum-executorch's exports take)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from edgekit_executorch import quantize as quant
+from torch import nn
+
+CASES = [((96, 64), 32, 4), ((64, 256), 128, 4), ((80, 64), None, 8), ((48, 128), None, 4), ((40, 64), 32, 8)]
+
+
+@pytest.mark.parametrize(("shape", "group", "bits"), CASES)
+def test_chunked_hqq_equals_torchao(shape, group, bits, monkeypatch):
+    from torchao.quantization.quant_primitives import _choose_qparams_and_quantize_scale_only_hqq as torchao_hqq
+
+    monkeypatch.setattr(quant, "CHUNK_ELEMENTS", 7 * shape[1])  # several chunks, the last one partial
+    gen = torch.Generator().manual_seed(sum(shape))
+    w = torch.randn(shape, generator=gen) * 0.05
+    w[3] = 0.0                       # an all-zero row: scale clamps to eps, codes stay 0
+    w[5, : group or shape[1]] *= 40  # an outlier group
+    qmin, qmax = (-8, 7) if bits == 4 else (-128, 127)
+    g = group or shape[1]
+    want_q, want_s = torchao_hqq(w, [1, g], qmin, qmax)
+    got_q, got_s = quant.hqq_scale_only(w, g, qmin, qmax)
+    assert torch.equal(got_q, want_q.to(torch.int8))  # stated tolerance: exact
+    assert torch.equal(got_s, want_s)
+
+
+def _quantize_with_torchao(decoder: nn.Module, qp: quant.QuantPlan) -> nn.Module:
+    """The former implementation: torchao quantize_ with the configs ExecuTorch's LLM export uses."""
+    from torchao.quantization.granularity import PerAxis, PerGroup
+    from torchao.quantization.quant_api import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
+    from torchao.utils import unwrap_tensor_subclass
+
+    def linear_config(bits, group):
+        return Int8DynamicActivationIntxWeightConfig(
+            weight_dtype=torch.int4 if bits == 4 else torch.int8,
+            weight_granularity=PerAxis(0) if group is None else PerGroup(group),
+            intx_choose_qparams_algorithm=quant.QPARAMS_ALGORITHM)
+
+    emb = IntxWeightOnlyConfig(weight_dtype=torch.int4 if qp.embedding_bits == 4 else torch.int8,
+                               granularity=PerAxis(0) if qp.embedding_bits == 8 else PerGroup(32),
+                               intx_choose_qparams_algorithm=quant.QPARAMS_ALGORITHM)
+    quantize_(decoder, emb, filter_fn=lambda m, fqn: isinstance(m, nn.Embedding))
+    quantize_(decoder, linear_config(4, qp.group_size),
+              filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn != "output")
+    quantize_(decoder, linear_config(qp.output_bits, qp.output_group_size),
+              filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn == "output")
+    return unwrap_tensor_subclass(decoder)
+
+
+@pytest.mark.parametrize("case", ["qwen3", "llama"])  # tied and untied output layers
+def test_decoder_equals_torchao_quantize(tiny_model, case):
+    model = tiny_model(case)
+    qp = quant.plan("8da4w", {"group_size": 32, "embedding_bits": 8})
+    ours = quant.apply(model.decoder(32), qp)
+    theirs = _quantize_with_torchao(model.decoder(32), qp)
+    tokens, pos = torch.tensor([[1, 5, 9, 2]]), torch.arange(4)
+    with torch.no_grad():
+        diff = (ours(tokens, pos) - theirs(tokens, pos)).abs().max().item()
+    assert diff == 0.0  # stated tolerance: bit-identical weights, so bit-identical logits
+    assert model.weights["tok_embeddings.weight"].dtype == torch.float32  # the shared tensors stay float
