@@ -129,3 +129,17 @@ def test_coreml_predict_matches_evaluator(coreml_export):
     got = run_steps(CoreMLSession(art), tokens[:4], tokens[4:])
     ref = run_steps(EvaluatorSession(art), tokens[:4], tokens[4:])
     assert np.abs(got - ref).max() <= 2e-2
+
+
+def test_last_logits_only_returns_the_last_position(coreml_export, tiny_model):
+    """last_logits_only: logits [1, 1, V], the last row of the full program's logits (both fp16, within 2e-2)."""
+    from edgekit_coreml import CoreMLTarget
+
+    last = coreml_export("qwen3", "fp16", last_logits_only=True)
+    full = coreml_export("qwen3", "fp16")
+    assert last.metadata["validation"]["max_abs_logit_diff"] <= 2e-2
+    tokens = np.array(probe_tokens(tiny_model("qwen3").config.vocab_size, 6, seed=3))
+    got = CoreMLTarget().session(last, runtime="evaluator").forward(tokens[None, :], np.arange(6))
+    ref = CoreMLTarget().session(full, runtime="evaluator").forward(tokens[None, :], np.arange(6))
+    assert got.shape == (1, 1, ref.shape[-1]) and ref.shape[1] == 6
+    assert np.abs(got[0, 0] - ref[0, -1]).max() <= 2e-2
