@@ -4,6 +4,9 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.edgekit-setup
 PYTEST_ARGS ?=
+# Per-test limit (fixture setup included: the slowest, the e2e demo, takes ~11-12 min on a busy machine), and the
+# slowest tests listed at the end of every run.
+PYTEST_TIMEOUT ?= 1500
 
 .PHONY: setup demo test lint clean
 setup: $(STAMP)
@@ -21,7 +24,7 @@ demo: setup
 	$(BIN)/edgekit demo
 
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=25 --timeout=$(PYTEST_TIMEOUT) $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check edgekit targets tests
