@@ -29,7 +29,7 @@ MAX_SEQ_LEN = 64
     ({"quant": "int4", "accuracy_level": 2}, "accuracy_level=2"),
     ({"quant": "int4", "embedding_bits": 2}, "embedding_bits=2"),
     ({"quant": "fp32", "block_size": 32}, "apply to quant 'int4' only"),
-    ({"quant": "int4", "kv_cache": "int8"}, "kv cache 'int8' is not supported by target 'onnx'"),
+    ({"quant": "int4", "kv_cache": "int4"}, "kv cache 'int4' is not supported by target 'onnx'; supported: fp32, int8"),
     ({"quant": "int4", "group": 32}, "option(s) group are not known to target 'onnx'"),
     ({"quant": "int4", "external_data": "never"}, "external_data='never'; accepted: auto, always"),
 ])

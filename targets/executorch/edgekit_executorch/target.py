@@ -37,14 +37,15 @@ class ExecuTorchTarget:
     platform = "android"
     capabilities = Capabilities(
         quant_schemes=QUANT_SCHEMES,
-        kv_cache=("fp32",),
+        kv_cache=("fp32", "int8"),
         dynamic_shapes=True,
         per_op_profiling=True,
         host_runnable=True,
         options=OPTIONS,
         default_quant="8da4w",
         notes="options: group_size 32|64|128 (8da4w), embedding_bits 8|4, output_bits 8|4, custom_sdpa true|false; "
-              "int8 KV cache not yet available",
+              "kv_cache int8: int8 K/V with one fp32 scale per (position, kv head), run by edgekit's own kernel "
+              "library (edgekit::attention / update_int8_cache, loaded from custom_op_libraries)",
     )
 
     def export(self, model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:

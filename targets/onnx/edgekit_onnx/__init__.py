@@ -31,13 +31,14 @@ class OnnxTarget:
     platform = "linux"
     capabilities = Capabilities(
         quant_schemes=("fp32", "fp16", "int4"),
-        kv_cache=("fp32",),
+        kv_cache=("fp32", "int8"),
         dynamic_shapes=True,
         per_op_profiling=True,
         host_runnable=True,
         options=("block_size", "accuracy_level", "embedding_bits", "output_bits", "external_data", "threads"),
         default_quant="int4",
-        notes="KV cache in the activation dtype (fp32, or fp16 for quant fp16); int8 KV cache not yet wired",
+        notes="KV cache in the activation dtype (fp32, or fp16 for quant fp16); kv_cache int8 (quant fp32 or int4): "
+              "int8 K/V + fp32 scale per (position, kv head) in plain ONNX ops, no genai_config.json",
     )
 
     def export(self, model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:

@@ -57,6 +57,10 @@ def kv_cache_lowering(kind: str) -> FloatKVCache:
     """The lowering for TargetSpec.kv_cache; "fp32" means a cache in the activation dtype (fp32 or fp16)."""
     from edgekit.errors import UnsupportedOption
 
+    if kind == "int8":   # issue 6: int8 cache + per-(position, kv head) scales in plain ONNX ops
+        from edgekit_onnx.int8_kv import Int8KVCache
+
+        return Int8KVCache()
     if kind not in LOWERINGS:
         raise UnsupportedOption(f"kv cache {kind!r} is not supported by target 'onnx'; supported: {', '.join(LOWERINGS)}")
     return LOWERINGS[kind]()

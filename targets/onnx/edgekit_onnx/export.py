@@ -51,9 +51,14 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     with progress.current().stage("serialize"):
         files = save_model(proto, out / MODEL_FILE)
         del proto
-        files += write_genai_files(model, out, spec.max_seq_len, MODEL_FILE)
-    artifact = Artifact(path=out, target="onnx", files=files,
-                        metadata=_metadata(model, spec, plan, op_counts, sink.total_bytes, external))
+        if kv.name != "int8":   # genai_config.json cannot describe the int8 cache's scale tensors
+            files += write_genai_files(model, out, spec.max_seq_len, MODEL_FILE)
+    metadata = _metadata(model, spec, plan, op_counts, sink.total_bytes, external)
+    if kv.name == "int8":
+        from edgekit_onnx.int8_kv import update_metadata
+
+        update_metadata(metadata, cfg, spec.max_seq_len)
+    artifact = Artifact(path=out, target="onnx", files=files, metadata=metadata)
     artifact.save()   # the standalone session reads artifact.json; export_api rewrites it with validation figures
     return artifact
 

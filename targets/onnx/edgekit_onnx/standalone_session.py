@@ -57,12 +57,16 @@ class OnnxSession:
 
     def _bind_cache(self, io: dict) -> None:
         shape = [1, int(io["kv_heads"]), self.max_seq_len, int(io["head_dim"])]
-        dtype = np.float16 if io["cache_dtype"] == "float16" else np.float32
+        dtype = {"float16": np.float16, "int8": np.int8}.get(io["cache_dtype"], np.float32)
+        pairs = [(io["past_key"], io["present_key"], shape, dtype), (io["past_value"], io["present_value"], shape, dtype)]
+        if "past_key_scale" in io:   # int8 cache: one fp32 scale per (position, kv head) beside each cache
+            pairs += [(io[f"past_{kv}_scale"], io[f"present_{kv}_scale"], shape[:3] + [1], np.float32)
+                      for kv in ("key", "value")]
         self.binding = self.session.io_binding()
         self._cache, self._host = [], []
         for i in range(int(io["layers"])):
-            for past, present in ((io["past_key"], io["present_key"]), (io["past_value"], io["present_value"])):
-                host = np.zeros(shape, dtype=dtype)        # zeroed once; the OrtValue views this memory
+            for past, present, buf_shape, buf_dtype in pairs:
+                host = np.zeros(buf_shape, dtype=buf_dtype)        # zeroed once; the OrtValue views this memory
                 buf = ort.OrtValue.ortvalue_from_numpy(host, "cpu", 0)
                 self._host.append(host)
                 self.binding.bind_ortvalue_input(past % i, buf)
