@@ -1,169 +1,249 @@
-"""ExecuTorch target benchmark on the Qwen2.5-0.5B-shaped random checkpoint.
+"""ExecuTorch target benchmark on the Qwen2.5-0.5B-shaped random checkpoint, side by side with optimum-executorch.
 
-Exports 8da4w (group 32) + 8-bit embedding, max_seq_len 512, in a child process (export wall time, peak RSS), then
-measures prefill / decode tok/s with the peers' method (/work/shared/peers/et_bench.py: 64-token prompt, 64 decoded,
-best of 3 after a warm-up, 2 threads) and the decode bandwidth roofline. Writes benchmarks/results/executorch.md.
+Exports each scheme variant (max_seq_len 512, last-position logits) in a child process (wall time, peak RSS), then
+times prefill / decode with the peers' script (/work/shared/peers/et_bench.py: 64-token prompt, 64 decoded, best of
+3 after a warm-up, 2 threads) on every edgekit .pte AND optimum-executorch's cached .pte, interleaved round by round,
+and computes the decode bandwidth roofline. Every timed child (exports, speed runs, the bandwidth probe) holds
+/tmp/edgekit-bench.lock, so timed runs of the parallel engineers never overlap. Writes benchmarks/results/executorch.md.
 
-    nice -n 10 python benchmarks/bench_executorch.py [--skip-export] [--validate]
+    nice -n 10 python benchmarks/bench_executorch.py [--variants g128-emb4,g32-emb8] [--skip-export] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import common
+
 log = logging.getLogger("bench_executorch")
-ROOT = Path(__file__).resolve().parent
-CACHE = ROOT / ".cache"
+CACHE = HERE / ".cache"
 CHECKPOINT = CACHE / "qwen05b"
-ARTIFACT = CACHE / "executorch-qwen05b-8da4w"
 PEERS = Path("/work/shared/peers")
-PROMPT, DECODE, THREADS = 64, 64, 2
-PEER_FIGURES = {"name": "optimum-executorch 1.1.0 (peers/README.md, 2026-11-26)", "prefill_tok_s": "332-345",
-                "decode_tok_s": "79-86", "pte_mb": 415, "export_wall_s": 25 * 60, "export_peak_rss_gb": 4.8}
+LOCK = "/tmp/edgekit-bench.lock"
+PROMPT, DECODE, THREADS, MAX_SEQ_LEN = 64, 64, 2, 512
+# scheme variants: 8da4w linears (and output layer) at the group size, token embedding at the given bits
+VARIANTS: dict[str, dict[str, int]] = {
+    "g32-emb8": {"group_size": 32, "embedding_bits": 8},     # optimum-executorch's scheme
+    "g128-emb8": {"group_size": 128, "embedding_bits": 8},
+    "g128-emb4": {"group_size": 128, "embedding_bits": 4},
+}
+LAYOUTS = {"g32-emb8": "8da4w-g32+emb8", "g128-emb8": "8da4w-g128+emb8", "g128-emb4": "8da4w-g128+emb4"}  # common.py
+DEFAULT_VARIANT = "g128-emb4"  # what run.py's edgekit export uses (export_for_benchmark)
+PEER_README = {"prefill_tok_s": "332-345", "decode_tok_s": "79-86", "pte_mb": 415, "export": "25 min / 4.8 GB"}
 
 EXPORT_CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
+import torch
 import edgekit
-art = edgekit.export(sys.argv[1], "android", quant="8da4w", max_seq_len=512, last_logits_only=True, out=sys.argv[2],
-                     force=True, validate=sys.argv[3] == "1", show_progress=False, group_size=32, embedding_bits=8)
+model = edgekit.load(sys.argv[1], dtype=torch.bfloat16)  # the checkpoint's dtype: no fp32 copy of the weights
+art = edgekit.export(model, "android", quant="8da4w", max_seq_len=int(sys.argv[4]), last_logits_only=True,
+                     out=sys.argv[2], force=True, validate=False, show_progress=False, **json.loads(sys.argv[3]))
 print(json.dumps({"wall_s": time.perf_counter() - t0, "stages": art.metadata.get("stage_seconds"),
-                  "validation": art.metadata.get("validation")}))
-"""
-
-BANDWIDTH_CHILD = """
-import json, time, torch
-torch.set_num_threads(2)
-x = torch.ones(128 * 1024 * 1024)
-x.sum()
-best = min((lambda t0: (x.sum(), time.perf_counter() - t0)[1])(time.perf_counter()) for _ in range(10))
-print(json.dumps({"read_gb_s": x.numel() * 4 / best / 1e9}))
+                  "delegation": art.metadata.get("delegation")}))
 """
 
 
 def ensure_checkpoint() -> Path:
     if not (CHECKPOINT / "config.json").exists():
-        subprocess.run([sys.executable, str(PEERS / "make_random_checkpoint.py"), str(CHECKPOINT), "0.5b"], check=True)
+        res = common.run_child([sys.executable, PEERS / "make_random_checkpoint.py", CHECKPOINT, "0.5b"])
+        if not res.ok:
+            raise RuntimeError(f"make_random_checkpoint failed: {res.tail()}")
     return CHECKPOINT
 
 
-def _child_json(code: str, *args: str) -> tuple[dict[str, Any], float]:
-    """Runs python code in a child; returns its last JSON line (plus its CPU seconds) and its peak RSS in GB."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    peak_kb = usage.ru_maxrss
-    if peak_kb <= before:  # ru_maxrss of children is the max over all children so far
-        log.warning("peak RSS of this child is not above an earlier child's; reporting the running max")
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    res["cpu_s"] = round(usage.ru_utime + usage.ru_stime - cpu_before, 1)  # honest on a shared, busy machine
-    return res, peak_kb / 1024 / 1024
+def artifact_dir(variant: str) -> Path:
+    return CACHE / f"executorch-qwen05b-{variant}"
 
 
-def export(validate: bool = False) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    res, peak_gb = _child_json(EXPORT_CHILD, str(ensure_checkpoint()), str(ARTIFACT), "1" if validate else "0")
-    res.update(export_wall_s=round(time.perf_counter() - t0, 1), export_peak_rss_gb=round(peak_gb, 2),
-               export_cpu_s=res.pop("cpu_s"))
-    return res
+def peer_pte() -> Path | None:
+    hits = sorted((CACHE / "peers" / "optimum-executorch").glob("*/model.pte"))
+    return hits[-1] if hits else None
+
+
+def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = MAX_SEQ_LEN) -> dict[str, Any]:
+    """run.py's hook: the edgekit export of the default variant (run.py times this child itself)."""
+    import torch
+
+    import edgekit
+
+    opts = VARIANTS[DEFAULT_VARIANT]
+    model = edgekit.load(checkpoint, dtype=torch.bfloat16)  # bf16 checkpoint: quantized chunk by chunk, no fp32 copy
+    art = edgekit.export(model, "android", quant="8da4w", max_seq_len=max_seq_len, last_logits_only=True,
+                         out=out, validate=False, show_progress=False, **opts)
+    return {"quant": "8da4w", "options": opts, "layout": LAYOUTS[DEFAULT_VARIANT],
+            "stages": art.metadata.get("stage_seconds")}
+
+
+def export(variant: str) -> dict[str, Any]:
+    """One export in a fresh child holding the timing lock; its wall time (lock wait excluded) and peak RSS."""
+    out = artifact_dir(variant)
+    argv = ["flock", LOCK, sys.executable, "-c", EXPORT_CHILD, ensure_checkpoint(), out, json.dumps(VARIANTS[variant]),
+            str(MAX_SEQ_LEN)]
+    data, res = common.run_json_child(argv, log=CACHE / "logs" / f"bench-executorch-export-{variant}.log")
+    if data is None or not res.ok:
+        raise RuntimeError(f"export {variant} failed (exit {res.returncode}):\n{res.tail()}")
+    info = {"export_wall_s": round(data["wall_s"], 1), "export_peak_rss_gb": round(res.peak_rss_bytes / 2**30, 2),
+            "stages": {k: round(v, 1) for k, v in (data.get("stages") or {}).items()},
+            "delegation": {k: data["delegation"][k] for k in ("delegated_subgraphs", "delegated_nodes",
+                                                              "non_delegated_nodes", "undelegated_linears")},
+            "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    (out / "bench.json").write_text(json.dumps(info, indent=1))
+    return info
 
 
 def speed(pte: Path) -> dict[str, Any]:
-    """The peers' et_bench.py run on our .pte (same inputs: tokens[1,T], cache positions[T])."""
+    """The peers' et_bench.py (load, warm-up, best of 3) on one .pte, holding the timing lock."""
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
-    out = subprocess.run([sys.executable, str(PEERS / "et_bench.py"), str(pte), str(PROMPT), str(DECODE)],
-                         capture_output=True, text=True, env=env, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-4000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    data, res = common.run_json_child(["flock", LOCK, sys.executable, PEERS / "et_bench.py", pte, PROMPT, DECODE],
+                                      env=env, timeout=900)
+    if data is None:
+        raise RuntimeError(f"et_bench on {pte} failed:\n{res.tail()}")
+    return data | {"run_peak_rss_mb": round(res.peak_rss_bytes / 2**20)}
 
 
-def bytes_per_token(meta: dict[str, Any], pte_bytes: int, position: int) -> int:
-    """Weights a decode step reads (the .pte minus the embedding table, of which it reads one row) + its KV cache."""
-    m = meta["model"]
-    cfg = json.loads((CHECKPOINT / "config.json").read_text())
-    hidden, vocab, layers = cfg["hidden_size"], m["vocab_size"], cfg["num_hidden_layers"]
-    head_dim = hidden // cfg["num_attention_heads"]
-    embedding = vocab * hidden * 1 + vocab * 4  # 8-bit rows + one fp32 scale per row
-    kv = 2 * layers * position * cfg["num_key_value_heads"] * head_dim * 4
-    return pte_bytes - embedding + hidden + kv
+def bytes_per_token(variant: str | None, context: int) -> int:
+    """Bytes a decode step reads (common.decode_bytes_per_token): linears and output layer at 4 bits + one bf16 scale
+    per group (XNNPACK keeps blockwise scales in bf16), one embedding row, norms, K+V of `context` positions (fp32).
+    variant None: optimum-executorch's layout (g32, 8-bit embedding)."""
+    layout = common.LAYOUTS[LAYOUTS[variant or "g32-emb8"]]
+    return common.decode_bytes_per_token(common.ModelShape.from_config(CHECKPOINT), layout, context)
 
 
-def run(skip_export: bool = False, validate: bool = False) -> dict[str, Any]:
-    """Everything; returns the figures as a dict (and writes results/executorch.md)."""
-    result: dict[str, Any] = {"checkpoint": str(ensure_checkpoint())}
-    if not skip_export or not (ARTIFACT / "model.pte").exists():
-        result.update(export(validate))
-    meta = json.loads((ARTIFACT / "artifact.json").read_text())["metadata"]
-    pte = ARTIFACT / "model.pte"
-    result["pte_mb"] = round(pte.stat().st_size / 1e6, 1)
-    result.update(speed(pte))
-    bw, _ = _child_json(BANDWIDTH_CHILD)
-    result["read_gb_s"] = round(bw["read_gb_s"], 1)
-    per_token = bytes_per_token(meta, pte.stat().st_size, PROMPT + DECODE // 2)
-    result["bytes_per_token_mb"] = round(per_token / 1e6, 1)
-    result["roofline_decode_tok_s"] = round(bw["read_gb_s"] * 1e9 / per_token, 1)
-    result["roofline_fraction"] = round(result["decode_tok_s"] / result["roofline_decode_tok_s"], 3)
-    result["delegation"] = {k: meta["delegation"][k] for k in ("delegated_subgraphs", "delegated_nodes",
-                                                               "non_delegated_nodes", "undelegated_linears")}
+def run(variants: list[str], skip_export: bool, rounds: int) -> dict[str, Any]:
+    ensure_checkpoint()
+    rows: dict[str, dict[str, Any]] = {}
+    for v in variants:
+        out = artifact_dir(v)
+        if skip_export and (out / "model.pte").exists() and (out / "bench.json").exists():
+            rows[v] = json.loads((out / "bench.json").read_text()) | {"reused_export": True}
+        else:
+            rows[v] = export(v)
+        rows[v]["pte"] = str(out / "model.pte")
+    peer = peer_pte()
+    if peer is not None:
+        rows["optimum-executorch"] = {"pte": str(peer), "readme": PEER_README}
+    else:
+        log.warning("no cached optimum-executorch .pte under %s: run benchmarks/run.py once to export it", CACHE)
+    bandwidth = [common.read_bandwidth_gbs(THREADS)]
+    for r in range(rounds):  # interleaved: every .pte once per round, so load changes hit all of them alike
+        for name, row in rows.items():
+            res = speed(Path(row["pte"]))
+            row.setdefault("runs", []).append(res)
+            log.info("round %d %-20s prefill %7.1f tok/s  decode %6.2f tok/s", r + 1, name, res["prefill_tok_s"],
+                     res["decode_tok_s"])
+    bandwidth.append(common.read_bandwidth_gbs(THREADS))
+    context = PROMPT + DECODE // 2
+    for name, row in rows.items():
+        row["pte_mb"] = round(Path(row["pte"]).stat().st_size / 1e6, 1)
+        row["prefill_tok_s"] = max(x["prefill_tok_s"] for x in row["runs"])
+        row["decode_tok_s"] = max(x["decode_tok_s"] for x in row["runs"])
+        per_token = bytes_per_token(None if name == "optimum-executorch" else name, context)
+        row["bytes_per_token_mb"] = round(per_token / 1e6, 1)
+        row["roofline_decode_tok_s"] = round(max(bandwidth) * 1e9 / per_token, 1)
+        row["roofline_fraction"] = round(row["decode_tok_s"] / row["roofline_decode_tok_s"], 3)
+    quality_top1 = quality(variants)
+    result = {"smollm2_top1_agreement_vs_fp32": quality_top1, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "rows": rows,
+              "read_bandwidth_gbs": [round(b, 1) for b in bandwidth], "load_average": os.getloadavg(),
+              "context_for_roofline": context}
     write_markdown(result)
     return result
 
 
+QUALITY_TEXT = ("The quick brown fox jumps over the lazy dog. Edge devices run small language models locally, so a "
+                "phone can answer questions without a network. Quantization stores each weight in four bits with a "
+                "scale per group, which shrinks the file and speeds up decoding because fewer bytes are read for "
+                "every generated token. The cost is a small change in the predicted next token.")
+
+
+def quality(variants: list[str]) -> dict[str, Any]:
+    """Top-1 agreement with fp32 on SmolLM2-135M (real weights), teacher-forced over QUALITY_TEXT, of the quantized
+    eager reference each variant's export is validated against (no export needed; validation bounds the .pte's
+    distance to it)."""
+    import numpy as np
+    import torch
+
+    import edgekit
+    from edgekit.targets.base import TargetSpec
+    from edgekit.targets.registry import get_target
+
+    model = edgekit.load("smollm2-135m")
+    ids = model.tokenizer.encode(QUALITY_TEXT)
+    tokens, pos = torch.tensor([ids]), torch.arange(len(ids))
+    with torch.no_grad():
+        want = model.decoder(len(ids) + 1)(tokens, pos)[0].argmax(-1).numpy()
+        out: dict[str, Any] = {"tokens": len(ids)}
+        for v in variants:
+            spec = TargetSpec(quant="8da4w", max_seq_len=len(ids) + 1, options=dict(VARIANTS[v]))
+            got = get_target("android").reference(model, spec)(tokens, pos)[0].argmax(-1).numpy()
+            out[v] = round(float(np.mean(got == want)), 4)
+    return out
+
+
+def _ratio(row: dict[str, Any], peer: dict[str, Any] | None, key: str) -> str:
+    return f"{row[key] / peer[key]:.2f}x" if peer else "-"
+
+
 def write_markdown(r: dict[str, Any]) -> Path:
-    p = PEER_FIGURES
+    rows, peer = r["rows"], r["rows"].get("optimum-executorch")
     lines = [
         "# ExecuTorch target (edgekit) on the Qwen2.5-0.5B-shaped random checkpoint",
         "",
-        (f"8da4w, group 32, 8-bit embedding, 4-bit output layer, max_seq_len 512, last-position logits; "
-        f"{PROMPT}-token prompt, {DECODE} decoded, {THREADS} threads, best of 3 after a warm-up "
-        "(/work/shared/peers/et_bench.py). Command: `nice -n 10 python benchmarks/bench_executorch.py`."),
+        (f"Run {r['date']}, load average at the end {', '.join(f'{x:.1f}' for x in r['load_average'])} (2 cores, "
+        "shared). Command: `nice -n 10 python benchmarks/bench_executorch.py` (every timed child under "
+        "`flock /tmp/edgekit-bench.lock`). 8da4w (int8 dynamic activations, int4 weights, output layer included), "
+        f"max_seq_len {MAX_SEQ_LEN}, last-position logits; {PROMPT}-token prompt, {DECODE} decoded, {THREADS} "
+        "threads; /work/shared/peers/et_bench.py (warm-up, best of 3) on every .pte, rounds interleaved, best round."),
         "",
-        "| | prefill tok/s | decode tok/s | .pte MB | export wall | export peak RSS |",
-        "|---|---|---|---|---|---|",
-        (f"| edgekit executorch | {r['prefill_tok_s']} | {r['decode_tok_s']} | {r['pte_mb']} | "
-        f"{r.get('export_wall_s', '-')} s | {r.get('export_peak_rss_gb', '-')} GB |"),
-        (f"| {p['name']} | {p['prefill_tok_s']} | {p['decode_tok_s']} | {p['pte_mb']} | {p['export_wall_s']} s | "
-        f"{p['export_peak_rss_gb']} GB |"),
-        "",
-        "The peer figures are copied from peers/README.md (another run); compare only side-by-side runs.",
-        "",
-        (f"Roofline: read bandwidth {r['read_gb_s']} GB/s (torch.ones(128M).sum(), 2 threads); a decode step reads "
-        f"{r['bytes_per_token_mb']} MB (weights without the embedding table, plus the KV cache at position "
-        f"{PROMPT + DECODE // 2}), so at most {r['roofline_decode_tok_s']} tok/s; measured decode is "
-        f"{r['roofline_fraction']:.0%} of that."),
-        "",
-        f"Export stages (s): {json.dumps(r.get('stages'))}",
-        f"Delegation: {json.dumps(r['delegation'])}",
-        "",
-        "```json",
-        json.dumps(r, indent=1, default=str),
-        "```",
+        ("| .pte | prefill tok/s | decode tok/s | decode vs peer | prefill vs peer | MB | MB read/token | roofline "
+        "tok/s | of roofline | export wall | export peak RSS |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    out = ROOT / "results" / "executorch.md"
+    for name, row in rows.items():
+        export = (f"{row['export_wall_s']} s | {row['export_peak_rss_gb']} GB" if "export_wall_s" in row
+                  else "25 min (README) | 4.8 GB (README)")
+        lines.append(f"| {name} | {row['prefill_tok_s']} | {row['decode_tok_s']} | {_ratio(row, peer, 'decode_tok_s')}"
+                     f" | {_ratio(row, peer, 'prefill_tok_s')} | {row['pte_mb']} | {row['bytes_per_token_mb']} | "
+                     f"{row['roofline_decode_tok_s']} | {row['roofline_fraction']:.0%} | {export} |")
+    lines += [
+        "",
+        (f"Roofline: read bandwidth {max(r['read_bandwidth_gbs'])} GB/s (best of the probes before and after: "
+        f"{r['read_bandwidth_gbs']}, `torch.ones(128M).sum()` at 2 threads) ÷ the bytes a decode step reads (4-bit "
+        "weights + one bf16 scale per group for every linear and the output layer, one embedding row, K+V at "
+        f"position {r['context_for_roofline']})."),
+        "",
+        "Per round (prefill / decode tok/s):",
+    ]
+    for name, row in rows.items():
+        runs = ", ".join(f"{x['prefill_tok_s']} / {x['decode_tok_s']}" for x in row["runs"])
+        lines.append(f"- {name}: {runs}")
+    lines += ["", "```json", json.dumps(r, indent=1, default=str), "```"]
+    out = HERE / "results" / "executorch.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return out
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--skip-export", action="store_true", help="reuse the artifact in benchmarks/.cache if present")
-    ap.add_argument("--validate", action="store_true", help="validate the export (adds its time to the export)")
-    args = ap.parse_args()
-    print(json.dumps(run(args.skip_export, args.validate), indent=1, default=str))
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list among {', '.join(VARIANTS)}")
+    ap.add_argument("--skip-export", action="store_true", help="reuse exports in benchmarks/.cache if present")
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    variants = [v for v in a.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    print(json.dumps(run(variants, a.skip_export, a.rounds), indent=1, default=str))
 
 
 if __name__ == "__main__":

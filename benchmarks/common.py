@@ -308,6 +308,11 @@ LAYOUTS: dict[str, QuantLayout] = {
     # 32 for every linear and a separate int4 lm_head; 8w embedding: int8 + one scale per row.
     "8da4w-g32+emb8": QuantLayout("8da4w-g32+emb8", linear_bits=4, group=32, scale_bytes=2, embedding_bits=8,
                                   embedding_group=0, lm_head_bits=4, lm_head_group=32, kv_bytes=4),
+    # edgekit executorch 8da4w group 128 (bf16 scales in XNNPACK) with an 8-bit per-row or 4-bit group-32 embedding
+    "8da4w-g128+emb8": QuantLayout("8da4w-g128+emb8", linear_bits=4, group=128, scale_bytes=2, embedding_bits=8,
+                                   embedding_group=0, lm_head_bits=4, lm_head_group=128, kv_bytes=4),
+    "8da4w-g128+emb4": QuantLayout("8da4w-g128+emb4", linear_bits=4, group=128, scale_bytes=2, embedding_bits=4,
+                                   embedding_group=32, lm_head_bits=4, lm_head_group=128, kv_bytes=4),
     # onnxruntime-genai builder -p int4 -e cpu: MatMulNBits int4 block 32, fp32 scales, 4-bit zero points; the tied
     # embedding is the same int4 table (GatherBlockQuantized), read whole as the lm_head.
     "int4-g32": QuantLayout("int4-g32", linear_bits=4, group=32, scale_bytes=4, zero_bits=4, embedding_bits=4,

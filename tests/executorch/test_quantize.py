@@ -61,3 +61,28 @@ def test_decoder_equals_torchao_quantize(tiny_model, case):
         diff = (ours(tokens, pos) - theirs(tokens, pos)).abs().max().item()
     assert diff == 0.0  # stated tolerance: bit-identical weights, so bit-identical logits
     assert model.weights["tok_embeddings.weight"].dtype == torch.float32  # the shared tensors stay float
+
+
+@pytest.mark.parametrize("case", ["qwen3", "llama"])  # tied and untied output layers
+@pytest.mark.parametrize("options", [{"group_size": 32, "embedding_bits": 4}, {"group_size": 32}])
+def test_bf16_model_quantizes_without_float_copy(checkpoint_dir, case, options):
+    """A model loaded in bf16 gives the same quantized decoder as the same bf16 values held in fp32, and its weight
+    matrices are never converted to fp32 whole (they stay behind zero-stride placeholders until quantized; a float
+    embedding is materialized)."""
+    from edgekit_executorch.export import build_decoder, decoder_without_float_copy
+
+    import edgekit
+    from edgekit.targets.base import TargetSpec
+
+    bf16 = edgekit.load(checkpoint_dir(case), dtype=torch.bfloat16)
+    fp32 = edgekit.load(checkpoint_dir(case), dtype=torch.bfloat16)
+    fp32.weights.update({k: v.to(torch.float32) for k, v in fp32.weights.items()})
+    spec = TargetSpec(quant="8da4w", max_seq_len=32, options=options)
+    _, sources = decoder_without_float_copy(bf16, spec)
+    assert sources and all(t.dtype == torch.bfloat16 for _, t in sources.values())
+    got, want = build_decoder(bf16, spec, for_export=False), build_decoder(fp32, spec, for_export=False)
+    assert all(p.stride() != (0, 0) for p in got.parameters())  # no placeholder left behind
+    tokens, pos = torch.tensor([[3, 1, 4, 1, 5]]), torch.arange(5)
+    with torch.no_grad():
+        diff = (got(tokens, pos) - want(tokens, pos)).abs().max().item()
+    assert diff == 0.0  # stated tolerance: exact (bf16 -> fp32 is exact; the same codes and scales)

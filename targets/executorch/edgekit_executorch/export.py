@@ -29,13 +29,13 @@ def build_decoder(model: EdgeModel, spec: TargetSpec, for_export: bool) -> nn.Mo
     reference() calls this with for_export=False: the same quantized weights, edgekit's eager attention.
     """
     qp = quant.plan(spec.quant, spec.options)
-    decoder = model.decoder(spec.max_seq_len, spec.last_logits_only)
+    decoder, sources = decoder_without_float_copy(model, spec)
     if spec.kv_cache == "int8":
         from edgekit.kernels import use_int8_kv_cache  # issue 6: swaps every attention.attend for the int8 one
 
         use_int8_kv_cache(decoder)
     with torch.no_grad():
-        quant.apply(decoder, qp)
+        quant.apply(decoder, qp, sources)
     if for_export and spec.kv_cache != "int8" and spec.options.get("custom_sdpa", True):
         from edgekit_executorch.attention import use_custom_sdpa
 
@@ -45,6 +45,21 @@ def build_decoder(model: EdgeModel, spec: TargetSpec, for_export: bool) -> nn.Mo
 
         use_linear_mean_norms(decoder)
     return decoder.eval()
+
+
+def decoder_without_float_copy(model: EdgeModel, spec: TargetSpec) -> tuple[nn.Module, quant.Sources]:
+    """model.decoder() in fp32, except that a weight matrix stored in another float dtype (a model loaded in bf16) is
+    not converted up front: its parameter is a zero-stride fp32 placeholder of its shape, and the returned map
+    (id(placeholder) -> (placeholder, stored tensor)) lets quantization read the stored tensor chunk by chunk. A 0.5B model then never
+    holds its weights in fp32 (2.5 GB) beside the quantized copy; quant.apply() materializes what stays float."""
+    from edgekit.model.graph import build_decoder as build_float_decoder
+
+    stored = {k: v for k, v in model.weights.items() if v.dim() == 2 and v.dtype != torch.float32}
+    weights = {k: (torch.zeros((), dtype=torch.float32).expand(v.shape) if k in stored else v)
+               for k, v in model.weights.items()}
+    decoder = build_float_decoder(model.config, weights, spec.max_seq_len, torch.float32, spec.last_logits_only)
+    params = dict(decoder.named_parameters(remove_duplicate=False))
+    return decoder, {id(params[k]): (params[k], v) for k, v in stored.items() if k in params}
 
 
 def constant_methods(model: EdgeModel, spec: TargetSpec) -> dict[str, Any]:

@@ -113,45 +113,67 @@ def hqq_scale_only(weight: torch.Tensor, group: int, qmin: int, qmax: int) -> tu
 
 def quantized_weight(weight: torch.Tensor, bits: int, group: int | None, dynamic_activations: bool):
     """The torchao tensor `quantize_` would make (IntxUnpackedToInt8Tensor, hqq_scale_only, symmetric int8 zero
-    points), built from hqq_scale_only's chunked qparams. group None: one group per row (per channel)."""
+    points), built from hqq_scale_only's chunked qparams. group None: one group per row (per channel). It dequantizes
+    to fp32 (the exported graph's dtype) whatever the weight's stored dtype (bf16 is read one chunk at a time)."""
     from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import IntxUnpackedToInt8Tensor
 
     group = group or weight.shape[1]
     qmin, qmax = (-8, 7) if bits == 4 else (-128, 127)
     qdata, scale = hqq_scale_only(weight.detach(), group, qmin, qmax)
     return IntxUnpackedToInt8Tensor(
-        qdata=qdata, scale=scale.to(weight.dtype), zero_point=torch.zeros_like(scale, dtype=torch.int8),
-        target_dtype=torch.int4 if bits == 4 else torch.int8, block_size=(1, group), dtype=weight.dtype,
+        qdata=qdata, scale=scale, zero_point=torch.zeros_like(scale, dtype=torch.int8),
+        target_dtype=torch.int4 if bits == 4 else torch.int8, block_size=(1, group), dtype=torch.float32,
         activation_quantization=ACTIVATION_QUANT if dynamic_activations else None)
 
 
-def _swap(module: nn.Module, bits: int, group: int | None, dynamic_activations: bool) -> None:
-    module.weight = nn.Parameter(quantized_weight(module.weight, bits, group, dynamic_activations),
-                                 requires_grad=False)
+# id(placeholder parameter) -> (the placeholder, kept alive so its id is never reused; the tensor to quantize)
+Sources = dict[int, tuple[nn.Parameter, torch.Tensor]]
 
 
-def apply(decoder: nn.Module, qp: QuantPlan) -> nn.Module:
+def _swap(module: nn.Module, bits: int, group: int | None, dynamic_activations: bool, sources: Sources) -> None:
+    weight = sources[id(module.weight)][1] if id(module.weight) in sources else module.weight
+    module.weight = nn.Parameter(quantized_weight(weight, bits, group, dynamic_activations), requires_grad=False)
+
+
+def materialize(decoder: nn.Module, sources: Sources) -> None:
+    """Parameters that are still placeholders (see export.build_decoder) become fp32 copies of their stored tensor;
+    tied parameters stay tied."""
+    made: dict[int, nn.Parameter] = {}
+    for module in decoder.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None and id(p) in sources:
+                if id(p) not in made:
+                    made[id(p)] = nn.Parameter(sources[id(p)][1].to(torch.float32), requires_grad=False)
+                module._parameters[name] = made[id(p)]
+
+
+def apply(decoder: nn.Module, qp: QuantPlan, sources: Sources | None = None) -> nn.Module:
     """Quantizes `decoder` in place (its own copy: parameters are replaced, the shared tensors are never written).
 
-    A tied output layer is quantized on its own from the float weight (the embedding's swap leaves it in place)."""
+    `sources` maps id(parameter) -> (parameter, the tensor to quantize instead of it) (a bf16 weight behind an fp32
+    placeholder); placeholders left unquantized are materialized in fp32. A tied output layer is quantized on its own
+    from the float weight (the embedding's swap leaves it in place)."""
+    sources = sources or {}
     if qp.scheme == "fp32" and qp.embedding_bits is None and qp.output_bits is None:
+        materialize(decoder, sources)
         return decoder
     from torchao.utils import unwrap_tensor_subclass
 
     if qp.embedding_bits is not None:
         group = None if qp.embedding_bits == 8 else 32
         _check_groups(decoder.tok_embeddings.weight.shape[1], group, "tok_embeddings")
-        _swap(decoder.tok_embeddings, qp.embedding_bits, group, dynamic_activations=False)
+        _swap(decoder.tok_embeddings, qp.embedding_bits, group, False, sources)
     if qp.scheme != "fp32":
         bits = 4 if qp.scheme == "8da4w" else 8
         linears = [(fqn, m) for fqn, m in decoder.named_modules() if isinstance(m, nn.Linear) and fqn != "output"]
         for fqn, m in linears:
             _check_groups(m.in_features, qp.group_size, fqn)
         for _, m in linears:
-            _swap(m, bits, qp.group_size, dynamic_activations=True)
+            _swap(m, bits, qp.group_size, True, sources)
     if qp.output_bits is not None:
         _check_groups(decoder.output.in_features, qp.output_group_size, "output")
-        _swap(decoder.output, qp.output_bits, qp.output_group_size, dynamic_activations=True)
+        _swap(decoder.output, qp.output_bits, qp.output_group_size, True, sources)
+    materialize(decoder, sources)
     return unwrap_tensor_subclass(decoder)
 
 
