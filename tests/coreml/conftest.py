@@ -27,11 +27,13 @@ def coreml_export(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smollm2_coreml(smollm2, tmp_path_factory):
-    """SmolLM2-135M exported at fp16 (validated by edgekit.export against the eager graph)."""
+    """SmolLM2-135M exported at fp16. Export's own 8-step validation is skipped: test_smollm2 checks the same
+    quantity (max |Δlogit| vs the eager graph, within the target's tolerance) over 64 teacher-forced steps."""
     import edgekit
 
     out = tmp_path_factory.mktemp("coreml-smollm2") / "artifact"
-    return edgekit.export(smollm2, "ios", quant="fp16", max_seq_len=SMOLLM2_SEQ_LEN, out=out, show_progress=False)
+    return edgekit.export(smollm2, "ios", quant="fp16", max_seq_len=SMOLLM2_SEQ_LEN, out=out, show_progress=False,
+                          validate=False)
 
 
 @pytest.fixture(scope="session")

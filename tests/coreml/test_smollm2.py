@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from edgekit.runtime.session import EagerSession
+from edgekit.targets.base import TargetSpec
 from edgekit.validate import run_steps
 
 TEXT = ("Once upon a time, there was a little girl who lived in a village near the forest. Whenever she went out, "
@@ -26,5 +27,4 @@ def test_smollm2_teacher_forced_top1(smollm2, smollm2_coreml):
     diff = float(np.abs(got - ref).max())
     print(f"SmolLM2-135M fp16 Core ML program vs eager fp32: top-1 {agreement:.3f}, max |Δlogit| {diff:.3f}")
     assert agreement >= 0.99
-    v = smollm2_coreml.metadata["validation"]
-    assert v["max_abs_logit_diff"] <= v["tolerance"]
+    assert diff <= CoreMLTarget().tolerance(TargetSpec(quant="fp16"))  # 0.25: fp16 rounding over 30 layers
