@@ -186,6 +186,7 @@ def build_graph(cfg: ModelConfig, weights: dict[str, torch.Tensor], plan: QuantP
         logits = g.node("Cast", [logits], "/lm_head/cast", to=TensorProto.FLOAT)[0]
     g.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="/logits"))
     graph = helper.make_graph(g.nodes, "edgekit_decoder", g.inputs, g.outputs, sink.initializers)
+    sink.initializers.clear()   # make_graph copied them: keep one copy of the weights, not two, while serialising
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
                                                     helper.make_opsetid("com.microsoft", MS_OPSET)],
                               producer_name="edgekit")
