@@ -317,6 +317,11 @@ LAYOUTS: dict[str, QuantLayout] = {
     # embedding is the same int4 table (GatherBlockQuantized), read whole as the lm_head.
     "int4-g32": QuantLayout("int4-g32", linear_bits=4, group=32, scale_bytes=4, zero_bits=4, embedding_bits=4,
                             embedding_group=32, lm_head_bits=None, float_bytes=4, kv_bytes=4),
+    # edgekit onnx int4 (bench_onnx.export_for_benchmark): MatMulNBits int4, fp32 scales, symmetric (no zero points);
+    # the tied embedding is the same int4 table as the lm_head (GatherBlockQuantized). Block 128 is the default.
+    **{f"edgekit-onnx-int4-g{b}": QuantLayout(f"edgekit-onnx-int4-g{b}", linear_bits=4, group=b, scale_bytes=4,
+                                              embedding_bits=4, embedding_group=b, lm_head_bits=None, float_bytes=4,
+                                              kv_bytes=4) for b in (32, 64, 128)},
     # llama.cpp Q4_0 (4 bits + fp16 scale per 32); its output/tied embedding is stored as Q8_0 (8 bits + fp16 / 32).
     "q4_0": QuantLayout("q4_0", linear_bits=4, group=32, scale_bytes=2, embedding_bits=8, embedding_group=32,
                         lm_head_bits=None, float_bytes=4, kv_bytes=2),
