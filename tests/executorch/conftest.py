@@ -31,7 +31,7 @@ def smollm2_artifact(smollm2, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("et-smollm2") / "artifact"
     return edgekit.export(smollm2, "android", quant="8da4w", max_seq_len=SMOLLM2_MAX_SEQ_LEN, last_logits_only=True,
-                          out=out, show_progress=False, embedding_bits=8)
+                          out=out, show_progress=False, embedding_bits=8, group_size=32)
 
 
 @pytest.fixture(scope="session")

@@ -86,3 +86,14 @@ def test_bf16_model_quantizes_without_float_copy(checkpoint_dir, case, options):
     with torch.no_grad():
         diff = (got(tokens, pos) - want(tokens, pos)).abs().max().item()
     assert diff == 0.0  # stated tolerance: exact (bf16 -> fp32 is exact; the same codes and scales)
+
+
+@pytest.mark.parametrize(("in_features", "group"), [((896, 896, 4864), 128), ((576, 576, 1536), 64),
+                                                     ((64, 64, 160), 32)])
+def test_8da4w_defaults(in_features, group):
+    """Qwen2.5-0.5B, SmolLM2-135M and the tiny checkpoints' widths: the largest group dividing them all; 4-bit
+    embedding unless the caller says otherwise; the output layer follows the linears' group."""
+    qp = quant.plan("8da4w", {}, in_features)
+    assert (qp.group_size, qp.embedding_bits, qp.output_bits, qp.output_group_size) == (group, 4, 4, group)
+    assert quant.plan("8da4w", {"embedding_bits": 8, "group_size": 32}, in_features).embedding_bits == 8
+    assert quant.plan("fp32", {}, in_features).embedding_bits is None

@@ -28,7 +28,7 @@ def build_decoder(model: EdgeModel, spec: TargetSpec, for_export: bool) -> nn.Mo
 
     reference() calls this with for_export=False: the same quantized weights, edgekit's eager attention.
     """
-    qp = quant.plan(spec.quant, spec.options)
+    qp = quant.plan(spec.quant, spec.options, quant.linear_in_features(model.config))
     decoder, sources = decoder_without_float_copy(model, spec)
     if spec.kv_cache == "int8":
         from edgekit.kernels import use_int8_kv_cache  # issue 6: swaps every attention.attend for the int8 one
@@ -86,8 +86,9 @@ def capture(decoder: nn.Module, max_seq_len: int) -> torch.export.ExportedProgra
     t = min(3, max_seq_len - 1)
     example = (torch.zeros(1, t, dtype=torch.long), torch.arange(t, dtype=torch.long))
     with torch.no_grad():
-        ep = torch.export.export(decoder, example, dynamic_shapes=({1: seq}, {0: seq}), strict=False)
-        return ep.run_decompositions({})  # functionalize; decomposes torchao's tensor subclasses
+        # no run_decompositions here: to_edge_transform_and_lower starts with run_decompositions({}) itself, and each
+        # pass retraces the whole graph (a third of capture + lower on a 24-layer model)
+        return torch.export.export(decoder, example, dynamic_shapes=({1: seq}, {0: seq}), strict=False)
 
 
 def lower(ep: torch.export.ExportedProgram, methods: dict[str, Any]):
@@ -134,7 +135,7 @@ def export_pte(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, Any]:
         del edge
         with (out / PTE_NAME).open("wb") as f:
             prog.write_to_file(f)
-    qp = quant.plan(spec.quant, spec.options)
+    qp = quant.plan(spec.quant, spec.options, quant.linear_in_features(model.config))
     return {"max_seq_len": spec.max_seq_len, "last_logits_only": spec.last_logits_only,
             "quantization": qp.describe(), "delegation": summary,
             "attention": _attention_kind(spec),

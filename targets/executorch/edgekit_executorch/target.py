@@ -43,7 +43,8 @@ class ExecuTorchTarget:
         host_runnable=True,
         options=OPTIONS,
         default_quant="8da4w",
-        notes="options: group_size 32|64|128 (8da4w), embedding_bits 8|4, output_bits 8|4, custom_sdpa true|false; "
+        notes="options: group_size 32|64|128 (8da4w; default: the largest dividing every linear), embedding_bits 8|4 "
+              "(8da4w default 4), output_bits 8|4, custom_sdpa true|false; "
               "kv_cache int8: int8 K/V with one fp32 scale per (position, kv head), run by edgekit's own kernel "
               "library (edgekit::attention / update_int8_cache, loaded from custom_op_libraries)",
     )
@@ -52,9 +53,9 @@ class ExecuTorchTarget:
         """Writes out/model.pte (XNNPACK-delegated, quantized per spec) and returns its Artifact."""
         _require_executorch()
         from edgekit_executorch.export import PTE_NAME, export_pte
-        from edgekit_executorch.quantize import plan
+        from edgekit_executorch.quantize import linear_in_features, plan
 
-        plan(spec.quant, spec.options)  # bad options fail before any heavy work
+        plan(spec.quant, spec.options, linear_in_features(model.config))  # bad options fail before any heavy work
         metadata = export_pte(model, spec, Path(out))
         metadata.update(runtime="executorch", runtime_version=_executorch_version(), backend="xnnpack",
                         io={"inputs": {"tokens": "int64[1,T]", "input_pos": "int64[T]"},
