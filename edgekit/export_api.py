@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from edgekit import progress
 from edgekit.errors import OutputPathError, ParityError
 from edgekit.hashing import file_sha256
@@ -58,9 +60,10 @@ def export(model: EdgeModel | str | Path, target: str, *, quant: str | None = No
     """
     from edgekit.model.load import load
 
-    if not isinstance(model, EdgeModel):
-        model = load(model)
     tgt = get_target(target)
+    if not isinstance(model, EdgeModel):
+        # A target that computes in half precision gets the weights in it: no full fp32 copy held during export.
+        model = load(model, dtype=getattr(torch, tgt.capabilities.load_dtype))
     spec = TargetSpec(quant=quant or tgt.capabilities.default_quant, max_seq_len=max_seq_len or min(512, model.default_max_seq_len),
                       kv_cache=kv_cache, last_logits_only=last_logits_only, options=dict(options))
     spec.check_against(tgt, model)

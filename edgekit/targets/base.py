@@ -28,6 +28,7 @@ class Capabilities:
     options: tuple[str, ...] = ()                # names of target-specific options accepted in TargetSpec.options
     default_quant: str = "fp32"
     notes: str = ""
+    load_dtype: str = "float32"                  # dtype export() loads a checkpoint path in (torch dtype name)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ class CoreMLTarget:
         options=("min_ios", "granularity", "block_size"),
         default_quant="fp16",
         notes=KV_NOTE,
+        load_dtype="float16",  # Core ML computes in fp16: a checkpoint path is loaded straight to fp16 (RSS)
     )
 
     def export(self, model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
