@@ -66,12 +66,6 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
     return d
 
 
-REAL_MAX_SEQ_LEN = 64
-# ExecuTorch's default 8da4w export of SmolLM2 did not finish within 37 min on the loaded shared machine; fp32 lowers
-# without the quantization passes. Every other target uses its default scheme.
-REAL_QUANT = {"executorch": "fp32"}
-
-
 @pytest.fixture(scope="package")
 def real_targets():
     """Every installed real target plugin (the fake ones excluded)."""
@@ -81,16 +75,12 @@ def real_targets():
 
 
 @pytest.fixture(scope="package")
-def real_bundles(smollm2, real_targets, tmp_path_factory) -> dict:
-    """SmolLM2-135M bundled for every installed real target in ONE call (one load), each with its default quant.
+def real_bundles(smollm2_bundle, real_targets) -> dict:
+    """SmolLM2-135M bundled for every installed real target: the session's shared bundles (tests/conftest.py's
+    smollm2_bundle, also used by tests/profile), one export per target from one loaded model.
 
-    Export validation is skipped here to keep the folder's time down (each target's own tests validate its export;
-    the fake-target tests check that validation figures reach the manifest); test_real_bundles runs every host-runnable
-    bundle against the eager reference instead."""
-    import edgekit
-
+    Export validation is skipped there (each target's own tests validate its export; the fake-target tests check that
+    validation figures reach the manifest); test_real_bundles runs every host-runnable bundle against the eager
+    reference instead."""
     assert real_targets, "no real target is installed (pip install -e targets/onnx ...)"
-    out = tmp_path_factory.mktemp("real")
-    made = [edgekit.bundle(smollm2, target=t.name, out=out, quant=REAL_QUANT.get(t.name), max_seq_len=REAL_MAX_SEQ_LEN,
-                           validate=False) for t in real_targets]  # one loaded model, one export per target
-    return {b.manifest["target"]["name"]: b for b in made}
+    return {t.name: smollm2_bundle(t.name) for t in real_targets}

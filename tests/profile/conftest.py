@@ -21,7 +21,6 @@ from helpers import free_port, kill_tree
 SSHD = "/usr/sbin/sshd"
 # Small settings keep the whole folder within its time budget; they exercise every code path all the same.
 SMALL = {"prompt_lengths": (8, 24), "decode_tokens": 8, "runs": 2, "warmup": 1}
-BUNDLE_SEQ_LEN = 64
 
 
 @pytest.fixture(autouse=True)
@@ -32,24 +31,15 @@ def isolated_profile_env(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def smollm2_bundles(tmp_path_factory, request):
-    """name -> bundle folder of the real SmolLM2-135M for the android (ExecuTorch, fp32) and iot (ONNX, int4)
-    targets. Parity is the export tests' business, so validation is skipped here."""
-    import edgekit.bundle as bundles
-
+def smollm2_bundles(request):
+    """name -> bundle folder of the real SmolLM2-135M for the android (ExecuTorch, fp32) and iot (ONNX, int4 at accuracy level 1) targets:
+    the session's shared bundles (tests/conftest.py's smollm2_bundle, also used by tests/bundle). Parity is the export
+    tests' business, so they are not validated on export."""
     reuse = os.environ.get("EDGEKIT_PROFILE_TEST_BUNDLES")   # a folder with iot/ and android/ bundles made earlier
     if reuse:
         return {p.parent.parent.name: p.parent for p in Path(reuse).glob("*/*/manifest.json")}
-    smollm2 = request.getfixturevalue("smollm2")
-    out = tmp_path_factory.mktemp("bundles")
-    made = {}
-    for target in ("iot", "android"):
-        # android in fp32: its 8da4w export costs several CPU-minutes more, beyond this folder's time budget
-        quant = "fp32" if target == "android" else None
-        b = bundles.bundle(smollm2, target, out=out / target, quant=quant, max_seq_len=BUNDLE_SEQ_LEN,
-                           validate=False)
-        made[target] = Path(b.path)
-    return made
+    get = request.getfixturevalue("smollm2_bundle")
+    return {target: Path(get(target).path) for target in ("iot", "android")}
 
 
 @pytest.fixture(scope="session")
