@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ class TargetRun:
     bundle: str = ""
     validation: dict[str, Any] = field(default_factory=dict)
     export_s: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     profile: dict[str, Any] | None = None
     profile_skipped: str = ""
     answer: str = ""
@@ -43,8 +47,8 @@ def pick_quant(schemes: tuple[str, ...], default: str) -> str:
     return next((q for q in QUANT_PREFERENCE if q in schemes), default)
 
 
-def _stage(name: str, target: str):
-    """Wrap a stage so that any EdgekitError names it."""
+def _stage(name: str, target: str, times: dict[str, float] | None = None):
+    """Wrap a stage so that any EdgekitError names it; its wall time goes into `times[name]` and the log."""
 
     class _Ctx:
         def __enter__(self):
@@ -53,6 +57,11 @@ def _stage(name: str, target: str):
             return self
 
         def __exit__(self, et, ev, tb):
+            dt = time.perf_counter() - self.t0
+            if times is not None:
+                times[name] = dt
+            console.print(f"[dim]{name} · {target}: {dt:.1f} s[/]")
+            log.info("demo stage %s for %s took %.1f s", name, target, dt)
             if et is not None and issubclass(et, EdgekitError) and not isinstance(ev, DemoStageError):
                 raise DemoStageError(f"demo stage '{name}' for target {target!r} failed: {type(ev).__name__}: {ev}") from ev
             return False
@@ -60,74 +69,219 @@ def _stage(name: str, target: str):
     return _Ctx()
 
 
+def default_jobs(n_targets: int) -> int:
+    """Exports run in parallel worker processes, one per core (at most 2: each holds the model and an export's peak)."""
+    return max(1, min(2, os.cpu_count() or 1, n_targets))
+
+
 def run_demo(model: str = "smollm2-135m", out: str | Path = "demo-out", targets: list[str] | None = None,
              prompt_lengths: tuple[int, ...] = (64, 256), decode_tokens: int = 64, runs: int = 2,
-             chat_tokens: int = 48, max_seq_len: int = 512, force: bool = True) -> dict[str, Any]:
-    """Run every stage; returns the summary (also written to <out>/summary.json). Failures are kept per target."""
+             chat_tokens: int = 48, max_seq_len: int = 512, force: bool = True, jobs: int | None = None
+             ) -> dict[str, Any]:
+    """Run every stage; returns the summary (also written to <out>/summary.json). Failures are kept per target.
+
+    With jobs > 1 the exports (export + validate + bundle, the slow part, mostly single-threaded Python) run in that
+    many worker processes while this one runs the eager reference; chat and profiling then run here one target at a
+    time, so no export disturbs a timing. jobs=1 exports in this process from its already loaded model. The workers are
+    spawned (each loads the model once), so a script calling this needs the `if __name__ == "__main__":` guard."""
     import edgekit
-    from edgekit.bundle import bundle
     from edgekit.model.info import model_info
-    from edgekit.targets.registry import get_target
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    with _stage("load", model):
+    times: dict[str, float] = {}
+    with _stage("load", model, times):
         m = edgekit.load(model)
         info = model_info(m, max_seq_len)
     console.print(f"[bold]{info['name']}[/]: {info['family']}, {info['parameters'] / 1e6:.0f} M parameters, "
                   f"{info['layers']} layers, source {info['source_format']} {info['source_quant'] or ''}")
-    with _stage("reference", "eager PyTorch"):
-        eager = m.generate(PROMPT, chat=True, max_new_tokens=chat_tokens)
-    console.print(f"eager answer: {eager.text.strip()!r}")
-    names = targets or [t.name for t in edgekit.targets()]
-    runs_out: list[TargetRun] = []
-    reports = []
-    for name in names:
-        run = TargetRun(target=name)
-        runs_out.append(run)
-        try:
-            tgt = get_target(name)
-            run.quant = pick_quant(tgt.capabilities.quant_schemes, tgt.capabilities.default_quant)
-            with _stage("export + validate + bundle", tgt.name):
-                t0 = time.perf_counter()
-                b = bundle(m, tgt.name, out=out / "bundles", quant=run.quant, max_seq_len=max_seq_len, force=force)
-                run.export_s = time.perf_counter() - t0
-                run.bundle, run.validation = str(b.path), dict(b.manifest.get("validation") or {})
-            console.print(f"bundle {b.path} · validation {json.dumps(run.validation, default=str)[:200]}")
-            with _stage("chat", tgt.name):
-                res = b.generate(PROMPT, chat=True, max_new_tokens=chat_tokens, temperature=0.0)
-                run.answer = res.text.strip()
-                run.eager_answer_match = res.token_ids == eager.token_ids
-            console.print(f"answer: {run.answer!r} (same tokens as eager: {run.eager_answer_match})")
-            if tgt.standalone_session() is None:
-                run.profile_skipped = (f"{tgt.name}'s runtime does not run natively on this host; the host session is a "
-                                       "correctness evaluator, so its timings would mean nothing")
-                console.print(f"[yellow]profile skipped[/]: {run.profile_skipped}")
-                continue
-            with _stage("profile on this host", tgt.name):
-                from edgekit.profile import profile
-                from edgekit.profile.results import headline
-
-                rep = profile(b.path, "local", prompt_lengths=prompt_lengths, decode_tokens=decode_tokens, runs=runs,
-                              warmup=1, threads=2)
-                reports.append(rep)
-                rep.write_json(out / f"profile-{tgt.name}.json")
-                run.profile = headline(rep.results)
-        except EdgekitError as e:
-            run.error = str(e)
-            console.print(f"[bold red]failed[/]: {e}")
-    report_path = None
-    if reports:
-        from edgekit.profile.html import render_html
-
-        report_path = out / "report.html"
-        report_path.write_text(render_html(reports, title=f"edgekit demo: {info['name']} on this host"))
+    runs_out = [TargetRun(target=name) for name in targets or [t.name for t in edgekit.targets()]]
+    plan = _plan(runs_out)
+    jobs = default_jobs(len(plan)) if jobs is None else max(1, int(jobs))
+    exporter = _Exports(m, model, out / "bundles", max_seq_len, force, jobs if len(plan) > 1 else 1)
+    exporter.start([run for _, run in plan.values()])
+    ok = False
+    try:
+        with _stage("reference", "eager PyTorch", times):
+            eager = m.generate(PROMPT, chat=True, max_new_tokens=chat_tokens)
+        console.print(f"eager answer: {eager.text.strip()!r}")
+        bundles = {}
+        for run in exporter.in_completion_order([run for _, run in plan.values()]):
+            try:  # the chat is not timed: it may run while other targets still export
+                bundles[run.target] = b = exporter.result(run)
+                _chat(b, run, eager, chat_tokens)
+            except EdgekitError as e:
+                run.error = str(e)
+                console.print(f"[bold red]failed[/]: {e}")
+        reports = []
+        for tgt, run in plan.values():  # every export is over: nothing else runs during a timing
+            try:
+                rep = _profile(bundles[run.target], tgt, run, out, prompt_lengths, decode_tokens, runs) \
+                    if run.target in bundles else None
+                if rep is not None:
+                    reports.append(rep)
+            except EdgekitError as e:
+                run.error = str(e)
+                console.print(f"[bold red]failed[/]: {e}")
+        ok = True
+    finally:
+        exporter.close(abort=not ok)  # interrupted or crashed: stop the workers now rather than wait for them
+    report_path = _write_report(reports, out / "report.html", info["name"])
     summary = {"model": info["name"], "eager_answer": eager.text.strip(), "targets": [r.__dict__ for r in runs_out],
-               "report": str(report_path) if report_path else None, "seconds": time.perf_counter() - t_start}
+               "report": str(report_path) if report_path else None, "export_jobs": exporter.jobs,
+               "stage_seconds": times, "seconds": time.perf_counter() - t_start}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_summary(runs_out, summary)
     return summary
+
+
+EXPORT_STAGE = "export + validate + bundle"
+_WORKER_MODEL: Any = None
+
+
+def _plan(runs: list[TargetRun]) -> dict[str, tuple[Any, TargetRun]]:
+    """target name -> (Target, its run) with the demo's quant picked; an unknown name fails its run's export stage."""
+    from edgekit.targets.registry import get_target
+
+    plan = {}
+    for run in runs:
+        try:
+            tgt = get_target(run.target)
+            run.target, run.quant = tgt.name, pick_quant(tgt.capabilities.quant_schemes, tgt.capabilities.default_quant)
+            plan[run.target] = (tgt, run)
+        except EdgekitError as e:
+            run.error = f"demo stage {EXPORT_STAGE!r} for target {run.target!r} failed: {e}"
+            console.print(f"[bold red]failed[/]: {run.error}")
+    return plan
+
+
+def _write_report(reports: list[Any], path: Path, model_name: str) -> Path | None:
+    if not reports:
+        return None
+    from edgekit.profile.html import render_html
+
+    path.write_text(render_html(reports, title=f"edgekit demo: {model_name} on this host"))
+    return path
+
+
+def _worker_init(model: str, threads: int) -> None:
+    """A worker process loads the model once and exports every target it is given from it."""
+    global _WORKER_MODEL
+    import torch
+
+    import edgekit
+
+    torch.set_num_threads(threads)  # the workers and this process share the cores
+    _WORKER_MODEL = edgekit.load(model)
+
+
+def _export_bundle(model: Any, target: str, out: Path, quant: str, max_seq_len: int, force: bool,
+                   show_progress: bool | None = None) -> tuple[str, float]:
+    from edgekit.bundle import bundle
+
+    t0 = time.perf_counter()
+    b = bundle(model if model is not None else _WORKER_MODEL, target, out=out, quant=quant, max_seq_len=max_seq_len,
+               force=force, show_progress=show_progress)
+    return str(b.path), time.perf_counter() - t0
+
+
+class _Exports:
+    """The export stage of every target: in this process one by one (jobs=1), or in `jobs` worker processes."""
+
+    def __init__(self, model: Any, source: str, out: Path, max_seq_len: int, force: bool, jobs: int):
+        self.model, self.source, self.out, self.max_seq_len, self.force = model, source, out, max_seq_len, force
+        self.jobs = jobs
+        self.pool = None
+        self.futures: dict[str, Any] = {}
+        self.t0: dict[str, float] = {}
+
+    def start(self, runs: list[TargetRun]) -> None:
+        if self.jobs <= 1 or not runs:
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: a forked child hangs in torch's OpenMP pool once the parent has used it
+        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        self.pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_worker_init, initargs=(self.source, threads))
+        console.print(f"exporting {', '.join(r.target for r in runs)} in {self.jobs} worker processes")
+        for r in runs:
+            self.t0[r.target] = time.perf_counter()
+            self.futures[r.target] = self.pool.submit(_export_bundle, None, r.target, self.out, r.quant,
+                                                      self.max_seq_len, self.force, False)
+
+    def in_completion_order(self, runs: list[TargetRun]) -> Iterator[TargetRun]:
+        """`runs` as their exports finish (in worker processes), or in the given order (exported on demand here)."""
+        if not self.futures:
+            yield from runs
+            return
+        from concurrent.futures import as_completed
+
+        by_future = {self.futures[r.target]: r for r in runs if r.target in self.futures}
+        yield from (by_future[f] for f in as_completed(by_future))
+        yield from (r for r in runs if r.target not in self.futures)
+
+    def result(self, run: TargetRun):
+        """The opened Bundle of `run`'s target (waits for its worker); any failure names the export stage."""
+        from edgekit.bundle import Bundle
+
+        with _stage(EXPORT_STAGE, run.target, run.stage_seconds):
+            if run.target in self.futures:
+                try:
+                    path, run.export_s = self.futures[run.target].result()
+                except BrokenProcessPool as e:
+                    raise DemoStageError(f"demo stage {EXPORT_STAGE!r} for target {run.target!r} failed: its worker "
+                                         f"process died ({e}); see the worker's error above (out of memory? a script calling run_demo "
+                                         "without an `if __name__ == '__main__':` guard?), or export in this "
+                                         "process with jobs=1 (--jobs 1)") from e
+            else:
+                path, run.export_s = _export_bundle(self.model, run.target, self.out, run.quant, self.max_seq_len,
+                                                    self.force)
+            b = Bundle.open(path)
+        run.bundle, run.validation = str(b.path), dict(b.manifest.get("validation") or {})
+        stages = b.manifest["artifact"]["metadata"].get("stage_seconds") or {}
+        run.stage_seconds.update({f"export.{k}": v for k, v in stages.items()})
+        run.stage_seconds[EXPORT_STAGE] = run.export_s  # the worker's own wall time, not the wait for it
+        console.print(f"bundle {b.path} · export {run.export_s:.0f} s ("
+                      f"{', '.join(f'{k} {v:.0f} s' for k, v in stages.items())}) · validation "
+                      f"{json.dumps(run.validation, default=str)[:200]}")
+        return b
+
+    def close(self, abort: bool = False) -> None:
+        if self.pool is None:
+            return
+        if abort:  # Python 3.11 has no public way to stop running workers (3.14's terminate_workers)
+            for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+                proc.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _chat(b, run: TargetRun, eager, chat_tokens: int) -> None:
+    with _stage("chat", run.target, run.stage_seconds):
+        res = b.generate(PROMPT, chat=True, max_new_tokens=chat_tokens, temperature=0.0)
+        run.answer = res.text.strip()
+        run.eager_answer_match = res.token_ids == eager.token_ids
+    console.print(f"answer: {run.answer!r} (same tokens as eager: {run.eager_answer_match})")
+
+
+def _profile(b, tgt, run: TargetRun, out: Path, prompt_lengths: tuple[int, ...], decode_tokens: int, runs: int):
+    """Profile the bundle here (the report), or record why not."""
+    if tgt.standalone_session() is None:
+        run.profile_skipped = (f"{tgt.name}'s runtime does not run natively on this host; the host session is a "
+                               "correctness evaluator, so its timings would mean nothing")
+        console.print(f"[yellow]profile skipped[/]: {run.profile_skipped}")
+        return None
+    with _stage("profile on this host", tgt.name, run.stage_seconds):
+        from edgekit.profile import profile
+        from edgekit.profile.results import headline
+
+        rep = profile(b.path, "local", prompt_lengths=prompt_lengths, decode_tokens=decode_tokens, runs=runs,
+                      warmup=1, threads=2)
+        rep.write_json(out / f"profile-{tgt.name}.json")
+        run.profile = headline(rep.results)
+    return rep
 
 
 def _num(d: dict[str, Any] | None, key: str) -> str:
@@ -147,6 +301,12 @@ def _print_summary(runs: list[TargetRun], summary: dict[str, Any]) -> None:
                   _num(r.profile, "ttft_ms") if r.profile else "-",
                   "[red]failed[/]" if r.error else "[green]ok[/]")
     console.print(t)
+    for r in runs:
+        if r.stage_seconds:
+            console.print(f"[dim]{r.target} stage seconds: "
+                          f"{', '.join(f'{k} {v:.1f}' for k, v in r.stage_seconds.items())}[/]")
+    console.print(f"[dim]stage seconds: {', '.join(f'{k} {v:.1f}' for k, v in summary['stage_seconds'].items())}; "
+                  f"exports in {summary['export_jobs']} process(es)[/]")
     for r in runs:
         if r.profile_skipped:
             console.print(f"[dim]{r.target} not profiled: {r.profile_skipped}[/]")

@@ -25,6 +25,8 @@ def test_demo_quick_runs_every_stage(tmp_path):
         b = Bundle.open(run["bundle"])  # verifies every hash and field
         v = b.manifest["validation"]
         assert v["max_abs_logit_diff"] <= v["tolerance"], name
+        stages = run["stage_seconds"]  # every artifact went through export's own validation stage, timed
+        assert stages["export.validate"] > 0 and stages["export + validate + bundle"] >= stages["export.validate"], name
         assert run["answer"], f"{name} produced no answer"
         if run["profile"] is None:
             assert run["profile_skipped"], f"{name}: neither profiled nor a reason given"
@@ -34,3 +36,4 @@ def test_demo_quick_runs_every_stage(tmp_path):
     html = (out / "report.html").read_text()
     assert "<svg" in html and "<table" in html
     assert summary["eager_answer"]
+    assert summary["stage_seconds"]["load"] > 0 and summary["stage_seconds"]["reference"] > 0
