@@ -70,6 +70,7 @@ def export(model: EdgeModel | str | Path, target: str, *, quant: str | None = No
     out = Path(out) if out is not None else Path(f"{model.name}-{tgt.name}-{spec.quant}")
     check_output_path(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_partials(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -102,6 +103,30 @@ def export(model: EdgeModel | str | Path, target: str, *, quant: str | None = No
     tmp.rename(out)
     artifact.path = out
     return artifact
+
+
+def sweep_stale_partials(out: Path) -> list[Path]:
+    """Remove `.NAME.partial-PID` folders beside `out` left by an export that was killed (SIGKILL, power loss: no
+    cleanup could run) -- only those whose process is gone, so a concurrent export into the same place is untouched."""
+    removed = []
+    for p in out.parent.glob(f".{out.name}.partial-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        log.info("removed %s, left by an interrupted export (process %s is gone)", p, pid)
+        removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _common_metadata(model: EdgeModel, target: str, spec: TargetSpec) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 that computes in fp16 (Core ML) never holds an fp32 copy of the weights; an EdgeModel passed in is used as it is."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,21 @@ def test_default_is_fp32_and_coreml_asks_for_fp16():
     assert Capabilities(quant_schemes=("fp32",)).load_dtype == "float32"
     assert get_target("ios").capabilities.load_dtype == "float16"
     assert get_target("android").capabilities.load_dtype == "float32"
+
+
+def test_partials_of_killed_exports_are_swept_live_ones_kept(tiny_model, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)
+    stale = tmp_path / f".out.partial-{int(dead.stdout)}"   # that process has exited: a SIGKILLed export's leftover
+    live = tmp_path / f".out.partial-{os.getppid()}"          # a running process: maybe a concurrent export
+    for p in (stale, live):
+        p.mkdir()
+        (p / "model.bin").write_bytes(b"half")
+    target = DtypeRecorder("float32")
+    monkeypatch.setattr(export_api, "get_target", lambda name: target)
+    export_api.export(tiny_model("qwen3"), "dtyperec", out=tmp_path / "out", validate=False, show_progress=False)
+    assert not stale.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", live.name])
