@@ -1,22 +1,89 @@
-"""End to end: SmolLM2-135M exported by the ExecuTorch target with kv_cache="int8" (our ops and kernel library in
-the .pte) against the same export with the fp32 cache: top-1 agreement >= 99% over 256 teacher-forced tokens
-(a 128-token prefill chunk, then 128 single-token decode steps, so both kernel paths run)."""
+"""End to end on SmolLM2-135M (fp32 weights, so only the KV cache differs): the int8 cache against the fp32 cache over
+256 teacher-forced tokens (a 128-token prefill chunk, then 128 single-token decode steps, so both kernel paths run).
+
+- The eager decoder whose int8 attention runs OUR COMPILED KERNEL (the same C++ the .pte's
+  kernel library registers with ExecuTorch, called through its C entry points) against the eager int8 reference
+  (|Δlogit| <= 1.0, see KERNEL_VS_REFERENCE_ATOL) and against the fp32 cache (top-1 agreement).
+- The full .pte round trip (two ExecuTorch exports of SmolLM2). Both are opt-in with EDGEKIT_KERNELS_E2E=1: on the
+  shared 2-core box under load ~15, one fp32 SmolLM2 export with kv_cache="int8" took 1290 s (capture 35 s, XNNPACK
+  lowering 801 s, serialize 80 s, validation 369 s): two of them do not fit this folder's ~8-minute budget.
+"""
 from __future__ import annotations
 
 import os
 
 import numpy as np
 import pytest
+import torch
+from e2e_text import MIN_AGREEMENT, N_TOKENS, smollm2_tokens, teacher_forced_logits, teacher_forced_top1
 
-TEXT = ("The history of the printing press begins in the fifteenth century, when Johannes Gutenberg combined "
-        "movable metal type, oil-based inks and a wooden press adapted from wine making. Within fifty years "
-        "printers were at work in more than two hundred cities, and the number of books in Europe grew from "
-        "thousands to millions. Scholars could compare identical copies, scientists shared their tables and "
-        "drawings without copying errors, and reformers spread pamphlets faster than authorities could ban "
-        "them. Literacy rose, vernacular languages gained prestige, and the modern idea of authorship took "
-        "shape as printers began to credit writers on title pages. ")
-N_TOKENS, PREFILL = 256, 128
-MIN_AGREEMENT = 0.99
+from edgekit.kernels import Int8CachedAttention
+
+# |Δlogit|, compiled kernel vs eager reference ops over 256 tokens through 30 layers (logits ~±25). Not ~1e-4: a
+# 1e-7 float-order difference in one layer's attention output flips int8 roundings of later layers' K/V; the eager
+# reference's own noise floor (1e-6 activation jitter, edgekit.validate) is 0.23 over 15 tokens; measured 0.53 here.
+KERNEL_VS_REFERENCE_ATOL = 1.0
+
+
+class CompiledKernelAttention(Int8CachedAttention):
+    """Int8CachedAttention whose two ops run the compiled ExecuTorch kernel instead of the PyTorch reference."""
+
+    def forward(self, q, k, v, input_pos, mask):
+        from edgekit_executorch.kernels import direct
+
+        t = q.shape[1]
+        q, k = self.rotate(q.float(), k.float())
+        direct.update_int8_cache(k, self.k_cache, self.k_scale_cache, input_pos)
+        direct.update_int8_cache(v, self.v_cache, self.v_scale_cache, input_pos)
+        y = direct.attention(q.float().contiguous(), self.k_cache, self.v_cache, self.k_scale_cache,
+                             self.v_scale_cache, input_pos.contiguous())
+        return y.to(q.dtype).reshape(1, t, self.n_heads * self.head_dim)
+
+
+def eager(decoder):
+    from edgekit.runtime.session import EagerSession
+
+    class NoGrad(EagerSession):
+        def forward(self, tokens, input_pos):
+            with torch.no_grad():
+                return super().forward(tokens, input_pos)
+
+    return NoGrad(decoder)
+
+
+def with_attention(model, cls):
+    from edgekit.kernels import use_int8_kv_cache
+
+    dec = use_int8_kv_cache(model.decoder(N_TOKENS + 8, False))
+    if cls is not Int8CachedAttention:
+        for layer in dec.layers:
+            old = layer.attention.attend
+            layer.attention.attend = cls(old.n_heads, old.n_kv_heads, old.head_dim, dec.max_seq_len)
+    return dec.eval()
+
+
+@pytest.fixture(scope="module")
+def smollm2_fp32_cache_logits(smollm2):
+    return teacher_forced_logits(eager(smollm2.decoder(N_TOKENS + 8, False)), smollm2_tokens(smollm2))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("EDGEKIT_KERNELS_E2E") != "1",
+                    reason="three eager SmolLM2 passes over 256 tokens took 514 s (load ~4), beyond the folder "
+                           "budget: run with EDGEKIT_KERNELS_E2E=1")
+def test_smollm2_compiled_kernel_matches_reference_and_fp32_cache(smollm2, kernel_lib, smollm2_fp32_cache_logits):
+    tokens = smollm2_tokens(smollm2)
+    kernel = teacher_forced_logits(eager(with_attention(smollm2, CompiledKernelAttention)), tokens)
+    reference = teacher_forced_logits(eager(with_attention(smollm2, Int8CachedAttention)), tokens)
+    diff = float(np.abs(kernel - reference).max())
+    agreement = float((kernel.argmax(-1) == smollm2_fp32_cache_logits.argmax(-1)).mean())
+    ref_agreement = float((reference.argmax(-1) == smollm2_fp32_cache_logits.argmax(-1)).mean())
+    print(f"SmolLM2 int8 cache vs fp32 cache, top-1 over {N_TOKENS}: compiled kernel {agreement:.4f}, reference ops "
+          f"{ref_agreement:.4f}; kernel vs reference max |Δlogit| {diff:.3g}")
+    assert diff <= KERNEL_VS_REFERENCE_ATOL, f"compiled kernel vs reference ops: max |Δlogit| {diff}"
+    if agreement < MIN_AGREEMENT:   # recorded, not hidden: issue 6's criterion is still missed here
+        pytest.xfail(f"issue 6 criterion missed: top-1 {agreement:.4f} < {MIN_AGREEMENT} (reference ops "
+                     f"{ref_agreement:.4f}); measured 0.9883 / 0.9961, the flips at near-ties (fp32 margin <= 0.05)")
 
 
 def export(model, kv_cache: str, out):
@@ -27,37 +94,20 @@ def export(model, kv_cache: str, out):
     target = ExecuTorchTarget()
     spec = TargetSpec(quant="fp32", max_seq_len=N_TOKENS + 8, kv_cache=kv_cache)
     out.mkdir(parents=True, exist_ok=True)
-    artifact = target.export(model, spec, out)
-    return target, artifact
-
-
-def teacher_forced_top1(target, artifact, tokens: np.ndarray) -> np.ndarray:
-    session = target.session(artifact)
-    session.reset()
-    first = session.forward(tokens[None, :PREFILL], np.arange(PREFILL, dtype=np.int64))
-    top1 = list(np.asarray(first)[0].argmax(-1))
-    for i in range(PREFILL, N_TOKENS):
-        step = session.forward(tokens[None, i:i + 1], np.array([i], dtype=np.int64))
-        top1.append(int(np.asarray(step)[0, -1].argmax()))
-    return np.array(top1)
+    return target, target.export(model, spec, out)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("EDGEKIT_KERNELS_E2E") != "1",
-                    reason="two full SmolLM2 .pte exports (~50 min on the shared 2-core box, beyond the 5-minute "
-                           "folder budget): run with EDGEKIT_KERNELS_E2E=1")
-@pytest.mark.xfail(reason="measured 0.9883 (253/256; eager reference ops 0.9805): the flips are near-ties "
-                          "(fp32 top-2 logit margin <= 0.05, median 2.76); per-token int8 K needs finer scales",
-                   strict=False)
-def test_smollm2_int8_cache_top1_agreement(smollm2, tmp_path_factory, kernel_lib):
-    ids = smollm2.tokenizer.encode(TEXT * 3)[:N_TOKENS]
-    assert len(ids) == N_TOKENS
-    tokens = np.asarray(ids, dtype=np.int64)
+                    reason="two full SmolLM2 .pte exports (~20 min each on the shared 2-core box, beyond the folder "
+                           "budget): run with EDGEKIT_KERNELS_E2E=1")
+def test_smollm2_pte_int8_cache_top1_agreement(smollm2, tmp_path_factory, kernel_lib):
+    tokens = smollm2_tokens(smollm2)
     t8, a8 = export(smollm2, "int8", tmp_path_factory.mktemp("int8"))
     assert a8.metadata["custom_op_libraries"], "the int8 export must record the kernel library"
-    top_int8 = teacher_forced_top1(t8, a8, tokens)
+    top_int8 = teacher_forced_top1(t8.session(a8), tokens)
     t32, a32 = export(smollm2, "fp32", tmp_path_factory.mktemp("fp32"))
-    top_fp32 = teacher_forced_top1(t32, a32, tokens)
+    top_fp32 = teacher_forced_top1(t32.session(a32), tokens)
     agreement = float((top_int8 == top_fp32).mean())
     print(f"top-1 agreement int8 vs fp32 cache over {N_TOKENS} tokens: {agreement:.4f}")
     assert agreement >= MIN_AGREEMENT
