@@ -47,6 +47,10 @@ def _quantize_with_torchao(decoder: nn.Module, qp: quant.QuantPlan) -> nn.Module
               filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn != "output")
     quantize_(decoder, linear_config(qp.output_bits, qp.output_group_size),
               filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn == "output")
+    for m in decoder.modules():  # what XNNPACK will hold: group-wise linear scales in bf16 (see xnnpack_group_scale)
+        w = getattr(m, "weight", None)
+        if isinstance(m, nn.Linear) and w.block_size[1] < w.shape[1]:
+            w.scale = quant.xnnpack_group_scale(w.scale)
     return unwrap_tensor_subclass(decoder)
 
 

@@ -125,6 +125,13 @@ def hqq_scale_only(weight: torch.Tensor, group: int, qmin: int, qmax: int) -> tu
     return qdata, scales
 
 
+def xnnpack_group_scale(scale: torch.Tensor) -> torch.Tensor:
+    """XNNPACK stores the scales of a group-wise (blockwise) quantized linear in bf16 (its node visitor casts them when
+    it serializes the delegate). Rounding them here makes the eager reference compute exactly the weights the .pte
+    holds, so validation measures the runtime, not a scale-rounding difference that the reference doesn't have."""
+    return scale.to(torch.bfloat16).to(torch.float32)
+
+
 def quantized_weight(weight: torch.Tensor, bits: int, group: int | None, dynamic_activations: bool):
     """The torchao tensor `quantize_` would make (IntxUnpackedToInt8Tensor, hqq_scale_only, symmetric int8 zero
     points), built from hqq_scale_only's chunked qparams. group None: one group per row (per channel). It dequantizes
@@ -134,6 +141,8 @@ def quantized_weight(weight: torch.Tensor, bits: int, group: int | None, dynamic
     group = group or weight.shape[1]
     qmin, qmax = (-8, 7) if bits == 4 else (-128, 127)
     qdata, scale = hqq_scale_only(weight.detach(), group, qmin, qmax)
+    if dynamic_activations and group < weight.shape[1]:
+        scale = xnnpack_group_scale(scale)
     return IntxUnpackedToInt8Tensor(
         qdata=qdata, scale=scale, zero_point=torch.zeros_like(scale, dtype=torch.int8),
         target_dtype=torch.int4 if bits == 4 else torch.int8, block_size=(1, group), dtype=torch.float32,
