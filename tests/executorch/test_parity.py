@@ -9,7 +9,7 @@ import torch
 from edgekit.runtime.session import EagerSession
 from edgekit.targets.base import TargetSpec
 from edgekit.targets.registry import get_target
-from edgekit.validate import greedy_steps, probe_tokens, run_steps
+from edgekit.validate import greedy_steps, noise_floor, probe_tokens, run_steps
 
 FAMILIES = ["llama", "qwen2", "qwen3"]
 GREEDY_STEPS = 16
@@ -25,11 +25,13 @@ def _eager(model, artifact):
 
 
 def _check_greedy(model, artifact, prompt_len: int = 9, tolerance: float | None = None,
-                  prompt: list[int] | None = None):
+                  prompt: list[int] | None = None, floor_factor: float | None = None):
     """Greedy continuations agree, and teacher-forced logits stay within the target's tolerance.
 
     Random tiny checkpoints have near-ties; the continuations may part only at a step where the eager graph's top-2
     margin is within twice the measured |Δlogit| (a tie at this precision), never at a clear choice.
+    floor_factor: also allow that many times the quantized reference's own noise floor measured on THIS prompt and
+    continuation (validation measured it on its own probe; the chaos of int8 dynamic activations depends on the text).
     """
     target = get_target("android")
     eager, spec = _eager(model, artifact)
@@ -41,6 +43,11 @@ def _check_greedy(model, artifact, prompt_len: int = 9, tolerance: float | None 
     forced = run_steps(session, prompt, want)  # the .pte fed the eager continuation
     diff = float(np.abs(forced - want_rows).max())
     tol = target.tolerance(spec) if tolerance is None else tolerance
+    if floor_factor is not None:
+        floor = noise_floor(eager.decoder, prompt, want)
+        assert diff < 10.0, (f"max |Δlogit| {diff:.3g} is near the 8da4w-vs-fp32 distance (~13 on SmolLM2): a real "
+                             f"bug, whatever the reference's noise floor ({floor:.3g})")
+        tol = max(tol, floor_factor * floor)
     assert diff <= tol, f"max |Δlogit| {diff} > tolerance {tol}"
     if got != want:
         step = next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
@@ -73,7 +80,7 @@ def test_smollm2_greedy_matches_quantized_eager(smollm2, smollm2_artifact):
     assert v["reference_noise_floor"] is not None and v["tolerance"] == max(v["target_tolerance"],
                                                                               2 * v["reference_noise_floor"])
     assert v["tolerance"] < 10.0
-    _check_greedy(smollm2, smollm2_artifact, prompt_len=12, tolerance=v["tolerance"])
+    _check_greedy(smollm2, smollm2_artifact, prompt_len=12, tolerance=v["tolerance"], floor_factor=2.0)
     meta = smollm2_artifact.metadata
     assert meta["quantization"]["embedding_bits"] == 8 and meta["quantization"]["group_size"] == 32
     assert "top1_agreement_vs_fp32" in meta["validation"]
@@ -94,7 +101,7 @@ def test_smollm2_text_generation(smollm2, smollm2_artifact):
     chat_ids = smollm2.tokenizer.encode(smollm2.tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is 2+2?"}]))
     _check_greedy(smollm2, smollm2_artifact, tolerance=smollm2_artifact.metadata["validation"]["tolerance"],
-                  prompt=chat_ids)
+                  prompt=chat_ids, floor_factor=2.0)
 
 
 @pytest.mark.slow
