@@ -173,16 +173,21 @@ def _worker_init(model: str, threads: int) -> None:
     import edgekit
 
     torch.set_num_threads(threads)  # the workers and this process share the cores
+    if os.environ.get("EDGEKIT_QUIET_THIRD_PARTY") == "1":  # as the CLI does in this process: third-party chatter off
+        for name in ("torch", "torchao", "executorch", "coremltools", "onnxruntime"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     _WORKER_MODEL = edgekit.load(model)
 
 
 def _export_bundle(model: Any, target: str, out: Path, quant: str, max_seq_len: int, force: bool,
                    show_progress: bool | None = None) -> tuple[str, float]:
     from edgekit.bundle import bundle
+    from edgekit.targets.registry import get_target
 
     t0 = time.perf_counter()
+    options = dict(get_target(target).capabilities.quality_options)  # a 135M model: keep its answers
     b = bundle(model if model is not None else _WORKER_MODEL, target, out=out, quant=quant, max_seq_len=max_seq_len,
-               force=force, show_progress=show_progress)
+               force=force, show_progress=show_progress, **options)
     return str(b.path), time.perf_counter() - t0
 
 

@@ -37,6 +37,8 @@ def cli(verbose: int) -> None:
 
         warnings.simplefilter("ignore")
         os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")           # the same for worker processes (edgekit demo)
+        os.environ.setdefault("EDGEKIT_QUIET_THIRD_PARTY", "1")
 
 
 for _name in COMMANDS:

@@ -29,6 +29,9 @@ class Capabilities:
     default_quant: str = "fp32"
     notes: str = ""
     load_dtype: str = "float32"                  # dtype export() loads a checkpoint path in (torch dtype name)
+    # options that keep a small (< 1B) model's answers close to fp32 with the default scheme, at some speed cost;
+    # `edgekit demo` exports with them (its model is 135M parameters)
+    quality_options: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

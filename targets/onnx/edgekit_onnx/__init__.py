@@ -36,6 +36,8 @@ class OnnxTarget:
         per_op_profiling=True,
         host_runnable=True,
         options=("block_size", "accuracy_level", "embedding_bits", "output_bits", "external_data", "threads"),
+        # int4 block 128 with a 4-bit output layer garbles SmolLM2-135M's answers; an 8-bit output layer keeps them
+        quality_options=(("output_bits", 8),),
         default_quant="int4",
         notes="KV cache in the activation dtype (fp32, or fp16 for quant fp16); kv_cache int8 (quant fp32 or int4): "
               "int8 K/V + fp32 scale per (position, kv head) in plain ONNX ops, no genai_config.json",
