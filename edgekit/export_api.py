@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from edgekit import progress
+from edgekit.bundle.staging import clean_stale
 from edgekit.errors import OutputPathError, ParityError
 from edgekit.hashing import file_sha256
 from edgekit.model.edge_model import EdgeModel
@@ -70,7 +71,7 @@ def export(model: EdgeModel | str | Path, target: str, *, quant: str | None = No
     out = Path(out) if out is not None else Path(f"{model.name}-{tgt.name}-{spec.quant}")
     check_output_path(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale_partials(out)
+    clean_stale(out)  # .partial folders of killed exports into the same place (their process is gone)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -103,30 +104,6 @@ def export(model: EdgeModel | str | Path, target: str, *, quant: str | None = No
     tmp.rename(out)
     artifact.path = out
     return artifact
-
-
-def sweep_stale_partials(out: Path) -> list[Path]:
-    """Remove `.NAME.partial-PID` folders beside `out` left by an export that was killed (SIGKILL, power loss: no
-    cleanup could run) -- only those whose process is gone, so a concurrent export into the same place is untouched."""
-    removed = []
-    for p in out.parent.glob(f".{out.name}.partial-*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-        log.info("removed %s, left by an interrupted export (process %s is gone)", p, pid)
-        removed.append(p)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _common_metadata(model: EdgeModel, target: str, spec: TargetSpec) -> dict[str, Any]:
