@@ -62,15 +62,19 @@ def with_attention(model, cls):
     return dec.eval()
 
 
+def opt_in(why: str) -> pytest.MarkDecorator:
+    """Slow SmolLM2 end-to-end checks run only with EDGEKIT_KERNELS_E2E=1 (beyond the folder's time budget)."""
+    return pytest.mark.skipif(os.environ.get("EDGEKIT_KERNELS_E2E") != "1",
+                              reason=f"{why}, beyond the folder budget: run with EDGEKIT_KERNELS_E2E=1")
+
+
 @pytest.fixture(scope="module")
 def smollm2_fp32_cache_logits(smollm2):
     return teacher_forced_logits(eager(smollm2.decoder(N_TOKENS + 8, False)), smollm2_tokens(smollm2))
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("EDGEKIT_KERNELS_E2E") != "1",
-                    reason="three eager SmolLM2 passes over 256 tokens took 514 s (load ~4), beyond the folder "
-                           "budget: run with EDGEKIT_KERNELS_E2E=1")
+@opt_in("three eager SmolLM2 passes over 256 tokens took 514 s (load ~4)")
 def test_smollm2_compiled_kernel_matches_reference_and_fp32_cache(smollm2, kernel_lib, smollm2_fp32_cache_logits):
     tokens = smollm2_tokens(smollm2)
     kernel = teacher_forced_logits(eager(with_attention(smollm2, CompiledKernelAttention)), tokens)
@@ -98,9 +102,7 @@ def export(model, kv_cache: str, out):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("EDGEKIT_KERNELS_E2E") != "1",
-                    reason="two full SmolLM2 .pte exports (~20 min each on the shared 2-core box, beyond the folder "
-                           "budget): run with EDGEKIT_KERNELS_E2E=1")
+@opt_in("two full SmolLM2 .pte exports (~20 min each on the shared 2-core box)")
 def test_smollm2_pte_int8_cache_top1_agreement(smollm2, tmp_path_factory, kernel_lib):
     tokens = smollm2_tokens(smollm2)
     t8, a8 = export(smollm2, "int8", tmp_path_factory.mktemp("int8"))
