@@ -5,13 +5,13 @@
 """
 from __future__ import annotations
 
-from edgekit.kernels.int8_cache import Int8CachedAttention, key_rotation, use_int8_kv_cache
+from edgekit.kernels.int8_cache import Int8CachedAttention, cache_rotation, use_int8_kv_cache
 from edgekit.kernels.ops import dequantize_cache, quantize_rows, reference_attention, reference_update_int8_cache
 
 __all__ = [
     "Int8CachedAttention",
+    "cache_rotation",
     "dequantize_cache",
-    "key_rotation",
     "quantize_rows",
     "reference_attention",
     "reference_update_int8_cache",

@@ -28,16 +28,13 @@ KERNEL_VS_REFERENCE_ATOL = 1.0
 class CompiledKernelAttention(Int8CachedAttention):
     """Int8CachedAttention whose two ops run the compiled ExecuTorch kernel instead of the PyTorch reference."""
 
-    def forward(self, q, k, v, input_pos, mask):
+    def attend_int8(self, q, k, v, input_pos):
         from edgekit_executorch.kernels import direct
 
-        t = q.shape[1]
-        q, k = self.rotate(q.float(), k.float())
-        direct.update_int8_cache(k, self.k_cache, self.k_scale_cache, input_pos)
-        direct.update_int8_cache(v, self.v_cache, self.v_scale_cache, input_pos)
-        y = direct.attention(q.float().contiguous(), self.k_cache, self.v_cache, self.k_scale_cache,
-                             self.v_scale_cache, input_pos.contiguous())
-        return y.to(q.dtype).reshape(1, t, self.n_heads * self.head_dim)
+        direct.update_int8_cache(k.contiguous(), self.k_cache, self.k_scale_cache, input_pos)
+        direct.update_int8_cache(v.contiguous(), self.v_cache, self.v_scale_cache, input_pos)
+        return direct.attention(q.contiguous(), self.k_cache, self.v_cache, self.k_scale_cache,
+                                self.v_scale_cache, input_pos.contiguous())
 
 
 def eager(decoder):

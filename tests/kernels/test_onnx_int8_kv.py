@@ -12,7 +12,8 @@ from e2e_text import MIN_AGREEMENT, N_TOKENS, smollm2_tokens, teacher_forced_top
 pytest.importorskip("onnxruntime")
 
 MAX_SEQ_LEN = 64
-LOGIT_ATOL = 1e-4      # vs the eager int8-cache reference; seen ~2e-7 on the tiny models
+LOGIT_ATOL = 1e-3      # vs the eager int8-cache reference: ~2e-7, or up to 3e-4 where one cache entry rounds
+#                        the other way (FLIP_FRACTION below: ORT and torch sum the Hadamard rotation in other orders)
 SCALE_RTOL = 1e-5      # cache scales vs the reference's (same fp32 ops: absmax / 127)
 FLIP_FRACTION = 1e-3   # int8 cache entries allowed to differ by one step (x / scale within float noise of a .5)
 

@@ -10,14 +10,15 @@ Per layer, with the cache as explicit inputs/outputs (bound in place by the stan
   past_key_values.N.key_scale / .value_scale  float32 [B, Hkv, S, 1]
   1. RoPE on q and k (RotaryEmbedding, the same cos/sin tables as GQA's fused rotary), at the positions
      total_sequence_length - T + [0, T).
-     Then q and k are multiplied by edgekit.kernels.key_rotation(D) (orthonormal Hadamard; scores unchanged, key
-     outliers spread over the channels), exactly as the reference Int8CachedAttention does.
+     Then q, k and v are multiplied by edgekit.kernels.cache_rotation(D) (orthonormal, symmetric Hadamard R;
+     scores unchanged, outlier channels spread), exactly as the reference Int8CachedAttention does.
   2. Quantize the new K/V rows exactly as edgekit::update_int8_cache: scale = max|x| / 127 per (position, kv head),
      1 where that is 0; q = clamp(round_half_even(x / scale), -127, 127) (ONNX Round is half-to-even).
   3. ScatterElements along the sequence axis writes rows and scales at their positions (present.N.* outputs; with
      the output bound to the input's buffer ORT writes only the new rows).
   4. Attention over the first total_sequence_length positions, dequantized on the fly (int8 * scale), grouped-query
-     heads by a [B, Hkv, rep * T, D] view of q, causal from the positions, softmax scale 1/sqrt(D).
+     heads by a [B, Hkv, rep * T, D] view of q, causal from the positions, softmax scale 1/sqrt(D); the output is
+     rotated back by R (R @ R = I).
 genai_config.json cannot describe these extra scale inputs, so an int8 export writes none (see artifact notes).
 """
 from __future__ import annotations
@@ -108,12 +109,12 @@ class Int8KVCache:
         keys = g.node("Range", [zero, total, step], f"{n}/key_positions")[0]                  # [total]
         pos_row = g.node("Unsqueeze", [pos, g.const_i64("axes_1", [1])], f"{n}/pos_row")[0]  # [T, 1]
         hidden = g.node("Greater", [keys, pos_row], f"{n}/future")[0]                        # [T, total]
-        from edgekit.kernels import key_rotation
+        from edgekit.kernels import cache_rotation
 
-        rotation = key_rotation(cfg.head_dim)
+        rotation = cache_rotation(cfg.head_dim)
         if rotation is not None:
-            g.sink.add(f"{n}/key_rotation", rotation.numpy().astype(np.float32))
-            sh["key_rotation"] = f"{n}/key_rotation"
+            g.sink.add(f"{n}/rotation", rotation.numpy().astype(np.float32))
+            sh["rotation"] = f"{n}/rotation"
         for const, value in (("neg_inf", -np.inf), ("zero_f", 0.0), ("one_f", 1.0), ("qmax", QMAX),
                              ("minus_qmax", -QMAX), ("sqrt_d", math.sqrt(cfg.head_dim))):
             g.sink.add(f"{n}/{const}", np.asarray(value, dtype=np.float32))
@@ -128,8 +129,8 @@ class Int8KVCache:
         updated (int8 cache, scales) sliced to the first `total` positions."""
         rows = g.node("Transpose", [g.node("Reshape", [x, bnsh], f"{name}/bnsh")[0]], f"{name}/transpose",
                       perm=[0, 2, 1, 3])[0]                                                # [B, Hkv, T, D]
-        if "key_rotation" in sh and name.endswith("/k"):
-            rows = g.node("MatMul", [rows, sh["key_rotation"]], f"{name}/rotate")[0]
+        if "rotation" in sh:
+            rows = g.node("MatMul", [rows, sh["rotation"]], f"{name}/rotate")[0]
         amax = g.node("ReduceMax", [g.node("Abs", [rows], f"{name}/abs")[0]], f"{name}/amax", axes=[-1],
                       keepdims=1)[0]
         scale = g.node("Div", [amax, "/int8_kv/qmax"], f"{name}/scale_raw")[0]
@@ -156,8 +157,8 @@ class Int8KVCache:
                        f"{name}/{kv}_dequant")[0] for kv, (c, s) in (("k", k_cache), ("v", v_cache)))
         qh = g.node("Transpose", [g.node("Reshape", [q, g.const_i64(f"shape_0_0_{hq}_{d}", [0, 0, hq, d])],
                                          f"{name}/q_bnsh")[0]], f"{name}/q_transpose", perm=[0, 2, 1, 3])[0]
-        if "key_rotation" in sh:
-            qh = g.node("MatMul", [qh, sh["key_rotation"]], f"{name}/q_rotate")[0]
+        if "rotation" in sh:
+            qh = g.node("MatMul", [qh, sh["rotation"]], f"{name}/q_rotate")[0]
         qg = g.node("Reshape", [qh, g.const_i64(f"shape_0_{hkv}_m1_{d}", [0, hkv, -1, d])], f"{name}/q_groups")[0]
         kt = g.node("Transpose", [k], f"{name}/k_t", perm=[0, 1, 3, 2])[0]
         scores = g.node("MatMul", [qg, kt], f"{name}/qk")[0]                                 # [B, Hkv, rep*T, total]
@@ -165,6 +166,8 @@ class Int8KVCache:
         scores = g.node("Add", [scores, sh["mask"]], f"{name}/masked")[0]
         probs = g.node("Softmax", [scores], f"{name}/softmax", axis=-1)[0]
         y = g.node("MatMul", [probs, v], f"{name}/pv")[0]                                   # [B, Hkv, rep*T, D]
+        if "rotation" in sh:
+            y = g.node("MatMul", [y, sh["rotation"]], f"{name}/y_rotate_back")[0]
         y = g.node("Reshape", [y, g.const_i64(f"shape_0_{hq}_m1_{d}", [0, hq, -1, d])], f"{name}/y_heads")[0]
         y = g.node("Transpose", [y], f"{name}/y_transpose", perm=[0, 2, 1, 3])[0]          # [B, T, Hq, D]
         return g.node("Reshape", [y, g.const_i64(f"shape_0_0_{hq * d}", [0, 0, hq * d])], f"{name}/output")[0]
@@ -172,14 +175,15 @@ class Int8KVCache:
 
 def update_metadata(meta: dict[str, Any], cfg: ModelConfig, max_seq_len: int) -> None:
     """artifact.json for an int8-cache export: the extra scale tensors, no genai_config, and why."""
-    from edgekit.kernels import key_rotation
+    from edgekit.kernels import cache_rotation
 
     io = meta["io"]
     io.update(cache_dtype="int8", past_key_scale=PAST_KEY_SCALE, past_value_scale=PAST_VALUE_SCALE,
               present_key_scale=PRESENT_KEY_SCALE, present_value_scale=PRESENT_VALUE_SCALE, scale_dtype="float32",
               scale_shape=[1, cfg.num_kv_heads, max_seq_len, 1])
     meta["kv_cache_storage"] = {"dtype": "int8", "scale": "fp32 per (position, kv head), absmax / 127, round half to even",
-                                "key_rotation": "hadamard" if key_rotation(cfg.head_dim) is not None else None,
+                                "rotation": ("hadamard on q, k, v; output rotated back"
+                                             if cache_rotation(cfg.head_dim) is not None else None),
                         "attention": "ONNX ops over the dequantized cache (RotaryEmbedding, ScatterElements, MatMul, "
                                      "Softmax)"}
     meta.pop("genai_config", None)
