@@ -95,9 +95,13 @@ def lower(ep: torch.export.ExportedProgram, methods: dict[str, Any]):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
-    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
-                                       compile_config=EdgeCompileConfig(_check_ir_validity=False),
-                                       constant_methods=methods)
+    from edgekit_executorch.torchao_fakes import shape_only_fakes
+    from edgekit_executorch.xnnpack_passes import only_needed_passes
+
+    with only_needed_passes(), shape_only_fakes():
+        return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
+                                           compile_config=EdgeCompileConfig(_check_ir_validity=False),
+                                           constant_methods=methods)
 
 
 def to_executorch(edge):
