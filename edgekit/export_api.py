@@ -64,7 +64,8 @@ def export(model: EdgeModel | str | Path, target: str, *, quant: str | None = No
     tgt = get_target(target)
     if not isinstance(model, EdgeModel):
         # A target that computes in half precision gets the weights in it: no full fp32 copy held during export.
-        model = load(model, dtype=getattr(torch, tgt.capabilities.load_dtype))
+        wanted = tgt.capabilities.load_dtype
+        model = load(model, dtype=None if wanted == "stored" else getattr(torch, wanted))
     spec = TargetSpec(quant=quant or tgt.capabilities.default_quant, max_seq_len=max_seq_len or min(512, model.default_max_seq_len),
                       kv_cache=kv_cache, last_logits_only=last_logits_only, options=dict(options))
     spec.check_against(tgt, model)

@@ -82,7 +82,7 @@ def _check_complete(path: Path) -> dict[str, dict]:
 _ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
-def _read_tensor(f, path: Path, name: str, meta: dict, dtype: torch.dtype) -> torch.Tensor:
+def _read_tensor(f, path: Path, name: str, meta: dict, dtype: torch.dtype | None) -> torch.Tensor:
     """Read one tensor with plain file I/O (no mmap: mapped pages would count in RSS until the file closes)."""
     src = _ST_DTYPES.get(meta["dtype"])
     if src is None:
@@ -94,10 +94,10 @@ def _read_tensor(f, path: Path, name: str, meta: dict, dtype: torch.dtype) -> to
     if f.readinto(buf.numpy()) != stop - start:
         raise CheckpointError(f"{path.name}: tensor {name!r} is cut short (the file ends early)")
     tensor = buf.view(src).reshape(meta["shape"])
-    return tensor if src == dtype else tensor.to(dtype)
+    return tensor if dtype is None or src == dtype else tensor.to(dtype)
 
 
-def iter_safetensors(folder: Path, cfg: ModelConfig, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_safetensors(folder: Path, cfg: ModelConfig, dtype: torch.dtype | None) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield (canonical name, tensor) for every tensor of the checkpoint, checking names and shapes."""
     shapes = expected_shapes(cfg)
     name_map = source_name_map(HF_NAMES, list(shapes))

@@ -34,8 +34,9 @@ def resolve_builtin(name: str) -> Path:
     raise CheckpointError(f"unknown built-in model {name!r}; built-in: {', '.join(BUILTIN)}")
 
 
-def load(path_or_name: str | Path, dtype: torch.dtype = torch.float32) -> EdgeModel:
-    """Load a checkpoint into an EdgeModel. Weights become `dtype` (fp32 by default) one tensor at a time."""
+def load(path_or_name: str | Path, dtype: torch.dtype | None = torch.float32) -> EdgeModel:
+    """Load a checkpoint into an EdgeModel. Weights become `dtype` (fp32 by default) one tensor at a time; None keeps
+    each tensor's stored dtype (a GGUF file's quantized tensors are dequantized to fp32)."""
     if isinstance(path_or_name, str) and path_or_name in BUILTIN:
         path = resolve_builtin(path_or_name)
     else:
@@ -49,11 +50,11 @@ def load(path_or_name: str | Path, dtype: torch.dtype = torch.float32) -> EdgeMo
                                   "or a .gguf file")
         from edgekit.model.gguf_reader import load_gguf
 
-        return load_gguf(path, dtype)
+        return load_gguf(path, torch.float32 if dtype is None else dtype)
     return _load_hf(path, dtype)
 
 
-def _load_hf(folder: Path, dtype: torch.dtype) -> EdgeModel:
+def _load_hf(folder: Path, dtype: torch.dtype | None) -> EdgeModel:
     cfg_path = folder / "config.json"
     if not cfg_path.exists():
         raise CheckpointError(f"{folder} has no config.json; a Hugging Face checkpoint folder needs config.json and "

@@ -28,7 +28,9 @@ class Capabilities:
     options: tuple[str, ...] = ()                # names of target-specific options accepted in TargetSpec.options
     default_quant: str = "fp32"
     notes: str = ""
-    load_dtype: str = "float32"                  # dtype export() loads a checkpoint path in (torch dtype name)
+    # dtype export() loads a checkpoint path in: a torch dtype name, or "stored" (each tensor as the checkpoint stores
+    # it, GGUF dequantized to fp32: a bf16 checkpoint is never widened to an fp32 copy)
+    load_dtype: str = "float32"
     # options that keep a small (< 1B) model's answers close to fp32 with the default scheme, at some speed cost;
     # `edgekit demo` exports with them (its model is 135M parameters)
     quality_options: tuple[tuple[str, Any], ...] = ()

@@ -34,6 +34,29 @@ def test_path_is_loaded_in_the_targets_dtype(checkpoint_dir, tmp_path, monkeypat
     assert target.seen == {expected}
 
 
+def bf16_copy(folder: Path, out: Path) -> Path:
+    """The checkpoint at `folder` with its safetensors rewritten in bf16 (how most real checkpoints are stored)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(folder, out)
+    for f in out.glob("*.safetensors"):
+        save_file({k: v.to(torch.bfloat16) for k, v in load_file(f).items()}, f, metadata={"format": "pt"})
+    return out
+
+
+@pytest.mark.parametrize("stored", [torch.float32, torch.bfloat16])
+def test_stored_keeps_the_checkpoints_dtype(checkpoint_dir, tmp_path, monkeypatch, stored):
+    folder = checkpoint_dir("qwen3")
+    if stored == torch.bfloat16:
+        folder = bf16_copy(folder, tmp_path / "bf16")
+    target = DtypeRecorder("stored")
+    monkeypatch.setattr(export_api, "get_target", lambda name: target)
+    export_api.export(str(folder), "dtyperec", out=tmp_path / "a", validate=False, show_progress=False)
+    assert target.seen == {stored}
+
+
 def test_a_loaded_model_is_not_converted(tiny_model, tmp_path, monkeypatch):
     target = DtypeRecorder("float16")
     monkeypatch.setattr(export_api, "get_target", lambda name: target)
@@ -41,12 +64,12 @@ def test_a_loaded_model_is_not_converted(tiny_model, tmp_path, monkeypatch):
     assert target.seen == {torch.float32}
 
 
-def test_default_is_fp32_and_coreml_asks_for_fp16():
+def test_default_is_fp32_coreml_asks_for_fp16_executorch_for_stored():
     from edgekit.targets.registry import get_target
 
     assert Capabilities(quant_schemes=("fp32",)).load_dtype == "float32"
     assert get_target("ios").capabilities.load_dtype == "float16"
-    assert get_target("android").capabilities.load_dtype == "float32"
+    assert get_target("android").capabilities.load_dtype == "stored"   # quantizes a bf16 checkpoint chunk by chunk
 
 
 def test_partials_of_killed_exports_are_swept_live_ones_kept(tiny_model, tmp_path, monkeypatch):

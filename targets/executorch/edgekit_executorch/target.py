@@ -43,6 +43,7 @@ class ExecuTorchTarget:
         host_runnable=True,
         options=OPTIONS,
         default_quant="8da4w",
+        load_dtype="stored",  # a bf16 checkpoint path stays bf16: quantization reads it chunk by chunk (RSS)
         notes="options: group_size 32|64|128 (8da4w; default: the largest dividing every linear), embedding_bits 8|4 "
               "(8da4w default 4), output_bits 8|4, custom_sdpa true|false; "
               "kv_cache int8: int8 K/V with one fp32 scale per (position, kv head), run by edgekit's own kernel "
