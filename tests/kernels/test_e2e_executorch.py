@@ -70,8 +70,7 @@ def smollm2_fp32_cache_logits(smollm2):
     return teacher_forced_logits(eager(smollm2.decoder(N_TOKENS + 8, False)), smollm2_tokens(smollm2))
 
 
-@pytest.mark.slow
-@opt_in("three eager SmolLM2 passes over 256 tokens took 514 s (load ~4)")
+@pytest.mark.slow   # ~90 s: three eager SmolLM2 passes over 256 tokens, one through the compiled kernel
 def test_smollm2_compiled_kernel_matches_reference_and_fp32_cache(smollm2, kernel_lib, smollm2_fp32_cache_logits):
     tokens = smollm2_tokens(smollm2)
     kernel = teacher_forced_logits(eager(with_attention(smollm2, CompiledKernelAttention)), tokens)
@@ -82,9 +81,8 @@ def test_smollm2_compiled_kernel_matches_reference_and_fp32_cache(smollm2, kerne
     print(f"SmolLM2 int8 cache vs fp32 cache, top-1 over {N_TOKENS}: compiled kernel {agreement:.4f}, reference ops "
           f"{ref_agreement:.4f}; kernel vs reference max |Δlogit| {diff:.3g}")
     assert diff <= KERNEL_VS_REFERENCE_ATOL, f"compiled kernel vs reference ops: max |Δlogit| {diff}"
-    if agreement < MIN_AGREEMENT:   # recorded, not hidden: issue 6's criterion is still missed here
-        pytest.xfail(f"issue 6 criterion missed: top-1 {agreement:.4f} < {MIN_AGREEMENT} (reference ops "
-                     f"{ref_agreement:.4f}); measured 0.9883 / 0.9961, the flips at near-ties (fp32 margin <= 0.05)")
+    # measured 0.9922 for both (2 of 256 flipped; the eager reference's two at fp32 top-2 margins 0.006 and 0.027)
+    assert agreement >= MIN_AGREEMENT, f"top-1 {agreement:.4f} (reference ops {ref_agreement:.4f})"
 
 
 def export(model, kv_cache: str, out):
