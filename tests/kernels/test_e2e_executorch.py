@@ -4,13 +4,11 @@
 - The eager decoder whose int8 attention runs OUR COMPILED KERNEL (the same C++ the .pte's
   kernel library registers with ExecuTorch, called through its C entry points) against the eager int8 reference
   (|Δlogit| <= 1.0, see KERNEL_VS_REFERENCE_ATOL) and against the fp32 cache (top-1 agreement).
-- The full .pte round trip (two ExecuTorch exports of SmolLM2). Both are opt-in with EDGEKIT_KERNELS_E2E=1: on the
-  shared 2-core box under load ~15, one fp32 SmolLM2 export with kv_cache="int8" took 1290 s (capture 35 s, XNNPACK
-  lowering 801 s, serialize 80 s, validation 369 s): two of them do not fit this folder's ~8-minute budget.
+- The full .pte round trip: two ExecuTorch exports of SmolLM2 (fp32 weights; int8 and fp32 cache), teacher-forced
+  through the ExecuTorch runtime (the int8 one loads the kernel library). ~290 s; it was opt-in while one such
+  export took ~20 min, before the lowering speedups (edgekit_executorch/xnnpack_passes.py, torchao_fakes.py).
 """
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pytest
@@ -59,12 +57,6 @@ def with_attention(model, cls):
     return dec.eval()
 
 
-def opt_in(why: str) -> pytest.MarkDecorator:
-    """Slow SmolLM2 end-to-end checks run only with EDGEKIT_KERNELS_E2E=1 (beyond the folder's time budget)."""
-    return pytest.mark.skipif(os.environ.get("EDGEKIT_KERNELS_E2E") != "1",
-                              reason=f"{why}, beyond the folder budget: run with EDGEKIT_KERNELS_E2E=1")
-
-
 @pytest.fixture(scope="module")
 def smollm2_fp32_cache_logits(smollm2):
     return teacher_forced_logits(eager(smollm2.decoder(N_TOKENS + 8, False)), smollm2_tokens(smollm2))
@@ -96,8 +88,7 @@ def export(model, kv_cache: str, out):
     return target, target.export(model, spec, out)
 
 
-@pytest.mark.slow
-@opt_in("two full SmolLM2 .pte exports (~20 min each on the shared 2-core box)")
+@pytest.mark.slow   # ~290 s: two SmolLM2 .pte exports (fp32 weights) with validation
 def test_smollm2_pte_int8_cache_top1_agreement(smollm2, tmp_path_factory, kernel_lib):
     tokens = smollm2_tokens(smollm2)
     t8, a8 = export(smollm2, "int8", tmp_path_factory.mktemp("int8"))
@@ -107,4 +98,4 @@ def test_smollm2_pte_int8_cache_top1_agreement(smollm2, tmp_path_factory, kernel
     top_fp32 = teacher_forced_top1(t32.session(a32), tokens)
     agreement = float((top_int8 == top_fp32).mean())
     print(f"top-1 agreement int8 vs fp32 cache over {N_TOKENS} tokens: {agreement:.4f}")
-    assert agreement >= MIN_AGREEMENT
+    assert agreement >= MIN_AGREEMENT   # measured 0.9922
