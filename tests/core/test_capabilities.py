@@ -18,7 +18,7 @@ def test_quality_options_are_accepted(target, tiny_model):
     spec.check_against(target, tiny_model("qwen3"))
 
 
-def test_onnx_keeps_a_small_models_output_layer_at_8_bits():
+def test_onnx_keeps_a_small_models_output_layer_at_8_bits_and_blocks_at_32():
     from edgekit.targets.registry import get_target
 
-    assert dict(get_target("iot").capabilities.quality_options) == {"output_bits": 8}
+    assert dict(get_target("iot").capabilities.quality_options) == {"output_bits": 8, "block_size": 32}
