@@ -12,6 +12,7 @@ from edgekit import progress
 from edgekit.errors import ExportError, UnsupportedOption
 from edgekit_executorch import quantize as quant
 from edgekit_executorch.delegation import delegation_summary
+from edgekit_executorch.memory import release_freed_memory
 
 if TYPE_CHECKING:
     from torch import nn
@@ -96,9 +97,10 @@ def lower(ep: torch.export.ExportedProgram, methods: dict[str, Any]):
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
     from edgekit_executorch.torchao_fakes import shape_only_fakes
+    from edgekit_executorch.xnnpack_packing import lean_int4_packing
     from edgekit_executorch.xnnpack_passes import only_needed_passes
 
-    with only_needed_passes(), shape_only_fakes():
+    with only_needed_passes(), shape_only_fakes(), lean_int4_packing():
         return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
                                            compile_config=EdgeCompileConfig(_check_ir_validity=False),
                                            constant_methods=methods)
@@ -134,6 +136,7 @@ def export_pte(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, Any]:
         edge = lower(ep, constant_methods(model, spec))
         del ep
         summary = delegation_summary(edge.exported_program())
+        release_freed_memory()   # the unlowered program's int8 weights and the partitioner's tables (peak RSS)
     with stages.stage("serialize"):
         prog = to_executorch(edge)
         del edge
