@@ -10,12 +10,9 @@ numbers are unchanged.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 
 import torch
-
-log = logging.getLogger(__name__)
 
 
 def _reduced_shape(block_size, size, keepdim: bool) -> list:

@@ -52,20 +52,12 @@ def needed_passes(passes: list[type], graph_module) -> list[type]:
 
 @contextlib.contextmanager
 def only_needed_passes() -> Iterator[None]:
-    """Within the block, XnnpackBackend.preprocess runs needed_passes() of its default list (and the first one
-    starts by returning the partitioner's freed memory to the OS)."""
+    """Within the block, XnnpackBackend.preprocess runs needed_passes() of its default list."""
     from executorch.backends.xnnpack import xnnpack_preprocess
     from executorch.backends.xnnpack._passes import XNNPACKPassManager
 
-    from edgekit_executorch.memory import release_freed_memory
-
-    first = [True]
-
     class Filtered(XNNPACKPassManager):
         def __init__(self, exported_program, passes=None):
-            if first[0]:   # partitioning is done and its O(nodes²) dependency sets are garbage: return their pages
-                first[0] = False
-                release_freed_memory()
             super().__init__(exported_program, passes)
             if passes is None:
                 self.passes = needed_passes(self.passes, exported_program.graph_module)
