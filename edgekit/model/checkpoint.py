@@ -1,8 +1,10 @@
 """Reading Hugging Face safetensors checkpoints (single or sharded) into canonical tensors.
 
 Every tensor is checked: unmapped, missing, or wrongly shaped tensors raise CheckpointError naming them.
-Tensors are read one at a time with plain file reads (not mmap, whose pages would stay resident) and converted
-to the compute dtype, so at most one copy of the weights (plus one tensor in its stored dtype) is in memory. GGUF reading lives in gguf_reader.py.
+A tensor kept in its stored dtype is a view of a copy-on-write map of the file (pages.py: nothing is read until used,
+and an export can give the pages back once it has quantized them). A tensor converted to another dtype is read with
+plain file reads, one at a time, so at most one copy of the weights (plus one tensor in its stored dtype) is in
+memory. GGUF reading lives in gguf_reader.py.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 
 from edgekit.errors import CheckpointError
+from edgekit.model import pages
 from edgekit.model.config import ModelConfig
 from edgekit.model.families import FAMILIES, HF_NAMES, IGNORED_SUFFIXES, source_name_map
 
@@ -82,13 +85,18 @@ def _check_complete(path: Path) -> dict[str, dict]:
 _ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
-def _read_tensor(f, path: Path, name: str, meta: dict, dtype: torch.dtype | None) -> torch.Tensor:
-    """Read one tensor with plain file I/O (no mmap: mapped pages would count in RSS until the file closes)."""
+def _read_tensor(f, mm, path: Path, name: str, meta: dict, dtype: torch.dtype | None) -> torch.Tensor:
+    """One tensor: a view of the file's map `mm` when it keeps its stored dtype (and is aligned), else plain file I/O
+    and a conversion (a converted tensor read through the map would leave the file's pages resident)."""
     src = _ST_DTYPES.get(meta["dtype"])
     if src is None:
         raise CheckpointError(f"{path.name}: tensor {name!r} is stored as {meta['dtype']}; supported: "
                               f"{', '.join(_ST_DTYPES)}")
     start, stop = meta["data_offsets"]
+    if mm is not None and (dtype is None or src == dtype):
+        view = pages.tensor_view(mm, meta["data_start"] + start, stop - start, src, meta["shape"])
+        if view is not None:
+            return view
     buf = torch.empty(stop - start, dtype=torch.uint8)
     f.seek(meta["data_start"] + start)
     if f.readinto(buf.numpy()) != stop - start:
@@ -117,13 +125,14 @@ def iter_safetensors(folder: Path, cfg: ModelConfig, dtype: torch.dtype | None) 
             if shape != shapes[canon]:
                 raise CheckpointError(f"{path.name}: tensor {src!r} has shape {list(shape)}, the config implies "
                                       f"{list(shapes[canon])}")
+        mm = pages.map_file(path)
         with path.open("rb") as f:
             for src, meta in header.items():
                 canon = name_map.get(src)
                 if canon is None:
                     continue
                 seen.add(canon)
-                yield canon, _read_tensor(f, path, src, meta, dtype)
+                yield canon, _read_tensor(f, mm, path, src, meta, dtype)
     missing = [n for n in shapes if n not in seen]
     if missing:
         src_names = {c: s for s, c in name_map.items()}

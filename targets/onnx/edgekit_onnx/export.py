@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit import progress
 from edgekit.errors import ExportError, UnsupportedOption
+from edgekit.model import pages
 from edgekit.targets.base import Artifact
 from edgekit_onnx import serialize
 from edgekit_onnx.attention import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, kv_cache_lowering
@@ -39,6 +40,7 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     if plan.linear_bits or plan.embedding_bits or plan.output_bits:
         with progress.current().stage("quantize"):
             packed = quantize_weights(cfg, model.weights, plan)
+        pages.release(model.weights.values())   # packed: the checkpoint's pages go back (what build reads re-faults)
     sink = TensorSink(out / (MODEL_FILE + DATA_SUFFIX) if external else None)
     try:
         with progress.current().stage("build"):
