@@ -58,11 +58,18 @@ def _llama3_scaled(inv_freq: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     return torch.where(is_medium, smoothed, scaled)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [1, T, H, D]; cos/sin: [T, D]."""
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """[..., D] -> [..., D]: (-x[D/2:], x[:D/2]), the half-split layout HF uses."""
     half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos[None, :, None, :] + rotated * sin[None, :, None, :]
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class Rope(nn.Module):
+    """Rotary embedding of x [1, T, H, D] with cos/sin [1, T, 1, D] (shaped once per forward by the Decoder).
+    A target may swap it (ExecuTorch computes rotate_half as a constant linear, which XNNPACK keeps)."""
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        return x * cos + rotate_half(x) * sin
 
 
 class KVCache(nn.Module):
@@ -109,16 +116,17 @@ class Attention(nn.Module):
         self.wo = nn.Linear(cfg.q_dim, cfg.hidden_size, bias=False)
         self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
+        self.rope: nn.Module = Rope()
         self.attend: nn.Module = CachedAttention(cfg, max_seq_len, dtype)
 
     def forward(self, x, input_pos, cos, sin, mask):
-        t = x.shape[1]
-        q = self.wq(x).view(1, t, self.n_heads, self.head_dim)
-        k = self.wk(x).view(1, t, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(1, t, self.n_kv_heads, self.head_dim)
+        # -1, not the symbolic length: XNNPACK delegates a reshape with one inferred dim, not a symbolic one
+        q = self.wq(x).view(1, -1, self.n_heads, self.head_dim)
+        k = self.wk(x).view(1, -1, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(1, -1, self.n_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
         return self.wo(self.attend(q, k, v, input_pos, mask))
 
 
@@ -166,7 +174,8 @@ class Decoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         x = self.tok_embeddings(tokens)
-        cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]
+        # [1, T, 1, D] once here, not per layer (in an exported graph each layer would repeat the unsqueezes)
+        cos, sin = self.rope_cos[input_pos][None, :, None, :], self.rope_sin[input_pos][None, :, None, :]
         mask = self.causal_mask[input_pos]
         for layer in self.layers:
             x = layer(x, input_pos, cos, sin, mask)

@@ -22,6 +22,23 @@ def test_every_linear_is_delegated(exported, tiny_model):
         assert set(d["portable_ops"]) >= {"llama"}  # update_cache / custom_sdpa run as ExecuTorch LLM kernels
 
 
+@pytest.mark.parametrize("case", ["llama", "qwen3"])
+def test_each_layer_is_one_delegate_subgraph(exported, tiny_model, case):
+    """Between two layers' attention ops everything runs in one XNNPACK subgraph (o_proj, norms, MLP, the next
+    layer's q/k/v and rotary): a rotary built from dynamic-length slices, a reshape to the symbolic length, or a
+    per-layer `.item()` of input_pos would add portable kernels and a second delegate call per layer and step."""
+    art = exported(case, "8da4w")
+    d = art.metadata["delegation"]
+    layers = tiny_model(case).config.num_layers
+    assert d["delegated_subgraphs"] == layers + 1, d
+    portable = d["portable_ops"]
+    for op in ("slice_copy", "view_copy", "cat"):
+        assert op not in portable, f"{op} left XNNPACK: {portable}"
+    assert portable.get("unsqueeze_copy", 0) <= 4, portable           # cos/sin shaped once, not per layer
+    assert portable.get("_local_scalar_dense", 0) == 1, portable      # the start position is read once
+    assert portable.get("auto_functionalized_v2", 0) == 2 * layers, portable  # update_cache for K and V
+
+
 def test_undelegated_linear_warns(caplog):
     """A linear left in a portable kernel is named in a WARNING (forced here by lowering without a partitioner)."""
     import logging

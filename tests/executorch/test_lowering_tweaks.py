@@ -61,3 +61,35 @@ def test_torchao_fake_rules_match_the_real_ops():
     from edgekit_executorch.torchao_fakes import check
 
     check()   # raises AssertionError naming the mismatching case
+
+
+@pytest.mark.parametrize("head_dim", [8, 64, 128])
+def test_linear_rope_equals_the_slice_rope_exactly(head_dim):
+    """The rotate_half-as-linear rope (what XNNPACK keeps) gives the graph's slice + cat rope bit for bit."""
+    from edgekit_executorch.attention import LinearRope
+
+    from edgekit.model.graph import Rope
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 5, 3, head_dim, generator=g) * 10
+    cos, sin = torch.randn(1, 5, 1, head_dim, generator=g), torch.randn(1, 5, 1, head_dim, generator=g)
+    assert torch.equal(LinearRope(head_dim)(x, cos, sin), Rope()(x, cos, sin))
+
+
+def test_the_start_position_is_read_by_the_first_layer_and_shared(tiny_model):
+    """Every layer's custom_sdpa gets the position layer 0 read; decoding matches edgekit's own attention."""
+    from edgekit_executorch.attention import CustomSdpaAttention, use_custom_sdpa
+
+    model = tiny_model("qwen2")
+    ref, dec = model.decoder(max_seq_len=32), model.decoder(max_seq_len=32)
+    assert use_custom_sdpa(dec) == len(dec.layers)
+    attends = [layer.attention.attend for layer in dec.layers]
+    assert all(isinstance(a, CustomSdpaAttention) for a in attends)
+    assert [a.reads_position for a in attends] == [True] + [False] * (len(attends) - 1)
+    assert len({id(a.position) for a in attends}) == 1
+    tokens = torch.tensor([[5, 9, 3, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(dec(tokens, torch.arange(4)), ref(tokens, torch.arange(4)), atol=1e-5, rtol=0)
+        step = torch.tensor([[11]])
+        torch.testing.assert_close(dec(step, torch.tensor([4])), ref(step, torch.tensor([4])), atol=1e-5, rtol=0)
+    assert attends[0].position.value == 4

@@ -17,36 +17,54 @@ def load_llm_ops() -> None:
     import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
 
 
-class CustomSdpaAttention(nn.Module):
-    """Drop-in for edgekit's CachedAttention: same cache buffers ([1, S, Hkv, D]), ExecuTorch LLM ops."""
+class StartPosition:
+    """The call's first position as a checked SymInt, read from `input_pos` once per forward (by layer 0) and shared by
+    every layer: each `.item()` is a select + _local_scalar_dense + four bound checks in portable kernels per layer."""
 
-    def __init__(self, cached: nn.Module):
+    value: torch.SymInt | int | None = None
+
+    def read(self, input_pos: torch.Tensor, t: int, max_seq_len: int):
+        start_pos = input_pos[0].item()
+        torch._check(start_pos >= 0)
+        torch._check(start_pos < max_seq_len)
+        torch._check(start_pos + t <= max_seq_len)
+        self.value = start_pos
+        return start_pos
+
+
+class CustomSdpaAttention(nn.Module):
+    """Drop-in for edgekit's CachedAttention: same cache buffers ([1, S, Hkv, D]), ExecuTorch LLM ops. The layer
+    whose `reads_position` is set (layer 0) reads the start position; the others reuse it."""
+
+    def __init__(self, cached: nn.Module, position: StartPosition | None = None, reads_position: bool = True):
         super().__init__()
         self.n_heads, self.head_dim = cached.n_heads, cached.head_dim
         self.kv_cache = cached.kv_cache  # keeps the buffer names, so the runtime sees the same mutable state
         self.max_seq_len = int(cached.kv_cache.k_cache.shape[1])
+        self.position = position or StartPosition()
+        self.reads_position = reads_position
 
     def forward(self, q, k, v, input_pos, mask):
-        t = q.shape[1]
-        start_pos = input_pos[0].item()
-        torch._check_is_size(start_pos)
-        torch._check(start_pos < self.max_seq_len)
-        torch._check(start_pos + t <= self.max_seq_len)
+        if self.reads_position or self.position.value is None:
+            start_pos = self.position.read(input_pos, q.shape[1], self.max_seq_len)
+        else:
+            start_pos = self.position.value
         torch.ops.llama.update_cache(k, self.kv_cache.k_cache, start_pos)
         torch.ops.llama.update_cache(v, self.kv_cache.v_cache, start_pos)
         y = torch.ops.llama.custom_sdpa(q, self.kv_cache.k_cache, self.kv_cache.v_cache, start_pos, None, 0.0, True)
-        return y.reshape(1, t, self.n_heads * self.head_dim)
+        return y.reshape(1, -1, self.n_heads * self.head_dim)  # -1: a reshape XNNPACK delegates (see LinearRope)
 
 
 def use_custom_sdpa(decoder: nn.Module) -> int:
-    """Swaps every layer's float-cache `attention.attend` for CustomSdpaAttention; returns how many were swapped."""
+    """Swaps every layer's float-cache `attention.attend` for CustomSdpaAttention (one shared start position, read
+    by the first); returns how many were swapped."""
     from edgekit.model.graph import CachedAttention
 
     load_llm_ops()
-    swapped = 0
+    position, swapped = StartPosition(), 0
     for layer in decoder.layers:
         if isinstance(layer.attention.attend, CachedAttention):
-            layer.attention.attend = CustomSdpaAttention(layer.attention.attend)
+            layer.attention.attend = CustomSdpaAttention(layer.attention.attend, position, reads_position=swapped == 0)
             swapped += 1
     return swapped
 
@@ -80,3 +98,36 @@ def use_linear_mean_norms(decoder: nn.Module) -> int:
     for parent, name, child in targets:
         setattr(parent, name, LinearMeanRMSNorm(child))
     return len(targets)
+
+
+class LinearRope(nn.Module):
+    """Rope whose rotate_half is a [D -> D] linear with a constant signed permutation (exact: one ±1 term per output).
+
+    XNNPACK does not delegate slices of a tensor with a dynamic length, so edgekit's slice + cat rotate_half would
+    stay in portable kernels and split every layer into two delegate subgraphs (a delegate call costs ~30 us per
+    decode step here); as a linear the whole layer, from o_proj to the next layer's q/k rotation, is one subgraph.
+    """
+
+    def __init__(self, head_dim: int):
+        super().__init__()
+        half = head_dim // 2
+        rotation = torch.zeros(head_dim, head_dim, dtype=torch.float32)
+        idx = torch.arange(half)
+        rotation[idx, idx + half] = -1.0   # out[i] = -x[i + D/2] for i < D/2
+        rotation[idx + half, idx] = 1.0    # out[i] = x[i - D/2] for i >= D/2
+        self.register_buffer("rotation", rotation, persistent=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        return x * cos + torch.nn.functional.linear(x, self.rotation.to(x.dtype)) * sin
+
+
+def use_linear_rope(decoder: nn.Module) -> int:
+    """Swaps every layer's `attention.rope` for LinearRope; returns how many."""
+    from edgekit.model.graph import Rope
+
+    swapped = 0
+    for layer in decoder.layers:
+        if isinstance(layer.attention.rope, Rope):
+            layer.attention.rope = LinearRope(layer.attention.head_dim)
+            swapped += 1
+    return swapped
