@@ -27,7 +27,7 @@ _PAGE = mmap.PAGESIZE
 
 
 def map_file(path: Path) -> mmap.mmap:
-    """A private, copy-on-write map of the whole file (an empty file cannot be mapped: the caller reads it)."""
+    """A private, copy-on-write map of the whole file (writable, so tensors over it are too; writes stay private)."""
     with path.open("rb") as f:
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
 
@@ -38,12 +38,7 @@ def tensor_view(mm: mmap.mmap, offset: int, nbytes: int, dtype: torch.dtype, sha
     itemsize = torch.empty((), dtype=dtype).element_size()
     if offset % itemsize or nbytes == 0:
         return None
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "non-writable buffer": an ACCESS_COPY map is writable
-        flat = torch.frombuffer(mm, dtype=dtype, count=nbytes // itemsize, offset=offset)
-    return flat.reshape(shape)
+    return torch.frombuffer(mm, dtype=dtype, count=nbytes // itemsize, offset=offset).reshape(shape)
 
 
 def _madvise():
