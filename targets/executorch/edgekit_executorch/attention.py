@@ -104,8 +104,9 @@ class LinearRope(nn.Module):
     """Rope whose rotate_half is a [D -> D] linear with a constant signed permutation (exact: one ±1 term per output).
 
     XNNPACK does not delegate slices of a tensor with a dynamic length, so edgekit's slice + cat rotate_half would
-    stay in portable kernels and split every layer into two delegate subgraphs (a delegate call costs ~30 us per
-    decode step here); as a linear the whole layer, from o_proj to the next layer's q/k rotation, is one subgraph.
+    stay in portable kernels and split every layer into two delegate subgraphs; as a linear the whole layer, from
+    o_proj to the next layer's q/k rotation, is one subgraph. (0.5B decode, ETDump: 50 -> 26 delegate calls and
+    509 -> 82 portable op calls per step; tokens/s did not measurably change, the int4 GEMMs dominate the step.)
     """
 
     def __init__(self, head_dim: int):
