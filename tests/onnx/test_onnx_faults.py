@@ -71,7 +71,9 @@ def test_unwritable_output_folder(tiny_model):
 
 
 _CHILD = """
-import sys, time
+import signal, sys, time
+# a background shell starts its jobs with SIGINT ignored and Python keeps an inherited SIG_IGN: what Ctrl-C does
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
 import edgekit
 from edgekit_onnx import serialize
