@@ -12,6 +12,7 @@ transformers, torch.load(mmap=True)), the checkpoint file must not be overwritte
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import mmap
 import sys
@@ -35,13 +36,14 @@ def map_file(path: Path) -> mmap.mmap:
 def tensor_view(mm: mmap.mmap, offset: int, nbytes: int, dtype: torch.dtype, shape: list[int]) -> torch.Tensor | None:
     """A tensor over mm[offset:offset + nbytes], or None when the offset is not aligned to the dtype's size
     (the caller then reads a copy). The tensor keeps the map alive."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    if offset % itemsize or nbytes == 0:
+    if offset % dtype.itemsize or nbytes == 0:
         return None
-    return torch.frombuffer(mm, dtype=dtype, count=nbytes // itemsize, offset=offset).reshape(shape)
+    return torch.frombuffer(mm, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset).reshape(shape)
 
 
+@functools.cache
 def _madvise():
+    """libc's madvise, looked up once (None off Linux)."""
     if not sys.platform.startswith("linux"):
         return None
     libc = ctypes.CDLL(None, use_errno=True)
