@@ -30,12 +30,15 @@ PEERS = Path("/work/shared/peers")
 LOCK = "/tmp/edgekit-bench.lock"
 PROMPT, DECODE, THREADS, MAX_SEQ_LEN = 64, 64, 2, 512
 # scheme variants: 8da4w linears (and output layer) at the group size, token embedding at the given bits
-VARIANTS: dict[str, dict[str, int]] = {
+VARIANTS: dict[str, dict[str, int | str]] = {
     "g32-emb8": {"group_size": 32, "embedding_bits": 8},     # optimum-executorch's scheme
     "g128-emb8": {"group_size": 128, "embedding_bits": 8},
     "g128-emb4": {"group_size": 128, "embedding_bits": 4},
+    # the same scheme, its int4 linears run by edgekit::linear_q4 (edgekit's kernel) instead of XNNPACK
+    "g128-emb4-edgekit": {"group_size": 128, "embedding_bits": 4, "linear_kernel": "edgekit"},
 }
-LAYOUTS = {"g32-emb8": "8da4w-g32+emb8", "g128-emb8": "8da4w-g128+emb8", "g128-emb4": "8da4w-g128+emb4"}  # common.py
+LAYOUTS = {"g32-emb8": "8da4w-g32+emb8", "g128-emb8": "8da4w-g128+emb8", "g128-emb4": "8da4w-g128+emb4",
+           "g128-emb4-edgekit": "8da4w-g128+emb4"}  # common.py
 DEFAULT_VARIANT = "g128-emb4"  # what run.py's edgekit export uses (export_for_benchmark)
 PEER_README = {"prefill_tok_s": "332-345", "decode_tok_s": "79-86", "pte_mb": 415, "export": "25 min / 4.8 GB"}
 

@@ -47,7 +47,11 @@ def build_decoder(model: EdgeModel, spec: TargetSpec, for_export: bool) -> nn.Mo
         from edgekit_executorch.attention import use_custom_sdpa
 
         use_custom_sdpa(decoder)
-    if for_export and spec.options.get("custom_sdpa", True):
+    if for_export and qp.linear_kernel == "edgekit":
+        from edgekit_executorch.kernels.fused_block import use_fused_q4_blocks
+
+        log.debug("edgekit int4 kernels: %s", use_fused_q4_blocks(decoder))
+    elif for_export and spec.options.get("custom_sdpa", True):
         from edgekit_executorch.attention import use_linear_mean_norms, use_linear_rope
 
         use_linear_mean_norms(decoder)
@@ -99,7 +103,16 @@ def capture(decoder: nn.Module, max_seq_len: int) -> torch.export.ExportedProgra
         return torch.export.export(decoder, example, dynamic_shapes=({1: seq}, {0: seq}), strict=False)
 
 
-def lower(ep: torch.export.ExportedProgram, methods: dict[str, Any]):
+def has_linears(ep: torch.export.ExportedProgram) -> bool:
+    """Whether a matrix product is left for XNNPACK (e.g. an 8-bit output layer beside edgekit's int4 kernels)."""
+    products = {torch.ops.aten.linear.default, torch.ops.aten.mm.default, torch.ops.aten.addmm.default,
+                torch.ops.aten.matmul.default, torch.ops.aten.bmm.default}
+    return any(n.op == "call_function" and n.target in products for n in ep.graph.nodes)
+
+
+def lower(ep: torch.export.ExportedProgram, methods: dict[str, Any], delegate: bool = True):
+    """to_edge + XNNPACK lowering. delegate=False (edgekit's int4 kernels do the linears): nothing is left that
+    XNNPACK would do better than a view, and a lone delegated view costs a delegate call per use."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
@@ -108,7 +121,7 @@ def lower(ep: torch.export.ExportedProgram, methods: dict[str, Any]):
     from edgekit_executorch.xnnpack_passes import only_needed_passes
 
     with only_needed_passes(), shape_only_fakes(), lean_int4_packing():
-        return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
+        return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()] if delegate else [],
                                            compile_config=EdgeCompileConfig(_check_ir_validity=False),
                                            constant_methods=methods)
 
@@ -130,6 +143,7 @@ def to_executorch(edge):
 def export_pte(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, Any]:
     """Writes out/model.pte; returns the metadata to record (scheme, delegation summary, sizes)."""
     stages = progress.current()
+    qp = quant.plan(spec.quant, spec.options, quant.linear_in_features(model.config))
     with stages.stage("quantize"):
         decoder = build_decoder(model, spec, for_export=True)
     with stages.stage("capture"):
@@ -140,7 +154,7 @@ def export_pte(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, Any]:
                               f"failed: {e}") from e
     del decoder
     with stages.stage("lower"):
-        edge = lower(ep, constant_methods(model, spec))
+        edge = lower(ep, constant_methods(model, spec), delegate=qp.linear_kernel != "edgekit" or has_linears(ep))
         del ep
         summary = delegation_summary(edge.exported_program())
         release_freed_memory()   # the unlowered program's int8 weights and the partitioner's tables (peak RSS)
@@ -149,13 +163,12 @@ def export_pte(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, Any]:
         del edge
         with (out / PTE_NAME).open("wb") as f:
             prog.write_to_file(f)
-    qp = quant.plan(spec.quant, spec.options, quant.linear_in_features(model.config))
     return {"max_seq_len": spec.max_seq_len, "last_logits_only": spec.last_logits_only,
             "quantization": qp.describe(), "delegation": summary,
             "attention": _attention_kind(spec),
             "pte_bytes": (out / PTE_NAME).stat().st_size,
             "constant_methods": constant_methods(model, spec),
-            "custom_op_libraries": custom_op_libraries(spec)}
+            "custom_op_libraries": custom_op_libraries(spec, qp)}
 
 
 def _attention_kind(spec: TargetSpec) -> str:
@@ -164,13 +177,14 @@ def _attention_kind(spec: TargetSpec) -> str:
     return "llama::custom_sdpa+update_cache" if spec.options.get("custom_sdpa", True) else "edgekit"
 
 
-def custom_op_libraries(spec: TargetSpec) -> list[str]:
-    """Kernel libraries the runtime must load before this .pte (issue 6's int8 KV-cache kernel)."""
-    if spec.kv_cache != "int8":
+def custom_op_libraries(spec: TargetSpec, qp: quant.QuantPlan) -> list[str]:
+    """Kernel libraries the runtime must load before this .pte: edgekit's kernels, for the int8 KV cache (issue 6)
+    or the int4 linears (linear_kernel 'edgekit')."""
+    if spec.kv_cache != "int8" and qp.linear_kernel != "edgekit":
         return []
     try:
         from edgekit_executorch.kernels import runtime_libraries  # provided by the kernels package (issue 6)
     except ImportError as e:
-        raise UnsupportedOption("kv_cache 'int8' needs edgekit_executorch.kernels.runtime_libraries() "
-                                "(the int8 KV-cache kernel library), which is not available") from e
+        raise UnsupportedOption("kv_cache 'int8' and linear_kernel 'edgekit' need edgekit_executorch.kernels."
+                                "runtime_libraries() (edgekit's kernel library), which is not available") from e
     return [str(p) for p in runtime_libraries()]

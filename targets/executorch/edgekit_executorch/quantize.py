@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 SCHEMES = ("fp32", "w8", "8da4w")
 GROUP_SIZES = (32, 64, 128)
 BITS = (4, 8)
-OPTIONS = ("group_size", "embedding_bits", "output_bits")
+OPTIONS = ("group_size", "embedding_bits", "output_bits", "linear_kernel")
+LINEAR_KERNELS = ("xnnpack", "edgekit")  # who runs an 8da4w linear: XNNPACK's GEMM, or edgekit::linear_q4
 QPARAMS_ALGORITHM = "hqq_scale_only"  # what ExecuTorch's and optimum-executorch's LLM exports use
 
 
@@ -39,6 +40,7 @@ class QuantPlan:
     embedding_bits: int | None      # None: float
     output_bits: int | None         # None: float
     output_group_size: int | None
+    linear_kernel: str = "xnnpack"
 
     def describe(self) -> dict[str, Any]:
         return asdict(self) | {"qparams_algorithm": QPARAMS_ALGORITHM}
@@ -79,7 +81,13 @@ def plan(scheme: str, options: dict[str, Any], in_features: tuple[int, ...] = ()
         out = {"fp32": None, "w8": 8, "8da4w": 4}[scheme]
     out = int(out) if out is not None else None
     out_group = None if out in (None, 8) else (group or 32)
-    return QuantPlan(scheme, group, emb, out, out_group)
+    kernel = str(options.get("linear_kernel") or "xnnpack")
+    if kernel not in LINEAR_KERNELS:
+        raise UnsupportedOption(f"linear_kernel {kernel!r} is not supported; supported: {', '.join(LINEAR_KERNELS)}")
+    if kernel == "edgekit" and scheme != "8da4w":
+        raise UnsupportedOption(f"linear_kernel 'edgekit' runs 8da4w linears only (scheme {scheme!r}); use "
+                                "--quant 8da4w or leave linear_kernel unset")
+    return QuantPlan(scheme, group, emb, out, out_group, kernel)
 
 
 ACTIVATION_QUANT = "int8_asym_per_token"  # torchao's tag for 8da: int8 dynamic per-token activations

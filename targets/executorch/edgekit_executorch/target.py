@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from edgekit_executorch.session import ExecuTorchSession
 
 QUANT_SCHEMES = ("fp32", "w8", "8da4w")
-OPTIONS = ("group_size", "embedding_bits", "output_bits", "custom_sdpa")
+OPTIONS = ("group_size", "embedding_bits", "output_bits", "custom_sdpa", "linear_kernel")
 FP32_TOLERANCE = 1e-4
 QUANT_TOLERANCE = 1e-2
 
@@ -45,7 +45,9 @@ class ExecuTorchTarget:
         default_quant="8da4w",
         load_dtype="stored",  # a bf16 checkpoint path stays bf16: quantization reads it chunk by chunk (RSS)
         notes="options: group_size 32|64|128 (8da4w; default: the largest dividing every linear), embedding_bits 8|4 "
-              "(8da4w default 4), output_bits 8|4, custom_sdpa true|false; "
+              "(8da4w default 4), output_bits 8|4, custom_sdpa true|false, linear_kernel xnnpack|edgekit (8da4w: "
+              "edgekit runs the int4 linears in edgekit's own kernel, faster, but the .pte then needs edgekit's kernel "
+              "library in the app: custom_op_libraries); "
               "kv_cache int8: int8 K/V with one fp32 scale per (position, kv head), run by edgekit's own kernel "
               "library (edgekit::attention / update_int8_cache, loaded from custom_op_libraries)",
     )

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 CSRC = Path(__file__).with_name("csrc")
 LIB_NAME = "libedgekit_kernels.so"
 ET_SOURCE = "edgekit_kernels_et.cpp"
-SOURCES = ("attention_core.h", "isa_portable.h", "isa_avx2.h", "isa_neon.h", ET_SOURCE)
+SOURCES = ("attention_core.h", "isa_portable.h", "isa_avx2.h", "isa_neon.h", "linear_q4.h", ET_SOURCE)
 
 
 def cache_root() -> Path:
@@ -56,14 +56,24 @@ def find_compiler() -> str:
 
 
 def isa_flags() -> list[str]:
-    """-mavx2 -mfma where the host CPU has them (x86-64), NEON is baseline on aarch64, else portable."""
+    """-mavx2 -mfma where the host CPU has them (x86-64), plus AVX-512 VNNI (the int4 linear's dot products) where it
+    has that; NEON with dot products on aarch64 cores that have them (asimddp), else baseline NEON / portable."""
     machine = platform.machine().lower()
     if machine in ("x86_64", "amd64"):
         try:
             flags = Path("/proc/cpuinfo").read_text()
         except OSError:
             flags = ""
-        return ["-mavx2", "-mfma"] if (" avx2" in flags and " fma" in flags) else []
+        if not (" avx2" in flags and " fma" in flags):
+            return []
+        vnni = all(f" {f}" in flags for f in ("avx512f", "avx512bw", "avx512vl", "avx512_vnni"))
+        return ["-mavx2", "-mfma"] + (["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"] if vnni else [])
+    if machine in ("aarch64", "arm64"):
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            flags = ""
+        return ["-march=armv8.2-a+dotprod"] if " asimddp" in flags else []
     return []
 
 

@@ -1,5 +1,5 @@
-// ExecuTorch wrapper of the edgekit kernels: registers edgekit::attention.out and edgekit::update_int8_cache.out
-// with the runtime (EXECUTORCH_LIBRARY) and exposes plain C entry points for ctypes (tests, benchmarks).
+// ExecuTorch wrapper of the edgekit kernels: registers edgekit::attention.out, edgekit::update_int8_cache.out and
+// edgekit::linear_q4.out with the runtime (EXECUTORCH_LIBRARY) and exposes plain C entry points for ctypes (tests, benchmarks).
 // Multi-threaded through ExecuTorch's thread pool (parallel_for) when built with ET_USE_THREADPOOL.
 #include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
 #include <executorch/runtime/core/exec_aten/util/tensor_util.h>
@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "attention_core.h"
+#include "linear_q4.h"
 
 namespace {
 
@@ -95,9 +96,121 @@ Tensor& update_int8_cache_out(KernelRuntimeContext& ctx, const Tensor& value, Te
   return out;
 }
 
+bool linear_q4_args_ok(const Tensor& x, const Tensor& packed, const Tensor& scales, const Tensor& rowsum,
+                       const std::optional<Tensor>& bias, int64_t group, int64_t n) {
+  if (x.dim() < 1 || x.scalar_type() != ScalarType::Float || packed.scalar_type() != ScalarType::Byte ||
+      scales.scalar_type() != ScalarType::BFloat16 || rowsum.scalar_type() != ScalarType::Float) {
+    return false;
+  }
+  const int64_t k = x.size(x.dim() - 1), npad = edgekit::q4::padded_rows(n);
+  if (n <= 0 || group <= 0 || group % 8 != 0 || group > 256 || k % group != 0) return false;
+  if (packed.numel() != npad * k / 2 || scales.numel() != npad * (k / group) || rowsum.numel() != npad) return false;
+  if (bias.has_value() && (bias->scalar_type() != ScalarType::Float || bias->numel() != n)) return false;
+  return true;
+}
+
+bool f32_of(const std::optional<Tensor>& t, int64_t numel) {
+  return !t.has_value() || (t->scalar_type() == ScalarType::Float && t->numel() == numel);
+}
+
+// out = x's shape with the last dim set to `last`
+bool resize_last(const Tensor& x, int64_t last, Tensor& out) {
+  executorch::aten::SizesType sizes[executorch::runtime::kTensorDimensionLimit];
+  for (int64_t i = 0; i < x.dim(); ++i) sizes[i] = x.size(i);
+  sizes[x.dim() - 1] = static_cast<executorch::aten::SizesType>(last);
+  return executorch::runtime::resize_tensor(out, {sizes, static_cast<size_t>(x.dim())}) == Error::Ok &&
+         out.scalar_type() == ScalarType::Float;
+}
+
+edgekit::q4::LinearArgs make_args(const Tensor& x, int64_t k, const Tensor& packed, const Tensor& scales,
+                                  const Tensor& rowsum, const std::optional<Tensor>& bias, int64_t group,
+                                  int64_t n, Tensor& out) {
+  const int64_t m = k > 0 ? out.numel() / n : 0;
+  return edgekit::q4::LinearArgs{x.const_data_ptr<float>(), packed.const_data_ptr<uint8_t>(),
+                                 reinterpret_cast<const uint16_t*>(scales.const_data_ptr<executorch::aten::BFloat16>()),
+                                 rowsum.const_data_ptr<float>(), bias.has_value() ? bias->const_data_ptr<float>() : nullptr,
+                                 out.mutable_data_ptr<float>(), m, k, n, group};
+}
+
+Tensor& linear_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& packed, const Tensor& scales,
+                      const Tensor& rowsum, const std::optional<Tensor>& bias, int64_t group_size,
+                      int64_t out_features, Tensor& out) {
+  ET_KERNEL_CHECK_MSG(ctx, linear_q4_args_ok(x, packed, scales, rowsum, bias, group_size, out_features),
+                      InvalidArgument, out, "edgekit::linear_q4: expects f32 x [..., K], uint8 packed [N_pad*K/2], "
+                      "bf16 scales [N_pad*K/G], f32 rowsum [N_pad], optional f32 bias [N]; G in 8..256 dividing K");
+  ET_KERNEL_CHECK(ctx, resize_last(x, out_features, out), InvalidArgument, out);
+  auto a = make_args(x, x.size(x.dim() - 1), packed, scales, rowsum, bias, group_size, out_features, out);
+  edgekit::q4::linear(a, PoolParallel{});
+  return out;
+}
+
+// norm (RMSNorm prologue), swiglu (x [..., 2K] -> silu(x[:K]) * x[K:] before the norm), residual (added after)
+Tensor& fused_linear_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& packed, const Tensor& scales,
+                            const Tensor& rowsum, const std::optional<Tensor>& bias, int64_t group_size,
+                            int64_t out_features, const std::optional<Tensor>& norm_weight, double norm_eps,
+                            bool swiglu, const std::optional<Tensor>& residual, Tensor& out) {
+  const int64_t xk = x.dim() >= 1 ? x.size(x.dim() - 1) : 0;
+  const int64_t k = swiglu ? xk / 2 : xk;
+  bool ok = x.dim() >= 1 && (!swiglu || xk % 2 == 0) && k > 0 && f32_of(norm_weight, k) &&
+            f32_of(residual, x.numel() / xk * out_features);
+  if (ok) {  // the shape checks of the plain op, on the prologue's width
+    ok = packed.scalar_type() == ScalarType::Byte && scales.scalar_type() == ScalarType::BFloat16 &&
+         rowsum.scalar_type() == ScalarType::Float && x.scalar_type() == ScalarType::Float && group_size > 0 &&
+         group_size % 8 == 0 && group_size <= 256 && k % group_size == 0 && out_features > 0 &&
+         packed.numel() == edgekit::q4::padded_rows(out_features) * k / 2 &&
+         scales.numel() == edgekit::q4::padded_rows(out_features) * (k / group_size) &&
+         rowsum.numel() == edgekit::q4::padded_rows(out_features) && f32_of(bias, out_features);
+  }
+  ET_KERNEL_CHECK_MSG(ctx, ok, InvalidArgument, out, "edgekit::fused_linear_q4: bad arguments (see linear_q4; "
+                      "norm_weight f32 [K], residual f32 [..., N], swiglu needs x [..., 2K])");
+  ET_KERNEL_CHECK(ctx, resize_last(x, out_features, out), InvalidArgument, out);
+  auto a = make_args(x, k, packed, scales, rowsum, bias, group_size, out_features, out);
+  a.swiglu = swiglu;
+  a.norm_w = norm_weight.has_value() ? norm_weight->const_data_ptr<float>() : nullptr;
+  a.norm_eps = static_cast<float>(norm_eps);
+  a.residual = residual.has_value() ? residual->const_data_ptr<float>() : nullptr;
+  edgekit::q4::linear(a, PoolParallel{});
+  return out;
+}
+
+// attention input projection: RMSNorm prologue, y = [q | k | v], per-head q/k norms and rotary on q and k
+Tensor& qkv_rope_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& packed, const Tensor& scales,
+                        const Tensor& rowsum, const std::optional<Tensor>& bias, int64_t group_size,
+                        const Tensor& norm_weight, double norm_eps, const Tensor& cos, const Tensor& sin,
+                        int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                        const std::optional<Tensor>& q_norm_weight, const std::optional<Tensor>& k_norm_weight,
+                        Tensor& out) {
+  const int64_t n = (q_heads + 2 * kv_heads) * head_dim;
+  bool ok = q_heads > 0 && kv_heads > 0 && head_dim > 0 && head_dim % 2 == 0 &&
+            linear_q4_args_ok(x, packed, scales, rowsum, bias, group_size, n);
+  const int64_t k = ok ? x.size(x.dim() - 1) : 1, m = ok ? x.numel() / k : 0;
+  ok = ok && norm_weight.scalar_type() == ScalarType::Float && norm_weight.numel() == k &&
+       cos.scalar_type() == ScalarType::Float && sin.scalar_type() == ScalarType::Float &&
+       cos.numel() == m * head_dim && sin.numel() == m * head_dim && f32_of(q_norm_weight, head_dim) &&
+       f32_of(k_norm_weight, head_dim) && q_norm_weight.has_value() == k_norm_weight.has_value();
+  ET_KERNEL_CHECK_MSG(ctx, ok, InvalidArgument, out, "edgekit::qkv_rope_q4: bad arguments (see linear_q4; N = (Hq + "
+                      "2 Hkv) * D, norm_weight f32 [K], cos/sin f32 [T * D], q/k norm weights f32 [D] or both None)");
+  ET_KERNEL_CHECK(ctx, resize_last(x, n, out), InvalidArgument, out);
+  auto a = make_args(x, k, packed, scales, rowsum, bias, group_size, n, out);
+  a.norm_w = norm_weight.const_data_ptr<float>();
+  a.norm_eps = static_cast<float>(norm_eps);
+  a.cos = cos.const_data_ptr<float>();
+  a.sin = sin.const_data_ptr<float>();
+  a.q_norm_w = q_norm_weight.has_value() ? q_norm_weight->const_data_ptr<float>() : nullptr;
+  a.k_norm_w = k_norm_weight.has_value() ? k_norm_weight->const_data_ptr<float>() : nullptr;
+  a.q_heads = q_heads;
+  a.kv_heads = kv_heads;
+  a.head_dim = head_dim;
+  edgekit::q4::linear(a, PoolParallel{});
+  return out;
+}
+
 }  // namespace
 
 EXECUTORCH_LIBRARY(edgekit, "attention.out", attention_out);
+EXECUTORCH_LIBRARY(edgekit, "linear_q4.out", linear_q4_out);
+EXECUTORCH_LIBRARY(edgekit, "fused_linear_q4.out", fused_linear_q4_out);
+EXECUTORCH_LIBRARY(edgekit, "qkv_rope_q4.out", qkv_rope_q4_out);
 EXECUTORCH_LIBRARY(edgekit, "update_int8_cache.out", update_int8_cache_out);
 
 extern "C" {
@@ -128,6 +241,47 @@ __attribute__((visibility("default"))) int edgekit_update_int8_cache(const float
   edgekit::update_int8_cache(value, cache, scale, pos, T, Hkv, D);
   return 0;
 }
+
+// x [M, K] -> y [M, N]; portable != 0 runs the scalar loops (tests compare them with the SIMD path).
+__attribute__((visibility("default"))) int edgekit_linear_q4(const float* x, const uint8_t* packed, const uint16_t* scales,
+                                                            const float* rowsum, const float* bias, float* y,
+                                                            int64_t M, int64_t K, int64_t N, int64_t G, int use_pool,
+                                                            int portable) {
+  if (M <= 0 || N <= 0 || G <= 0 || G % 8 != 0 || G > 256 || K % G != 0) return 1;
+  edgekit::q4::LinearArgs a{x, packed, scales, rowsum, bias, y, M, K, N, G};
+  if (use_pool) {
+    edgekit::q4::linear(a, PoolParallel{}, portable != 0);
+  } else {
+    edgekit::q4::linear(a, edgekit::SerialParallel{}, portable != 0);
+  }
+  return 0;
+}
+
+// The fused forms (fused_linear_q4 / qkv_rope_q4): x is [M, 2K] with swiglu; null pointers switch parts off.
+__attribute__((visibility("default"))) int edgekit_linear_q4_fused(
+    const float* x, const uint8_t* packed, const uint16_t* scales, const float* rowsum, const float* bias, float* y,
+    int64_t M, int64_t K, int64_t N, int64_t G, int swiglu, const float* norm_w, float norm_eps, const float* residual,
+    const float* cos, const float* sin, const float* q_norm_w, const float* k_norm_w, int64_t q_heads,
+    int64_t kv_heads, int64_t head_dim, int portable) {
+  if (M <= 0 || N <= 0 || G <= 0 || G % 8 != 0 || G > 256 || K % G != 0) return 1;
+  if (cos != nullptr && (head_dim <= 0 || head_dim % 2 != 0 || (q_heads + 2 * kv_heads) * head_dim != N)) return 3;
+  edgekit::q4::LinearArgs a{x, packed, scales, rowsum, bias, y, M, K, N, G};
+  a.swiglu = swiglu != 0;
+  a.norm_w = norm_w;
+  a.norm_eps = norm_eps;
+  a.residual = residual;
+  a.cos = cos;
+  a.sin = sin;
+  a.q_norm_w = q_norm_w;
+  a.k_norm_w = k_norm_w;
+  a.q_heads = q_heads;
+  a.kv_heads = kv_heads;
+  a.head_dim = head_dim;
+  edgekit::q4::linear(a, PoolParallel{}, portable != 0);
+  return 0;
+}
+
+__attribute__((visibility("default"))) const char* edgekit_linear_q4_isa() { return edgekit::q4::isa_name(); }
 
 __attribute__((visibility("default"))) const char* edgekit_kernels_isa() { return edgekit::isa_name(); }
 

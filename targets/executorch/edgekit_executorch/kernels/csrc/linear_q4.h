@@ -1,0 +1,447 @@
+// edgekit 8da4w linear: int8 dynamic per-token activations x int4 group-wise weights, the kernel core (no ExecuTorch).
+//
+// Semantics (edgekit_executorch/kernels/linear_q4.py is the definition, torchao's 8da4w the origin):
+//   per token m: scale sx = max((max(x,0) - min(x,0)) / 255, FLT_MIN), zp = clamp(-128 - round(min(x,0) / sx), -128, 127),
+//                q = clamp(round(x * (1 / sx)) + zp, -128, 127)                       (round half to even)
+//   y[m, n] = sx * sum_k (q[m, k] - zp) * code[n, k] * s[n, k / G]  (+ bias[n])       code in [-8, 7]
+//
+// Packed layout ("tiled16"): rows in tiles of 16 (N padded with zero rows to a multiple of 16). For tile t, group b
+// and vector v (0 <= v < G / 8) one 64-byte vector holds 16 lanes of 4 bytes, lane j = row 16t + j; byte c of lane j
+// has code(row, bG + 8v + c) + 8 in its low nibble and code(row, bG + 8v + 4 + c) + 8 in its high nibble.
+// So a decode step streams each tile front to back, and one broadcast 4-byte quad of activations meets 16 rows.
+//   packed  uint8  [N_pad / 16][K / G][G / 8][64]
+//   scales  bf16   [N_pad / 16][K / G][16]       (raw uint16 bits; padding rows 0)
+//   rowsum  fp32   [N_pad]                       sum_k code * s (the dequantized row sum: the zero-point term)
+// With nib = code + 8: sum_k (q - zp) code s = sum_b s_b (sum_k nib q - 8 sum_k q) - zp * rowsum, all integer dots
+// exact in int32 (|nib q| <= 15 * 128, G <= 256).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && !defined(EDGEKIT_FORCE_PORTABLE)
+#include <immintrin.h>
+#define EDGEKIT_Q4_ISA "avx512vnni"
+#define EDGEKIT_Q4_AVX512 1
+#elif defined(__AVX2__) && !defined(EDGEKIT_FORCE_PORTABLE)
+#include <immintrin.h>
+#define EDGEKIT_Q4_ISA "avx2"
+#define EDGEKIT_Q4_AVX2 1
+#elif defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD) && !defined(EDGEKIT_FORCE_PORTABLE)
+#include <arm_neon.h>
+#define EDGEKIT_Q4_ISA "neon-dotprod"
+#define EDGEKIT_Q4_NEON 1
+#else
+#define EDGEKIT_Q4_ISA "portable"
+#endif
+
+namespace edgekit {
+namespace q4 {
+
+constexpr int64_t kTile = 16;
+constexpr int64_t kTokens = 8;  // tokens per weight pass in prefill (each unpacked vector meets 8 tokens)
+
+struct LinearArgs {
+  const float* x;         // [M, K] ([M, 2K] with swiglu)
+  const uint8_t* packed;  // see the layout above
+  const uint16_t* scales;
+  const float* rowsum;
+  const float* bias;      // [N] or nullptr
+  float* y;               // [M, N]
+  int64_t M, K, N, G;
+  // fused prologue, applied to each token's row before it is quantized (in this order):
+  bool swiglu = false;            // row = silu(x[:K]) * x[K:2K]
+  const float* norm_w = nullptr;  // RMSNorm: row = norm_w * (row * rsqrt(mean(row^2) + eps))
+  float norm_eps = 0.f;
+  // fused epilogue:
+  const float* residual = nullptr;  // [M, N]: y += residual
+  // attention input projection: y = [q | k | v] heads of head_dim; per-head RMSNorm of q and k (q_norm_w / k_norm_w,
+  // [head_dim], eps norm_eps) then rotary on q and k with cos/sin rows [M, head_dim]: y*cos + rotate_half(y)*sin
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  const float* q_norm_w = nullptr;
+  const float* k_norm_w = nullptr;
+  int64_t q_heads = 0, kv_heads = 0, head_dim = 0;
+};
+
+inline const char* isa_name() { return EDGEKIT_Q4_ISA; }
+inline int64_t padded_rows(int64_t n) { return (n + kTile - 1) / kTile * kTile; }
+
+typedef int32_t __attribute__((may_alias, aligned(1))) quad_t;  // reading int8 data as int32 is then defined
+
+// 4 activation bytes as one int32; read through a may_alias type so a SIMD set1 of it folds into an embedded
+// broadcast ({1to16}) of the dot-product instruction instead of a separate broadcast uop
+inline int32_t load_quad(const int8_t* p) { return *reinterpret_cast<const quad_t*>(p); }
+
+inline float bf16_to_f32(uint16_t v) {
+  const uint32_t u = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// One token's activations, quantized as torchao's int8_asym_per_token, plus the per-group sums of q.
+struct QuantRow {
+  float sx;
+  int32_t zp;
+};
+
+inline QuantRow quantize_row(const float* x, int64_t K, int64_t G, int8_t* q, int32_t* qsum) {
+  float lo = 0.f, hi = 0.f;
+  int64_t k0 = 0;
+#if defined(EDGEKIT_Q4_AVX512)
+  __m512 vlo = _mm512_setzero_ps(), vhi = _mm512_setzero_ps();
+  for (; k0 + 16 <= K; k0 += 16) {
+    const __m512 v = _mm512_loadu_ps(x + k0);
+    vlo = _mm512_min_ps(vlo, v);
+    vhi = _mm512_max_ps(vhi, v);
+  }
+  lo = _mm512_reduce_min_ps(vlo);
+  hi = _mm512_reduce_max_ps(vhi);
+#endif
+  for (int64_t k = k0; k < K; ++k) {
+    lo = std::min(lo, x[k]);
+    hi = std::max(hi, x[k]);
+  }
+  float sx = (hi - lo) / 255.f;
+  sx = std::max(sx, 1.17549435e-38f);  // torch.finfo(float32).smallest_normal
+  const float zpf = -128.f - std::nearbyint(lo / sx);
+  const int32_t zp = static_cast<int32_t>(std::min(127.f, std::max(-128.f, zpf)));
+  const float inv = 1.0f / sx;
+  for (int64_t b = 0; b < K / G; ++b) {
+    int32_t s = 0;
+    int64_t k = b * G;
+#if defined(EDGEKIT_Q4_AVX512)
+    __m512i vs = _mm512_setzero_si512();
+    for (; k + 16 <= (b + 1) * G; k += 16) {  // cvtps rounds half to even (MXCSR default), as nearbyint does
+      __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), _mm512_set1_ps(inv)));
+      v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(zp)), _mm512_set1_epi32(-128)),
+                           _mm512_set1_epi32(127));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtepi32_epi8(v));
+      vs = _mm512_add_epi32(vs, v);
+    }
+    s = _mm512_reduce_add_epi32(vs);
+#endif
+    for (; k < (b + 1) * G; ++k) {
+      const float r = std::nearbyint(x[k] * inv) + static_cast<float>(zp);
+      const int32_t v = static_cast<int32_t>(std::min(127.f, std::max(-128.f, r)));
+      q[k] = static_cast<int8_t>(v);
+      s += v;
+    }
+    qsum[b] = s;
+  }
+  return {sx, zp};
+}
+
+// ---------------------------------------------------------------- one tile, `mt` tokens (1..kTokens)
+// acc[m][j] (float, 16 rows) += s_b[j] * (dot_b[m][j] - 8 qsum_b[m]) over every group b.
+inline void tile_portable(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
+                          int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+  const int64_t V = G / 8;
+  for (int64_t b = 0; b < K / G; ++b) {
+    int32_t dot[kTokens][kTile] = {};
+    for (int64_t v = 0; v < V; ++v) {
+      const uint8_t* vec = w + (b * V + v) * 64;
+      const int64_t k0 = b * G + 8 * v;
+      for (int64_t j = 0; j < kTile; ++j) {
+        for (int64_t c = 0; c < 4; ++c) {
+          const int32_t lo = vec[4 * j + c] & 0x0F, hi = vec[4 * j + c] >> 4;
+          for (int64_t m = 0; m < mt; ++m) dot[m][j] += lo * q[m][k0 + c] + hi * q[m][k0 + 4 + c];
+        }
+      }
+    }
+    for (int64_t m = 0; m < mt; ++m) {
+      for (int64_t j = 0; j < kTile; ++j) {
+        acc[m][j] += bf16_to_f32(s[b * kTile + j]) * static_cast<float>(dot[m][j] - 8 * qsum[m][b]);
+      }
+    }
+  }
+}
+
+#if defined(EDGEKIT_Q4_AVX512)
+// acc += u8 lanes of w . the int8 quad at p broadcast to every lane: the broadcast is the instruction's own memory
+// operand ({1to16}), not a separate uop (compilers do not fold it from the intrinsics)
+inline __m512i dpbusd_quad(__m512i acc, __m512i w, const int8_t* p) {
+#if defined(__GNUC__)
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const quad_t*>(p)));
+  return acc;
+#else
+  return _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(load_quad(p)));
+#endif
+}
+
+// MT tokens at once; lo and hi nibbles (and, for one token, even and odd vectors) accumulate into separate registers
+// so that no dpbusd waits for the previous one (its latency, not the memory, would bound a decode step otherwise).
+template <int MT>
+inline void tile_avx512(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
+                        int64_t K, int64_t G, float acc[kTokens][kTile]) {
+  const int64_t V = G / 8;
+  const __m512i mask = _mm512_set1_epi8(0x0F);
+  __m512 facc[MT];
+  for (int m = 0; m < MT; ++m) facc[m] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < K / G; ++b) {
+    // one token: four accumulators (lo/hi x even/odd vector) so consecutive dpbusd never wait on each other;
+    // several tokens: one accumulator each, the tokens interleave (and registers stay within 32 zmm)
+    __m512i d[MT], e[MT == 1 ? 3 : 1];
+    for (int m = 0; m < MT; ++m) d[m] = _mm512_setzero_si512();
+    for (auto& r : e) r = _mm512_setzero_si512();
+    const uint8_t* wb = w + b * V * 64;
+    int64_t v = 0;
+    if (MT == 1) {
+      for (; v + 2 <= V; v += 2) {
+        const __m512i r0 = _mm512_loadu_si512(wb + v * 64), r1 = _mm512_loadu_si512(wb + v * 64 + 64);
+        const int8_t* xq = q[0] + b * G + 8 * v;
+        d[0] = dpbusd_quad(d[0], _mm512_and_si512(r0, mask), xq);
+        e[0] = dpbusd_quad(e[0], _mm512_and_si512(_mm512_srli_epi16(r0, 4), mask), xq + 4);
+        e[1] = dpbusd_quad(e[1], _mm512_and_si512(r1, mask), xq + 8);
+        e[MT == 1 ? 2 : 0] = dpbusd_quad(e[MT == 1 ? 2 : 0], _mm512_and_si512(_mm512_srli_epi16(r1, 4), mask), xq + 12);
+      }
+      d[0] = _mm512_add_epi32(_mm512_add_epi32(d[0], e[0]), _mm512_add_epi32(e[1], e[MT == 1 ? 2 : 0]));
+    }
+    for (; v < V; ++v) {
+      const __m512i raw = _mm512_loadu_si512(wb + v * 64);
+      const __m512i lo = _mm512_and_si512(raw, mask), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), mask);
+      const int64_t k0 = b * G + 8 * v;
+      for (int m = 0; m < MT; ++m) {
+        d[m] = dpbusd_quad(d[m], lo, q[m] + k0);
+        d[m] = dpbusd_quad(d[m], hi, q[m] + k0 + 4);
+      }
+    }
+    const __m512 sc = _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + b * kTile))), 16));
+    for (int m = 0; m < MT; ++m) {
+      const __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(d[m], _mm512_set1_epi32(8 * qsum[m][b])));
+      facc[m] = _mm512_fmadd_ps(dot, sc, facc[m]);
+    }
+  }
+  for (int m = 0; m < MT; ++m) _mm512_storeu_ps(acc[m], _mm512_add_ps(_mm512_loadu_ps(acc[m]), facc[m]));
+}
+
+inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
+                      int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+  switch (mt) {
+    case 1: tile_avx512<1>(w, s, q, qsum, K, G, acc); break;
+    case 2: tile_avx512<2>(w, s, q, qsum, K, G, acc); break;
+    case 3: tile_avx512<3>(w, s, q, qsum, K, G, acc); break;
+    case 4: tile_avx512<4>(w, s, q, qsum, K, G, acc); break;
+    case 5: tile_avx512<5>(w, s, q, qsum, K, G, acc); break;
+    case 6: tile_avx512<6>(w, s, q, qsum, K, G, acc); break;
+    case 7: tile_avx512<7>(w, s, q, qsum, K, G, acc); break;
+    default: tile_avx512<8>(w, s, q, qsum, K, G, acc); break;
+  }
+}
+#elif defined(EDGEKIT_Q4_AVX2)
+inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
+                      int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+  // a 64-byte vector is two 256-bit halves: rows 0-7 and rows 8-15. maddubs (u8 nib x s8 q, pairs into int16:
+  // |15*128*2| fits) then madd with ones into int32.
+  const int64_t V = G / 8;
+  const __m256i mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < K / G; ++b) {
+    __m256i d[kTokens][2];
+    for (int64_t m = 0; m < kTokens; ++m) d[m][0] = d[m][1] = _mm256_setzero_si256();
+    for (int64_t v = 0; v < V; ++v) {
+      const int64_t k0 = b * G + 8 * v;
+      for (int64_t h = 0; h < 2; ++h) {
+        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (b * V + v) * 64 + 32 * h));
+        const __m256i lo = _mm256_and_si256(raw, mask), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+        for (int64_t m = 0; m < mt; ++m) {
+            const int32_t x0 = load_quad(q[m] + k0), x1 = load_quad(q[m] + k0 + 4);
+          const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(x0)),
+                                             _mm256_maddubs_epi16(hi, _mm256_set1_epi32(x1)));
+          d[m][h] = _mm256_add_epi32(d[m][h], _mm256_madd_epi16(p, ones));
+        }
+      }
+    }
+    for (int64_t h = 0; h < 2; ++h) {
+      const __m256 sc = _mm256_castsi256_ps(_mm256_slli_epi32(
+          _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + b * kTile + 8 * h))), 16));
+      for (int64_t m = 0; m < mt; ++m) {
+        const __m256 dot = _mm256_cvtepi32_ps(_mm256_sub_epi32(d[m][h], _mm256_set1_epi32(8 * qsum[m][b])));
+        _mm256_storeu_ps(acc[m] + 8 * h, _mm256_fmadd_ps(dot, sc, _mm256_loadu_ps(acc[m] + 8 * h)));
+      }
+    }
+  }
+}
+#elif defined(EDGEKIT_Q4_NEON)
+inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
+                      int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+  // a 64-byte vector is four 128-bit quarters (rows 4i..4i+3); sdot: nib (0..15, as s8) x q quad.
+  const int64_t V = G / 8;
+  const uint8x16_t mask = vdupq_n_u8(0x0F);
+  for (int64_t b = 0; b < K / G; ++b) {
+    int32x4_t d[kTokens][4];
+    for (int64_t m = 0; m < kTokens; ++m)
+      for (int i = 0; i < 4; ++i) d[m][i] = vdupq_n_s32(0);
+    for (int64_t v = 0; v < V; ++v) {
+      const int64_t k0 = b * G + 8 * v;
+      int8x16_t xq[kTokens];
+      for (int64_t m = 0; m < mt; ++m) {
+        const int32_t x0 = load_quad(q[m] + k0), x1 = load_quad(q[m] + k0 + 4);
+        xq[m] = vreinterpretq_s8_s32(vcombine_s32(vdup_n_s32(x0), vdup_n_s32(x1)));
+      }
+      for (int i = 0; i < 4; ++i) {
+        const uint8x16_t raw = vld1q_u8(w + (b * V + v) * 64 + 16 * i);
+        const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(raw, mask)), hi = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
+        for (int64_t m = 0; m < mt; ++m) {
+          d[m][i] = vdotq_laneq_s32(d[m][i], lo, xq[m], 0);
+          d[m][i] = vdotq_laneq_s32(d[m][i], hi, xq[m], 2);
+        }
+      }
+    }
+    for (int i = 0; i < 4; ++i) {
+      const float32x4_t sc = vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(s + b * kTile + 4 * i), 16));
+      for (int64_t m = 0; m < mt; ++m) {
+        const float32x4_t dot = vcvtq_f32_s32(vsubq_s32(d[m][i], vdupq_n_s32(8 * qsum[m][b])));
+        vst1q_f32(acc[m] + 4 * i, vfmaq_f32(vld1q_f32(acc[m] + 4 * i), dot, sc));
+      }
+    }
+  }
+}
+#else
+inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
+                      int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+  tile_portable(w, s, q, qsum, mt, K, G, acc);
+}
+#endif
+
+// Tiles [t0, t1) for every token: y = sx (acc - zp rowsum) + bias.
+template <bool kPortable>
+void run_tiles(const LinearArgs& a, const int8_t* q, const int32_t* qsum, const QuantRow* rows, int64_t t0,
+               int64_t t1) {
+  const int64_t KB = a.K / a.G, tile_bytes = kTile * a.K / 2;
+  for (int64_t t = t0; t < t1; ++t) {
+    const uint8_t* w = a.packed + t * tile_bytes;
+    const uint16_t* s = a.scales + t * KB * kTile;
+    for (int64_t m0 = 0; m0 < a.M; m0 += kTokens) {
+      const int64_t mt = std::min(kTokens, a.M - m0);
+      const int8_t* qp[kTokens];
+      const int32_t* sp[kTokens];
+      for (int64_t m = 0; m < kTokens; ++m) {
+        const int64_t mm = m0 + std::min(m, mt - 1);
+        qp[m] = q + mm * a.K;
+        sp[m] = qsum + mm * KB;
+      }
+      float acc[kTokens][kTile] = {};
+      if (kPortable) tile_portable(w, s, qp, sp, mt, a.K, a.G, acc);
+      else tile_simd(w, s, qp, sp, mt, a.K, a.G, acc);
+      for (int64_t m = 0; m < mt; ++m) {
+        const QuantRow r = rows[m0 + m];
+        float* y = a.y + (m0 + m) * a.N;
+        for (int64_t j = 0; j < kTile && t * kTile + j < a.N; ++j) {
+          const int64_t n = t * kTile + j;
+          float v = r.sx * (acc[m][j] - static_cast<float>(r.zp) * a.rowsum[n]);
+          if (a.bias) v += a.bias[n];
+          if (a.residual) v += a.residual[(m0 + m) * a.N + n];
+          y[n] = v;
+        }
+      }
+    }
+  }
+}
+
+// silu(g) * u over n values: g / (1 + exp(-g)) * u
+inline void silu_mul(const float* g, const float* u, float* out, int64_t n) {
+  int64_t k = 0;
+#if defined(EDGEKIT_Q4_AVX512)
+  for (; k + 16 <= n; k += 16) {
+    const __m512 gv = _mm512_loadu_ps(g + k);
+    // exp(-g) = 2^i * p(r), -g = i ln2 + r (Cephes' polynomial), the argument clamped to where fp32 exp is finite
+    __m512 x = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), gv), _mm512_set1_ps(-87.0f)),
+                             _mm512_set1_ps(88.0f));
+    const __m512 n2 = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n2, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n2, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    const __m512 e = _mm512_scalef_ps(p, n2);
+    const __m512 sig = _mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    _mm512_storeu_ps(out + k, _mm512_mul_ps(sig, _mm512_loadu_ps(u + k)));
+  }
+#endif
+  for (; k < n; ++k) out[k] = g[k] / (1.f + std::exp(-g[k])) * u[k];
+}
+
+// The prologue's row for token m (the input itself when there is no prologue).
+inline const float* prologue_row(const LinearArgs& a, int64_t m, float* scratch) {
+  if (!a.swiglu && a.norm_w == nullptr) return a.x + m * a.K;
+  const float* x = a.x + m * (a.swiglu ? 2 * a.K : a.K);
+  if (a.swiglu) {
+    silu_mul(x, x + a.K, scratch, a.K);
+  } else {
+    std::memcpy(scratch, x, static_cast<size_t>(a.K) * sizeof(float));
+  }
+  if (a.norm_w != nullptr) {
+    double ss = 0.0;
+    for (int64_t k = 0; k < a.K; ++k) ss += static_cast<double>(scratch[k]) * scratch[k];
+    const float r = 1.f / std::sqrt(static_cast<float>(ss / static_cast<double>(a.K)) + a.norm_eps);
+    for (int64_t k = 0; k < a.K; ++k) scratch[k] = a.norm_w[k] * (scratch[k] * r);
+  }
+  return scratch;
+}
+
+// In place on one head vector h[D]: optional RMSNorm (weight w), then rotary with this token's cos/sin.
+inline void norm_rope_head(float* h, int64_t D, const float* w, float eps, const float* cos, const float* sin,
+                           float* tmp) {
+  if (w != nullptr) {
+    double ss = 0.0;
+    for (int64_t d = 0; d < D; ++d) ss += static_cast<double>(h[d]) * h[d];
+    const float r = 1.f / std::sqrt(static_cast<float>(ss / static_cast<double>(D)) + eps);
+    for (int64_t d = 0; d < D; ++d) h[d] = w[d] * (h[d] * r);
+  }
+  const int64_t half = D / 2;
+  for (int64_t d = 0; d < D; ++d) tmp[d] = d < half ? -h[d + half] : h[d - half];
+  for (int64_t d = 0; d < D; ++d) h[d] = h[d] * cos[d] + tmp[d] * sin[d];
+}
+
+inline void epilogue_rope(const LinearArgs& a) {
+  if (a.cos == nullptr) return;
+  std::vector<float> tmp(static_cast<size_t>(a.head_dim));
+  for (int64_t m = 0; m < a.M; ++m) {
+    float* y = a.y + m * a.N;
+    const float* c = a.cos + m * a.head_dim;
+    const float* s = a.sin + m * a.head_dim;
+    for (int64_t h = 0; h < a.q_heads + a.kv_heads; ++h) {
+      norm_rope_head(y + h * a.head_dim, a.head_dim, h < a.q_heads ? a.q_norm_w : a.k_norm_w, a.norm_eps, c, s,
+                     tmp.data());
+    }
+  }
+}
+
+// parallel(n, f) calls f(begin, end) over [0, n) in chunks (ExecuTorch's parallel_for, or serial).
+template <class Parallel>
+void linear(const LinearArgs& a, Parallel&& parallel, bool portable = false) {
+  const int64_t KB = a.K / a.G;
+  std::vector<int8_t> q(static_cast<size_t>(a.M * a.K));
+  std::vector<int32_t> qsum(static_cast<size_t>(a.M * KB));
+  std::vector<QuantRow> rows(static_cast<size_t>(a.M));
+  const auto quantize_tokens = [&](int64_t m0, int64_t m1) {
+    std::vector<float> scratch(a.swiglu || a.norm_w != nullptr ? static_cast<size_t>(a.K) : 0);
+    for (int64_t m = m0; m < m1; ++m) {
+      const float* row = prologue_row(a, m, scratch.data());
+      rows[m] = quantize_row(row, a.K, a.G, q.data() + m * a.K, qsum.data() + m * KB);
+    }
+  };
+  if (a.M > 1) {
+    parallel(a.M, quantize_tokens);  // prefill: the prologue (exp for swiglu) and quantization per token are not free
+  } else {
+    quantize_tokens(0, a.M);
+  }
+  const int64_t tiles = padded_rows(a.N) / kTile;
+  parallel(tiles, [&](int64_t t0, int64_t t1) {
+    if (portable) run_tiles<true>(a, q.data(), qsum.data(), rows.data(), t0, t1);
+    else run_tiles<false>(a, q.data(), qsum.data(), rows.data(), t0, t1);
+  });
+  epilogue_rope(a);
+}
+
+}  // namespace q4
+}  // namespace edgekit
