@@ -30,10 +30,17 @@ def test_max_seq_len_beyond_positions(tiny_model, tmp_path):
     ({"group_size": 48}, r"group_size 48 .*supported: \(32, 64, 128\)"),
     ({"embedding_bits": 2}, r"embedding_bits 2 .*supported: 8, 4"),
     ({"bogus": 1}, r"bogus.*known: group_size"),
+    ({"linear_kernel": "cuda"}, r"linear_kernel 'cuda' .*supported: xnnpack, edgekit"),
 ])
 def test_bad_options(tiny_model, tmp_path, options, match):
     with pytest.raises(UnsupportedOption, match=match):
         edgekit.export(tiny_model("llama"), "android", quant="8da4w", out=tmp_path / "a", **options)
+    assert not any(tmp_path.iterdir())
+
+
+def test_edgekit_linear_kernel_needs_8da4w(tiny_model, tmp_path):
+    with pytest.raises(UnsupportedOption, match=r"linear_kernel 'edgekit' runs 8da4w linears only.*'w8'"):
+        edgekit.export(tiny_model("llama"), "android", quant="w8", out=tmp_path / "a", linear_kernel="edgekit")
     assert not any(tmp_path.iterdir())
 
 

@@ -1,8 +1,11 @@
-"""edgekit's compiled kernels for ExecuTorch: int8 KV-cache attention (`edgekit::attention.out`) and the cache
-write (`edgekit::update_int8_cache.out`), registered with the runtime when the library loads.
+"""edgekit's compiled kernels for ExecuTorch, registered with the runtime when the library loads: int8 KV-cache
+attention (`edgekit::attention.out`) and the cache write (`edgekit::update_int8_cache.out`); the 8da4w linear
+(`edgekit::linear_q4.out`) and its fused layer forms (`edgekit::fused_linear_q4.out`, `edgekit::qkv_rope_q4.out`).
 
-Sources in csrc/: attention_core.h (ExecuTorch-free core, with isa_portable.h / isa_avx2.h / isa_neon.h) and
-edgekit_kernels_et.cpp (the EXECUTORCH_LIBRARY wrapper + ctypes entry points). Built on first use (build.py).
+Sources in csrc/: attention_core.h (ExecuTorch-free core, with isa_portable.h / isa_avx2.h / isa_neon.h),
+linear_q4.h (the int4 linear core) and edgekit_kernels_et.cpp (the EXECUTORCH_LIBRARY wrapper + ctypes entry
+points). Built on first use (build.py). Op schemas and PyTorch references: linear_q4.py; the layer swap:
+fused_block.py.
 
 Hooks for the ExecuTorch target:
 - export time: `runtime_libraries()` -> the library paths to record as artifact metadata `custom_op_libraries`;
@@ -62,4 +65,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.edgekit_update_int8_cache.argtypes = [p] * 4 + [i64] * 4
     lib.edgekit_update_int8_cache.restype = ctypes.c_int
     lib.edgekit_kernels_isa.restype = ctypes.c_char_p
+    lib.edgekit_linear_q4.argtypes = [p] * 6 + [i64] * 4 + [ctypes.c_int] * 2
+    lib.edgekit_linear_q4.restype = ctypes.c_int
+    lib.edgekit_linear_q4_fused.argtypes = ([p] * 6 + [i64] * 4 + [ctypes.c_int, p, ctypes.c_float] + [p] * 5 +
+                                            [i64] * 3 + [ctypes.c_int])
+    lib.edgekit_linear_q4_fused.restype = ctypes.c_int
+    lib.edgekit_linear_q4_isa.restype = ctypes.c_char_p
     lib.edgekit_kernels_threads.restype = ctypes.c_int64

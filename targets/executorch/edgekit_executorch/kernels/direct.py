@@ -35,5 +35,37 @@ def update_int8_cache(value: torch.Tensor, cache: torch.Tensor, scale: torch.Ten
         raise ValueError(f"input_pos outside [0, {cache.shape[1]})")
 
 
+def _ptr(t: torch.Tensor | None) -> int | None:
+    if t is None:
+        return None
+    if not t.is_contiguous():
+        raise ValueError("edgekit kernels take contiguous tensors")
+    return t.data_ptr()
+
+
+def linear_q4(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, rowsum: torch.Tensor,
+              bias: torch.Tensor | None, group_size: int, out_features: int, *, swiglu: bool = False,
+              norm_weight: torch.Tensor | None = None, norm_eps: float = 0.0, residual: torch.Tensor | None = None,
+              cos: torch.Tensor | None = None, sin: torch.Tensor | None = None, q_norm_weight=None, k_norm_weight=None,
+              heads: tuple[int, int, int] = (0, 0, 0), portable: bool = False) -> torch.Tensor:
+    """The compiled int4 linear on x [M, K] ([M, 2K] with swiglu) with any fused prologue / epilogue; portable=True
+    runs its scalar tile loops instead of the SIMD ones. Same meaning as the edgekit::*_q4 ops (linear_q4.py)."""
+    lib = load_kernel_library()
+    k = x.shape[-1] // 2 if swiglu else x.shape[-1]
+    m = x.numel() // x.shape[-1]
+    y = torch.empty(m, out_features, dtype=torch.float32)
+    rc = lib.edgekit_linear_q4_fused(
+        _ptr(x), _ptr(packed), _ptr(scales.view(torch.int16)), _ptr(rowsum), _ptr(bias), _ptr(y), m, k, out_features,
+        group_size, int(swiglu), _ptr(norm_weight), norm_eps, _ptr(residual), _ptr(cos), _ptr(sin),
+        _ptr(q_norm_weight), _ptr(k_norm_weight), *heads, int(portable))
+    if rc != 0:
+        raise ValueError(f"edgekit_linear_q4_fused rejected its arguments (code {rc})")
+    return y
+
+
+def linear_q4_isa() -> str:
+    return load_kernel_library().edgekit_linear_q4_isa().decode()
+
+
 def isa() -> str:
     return load_kernel_library().edgekit_kernels_isa().decode()

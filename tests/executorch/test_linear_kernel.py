@@ -1,0 +1,54 @@
+"""linear_kernel 'edgekit': every 8da4w linear of the .pte runs in edgekit's own kernel (edgekit::qkv_rope_q4 /
+fused_linear_q4 per layer, norms, rotary, SwiGLU and residuals fused in), validated like any export, and its greedy
+continuation equals the quantized eager graph's: every family (tiny random checkpoints) and SmolLM2-135M."""
+from __future__ import annotations
+
+import pytest
+from test_parity import FAMILIES, _check_greedy
+
+import edgekit
+
+MAX_SEQ_LEN, SMOLLM2_MAX_SEQ_LEN = 64, 96  # as conftest.py
+
+
+@pytest.fixture(scope="session")
+def edgekit_kernel_export(tiny_model, tmp_path_factory):
+    made = {}
+
+    def get(case: str):
+        if case not in made:
+            out = tmp_path_factory.mktemp(f"et-{case}-q4") / "artifact"
+            made[case] = edgekit.export(tiny_model(case), "android", quant="8da4w", max_seq_len=MAX_SEQ_LEN, out=out,
+                                        show_progress=False, linear_kernel="edgekit")
+        return made[case]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", FAMILIES)
+def test_edgekit_kernel_export_matches_quantized_eager(edgekit_kernel_export, tiny_model, case):
+    art = edgekit_kernel_export(case)
+    meta = art.metadata
+    assert meta["validation"]["max_abs_logit_diff"] <= 1e-2          # validated on export against the eager graph
+    _check_greedy(tiny_model(case), art)
+    assert meta["quantization"]["linear_kernel"] == "edgekit"
+    layers = tiny_model(case).config.num_layers
+    assert meta["delegation"]["portable_ops"]["edgekit"] == 4 * layers + 1   # 4 per layer + the output layer
+    assert meta["delegation"]["delegated_subgraphs"] == 0                     # nothing left for XNNPACK
+    assert meta["custom_op_libraries"], "the .pte needs edgekit's kernel library; the artifact must say which"
+
+
+@pytest.mark.slow
+def test_edgekit_kernel_smollm2_matches_quantized_eager(smollm2, tmp_path_factory):
+    """Real weights (576 wide: group 64), 8-bit embedding; the greedy chat continuation against the quantized eager
+    graph, within twice the reference's own noise floor (see test_parity)."""
+    out = tmp_path_factory.mktemp("et-smollm2-q4") / "artifact"
+    art = edgekit.export(smollm2, "android", quant="8da4w", max_seq_len=SMOLLM2_MAX_SEQ_LEN, last_logits_only=True,
+                         out=out, show_progress=False, embedding_bits=8, linear_kernel="edgekit")
+    v = art.metadata["validation"]
+    assert v["tolerance"] < 10.0
+    chat_ids = smollm2.tokenizer.encode(smollm2.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}]))
+    _check_greedy(smollm2, art, tolerance=v["tolerance"], prompt=chat_ids, floor_factor=2.0)
+    assert art.metadata["delegation"]["portable_ops"]["edgekit"] == 4 * smollm2.config.num_layers + 1
