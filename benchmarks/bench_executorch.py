@@ -39,7 +39,7 @@ VARIANTS: dict[str, dict[str, int | str]] = {
 }
 LAYOUTS = {"g32-emb8": "8da4w-g32+emb8", "g128-emb8": "8da4w-g128+emb8", "g128-emb4": "8da4w-g128+emb4",
            "g128-emb4-edgekit": "8da4w-g128+emb4"}  # common.py
-DEFAULT_VARIANT = "g128-emb4"  # what run.py's edgekit export uses (export_for_benchmark)
+DEFAULT_VARIANT = "g128-emb4-edgekit"  # what run.py's edgekit export uses (export_for_benchmark)
 PEER_README = {"prefill_tok_s": "332-345", "decode_tok_s": "79-86", "pte_mb": 415, "export": "25 min / 4.8 GB"}
 
 EXPORT_CHILD = """
@@ -82,8 +82,12 @@ def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = MAX_SEQ
     model = edgekit.load(checkpoint, dtype=torch.bfloat16)  # bf16 checkpoint: quantized chunk by chunk, no fp32 copy
     art = edgekit.export(model, "android", quant="8da4w", max_seq_len=max_seq_len, last_logits_only=True,
                          out=out, validate=False, show_progress=False, **opts)
+    notes = ("linear_kernel=edgekit: the int4 linears run in edgekit's own kernel (edgekit::qkv_rope_q4 / "
+             "fused_linear_q4), so the .pte needs edgekit's kernel library beside the ExecuTorch runtime; the XNNPACK "
+             "form (the target's default, stock runtimes) is bench_executorch.py's g128-emb4 row"
+             if opts.get("linear_kernel") == "edgekit" else "")
     return {"quant": "8da4w", "options": opts, "layout": LAYOUTS[DEFAULT_VARIANT],
-            "stages": art.metadata.get("stage_seconds")}
+            "stages": art.metadata.get("stage_seconds"), "notes": notes}
 
 
 def export(variant: str) -> dict[str, Any]:
@@ -103,10 +107,29 @@ def export(variant: str) -> dict[str, Any]:
     return info
 
 
+# et_bench.py with the kernel libraries an edgekit .pte lists (custom_op_libraries) registered first, the way
+# edgekit's session loads them: after ExecuTorch's pybindings, RTLD_GLOBAL. The timed loop is et_bench.py's own.
+WITH_LIBS = """
+import ctypes, json, runpy, sys
+from executorch.extension.pybindings import portable_lib  # noqa: F401
+for lib in json.loads(sys.argv[1]):
+    ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def custom_libs(pte: Path) -> list[str]:
+    meta = pte.with_name("artifact.json")
+    return json.loads(meta.read_text())["metadata"].get("custom_op_libraries", []) if meta.exists() else []
+
+
 def speed(pte: Path) -> dict[str, Any]:
     """The peers' et_bench.py (load, warm-up, best of 3) on one .pte, holding the timing lock."""
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
-    data, res = common.run_json_child(["flock", LOCK, sys.executable, PEERS / "et_bench.py", pte, PROMPT, DECODE],
+    libs = custom_libs(pte)
+    cmd = [sys.executable, "-c", WITH_LIBS, json.dumps(libs)] if libs else [sys.executable]
+    data, res = common.run_json_child(["flock", LOCK, *cmd, PEERS / "et_bench.py", pte, PROMPT, DECODE],
                                       env=env, timeout=900)
     if data is None:
         raise RuntimeError(f"et_bench on {pte} failed:\n{res.tail()}")

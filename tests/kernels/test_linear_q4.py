@@ -37,8 +37,10 @@ def _close(got: torch.Tensor, want: torch.Tensor) -> None:
     assert err <= tol, f"max |Δ| {err:.3g} > {tol:.3g}"
 
 
-@pytest.mark.parametrize("n,k,group", [(16, 64, 32), (40, 256, 64), (33, 384, 128)])
-def test_pack_unpack_round_trip(n, k, group):
+@pytest.mark.parametrize("n,k,group,chunk", [(16, 64, 32, 4096), (40, 256, 64, 4096), (33, 384, 128, 4096),
+                                             (70, 128, 32, 16)])   # chunk 16: pack() in several row chunks
+def test_pack_unpack_round_trip(n, k, group, chunk, monkeypatch):
+    monkeypatch.setattr(L, "PACK_ROWS", chunk)
     w = _weight(n, k, group)
     packed, scales, rowsum = L.pack(w.qdata, w.scale.float().reshape(n, -1), group)
     npad = L.padded_rows(n)

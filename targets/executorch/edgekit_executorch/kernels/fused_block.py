@@ -31,7 +31,8 @@ class Q4Weights(nn.Module):
         if len(groups) != 1 or len({w.shape[1] for w in weights}) != 1:
             raise ValueError("stacked linears need one input width and one group size")
         self.group_size = groups.pop()
-        codes = torch.cat([w.qdata for w in weights])
+        # one linear (wo, w2, the output layer): no concatenated copy of its codes (150M for a 150k vocabulary)
+        codes = weights[0].qdata if len(weights) == 1 else torch.cat([w.qdata for w in weights])
         scales = torch.cat([w.scale.to(torch.float32).reshape(w.shape[0], -1) for w in weights])
         self.out_features = codes.shape[0]
         packed, s16, rowsum = pack(codes, scales, self.group_size)

@@ -40,6 +40,9 @@ def padded_rows(n: int) -> int:
     return (n + TILE - 1) // TILE * TILE
 
 
+PACK_ROWS = 4096  # rows packed per chunk: the fp32 / int16 temporaries of a 150k-row output layer stay ~30 MB
+
+
 def pack(codes: torch.Tensor, scales: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """int4 codes [N, K] (int8 in -8..7) and scales [N, K / group] -> (packed uint8, scales bf16, rowsum fp32) in the
     kernel's tiled layout; rows are padded to a multiple of 16 with zero codes and zero scales."""
@@ -49,17 +52,25 @@ def pack(codes: torch.Tensor, scales: torch.Tensor, group: int) -> tuple[torch.T
     if codes.min() < -8 or codes.max() > 7:
         raise ValueError("int4 codes must lie in -8..7")
     npad = padded_rows(n)
-    s16 = torch.zeros(npad, k // group, dtype=torch.bfloat16)
-    s16[:n] = scales.to(torch.bfloat16)
-    nib = torch.full((npad, k), 8, dtype=torch.uint8)
-    nib[:n] = (codes.to(torch.int16) + 8).to(torch.uint8)
-    # [tiles, 16 rows, K/8 vectors, 2 halves, 4 bytes] -> [tiles, K/8 vectors, 16 rows, 4 bytes] per half
-    v = nib.view(npad // TILE, TILE, k // 8, 2, 4).permute(0, 2, 1, 3, 4)
-    packed = (v[..., 0, :] | (v[..., 1, :] << 4)).contiguous().view(-1)
-    tiled_scales = s16.view(npad // TILE, TILE, k // group).transpose(1, 2).contiguous().view(-1)
-    deq = codes.to(torch.float32).view(n, k // group, group) * s16[:n].to(torch.float32).unsqueeze(-1)
+    packed = torch.empty(npad * k // 2, dtype=torch.uint8)
+    tiled_scales = torch.empty(npad * (k // group), dtype=torch.bfloat16)
     rowsum = torch.zeros(npad, dtype=torch.float32)
-    rowsum[:n] = deq.sum(dim=(1, 2))
+    for r0 in range(0, npad, PACK_ROWS):
+        r1 = min(npad, r0 + PACK_ROWS)
+        rows, real = r1 - r0, max(0, min(n, r1) - r0)
+        s16 = torch.zeros(rows, k // group, dtype=torch.bfloat16)
+        s16[:real] = scales[r0:r0 + real].to(torch.bfloat16)
+        nib = torch.full((rows, k), 8, dtype=torch.uint8)
+        nib[:real] = codes[r0:r0 + real].add(8).to(torch.uint8)
+        # [tiles, 16 rows, K/8 vectors, 2 halves, 4 bytes] -> [tiles, K/8 vectors, 16 rows, 4 bytes] per half
+        v = nib.view(rows // TILE, TILE, k // 8, 2, 4).permute(0, 2, 1, 3, 4)
+        packed[r0 * k // 2:r1 * k // 2] = (v[..., 0, :] | (v[..., 1, :] << 4)).reshape(-1)
+        tiled_scales[r0 * (k // group):r1 * (k // group)] = s16.view(rows // TILE, TILE, k // group).transpose(1, 2) \
+            .reshape(-1)
+        if real:
+            deq = codes[r0:r0 + real].to(torch.float32).view(real, k // group, group) * \
+                s16[:real].to(torch.float32).unsqueeze(-1)
+            rowsum[r0:r0 + real] = deq.sum(dim=(1, 2))
     return packed, tiled_scales, rowsum
 
 
