@@ -52,3 +52,19 @@ def test_edgekit_kernel_smollm2_matches_quantized_eager(smollm2, tmp_path_factor
         [{"role": "user", "content": "What is the capital of France?"}]))
     _check_greedy(smollm2, art, tolerance=v["tolerance"], prompt=chat_ids, floor_factor=2.0)
     assert art.metadata["delegation"]["portable_ops"]["edgekit"] == 4 * smollm2.config.num_layers + 1
+
+
+@pytest.mark.slow
+def test_edgekit_kernel_ops_are_profiled(edgekit_kernel_export, tmp_path):
+    """ETDump names every edgekit kernel call, so the profiler's per-op table shows where a step goes."""
+    import numpy as np
+
+    from edgekit.targets.registry import get_target
+
+    session = get_target("android").session(edgekit_kernel_export("llama"), profile_dir=tmp_path)
+    session.forward(np.asarray([[1, 2, 3]]), np.arange(3))
+    session.forward(np.asarray([[4]]), np.asarray([3]))
+    rows = {r["name"]: r for r in session.op_profile()}
+    for op in ("edgekit::qkv_rope_q4.out", "edgekit::fused_linear_q4.out"):
+        assert op in rows and rows[op]["calls"] > 0 and rows[op]["total_ms"] > 0, sorted(rows)
+    assert rows["edgekit::qkv_rope_q4.out"]["calls"] == 2 * 2   # 2 layers x 2 forwards

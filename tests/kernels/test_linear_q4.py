@@ -14,8 +14,8 @@ import pytest
 import torch
 
 pytest.importorskip("torchao")
-from edgekit_executorch.kernels import linear_q4 as L  # noqa: E402
-from edgekit_executorch.quantize import quantized_weight  # noqa: E402
+from edgekit_executorch.kernels import linear_q4 as L
+from edgekit_executorch.quantize import quantized_weight
 
 CSRC = Path(__file__).resolve().parents[2] / "targets" / "executorch" / "edgekit_executorch" / "kernels" / "csrc"
 REL_TOL = 1e-5  # |kernel - reference| <= REL_TOL * max(1, max|reference|): same integer dots, fp32 sums reordered

@@ -28,6 +28,29 @@ struct PoolParallel {
 
 int64_t pool_threads() { return executorch::extension::get_thread_count(); }
 
+// One ETDump event per call, named after the op (what Inspector / session.op_profile() report). ExecuTorch's own
+// wrapper only records kernels built with its profiling macros, so without this the time lands in OPERATOR_CALL.
+class OpEvent {
+ public:
+  OpEvent(KernelRuntimeContext& ctx, const char* name) : tracer_(ctx.internal_event_tracer()) {
+    if (tracer_ != nullptr && tracer_->event_tracer_profiling_level() >
+                                  executorch::runtime::EventTracerProfilingLevel::kProfileMethodOnly) {
+      entry_ = tracer_->start_profiling(name);
+    } else {
+      tracer_ = nullptr;
+    }
+  }
+  ~OpEvent() {
+    if (tracer_ != nullptr) tracer_->end_profiling(entry_);
+  }
+  OpEvent(const OpEvent&) = delete;
+  OpEvent& operator=(const OpEvent&) = delete;
+
+ private:
+  executorch::runtime::EventTracer* tracer_;
+  executorch::runtime::EventTracerEntry entry_{};
+};
+
 bool attention_args_ok(const Tensor& q, const Tensor& k, const Tensor& v, const std::optional<Tensor>& ks,
                        const std::optional<Tensor>& vs, const Tensor& pos) {
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || pos.dim() != 1) return false;
@@ -62,6 +85,7 @@ Tensor& attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& 
                       "[1,S,Hkv], int64 input_pos [T] within [0,S)");
   ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, q.sizes()) == Error::Ok, InvalidArgument, out);
   ET_KERNEL_CHECK(ctx, out.scalar_type() == ScalarType::Float, InvalidArgument, out);
+  OpEvent event(ctx, "edgekit::attention.out");
   edgekit::AttentionArgs a;
   a.q = q.const_data_ptr<float>();
   a.k = k_cache.const_data_ptr<int8_t>();
@@ -90,6 +114,7 @@ Tensor& update_int8_cache_out(KernelRuntimeContext& ctx, const Tensor& value, Te
   for (int64_t t = 0; ok && t < input_pos.size(0); ++t) ok = p[t] >= 0 && p[t] < cache.size(1);
   ET_KERNEL_CHECK_MSG(ctx, ok, InvalidArgument, out, "edgekit::update_int8_cache: expects f32 value [1,T,Hkv,D], "
                       "int8 cache [1,S,Hkv,D], f32 scale [1,S,Hkv], int64 input_pos [T] within [0,S)");
+  OpEvent event(ctx, "edgekit::update_int8_cache.out");
   edgekit::update_int8_cache(value.const_data_ptr<float>(), cache.mutable_data_ptr<int8_t>(),
                              scale.mutable_data_ptr<float>(), p, value.size(1), value.size(2), value.size(3));
   if (out.numel() > 0 && out.scalar_type() == ScalarType::Float) out.mutable_data_ptr<float>()[0] = 0.f;
@@ -139,6 +164,7 @@ Tensor& linear_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& 
                       InvalidArgument, out, "edgekit::linear_q4: expects f32 x [..., K], uint8 packed [N_pad*K/2], "
                       "bf16 scales [N_pad*K/G], f32 rowsum [N_pad], optional f32 bias [N]; G in 8..256 dividing K");
   ET_KERNEL_CHECK(ctx, resize_last(x, out_features, out), InvalidArgument, out);
+  OpEvent event(ctx, "edgekit::linear_q4.out");
   auto a = make_args(x, x.size(x.dim() - 1), packed, scales, rowsum, bias, group_size, out_features, out);
   edgekit::q4::linear(a, PoolParallel{});
   return out;
@@ -164,6 +190,7 @@ Tensor& fused_linear_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Te
   ET_KERNEL_CHECK_MSG(ctx, ok, InvalidArgument, out, "edgekit::fused_linear_q4: bad arguments (see linear_q4; "
                       "norm_weight f32 [K], residual f32 [..., N], swiglu needs x [..., 2K])");
   ET_KERNEL_CHECK(ctx, resize_last(x, out_features, out), InvalidArgument, out);
+  OpEvent event(ctx, "edgekit::fused_linear_q4.out");
   auto a = make_args(x, k, packed, scales, rowsum, bias, group_size, out_features, out);
   a.swiglu = swiglu;
   a.norm_w = norm_weight.has_value() ? norm_weight->const_data_ptr<float>() : nullptr;
@@ -191,6 +218,7 @@ Tensor& qkv_rope_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor
   ET_KERNEL_CHECK_MSG(ctx, ok, InvalidArgument, out, "edgekit::qkv_rope_q4: bad arguments (see linear_q4; N = (Hq + "
                       "2 Hkv) * D, norm_weight f32 [K], cos/sin f32 [T * D], q/k norm weights f32 [D] or both None)");
   ET_KERNEL_CHECK(ctx, resize_last(x, n, out), InvalidArgument, out);
+  OpEvent event(ctx, "edgekit::qkv_rope_q4.out");
   auto a = make_args(x, k, packed, scales, rowsum, bias, group_size, n, out);
   a.norm_w = norm_weight.const_data_ptr<float>();
   a.norm_eps = static_cast<float>(norm_eps);
