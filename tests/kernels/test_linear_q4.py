@@ -17,7 +17,10 @@ pytest.importorskip("torchao")
 from edgekit_executorch.kernels import linear_q4 as L
 from edgekit_executorch.quantize import quantized_weight
 
+from edgekit.kernels import q4
+
 CSRC = Path(__file__).resolve().parents[2] / "targets" / "executorch" / "edgekit_executorch" / "kernels" / "csrc"
+CORE_CSRC = Path(__file__).resolve().parents[2] / "edgekit" / "kernels" / "csrc"  # linear_q4.h
 REL_TOL = 1e-5  # |kernel - reference| <= REL_TOL * max(1, max|reference|): same integer dots, fp32 sums reordered
 
 
@@ -40,7 +43,7 @@ def _close(got: torch.Tensor, want: torch.Tensor) -> None:
 @pytest.mark.parametrize("n,k,group,chunk", [(16, 64, 32, 4096), (40, 256, 64, 4096), (33, 384, 128, 4096),
                                              (70, 128, 32, 16)])   # chunk 16: pack() in several row chunks
 def test_pack_unpack_round_trip(n, k, group, chunk, monkeypatch):
-    monkeypatch.setattr(L, "PACK_ROWS", chunk)
+    monkeypatch.setattr(q4, "PACK_ROWS", chunk)   # pack() lives in the core (edgekit/kernels/q4.py)
     w = _weight(n, k, group)
     packed, scales, rowsum = L.pack(w.qdata, w.scale.float().reshape(n, -1), group)
     npad = L.padded_rows(n)
@@ -122,7 +125,8 @@ def test_kernel_rejects_bad_shapes(kernel_lib):
 
 # ---------------------------------------------------------------- every ISA build of the core, against its scalar loops
 def _build(cxx: str, out: Path, flags: list[str]) -> Path:
-    cmd = [cxx, "-std=c++17", "-O2", *flags, f"-I{CSRC}", str(CSRC / "linear_check_main.cpp"), "-o", str(out)]
+    cmd = [cxx, "-std=c++17", "-O2", *flags, f"-I{CORE_CSRC}", str(CORE_CSRC / "linear_check_main.cpp"),
+           "-o", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stderr[-3000:]}"
     return out

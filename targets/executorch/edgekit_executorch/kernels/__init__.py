@@ -2,9 +2,10 @@
 attention (`edgekit::attention.out`) and the cache write (`edgekit::update_int8_cache.out`); the 8da4w linear
 (`edgekit::linear_q4.out`) and its fused layer forms (`edgekit::fused_linear_q4.out`, `edgekit::qkv_rope_q4.out`).
 
-Sources in csrc/: attention_core.h (ExecuTorch-free core, with isa_portable.h / isa_avx2.h / isa_neon.h),
-linear_q4.h (the int4 linear core) and edgekit_kernels_et.cpp (the EXECUTORCH_LIBRARY wrapper + ctypes entry
-points). Built on first use (build.py). Op schemas and PyTorch references: linear_q4.py; the layer swap:
+Sources in csrc/: attention_core.h (ExecuTorch-free core, with isa_portable.h / isa_avx2.h / isa_neon.h) and
+edgekit_kernels_et.cpp; the int4 linear core linear_q4.h is the core's (edgekit/kernels/csrc, shared with the ONNX
+Runtime kernels). edgekit_kernels_et.cpp is the EXECUTORCH_LIBRARY wrapper + ctypes entry points. Built on first
+use (build.py). Op schemas and PyTorch references: linear_q4.py; the layer swap:
 fused_block.py.
 
 Hooks for the ExecuTorch target:
@@ -18,7 +19,7 @@ import ctypes
 import threading
 from pathlib import Path
 
-from edgekit_executorch.kernels.build import CSRC, SOURCES, build_kernel_library
+from edgekit_executorch.kernels.build import build_kernel_library, source_paths
 
 __all__ = ["build_kernel_library", "load_kernel_library", "runtime_libraries", "source_files"]
 
@@ -55,7 +56,7 @@ def runtime_libraries() -> list[Path]:
 
 def source_files() -> list[Path]:
     """The C++ sources an app build compiles in (core + ExecuTorch wrapper)."""
-    return [CSRC / name for name in SOURCES]
+    return source_paths()
 
 
 def _declare(lib: ctypes.CDLL) -> None:

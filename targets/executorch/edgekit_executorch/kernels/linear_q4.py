@@ -1,4 +1,4 @@
-"""`edgekit::linear_q4`: the 8da4w linear as one op that edgekit's compiled kernel runs (csrc/linear_q4.h).
+"""`edgekit::linear_q4`: the 8da4w linear as one op that edgekit's compiled kernel runs (edgekit/kernels/csrc/linear_q4.h).
 
     edgekit::linear_q4(Tensor x, Tensor packed, Tensor scales, Tensor rowsum, Tensor? bias, int group_size,
                        int out_features) -> Tensor
@@ -6,7 +6,7 @@
 Meaning (the same as torchao's 8da4w linear, which the eager reference graph runs): x [..., K] fp32 is quantized per
 token to asymmetric int8 (torchao's int8_asym_per_token) and dequantized, the weight is int4 codes [N, K] times one
 bf16 scale per group of `group_size` inputs, y = x_fq @ w.T + bias. The weight is stored in the kernel's tiled layout
-(see linear_q4.h: uint8 packed [N_pad * K / 2], bf16 scales [N_pad * K / G], fp32 rowsum [N_pad]).
+(see edgekit/kernels/q4.py: uint8 packed [N_pad * K / 2], bf16 scales [N_pad * K / G], fp32 rowsum [N_pad]).
 
 Why an own op: a decode step streams every weight once, and XNNPACK's int4 GEMM turned ~22-27 GB/s of the machine's
 ~30 into results; this kernel streams one 16-row tile after another (one 64-byte load feeds 16 rows), and the fused
@@ -18,7 +18,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-TILE = 16
+from edgekit.kernels.q4 import (  # noqa: F401  (the layout and the op's meaning live in the core)
+    PACK_ROWS,
+    TILE,
+    fake_quantize_activations,
+    pack,
+    padded_rows,
+    reference_linear_q4,
+    unpack,
+)
 
 _lib = torch.library.Library("edgekit", "FRAGMENT")
 _lib.define("linear_q4(Tensor x, Tensor packed, Tensor scales, Tensor rowsum, Tensor? bias, int group_size, "
@@ -34,71 +42,6 @@ _QKV = ("Tensor x, Tensor packed, Tensor scales, Tensor rowsum, Tensor? bias, in
         "Tensor? k_norm_weight")
 _lib.define(f"qkv_rope_q4({_QKV}) -> Tensor")
 _lib.define(f"qkv_rope_q4.out({_QKV}, *, Tensor(a!) out) -> Tensor(a!)")
-
-
-def padded_rows(n: int) -> int:
-    return (n + TILE - 1) // TILE * TILE
-
-
-PACK_ROWS = 4096  # rows packed per chunk: the fp32 / int16 temporaries of a 150k-row output layer stay ~30 MB
-
-
-def pack(codes: torch.Tensor, scales: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """int4 codes [N, K] (int8 in -8..7) and scales [N, K / group] -> (packed uint8, scales bf16, rowsum fp32) in the
-    kernel's tiled layout; rows are padded to a multiple of 16 with zero codes and zero scales."""
-    n, k = codes.shape
-    if k % group or group % 8 or scales.shape != (n, k // group):
-        raise ValueError(f"codes {tuple(codes.shape)} / scales {tuple(scales.shape)} do not fit group {group}")
-    if codes.min() < -8 or codes.max() > 7:
-        raise ValueError("int4 codes must lie in -8..7")
-    npad = padded_rows(n)
-    packed = torch.empty(npad * k // 2, dtype=torch.uint8)
-    tiled_scales = torch.empty(npad * (k // group), dtype=torch.bfloat16)
-    rowsum = torch.zeros(npad, dtype=torch.float32)
-    for r0 in range(0, npad, PACK_ROWS):
-        r1 = min(npad, r0 + PACK_ROWS)
-        rows, real = r1 - r0, max(0, min(n, r1) - r0)
-        s16 = torch.zeros(rows, k // group, dtype=torch.bfloat16)
-        s16[:real] = scales[r0:r0 + real].to(torch.bfloat16)
-        nib = torch.full((rows, k), 8, dtype=torch.uint8)
-        nib[:real] = codes[r0:r0 + real].add(8).to(torch.uint8)
-        # [tiles, 16 rows, K/8 vectors, 2 halves, 4 bytes] -> [tiles, K/8 vectors, 16 rows, 4 bytes] per half
-        v = nib.view(rows // TILE, TILE, k // 8, 2, 4).permute(0, 2, 1, 3, 4)
-        packed[r0 * k // 2:r1 * k // 2] = (v[..., 0, :] | (v[..., 1, :] << 4)).reshape(-1)
-        tiled_scales[r0 * (k // group):r1 * (k // group)] = s16.view(rows // TILE, TILE, k // group).transpose(1, 2) \
-            .reshape(-1)
-        if real:
-            deq = codes[r0:r0 + real].to(torch.float32).view(real, k // group, group) * \
-                s16[:real].to(torch.float32).unsqueeze(-1)
-            rowsum[r0:r0 + real] = deq.sum(dim=(1, 2))
-    return packed, tiled_scales, rowsum
-
-
-def unpack(packed: torch.Tensor, scales: torch.Tensor, group: int, n: int, k: int) -> torch.Tensor:
-    """The fp32 weight [N, K] (codes times scales) that a packed weight holds."""
-    npad = padded_rows(n)
-    v = packed.view(npad // TILE, k // 8, TILE, 4)
-    nib = torch.stack((v & 0x0F, v >> 4), dim=3)              # [tiles, K/8, 16, 2, 4]
-    codes = nib.permute(0, 2, 1, 3, 4).reshape(npad, k).to(torch.int16) - 8
-    s = scales.view(npad // TILE, k // group, TILE).transpose(1, 2).reshape(npad, k // group).to(torch.float32)
-    w = codes.to(torch.float32).view(npad, k // group, group) * s.unsqueeze(-1)
-    return w.view(npad, k)[:n]
-
-
-def fake_quantize_activations(x: torch.Tensor) -> torch.Tensor:
-    """torchao's int8_asym_per_token quantize + dequantize of x [..., K] (fp32), the op's activation semantics."""
-    x = x.to(torch.float32)
-    lo = torch.clamp(x.amin(dim=-1, keepdim=True), max=0.0)
-    hi = torch.clamp(x.amax(dim=-1, keepdim=True), min=0.0)
-    scale = torch.clamp((hi - lo) / 255.0, min=torch.finfo(torch.float32).smallest_normal)
-    zp = torch.clamp(-128 - torch.round(lo / scale), -128, 127)
-    q = torch.clamp(torch.round(x * (1.0 / scale)) + zp, -128, 127)
-    return (q - zp) * scale
-
-
-def reference_linear_q4(x, packed, scales, rowsum, bias, group_size: int, out_features: int) -> torch.Tensor:
-    w = unpack(packed, scales, group_size, out_features, x.shape[-1])
-    return nn.functional.linear(fake_quantize_activations(x), w, bias)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

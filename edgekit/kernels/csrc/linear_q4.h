@@ -1,6 +1,6 @@
 // edgekit 8da4w linear: int8 dynamic per-token activations x int4 group-wise weights, the kernel core (no ExecuTorch).
 //
-// Semantics (edgekit_executorch/kernels/linear_q4.py is the definition, torchao's 8da4w the origin):
+// Semantics (edgekit/kernels/q4.py is the definition, torchao's 8da4w the origin):
 //   per token m: scale sx = max((max(x,0) - min(x,0)) / 255, FLT_MIN), zp = clamp(-128 - round(min(x,0) / sx), -128, 127),
 //                q = clamp(round(x * (1 / sx)) + zp, -128, 127)                       (round half to even)
 //   y[m, n] = sx * sum_k (q[m, k] - zp) * code[n, k] * s[n, k / G]  (+ bias[n])       code in [-8, 7]
@@ -14,6 +14,10 @@
 //   rowsum  fp32   [N_pad]                       sum_k code * s (the dequantized row sum: the zero-point term)
 // With nib = code + 8: sum_k (q - zp) code s = sum_b s_b (sum_k nib q - 8 sum_k q) - zp * rowsum, all integer dots
 // exact in int32 (|nib q| <= 15 * 128, G <= 256).
+//
+// Per-group activations (act_per_group, MatMulNBits' accuracy level 4, what the ONNX Runtime op runs): each group of
+// G inputs of a token is quantized on its own, symmetric: a_b = max|x| / 127, q = clamp(round(x * (1 / a_b)), -128,
+// 127) (round half to even; q = 0 where a_b = 0); y[m, n] = sum_b a_b s_b sum_{k in b} q[m, k] code[n, k] (+ bias).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -51,6 +55,7 @@ struct LinearArgs {
   const float* bias;      // [N] or nullptr
   float* y;               // [M, N]
   int64_t M, K, N, G;
+  bool act_per_group = false;  // activations per group of G, symmetric (see above), instead of per token asymmetric
   // fused prologue, applied to each token's row before it is quantized (in this order):
   bool swiglu = false;            // row = silu(x[:K]) * x[K:2K]
   const float* norm_w = nullptr;  // RMSNorm: row = norm_w * (row * rsqrt(mean(row^2) + eps))
@@ -135,10 +140,33 @@ inline QuantRow quantize_row(const float* x, int64_t K, int64_t G, int8_t* q, in
   return {sx, zp};
 }
 
+// One token's activations quantized per group (act_per_group): q, the per-group sums of q, the per-group scales.
+inline void quantize_row_groups(const float* x, int64_t K, int64_t G, int8_t* q, int32_t* qsum, float* gscale) {
+  for (int64_t b = 0; b < K / G; ++b) {
+    const float* xb = x + b * G;
+    float amax = 0.f;
+    for (int64_t k = 0; k < G; ++k) amax = std::max(amax, std::fabs(xb[k]));
+    const float scale = amax / 127.f;
+    const float inv = scale != 0.f ? 1.0f / scale : 0.f;
+    int32_t s = 0;
+    for (int64_t k = 0; k < G; ++k) {
+      const float r = std::nearbyint(xb[k] * inv);
+      const int32_t v = static_cast<int32_t>(std::min(127.f, std::max(-128.f, r)));
+      q[b * G + k] = static_cast<int8_t>(v);
+      s += v;
+    }
+    qsum[b] = s;
+    gscale[b] = scale;
+  }
+}
+
 // ---------------------------------------------------------------- one tile, `mt` tokens (1..kTokens)
-// acc[m][j] (float, 16 rows) += s_b[j] * (dot_b[m][j] - 8 qsum_b[m]) over every group b.
+// acc[m][j] (float, 16 rows) += s_b[j] * g_b[m] * (dot_b[m][j] - 8 qsum_b[m]) over every group b, where g_b[m] is the
+// token's per-group activation scale (act_per_group) or 1 (gs == nullptr).
+inline float group_scale(const float* const* gs, int64_t m, int64_t b) { return gs == nullptr ? 1.f : gs[m][b]; }
+
 inline void tile_portable(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
-                          int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+                          const float* const* gs, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   const int64_t V = G / 8;
   for (int64_t b = 0; b < K / G; ++b) {
     int32_t dot[kTokens][kTile] = {};
@@ -153,8 +181,9 @@ inline void tile_portable(const uint8_t* w, const uint16_t* s, const int8_t* con
       }
     }
     for (int64_t m = 0; m < mt; ++m) {
+      const float g = group_scale(gs, m, b);
       for (int64_t j = 0; j < kTile; ++j) {
-        acc[m][j] += bf16_to_f32(s[b * kTile + j]) * static_cast<float>(dot[m][j] - 8 * qsum[m][b]);
+        acc[m][j] += (bf16_to_f32(s[b * kTile + j]) * g) * static_cast<float>(dot[m][j] - 8 * qsum[m][b]);
       }
     }
   }
@@ -176,7 +205,7 @@ inline __m512i dpbusd_quad(__m512i acc, __m512i w, const int8_t* p) {
 // so that no dpbusd waits for the previous one (its latency, not the memory, would bound a decode step otherwise).
 template <int MT>
 inline void tile_avx512(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
-                        int64_t K, int64_t G, float acc[kTokens][kTile]) {
+                        const float* const* gs, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   const int64_t V = G / 8;
   const __m512i mask = _mm512_set1_epi8(0x0F);
   __m512 facc[MT];
@@ -213,28 +242,28 @@ inline void tile_avx512(const uint8_t* w, const uint16_t* s, const int8_t* const
         _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + b * kTile))), 16));
     for (int m = 0; m < MT; ++m) {
       const __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(d[m], _mm512_set1_epi32(8 * qsum[m][b])));
-      facc[m] = _mm512_fmadd_ps(dot, sc, facc[m]);
+      facc[m] = _mm512_fmadd_ps(dot, gs == nullptr ? sc : _mm512_mul_ps(sc, _mm512_set1_ps(gs[m][b])), facc[m]);
     }
   }
   for (int m = 0; m < MT; ++m) _mm512_storeu_ps(acc[m], _mm512_add_ps(_mm512_loadu_ps(acc[m]), facc[m]));
 }
 
 inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
-                      int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+                      const float* const* gs, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   switch (mt) {
-    case 1: tile_avx512<1>(w, s, q, qsum, K, G, acc); break;
-    case 2: tile_avx512<2>(w, s, q, qsum, K, G, acc); break;
-    case 3: tile_avx512<3>(w, s, q, qsum, K, G, acc); break;
-    case 4: tile_avx512<4>(w, s, q, qsum, K, G, acc); break;
-    case 5: tile_avx512<5>(w, s, q, qsum, K, G, acc); break;
-    case 6: tile_avx512<6>(w, s, q, qsum, K, G, acc); break;
-    case 7: tile_avx512<7>(w, s, q, qsum, K, G, acc); break;
-    default: tile_avx512<8>(w, s, q, qsum, K, G, acc); break;
+    case 1: tile_avx512<1>(w, s, q, qsum, gs, K, G, acc); break;
+    case 2: tile_avx512<2>(w, s, q, qsum, gs, K, G, acc); break;
+    case 3: tile_avx512<3>(w, s, q, qsum, gs, K, G, acc); break;
+    case 4: tile_avx512<4>(w, s, q, qsum, gs, K, G, acc); break;
+    case 5: tile_avx512<5>(w, s, q, qsum, gs, K, G, acc); break;
+    case 6: tile_avx512<6>(w, s, q, qsum, gs, K, G, acc); break;
+    case 7: tile_avx512<7>(w, s, q, qsum, gs, K, G, acc); break;
+    default: tile_avx512<8>(w, s, q, qsum, gs, K, G, acc); break;
   }
 }
 #elif defined(EDGEKIT_Q4_AVX2)
 inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
-                      int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+                      const float* const* gs, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   // a 64-byte vector is two 256-bit halves: rows 0-7 and rows 8-15. maddubs (u8 nib x s8 q, pairs into int16:
   // |15*128*2| fits) then madd with ones into int32.
   const int64_t V = G / 8;
@@ -260,14 +289,15 @@ inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* 
           _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + b * kTile + 8 * h))), 16));
       for (int64_t m = 0; m < mt; ++m) {
         const __m256 dot = _mm256_cvtepi32_ps(_mm256_sub_epi32(d[m][h], _mm256_set1_epi32(8 * qsum[m][b])));
-        _mm256_storeu_ps(acc[m] + 8 * h, _mm256_fmadd_ps(dot, sc, _mm256_loadu_ps(acc[m] + 8 * h)));
+        const __m256 scm = gs == nullptr ? sc : _mm256_mul_ps(sc, _mm256_set1_ps(gs[m][b]));
+        _mm256_storeu_ps(acc[m] + 8 * h, _mm256_fmadd_ps(dot, scm, _mm256_loadu_ps(acc[m] + 8 * h)));
       }
     }
   }
 }
 #elif defined(EDGEKIT_Q4_NEON)
 inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
-                      int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+                      const float* const* gs, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   // a 64-byte vector is four 128-bit quarters (rows 4i..4i+3); sdot: nib (0..15, as s8) x q quad.
   const int64_t V = G / 8;
   const uint8x16_t mask = vdupq_n_u8(0x0F);
@@ -295,22 +325,23 @@ inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* 
       const float32x4_t sc = vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(s + b * kTile + 4 * i), 16));
       for (int64_t m = 0; m < mt; ++m) {
         const float32x4_t dot = vcvtq_f32_s32(vsubq_s32(d[m][i], vdupq_n_s32(8 * qsum[m][b])));
-        vst1q_f32(acc[m] + 4 * i, vfmaq_f32(vld1q_f32(acc[m] + 4 * i), dot, sc));
+        const float32x4_t scm = gs == nullptr ? sc : vmulq_n_f32(sc, gs[m][b]);
+        vst1q_f32(acc[m] + 4 * i, vfmaq_f32(vld1q_f32(acc[m] + 4 * i), dot, scm));
       }
     }
   }
 }
 #else
 inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
-                      int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
-  tile_portable(w, s, q, qsum, mt, K, G, acc);
+                      const float* const* gs, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+  tile_portable(w, s, q, qsum, gs, mt, K, G, acc);
 }
 #endif
 
 // Tiles [t0, t1) for every token: y = sx (acc - zp rowsum) + bias.
 template <bool kPortable>
-void run_tiles(const LinearArgs& a, const int8_t* q, const int32_t* qsum, const QuantRow* rows, int64_t t0,
-               int64_t t1) {
+void run_tiles(const LinearArgs& a, const int8_t* q, const int32_t* qsum, const float* gscale, const QuantRow* rows,
+               int64_t t0, int64_t t1) {
   const int64_t KB = a.K / a.G, tile_bytes = kTile * a.K / 2;
   for (int64_t t = t0; t < t1; ++t) {
     const uint8_t* w = a.packed + t * tile_bytes;
@@ -319,14 +350,17 @@ void run_tiles(const LinearArgs& a, const int8_t* q, const int32_t* qsum, const 
       const int64_t mt = std::min(kTokens, a.M - m0);
       const int8_t* qp[kTokens];
       const int32_t* sp[kTokens];
+      const float* gp[kTokens];
       for (int64_t m = 0; m < kTokens; ++m) {
         const int64_t mm = m0 + std::min(m, mt - 1);
         qp[m] = q + mm * a.K;
         sp[m] = qsum + mm * KB;
+        gp[m] = gscale == nullptr ? nullptr : gscale + mm * KB;
       }
+      const float* const* gs = gscale == nullptr ? nullptr : gp;
       float acc[kTokens][kTile] = {};
-      if (kPortable) tile_portable(w, s, qp, sp, mt, a.K, a.G, acc);
-      else tile_simd(w, s, qp, sp, mt, a.K, a.G, acc);
+      if (kPortable) tile_portable(w, s, qp, sp, gs, mt, a.K, a.G, acc);
+      else tile_simd(w, s, qp, sp, gs, mt, a.K, a.G, acc);
       for (int64_t m = 0; m < mt; ++m) {
         const QuantRow r = rows[m0 + m];
         float* y = a.y + (m0 + m) * a.N;
@@ -423,11 +457,17 @@ void linear(const LinearArgs& a, Parallel&& parallel, bool portable = false) {
   std::vector<int8_t> q(static_cast<size_t>(a.M * a.K));
   std::vector<int32_t> qsum(static_cast<size_t>(a.M * KB));
   std::vector<QuantRow> rows(static_cast<size_t>(a.M));
+  std::vector<float> gscale(a.act_per_group ? static_cast<size_t>(a.M * KB) : 0);
   const auto quantize_tokens = [&](int64_t m0, int64_t m1) {
     std::vector<float> scratch(a.swiglu || a.norm_w != nullptr ? static_cast<size_t>(a.K) : 0);
     for (int64_t m = m0; m < m1; ++m) {
       const float* row = prologue_row(a, m, scratch.data());
-      rows[m] = quantize_row(row, a.K, a.G, q.data() + m * a.K, qsum.data() + m * KB);
+      if (a.act_per_group) {
+        quantize_row_groups(row, a.K, a.G, q.data() + m * a.K, qsum.data() + m * KB, gscale.data() + m * KB);
+        rows[m] = {1.f, 0};   // the scales are per group (in the tiles); no zero point
+      } else {
+        rows[m] = quantize_row(row, a.K, a.G, q.data() + m * a.K, qsum.data() + m * KB);
+      }
     }
   };
   if (a.M > 1) {
@@ -437,8 +477,9 @@ void linear(const LinearArgs& a, Parallel&& parallel, bool portable = false) {
   }
   const int64_t tiles = padded_rows(a.N) / kTile;
   parallel(tiles, [&](int64_t t0, int64_t t1) {
-    if (portable) run_tiles<true>(a, q.data(), qsum.data(), rows.data(), t0, t1);
-    else run_tiles<false>(a, q.data(), qsum.data(), rows.data(), t0, t1);
+    const float* gs = a.act_per_group ? gscale.data() : nullptr;
+    if (portable) run_tiles<true>(a, q.data(), qsum.data(), gs, rows.data(), t0, t1);
+    else run_tiles<false>(a, q.data(), qsum.data(), gs, rows.data(), t0, t1);
   });
   epilogue_rope(a);
 }

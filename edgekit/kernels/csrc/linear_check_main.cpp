@@ -1,6 +1,8 @@
-// Standalone checker of the int4 linear (no ExecuTorch): for each case it builds random codes, scales, activations
+// Standalone checker of the int4 linear (no runtime): for each case it builds random codes, scales, activations
 // (a fixed LCG, so every build sees the same numbers), runs the compiled SIMD path and the scalar loops that define
-// it (tile_portable, itself compared with the PyTorch reference by tests/kernels/test_linear_q4.py) and compares.
+// it (tile_portable, itself compared with the PyTorch references by tests/kernels/test_linear_q4.py and
+// tests/onnx/test_ort_kernels.py) and compares, with per-token (torchao 8da4w) and per-group (MatMulNBits level 4)
+// activations.
 // Built natively (AVX-512 VNNI, AVX2, portable) and cross-compiled for aarch64 (NEON dot products, run under qemu).
 //
 // Usage: linear_check [--corrupt]   (--corrupt flips one packed nibble for the SIMD run only: the check must fail)
@@ -10,10 +12,16 @@
 #include <cstring>
 #include <vector>
 
-#include "attention_core.h"  // SerialParallel
 #include "linear_q4.h"
 
 namespace {
+
+struct SerialParallel {
+  template <class F>
+  void operator()(int64_t n, F&& f) const {
+    if (n > 0) f(0, n);
+  }
+};
 
 struct Lcg {
   uint64_t s;
@@ -24,7 +32,7 @@ struct Lcg {
   float uniform() { return static_cast<float>(next()) / 2147483648.f - 1.f; }  // [-1, 1)
 };
 
-int check(int index, int64_t M, int64_t K, int64_t N, int64_t G, bool fused, bool corrupt) {
+int check(int index, int64_t M, int64_t K, int64_t N, int64_t G, bool fused, bool per_group, bool corrupt) {
   using namespace edgekit::q4;
   Lcg rng{static_cast<uint64_t>(index) * 7919 + 1};
   const int64_t npad = padded_rows(N), KB = K / G;
@@ -55,6 +63,7 @@ int check(int index, int64_t M, int64_t K, int64_t N, int64_t G, bool fused, boo
 
   std::vector<float> want(static_cast<size_t>(M * N)), got(static_cast<size_t>(M * N), NAN);
   LinearArgs a{x.data(), packed.data(), scales.data(), rowsum.data(), bias.data(), want.data(), M, K, N, G};
+  a.act_per_group = per_group;
   if (fused) {
     a.norm_w = norm.data();
     a.norm_eps = 1e-6f;
@@ -71,10 +80,10 @@ int check(int index, int64_t M, int64_t K, int64_t N, int64_t G, bool fused, boo
       a.residual = residual.data();
     }
   }
-  linear(a, edgekit::SerialParallel{}, /*portable=*/true);
+  linear(a, SerialParallel{}, /*portable=*/true);
   if (corrupt) packed[packed.size() / 3] ^= 0x77;
   a.y = got.data();
-  linear(a, edgekit::SerialParallel{}, /*portable=*/false);
+  linear(a, SerialParallel{}, /*portable=*/false);
   double err = 0.0, scale = 1.0;
   for (size_t i = 0; i < want.size(); ++i) {
     const double e = std::fabs(static_cast<double>(got[i]) - want[i]);
@@ -83,8 +92,9 @@ int check(int index, int64_t M, int64_t K, int64_t N, int64_t G, bool fused, boo
   }
   const double tol = 1e-5 * scale;  // the same integer dots; only the fp32 order of the per-group sums differs
   const bool pass = err <= tol;
-  std::printf("case %d M=%lld K=%lld N=%lld G=%lld %s: max_abs_err=%.3g (tol %.3g) -> %s\n", index, (long long)M,
-              (long long)K, (long long)N, (long long)G, fused ? (rope ? "norm+qkv rope" : "swiglu+norm+residual") : "plain",
+  std::printf("case %d M=%lld K=%lld N=%lld G=%lld %s, %s activations: max_abs_err=%.3g (tol %.3g) -> %s\n", index,
+              (long long)M, (long long)K, (long long)N, (long long)G,
+              fused ? (rope ? "norm+qkv rope" : "swiglu+norm+residual") : "plain", per_group ? "per-group" : "per-token",
               err, tol, pass ? "ok" : "FAIL");
   return pass ? 1 : 0;
 }
@@ -98,10 +108,12 @@ int main(int argc, char** argv) {
   const int64_t cases[][5] = {{1, 128, 16, 32, 0},  {1, 256, 40, 64, 0},   {3, 512, 96, 128, 0}, {8, 384, 48, 128, 0},
                               {17, 256, 33, 32, 0}, {1, 256, 96, 32, 1},   {9, 512, 80, 64, 1},  {1, 192, 100, 64, 1},
                               {5, 128, 70, 32, 1},  {64, 896, 128, 128, 0}};
-  const int n = sizeof(cases) / sizeof(cases[0]);
+  const int cases_n = sizeof(cases) / sizeof(cases[0]);
+  const int n = 2 * cases_n;  // every case with per-token, then with per-group activations
   int passed = 0;
   for (int i = 0; i < n; ++i) {
-    passed += check(i, cases[i][0], cases[i][1], cases[i][2], cases[i][3], cases[i][4] != 0, corrupt);
+    const auto& c = cases[i % cases_n];
+    passed += check(i, c[0], c[1], c[2], c[3], c[4] != 0, i >= cases_n, corrupt);
   }
   std::printf("isa=%s passed %d of %d cases\n", edgekit::q4::isa_name(), passed, n);
   return passed == n ? 0 : 1;
