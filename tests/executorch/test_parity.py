@@ -4,58 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from greedy import check_greedy
 
-from edgekit.runtime.session import EagerSession
-from edgekit.targets.base import TargetSpec
 from edgekit.targets.registry import get_target
-from edgekit.validate import greedy_steps, noise_floor, probe_tokens, run_steps
 
 FAMILIES = ["llama", "qwen2", "qwen3"]
 GREEDY_STEPS = 16
 
 
-def _eager(model, artifact):
-    meta = artifact.metadata
-    spec = TargetSpec(quant=meta["quant"], max_seq_len=meta["max_seq_len"], last_logits_only=meta["last_logits_only"],
-                      options=meta["options"])
-    if spec.quant == "fp32":
-        return EagerSession(model.decoder(spec.max_seq_len, spec.last_logits_only)), spec
-    return EagerSession(get_target("android").reference(model, spec)), spec
-
-
 def _check_greedy(model, artifact, prompt_len: int = 9, tolerance: float | None = None,
-                  prompt: list[int] | None = None, floor_factor: float | None = None):
-    """Greedy continuations agree, and teacher-forced logits stay within the target's tolerance.
-
-    Random tiny checkpoints have near-ties; the continuations may part only at a step where the eager graph's top-2
-    margin is within twice the measured |Δlogit| (a tie at this precision), never at a clear choice.
-    floor_factor: also allow that many times the quantized reference's own noise floor measured on THIS prompt and
-    continuation (validation measured it on its own probe; the chaos of int8 dynamic activations depends on the text).
-    """
-    target = get_target("android")
-    eager, spec = _eager(model, artifact)
-    prompt = prompt or probe_tokens(model.config.vocab_size, prompt_len, seed=7)
-    with torch.no_grad():
-        want_rows, want = greedy_steps(eager, prompt, GREEDY_STEPS)
-    session = target.session(artifact)
-    _, got = greedy_steps(session, prompt, GREEDY_STEPS)
-    forced = run_steps(session, prompt, want)  # the .pte fed the eager continuation
-    diff = float(np.abs(forced - want_rows).max())
-    tol = target.tolerance(spec) if tolerance is None else tolerance
-    if floor_factor is not None:
-        floor = noise_floor(eager.decoder, prompt, want)
-        assert diff < 10.0, (f"max |Δlogit| {diff:.3g} is near the 8da4w-vs-fp32 distance (~13 on SmolLM2): a real "
-                             f"bug, whatever the reference's noise floor ({floor:.3g})")
-        tol = max(tol, floor_factor * floor)
-    assert diff <= tol, f"max |Δlogit| {diff} > tolerance {tol}"
-    if got != want:
-        step = next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
-        top2 = np.sort(want_rows[step])[-2:]
-        margin = float(top2[1] - top2[0])
-        assert margin <= 2 * diff, (f"greedy continuation differs at step {step} (.pte {got} vs eager {want}) "
-                                    f"where eager's top-2 margin {margin:.4g} is not a near-tie (|Δlogit| {diff:.3g})")
-    return diff
+                  prompt: list[int] | None = None, floor_factor: float | None = None) -> float:
+    """tests/greedy.py's check on the android target (see there); returns the max |Δlogit|."""
+    return check_greedy("android", model, artifact, prompt_len, tolerance, prompt, floor_factor, GREEDY_STEPS)[0]
 
 
 @pytest.mark.slow
