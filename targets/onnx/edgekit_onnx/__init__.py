@@ -35,14 +35,17 @@ class OnnxTarget:
         dynamic_shapes=True,
         per_op_profiling=True,
         host_runnable=True,
-        options=("block_size", "accuracy_level", "embedding_bits", "output_bits", "external_data", "threads"),
+        options=("block_size", "accuracy_level", "embedding_bits", "output_bits", "external_data", "threads",
+                 "linear_kernel"),
         # int4 block 128 garbles SmolLM2-135M's answers even with an 8-bit output layer ("Le Grand Jardin, it's the
         # capital of France."); block 32 + 8-bit output answers "The capital of France is Paris, ..." (block 32 is also
         # the better block on teacher-forced top-1: 60 % vs 53 % for block 128)
         quality_options=(("output_bits", 8), ("block_size", 32)),
         default_quant="int4",
         notes="KV cache in the activation dtype (fp32, or fp16 for quant fp16); kv_cache int8 (quant fp32 or int4): "
-              "int8 K/V + fp32 scale per (position, kv head) in plain ONNX ops, no genai_config.json",
+              "int8 K/V + fp32 scale per (position, kv head) in plain ONNX ops, no genai_config.json; linear_kernel "
+              "mlas|edgekit (int4: edgekit runs the int4 linears and a 4-bit embedding in edgekit's kernel library, "
+              "faster, shipped inside the export folder and named in genai_config.json)",
     )
 
     def export(self, model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
@@ -51,13 +54,14 @@ class OnnxTarget:
         return export_onnx(model, spec, Path(out))
 
     def reference(self, model: EdgeModel, spec: TargetSpec) -> nn.Module:
-        from edgekit_onnx.quant import plan_for
+        from edgekit_onnx.quant import linear_in_features, plan_for
         from edgekit_onnx.reference import build_reference
 
-        return build_reference(model, spec, plan_for(spec.quant, spec.options))
+        return build_reference(model, spec, plan_for(spec.quant, spec.options, linear_in_features(model.config)))
 
     def tolerance(self, spec: TargetSpec) -> float:
-        if spec.quant == "int4" and int(spec.options.get("accuracy_level", 4)) == 4:
+        int8_activations = int(spec.options.get("accuracy_level", 4)) == 4 or spec.options.get("linear_kernel") == "edgekit"
+        if spec.quant == "int4" and int8_activations:
             return TOLERANCES["int4-int8-activations"]
         return TOLERANCES[spec.quant]
 
@@ -75,7 +79,9 @@ class OnnxTarget:
         return open_session(artifact.path, threads=threads, profile_dir=options.get("profile_dir"))
 
     def device_assets(self, artifact: Artifact) -> list[Path]:
-        return []   # ORT's contrib ops ship inside onnxruntime itself: nothing to compile or push beside the model
+        # ORT's contrib ops ship inside onnxruntime itself; edgekit's kernel library (linear_kernel 'edgekit') is one
+        # of the artifact's own files (kernels/), so nothing else goes beside the model
+        return []
 
     def standalone_session(self) -> Path | None:
         return Path(__file__).with_name("standalone_session.py")

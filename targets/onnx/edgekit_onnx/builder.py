@@ -2,7 +2,8 @@
 
 Why direct: the graph is small and fixed (embedding, N x [RMSNorm, QKV, GQA, O, RMSNorm, SwiGLU], norm, lm_head),
 so writing it node by node gives exactly the fused ORT kernels we want (GroupQueryAttention with rotary,
-SimplifiedLayerNormalization / SkipSimplifiedLayerNormalization, MatMulNBits, GatherBlockQuantized), takes seconds
+SimplifiedLayerNormalization / SkipSimplifiedLayerNormalization, MatMulNBits, GatherBlockQuantized; or, with
+linear_kernel 'edgekit', edgekit's LinearQ4 / GatherQ4 custom ops, SwiGLU fused into the down projection), takes seconds
 and never materialises an fp32 copy of the network beyond one tensor at a time. The inputs/outputs follow
 onnxruntime-genai's decoder contract (input_ids, attention_mask, past_key_values.N.*, logits, present.N.*).
 """
@@ -20,7 +21,7 @@ from onnx import TensorProto, helper
 
 from edgekit.model.graph import rope_tables
 from edgekit_onnx.attention import FloatKVCache, mask_to_gqa_lengths
-from edgekit_onnx.quant import QuantPlan, pack_blockwise
+from edgekit_onnx.quant import QuantPlan, pack_blockwise, pack_tiled
 from edgekit_onnx.serialize import TensorSink
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OPSET, MS_OPSET, IR_VERSION = 17, 1, 9   # loads in ORT >= 1.14's format support; the contrib ops set the real floor
+KERNEL_DOMAIN, KERNEL_OPSET = "edgekit", 1   # edgekit's custom ops (linear_kernel 'edgekit'): edgekit_onnx/kernels
 
 
 @dataclass
@@ -48,7 +50,9 @@ class GraphBuilder:
     op_counts: dict = field(default_factory=dict)
     packed: dict = field(default_factory=dict)     # name -> (packed, scales) from the quantize stage
     k_dims: dict = field(default_factory=dict)     # name -> K (input features) of every linear
+    out_dims: dict = field(default_factory=dict)   # name -> N (output features) of every linear
     shared: set = field(default_factory=set)       # initializers already written for another node
+    rowsums: dict = field(default_factory=dict)    # name -> row sums of a tiled table not yet written
     _consts: set = field(default_factory=set)
 
     @property
@@ -78,9 +82,14 @@ class GraphBuilder:
         return name
 
     def linear(self, name: str, x: str, weight: Callable[[], torch.Tensor], bias: torch.Tensor | None,
-               bits: int | None) -> str:
-        """x @ W.T (+ bias), W = weight() [N, K] in torch layout; MatMulNBits when bits is set, else MatMul.
-        W is made only if needed (the quantize stage may have packed it already)."""
+               bits: int | None, swiglu: bool = False) -> str:
+        """x @ W.T (+ bias), W = weight() [N, K] in torch layout; MatMulNBits when bits is set (LinearQ4 when the plan
+        runs them in edgekit's kernel), else MatMul. W is made only if needed (the quantize stage may have packed it
+        already). swiglu: x is [..., 2K] and the linear reads silu(x[..., :K]) * x[..., K:] (LinearQ4 only)."""
+        if self.plan.tiled(bits):
+            return self.tiled_linear(name, x, weight, bias, swiglu)
+        if swiglu:
+            raise ValueError(f"{name}: a fused SwiGLU needs the edgekit kernel")
         if bits is None:
             w_t = weight().T.contiguous()
             k, n = w_t.shape
@@ -97,6 +106,27 @@ class GraphBuilder:
         if bias is not None:
             y = self.node("Add", [y, self.float_tensor(f"{name}.bias", bias)], f"{name}/Add")[0]
         return y
+
+    def tiled_tensors(self, name: str, weight: Callable[[], torch.Tensor]) -> tuple[str, str]:
+        """The tiled int4 codes and scales of `name`, written once (an output layer's serve the embedding too); the
+        row sums, which only LinearQ4 reads, wait in `rowsums` for tiled_linear."""
+        data, scales = f"{name}.weight_T4", f"{name}.weight_T4_scales"
+        if data not in self.shared:
+            packed, s16, self.rowsums[name] = self.packed.pop(name, None) or pack_tiled(weight(), self.plan.block_size)
+            self.sink.add(data, packed)
+            self.sink.add(scales, s16, dtype=TensorProto.BFLOAT16)
+            self.shared.add(data)
+        return data, scales
+
+    def tiled_linear(self, name: str, x: str, weight: Callable[[], torch.Tensor], bias: torch.Tensor | None,
+                     swiglu: bool) -> str:
+        data, scales = self.tiled_tensors(name, weight)
+        rowsum = f"{name}.weight_T4_rowsum"
+        self.sink.add(rowsum, self.rowsums.pop(name))
+        inputs = [x, data, scales, rowsum] + ([self.float_tensor(f"{name}.bias", bias)] if bias is not None else [])
+        return self.node("LinearQ4", inputs, f"{name}/LinearQ4", domain=KERNEL_DOMAIN, K=self.k_dims[name],
+                         N=self.out_dims[name], group_size=self.plan.block_size, swiglu=int(swiglu),
+                         act_per_group=1)[0]
 
     def rms_norm(self, name: str, x: str, weight: torch.Tensor) -> str:
         return self.node("SimplifiedLayerNormalization", [x, self.float_tensor(f"{name}.weight", weight)], name,
@@ -125,6 +155,17 @@ def linear_table(cfg: ModelConfig, w: dict[str, torch.Tensor], plan: QuantPlan
     yield "/lm_head", lambda: w[out], cfg.hidden_size, plan.output_bits
 
 
+def out_features(cfg: ModelConfig) -> dict[str, int]:
+    """N of every linear of linear_table()."""
+    n = {"/lm_head": cfg.vocab_size}
+    for i in range(cfg.num_layers):
+        n[f"/model/layers.{i}/attn/qkv_proj"] = cfg.q_dim + 2 * cfg.kv_dim
+        n[f"/model/layers.{i}/attn/o_proj"] = cfg.hidden_size
+        n[f"/model/layers.{i}/mlp/gate_up_proj"] = 2 * cfg.intermediate_size
+        n[f"/model/layers.{i}/mlp/down_proj"] = cfg.hidden_size
+    return n
+
+
 def _pack(weight: torch.Tensor, bits: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Packs in chunks of rows, converting each chunk to float32 only when it is packed (bf16 checkpoints stay bf16)."""
     w, rows = weight.detach(), 8192
@@ -135,11 +176,14 @@ def _pack(weight: torch.Tensor, bits: int, block_size: int) -> tuple[np.ndarray,
 
 
 def quantize_weights(cfg: ModelConfig, w: dict[str, torch.Tensor], plan: QuantPlan) -> dict[str, tuple]:
-    """The quantize stage: block-wise packing of every quantized linear and of the embedding table."""
-    packed = {name: _pack(make(), bits, plan.block_size)
-              for name, make, _, bits in linear_table(cfg, w, plan) if bits is not None}
+    """The quantize stage: block-wise packing of every quantized linear and of the embedding table (edgekit's tiled
+    layout for what its kernel runs, MatMulNBits' layout otherwise)."""
+    def pack(weight: torch.Tensor, bits: int) -> tuple:
+        return pack_tiled(weight, plan.block_size) if plan.tiled(bits) else _pack(weight, bits, plan.block_size)
+
+    packed = {name: pack(make(), bits) for name, make, _, bits in linear_table(cfg, w, plan) if bits is not None}
     if plan.embedding_bits is not None and not shares_embedding_table(cfg, plan):
-        packed["/model/embed_tokens"] = _pack(w["tok_embeddings.weight"], plan.embedding_bits, plan.block_size)
+        packed["/model/embed_tokens"] = pack(w["tok_embeddings.weight"], plan.embedding_bits)
     return packed
 
 
@@ -150,6 +194,7 @@ def build_graph(cfg: ModelConfig, weights: dict[str, torch.Tensor], plan: QuantP
     g = GraphBuilder(cfg, plan, sink, max_seq_len, last_logits_only, packed=packed)
     table = {name: (make, bits) for name, make, k, bits in linear_table(cfg, weights, plan)}
     g.k_dims = {name: k for name, _, k, _ in linear_table(cfg, weights, plan)}
+    g.out_dims = out_features(cfg)
     g.inputs += [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
                  helper.make_tensor_value_info("attention_mask", TensorProto.INT64,
                                                ["batch_size", "total_sequence_length"])]
@@ -163,11 +208,11 @@ def build_graph(cfg: ModelConfig, weights: dict[str, torch.Tensor], plan: QuantP
     g.float_tensor(g.cos_cache, cos[:, :half].contiguous())
     g.float_tensor(g.sin_cache, sin[:, :half].contiguous())
 
-    def lin(name: str, x: str, bias: torch.Tensor | None = None) -> str:
+    def lin(name: str, x: str, bias: torch.Tensor | None = None, swiglu: bool = False) -> str:
         make, bits = table[name]
-        return g.linear(name, x, make, bias, bits)
+        return g.linear(name, x, make, bias, bits, swiglu)
 
-    x = _embedding(g, weights["tok_embeddings.weight"])
+    x = _embedding(g, weights["tok_embeddings.weight"], table.get("/lm_head", (None, None))[0])
     residual, h = x, g.rms_norm("/model/layers.0/input_layernorm", x, weights["layers.0.attention_norm.weight"])
     for i in range(cfg.num_layers):
         attn = _attention(g, kv, i, h, weights, lin)
@@ -187,9 +232,10 @@ def build_graph(cfg: ModelConfig, weights: dict[str, torch.Tensor], plan: QuantP
     g.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="/logits"))
     graph = helper.make_graph(g.nodes, "edgekit_decoder", g.inputs, g.outputs, sink.initializers)
     sink.initializers.clear()   # make_graph copied them: keep one copy of the weights, not two, while serialising
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
-                                                    helper.make_opsetid("com.microsoft", MS_OPSET)],
-                              producer_name="edgekit")
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", MS_OPSET)]
+    if any(n.domain == KERNEL_DOMAIN for n in g.nodes):
+        opsets.append(helper.make_opsetid(KERNEL_DOMAIN, KERNEL_OPSET))
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="edgekit")
     model.ir_version = IR_VERSION
     return model, dict(g.op_counts)
 
@@ -199,7 +245,7 @@ def shares_embedding_table(cfg: ModelConfig, plan: QuantPlan) -> bool:
     return cfg.tie_word_embeddings and plan.embedding_bits is not None and plan.embedding_bits == plan.output_bits
 
 
-def _embedding(g: GraphBuilder, table: torch.Tensor) -> str:
+def _embedding(g: GraphBuilder, table: torch.Tensor, lm_head: Callable[[], torch.Tensor] | None = None) -> str:
     """Gather (float) or GatherBlockQuantized. The packed table is [V, H/block, block*bits/8] (H padded up to whole
     blocks with zeros, which dequantize to 0): gathered with quantize_axis=2 it gives [B, S, H/block, block], reshaped
     to [B, S, H_padded] and sliced back to H when H is not a multiple of the block (e.g. 576 = 4.5 x 128)."""
@@ -208,6 +254,13 @@ def _embedding(g: GraphBuilder, table: torch.Tensor) -> str:
         return g.node("Gather", [g.float_tensor("model.embed_tokens.weight", table), "input_ids"],
                       "/model/embed_tokens/Gather", axis=0)[0]
     vocab, hidden = table.shape
+    if g.plan.tiled(bits):   # edgekit's GatherQ4 on the tiled table (the output layer's own, when they share it)
+        shared = shares_embedding_table(g.cfg, g.plan)
+        name = "/lm_head" if shared else "/model/embed_tokens"
+        g.k_dims.setdefault(name, hidden)
+        data, scales = g.tiled_tensors(name, lm_head if shared else (lambda: table))
+        return g.node("GatherQ4", [data, scales, "input_ids"], "/model/embed_tokens/GatherQ4", domain=KERNEL_DOMAIN,
+                      K=hidden, N=vocab, group_size=block)[0]
     if shares_embedding_table(g.cfg, g.plan):
         # one packed table for both ops (MatMulNBits insists on that 3-D shape); only the scales need their own
         # [V, H/block, 1] view
@@ -259,6 +312,8 @@ def _head_norm(g: GraphBuilder, name: str, x: str, heads: int, weight: torch.Ten
 def _mlp(g: GraphBuilder, i: int, h: str, lin: Callable) -> str:
     name, inter = f"/model/layers.{i}/mlp", g.cfg.intermediate_size
     gate_up = lin(f"{name}/gate_up_proj", h)
+    if g.plan.tiled(g.plan.linear_bits):   # LinearQ4 applies silu(gate) * up to its input itself
+        return lin(f"{name}/down_proj", gate_up, swiglu=True)
     gate, up = g.node("Split", [gate_up, g.const_i64(f"split_{inter}_{inter}", [inter, inter])], f"{name}/split",
                       n_out=2, axis=-1)
     sig = g.node("Sigmoid", [gate], f"{name}/act/Sigmoid")[0]

@@ -13,7 +13,7 @@ from edgekit_onnx import serialize
 from edgekit_onnx.attention import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, kv_cache_lowering
 from edgekit_onnx.builder import IR_VERSION, MS_OPSET, OPSET, build_graph, estimate_initializer_bytes, quantize_weights
 from edgekit_onnx.genai import write_genai_files
-from edgekit_onnx.quant import QuantPlan, plan_for
+from edgekit_onnx.quant import QuantPlan, linear_in_features, plan_for
 from edgekit_onnx.serialize import DATA_SUFFIX, TensorSink, save_model
 
 if TYPE_CHECKING:
@@ -26,14 +26,15 @@ EXTERNAL_DATA_CHOICES = ("auto", "always")
 
 
 def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
-    plan = plan_for(spec.quant, spec.options)
-    kv = kv_cache_lowering(spec.kv_cache)
     cfg = model.config
+    plan = plan_for(spec.quant, spec.options, linear_in_features(cfg))
+    kv = kv_cache_lowering(spec.kv_cache)
     if cfg.head_dim % 2 or cfg.head_dim > 256:
         raise UnsupportedOption(f"head_dim {cfg.head_dim} is outside what GroupQueryAttention supports (even, <= 256)")
     ext = spec.options.get("external_data", "auto")
     if ext not in EXTERNAL_DATA_CHOICES:
         raise UnsupportedOption(f"external_data={ext!r}; accepted: {', '.join(EXTERNAL_DATA_CHOICES)}")
+    kernel_files = _kernel_library(out) if plan.edgekit_kernel else []   # compiled (or cached) before any heavy work
     estimate = estimate_initializer_bytes(cfg, plan)
     external = ext == "always" or serialize.needs_external_data(estimate, serialize.EXTERNAL_THRESHOLD)
     packed: dict[str, tuple] = {}
@@ -54,8 +55,11 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
         files = save_model(proto, out / MODEL_FILE)
         del proto
         if kv.name != "int8":   # genai_config.json cannot describe the int8 cache's scale tensors
-            files += write_genai_files(model, out, spec.max_seq_len, MODEL_FILE)
+            files += write_genai_files(model, out, spec.max_seq_len, MODEL_FILE, custom_ops_library=next(
+                iter(kernel_files), None))
+    files += kernel_files
     metadata = _metadata(model, spec, plan, op_counts, sink.total_bytes, external)
+    metadata["custom_op_libraries"] = kernel_files
     if kv.name == "int8":
         from edgekit_onnx.int8_kv import update_metadata
 
@@ -63,6 +67,19 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     artifact = Artifact(path=out, target="onnx", files=files, metadata=metadata)
     artifact.save()   # the standalone session reads artifact.json; export_api rewrites it with validation figures
     return artifact
+
+
+def _kernel_library(out: Path) -> list[str]:
+    """edgekit's ONNX Runtime kernel library, built (or taken from the build cache) and copied into the export folder,
+    which then runs as it is; returns its folder-relative path."""
+    import shutil
+
+    from edgekit_onnx.kernels import KERNELS_DIR, build_library
+
+    lib = build_library()
+    (out / KERNELS_DIR).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(lib, out / KERNELS_DIR / lib.name)
+    return [f"{KERNELS_DIR}/{lib.name}"]
 
 
 def _metadata(model: EdgeModel, spec: TargetSpec, plan: QuantPlan, op_counts: dict[str, int], weight_bytes: int,
@@ -96,9 +113,10 @@ def _metadata(model: EdgeModel, spec: TargetSpec, plan: QuantPlan, op_counts: di
 def min_ort_version(plan: QuantPlan) -> str:
     """The oldest ONNX Runtime whose CPU kernels cover what this graph uses (from ORT's release notes:
     GroupQueryAttention with fused rotary on CPU 1.18, MatMulNBits accuracy_level 4 on CPU 1.18,
-    GatherBlockQuantized 1.20, its `bits`=8 with uint8 data 1.22). Verified here only with the installed release."""
+    GatherBlockQuantized 1.20, its `bits`=8 with uint8 data 1.22; edgekit's kernel library asks for API 18, i.e.
+    1.18). Verified here only with the installed release."""
     if plan.embedding_bits == 8:
         return "1.22"
-    if plan.embedding_bits == 4:
+    if plan.embedding_bits == 4 and not plan.tiled(4):   # edgekit's GatherQ4 replaces GatherBlockQuantized
         return "1.20"
-    return "1.18"
+    return "1.18"   # also what edgekit's kernel library asks for (ONNX Runtime API 18)

@@ -17,8 +17,13 @@ if TYPE_CHECKING:
 GENAI_CONFIG = "genai_config.json"
 
 
-def genai_config(model: EdgeModel, max_seq_len: int, filename: str) -> dict[str, Any]:
+def genai_config(model: EdgeModel, max_seq_len: int, filename: str, custom_ops_library: str | None = None
+                 ) -> dict[str, Any]:
+    """custom_ops_library: folder-relative path of edgekit's kernel library, which the decoder session registers."""
     cfg = model.config
+    session_options: dict[str, Any] = {"log_id": "onnxruntime-genai", "provider_options": []}
+    if custom_ops_library:
+        session_options["custom_ops_library"] = custom_ops_library
     eos = list(model.stop_ids) or [0]
     bos = model.tokenizer.bos_id if model.has_tokenizer and model.tokenizer.bos_id is not None else cfg.bos_token_id
     return {
@@ -26,7 +31,7 @@ def genai_config(model: EdgeModel, max_seq_len: int, filename: str) -> dict[str,
             "bos_token_id": bos if bos is not None else eos[0],
             "context_length": max_seq_len,
             "decoder": {
-                "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
+                "session_options": session_options,
                 "filename": filename,
                 "head_size": cfg.head_dim,
                 "hidden_size": cfg.hidden_size,
@@ -52,9 +57,11 @@ def genai_config(model: EdgeModel, max_seq_len: int, filename: str) -> dict[str,
     }
 
 
-def write_genai_files(model: EdgeModel, out: Path, max_seq_len: int, filename: str) -> list[str]:
+def write_genai_files(model: EdgeModel, out: Path, max_seq_len: int, filename: str,
+                      custom_ops_library: str | None = None) -> list[str]:
     """genai_config.json, plus tokenizer.json / tokenizer_config.json when the model has a tokenizer."""
-    (out / GENAI_CONFIG).write_text(json.dumps(genai_config(model, max_seq_len, filename), indent=2))
+    config = genai_config(model, max_seq_len, filename, custom_ops_library)
+    (out / GENAI_CONFIG).write_text(json.dumps(config, indent=2))
     files = [GENAI_CONFIG]
     if model.has_tokenizer:
         tok = model.tokenizer

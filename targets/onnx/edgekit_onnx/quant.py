@@ -5,6 +5,11 @@ Packing goes through ONNX Runtime's own C++ routines (`quantize_matmul_4bits` / 
 network is ever held in memory. The packed layout `[N, K/block, block*bits/8]` is what `MatMulNBits` reads and, for
 an embedding table `[V, H]`, exactly what `GatherBlockQuantized` (uint8 data, packed along H) reads too.
 Quantization is symmetric: no zero points are stored, both ops then use their default (2^(bits-1)).
+
+`linear_kernel="edgekit"` runs the int4 linears (and a 4-bit token embedding) in edgekit's own kernel instead of
+MatMulNBits: a custom-op library (edgekit_onnx/kernels) with the same arithmetic as MatMulNBits at accuracy level 4
+(int8 activations per block, symmetric), its weights in the kernel's 16-row tiles with bf16 block scales
+(edgekit/kernels/q4.py). The codes are ORT's own (the same routine), so only the scales' rounding to bf16 differs.
 """
 from __future__ import annotations
 
@@ -12,10 +17,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from edgekit.errors import UnsupportedOption
 
 QUANT_SCHEMES = ("fp32", "fp16", "int4")
+LINEAR_KERNELS = ("mlas", "edgekit")   # who runs the int4 linears: ORT's MatMulNBits (MLAS), or edgekit's kernel
 BLOCK_SIZES = (32, 64, 128)
 ACCURACY_LEVELS = (0, 1, 4)       # MatMulNBits: 0 unset (= fp32), 1 fp32 activations, 4 int8 activations
 LAYER_BITS = (4, 8)
@@ -34,8 +41,9 @@ class QuantPlan:
     scheme: str = "fp32"
     block_size: int = DEFAULT_BLOCK_SIZE
     accuracy_level: int = 4
-    embedding_bits: int | None = None   # None: float embedding (Gather); 8 / 4: GatherBlockQuantized
-    output_bits: int | None = None      # None: float lm_head (MatMul); 8 / 4: MatMulNBits
+    embedding_bits: int | None = None   # None: float embedding (Gather); 8 / 4: GatherBlockQuantized (or GatherQ4)
+    output_bits: int | None = None      # None: float lm_head (MatMul); 8 / 4: MatMulNBits (or LinearQ4 at 4)
+    linear_kernel: str = "mlas"         # "edgekit": every 4-bit linear and table in edgekit's kernel (LinearQ4)
 
     @property
     def float_dtype(self) -> str:
@@ -45,17 +53,38 @@ class QuantPlan:
     def linear_bits(self) -> int | None:
         return 4 if self.scheme == "int4" else None
 
+    @property
+    def edgekit_kernel(self) -> bool:
+        return self.linear_kernel == "edgekit"
+
+    def tiled(self, bits: int | None) -> bool:
+        """Whether a tensor quantized to `bits` is stored in edgekit's tiled layout (and run by its kernel)."""
+        return self.edgekit_kernel and bits == 4
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def plan_for(scheme: str, options: dict[str, Any]) -> QuantPlan:
-    """Turn a quant scheme + target options into a QuantPlan; bad values raise UnsupportedOption naming the choices."""
+def linear_in_features(cfg) -> tuple[int, ...]:
+    """The input widths of the graph's linears (q|k|v, gate|up and the output layer read the hidden size)."""
+    return tuple(sorted({cfg.hidden_size, cfg.q_dim, cfg.intermediate_size}))
+
+
+def plan_for(scheme: str, options: dict[str, Any], in_features: tuple[int, ...] = ()) -> QuantPlan:
+    """Turn a quant scheme + target options into a QuantPlan; bad values raise UnsupportedOption naming the choices.
+    `in_features` (linear_in_features(cfg)) lets linear_kernel 'edgekit' pick and check its block size: the kernel
+    needs a block that divides every linear's input width (the default is the largest of 128 / 64 / 32 that does)."""
     if scheme not in QUANT_SCHEMES:
         raise UnsupportedOption(f"quant scheme {scheme!r} is not supported by target 'onnx'; "
                                 f"supported: {', '.join(QUANT_SCHEMES)}")
     quantized = scheme == "int4"
-    block = int(options.get("block_size", DEFAULT_BLOCK_SIZE))
+    kernel = str(options.get("linear_kernel", "mlas"))
+    if kernel not in LINEAR_KERNELS:
+        raise UnsupportedOption(f"linear_kernel={kernel!r} is not supported by target 'onnx'; "
+                                f"accepted: {', '.join(LINEAR_KERNELS)}")
+    if kernel == "edgekit" and not quantized:
+        raise UnsupportedOption(f"linear_kernel 'edgekit' runs int4 linears: it needs quant 'int4', not {scheme!r}")
+    block = int(options.get("block_size", _edgekit_block(in_features) if kernel == "edgekit" else DEFAULT_BLOCK_SIZE))
     level = int(options.get("accuracy_level", 4))
     emb = options.get("embedding_bits", 4 if quantized else None)
     out = options.get("output_bits", 4 if quantized else None)
@@ -68,7 +97,20 @@ def plan_for(scheme: str, options: dict[str, Any]) -> QuantPlan:
         raise UnsupportedOption(f"block_size / accuracy_level apply to quant 'int4' only, not {scheme!r}")
     if scheme == "fp16" and (emb is not None or out is not None):
         raise UnsupportedOption("embedding_bits / output_bits need an fp32 or int4 export (fp16 keeps float tables)")
-    return QuantPlan(scheme, block, level, None if emb is None else int(emb), None if out is None else int(out))
+    if kernel == "edgekit" and in_features and any(k % block for k in in_features):
+        fits = [b for b in BLOCK_SIZES if all(k % b == 0 for k in in_features)]
+        raise UnsupportedOption(f"block_size={block} does not divide every linear's input width "
+                                f"({', '.join(map(str, in_features))}), which linear_kernel 'edgekit' needs; "
+                                f"accepted here: {', '.join(map(str, fits)) or 'none (use linear_kernel mlas)'}")
+    return QuantPlan(scheme, block, level, None if emb is None else int(emb), None if out is None else int(out),
+                     kernel)
+
+
+def _edgekit_block(in_features: tuple[int, ...]) -> int:
+    for block in sorted(BLOCK_SIZES, reverse=True):
+        if all(k % block == 0 for k in in_features):
+            return block
+    return DEFAULT_BLOCK_SIZE   # none divides: plan_for reports it with the accepted choices
 
 
 def _check(value: int, accepted: tuple[int, ...], name: str) -> None:
@@ -102,6 +144,36 @@ def pack_blockwise(weight: np.ndarray, bits: int, block_size: int, rows_per_chun
         pack(p, wt, s, zero_points, block_size, r1 - r0, k_blocks * block_size, True)
         packed[r0:r1], scales[r0:r1] = p, s
     return packed, scales
+
+
+def pack_tiled(weight: torch.Tensor, block_size: int, rows_per_chunk: int = 8192
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """weight [N, K] -> edgekit's tiled layout (packed uint8 [N_pad*K/2], bf16 scales as uint16 [N_pad*K/block],
+    fp32 rowsum [N_pad]). The codes and scales are ORT's own symmetric 4-bit quantization (pack_blockwise), the scales
+    then rounded to bf16. In chunks of rows (a multiple of the 16-row tile), each converted to fp32 only when packed."""
+    from edgekit.kernels import q4
+
+    n, k = weight.shape
+    if k % block_size:
+        raise ValueError(f"block {block_size} does not divide the input width {k}")
+    parts = []
+    for r0 in range(0, n, rows_per_chunk):
+        packed, scales = pack_blockwise(weight[r0:r0 + rows_per_chunk].detach().float().numpy(), 4, block_size)
+        flat = packed.reshape(packed.shape[0], -1)
+        codes = np.empty((flat.shape[0], flat.shape[1] * 2), dtype=np.int8)
+        codes[:, 0::2] = (flat & 0x0F).astype(np.int8) - 8
+        codes[:, 1::2] = (flat >> 4).astype(np.int8) - 8
+        p, s, r = q4.pack(torch.from_numpy(codes), torch.from_numpy(scales), block_size)
+        parts.append((p.numpy(), s.view(torch.int16).numpy().view(np.uint16), r.numpy()))
+    return tuple(np.concatenate([part[i] for part in parts]) for i in range(3))
+
+
+def dequantize_tiled(packed: np.ndarray, scales: np.ndarray, block_size: int, n: int, k: int) -> torch.Tensor:
+    """The fp32 weight [N, K] a tiled tensor holds (codes times bf16 scales), what LinearQ4 / GatherQ4 compute with."""
+    from edgekit.kernels import q4
+
+    s16 = torch.from_numpy(np.ascontiguousarray(scales).view(np.int16)).view(torch.bfloat16)
+    return q4.unpack(torch.from_numpy(np.ascontiguousarray(packed)), s16, block_size, n, k)
 
 
 def dequantize(packed: np.ndarray, scales: np.ndarray, bits: int, k: int) -> np.ndarray:

@@ -1,7 +1,9 @@
 """The eager graph an ONNX export must match: the fp32 Decoder, or for int4 the same Decoder carrying the exact
 dequantized weights of the artifact (same packing routine), and with accuracy_level 4 the same int8 quantization of
 activations that MatMulNBits applies (per weight block along K, scale = max|a| / 127, round half to even).
-So int4 is compared against an int4 reference (tight tolerance), and separately reported against fp32 (top-1)."""
+So int4 is compared against an int4 reference (tight tolerance), and separately reported against fp32 (top-1).
+With linear_kernel 'edgekit' the weights are the tiled layout's (the same codes, bf16 scales) and the activations are
+quantized per block the same way (edgekit's LinearQ4 runs MatMulNBits' level-4 arithmetic)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -10,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekit_onnx.quant import QuantPlan, dequantize, pack_blockwise
+from edgekit.kernels.q4 import fake_quantize_groups
+from edgekit_onnx.quant import QuantPlan, dequantize, dequantize_tiled, pack_blockwise, pack_tiled
 
 if TYPE_CHECKING:
     from edgekit.model.edge_model import EdgeModel
@@ -28,24 +31,22 @@ class BlockQuantizedActLinear(nn.Module):
         self.block_size = block_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = x.shape[-1]
-        pad = -k % self.block_size
-        xb = F.pad(x, (0, pad)).reshape(*x.shape[:-1], -1, self.block_size)
-        scale = xb.abs().amax(-1, keepdim=True) / 127.0
-        inv = torch.where(scale != 0, 1.0 / scale, torch.zeros_like(scale))
-        xq = (torch.round(xb * inv).clamp(-128, 127) * scale).reshape(*x.shape[:-1], -1)[..., :k]
-        return F.linear(xq, self.weight, self.bias)
+        return F.linear(fake_quantize_groups(x, self.block_size), self.weight, self.bias)
 
 
-def _dequantized(weight: torch.Tensor, bits: int, block_size: int) -> torch.Tensor:
-    packed, scales = pack_blockwise(weight.detach().float().numpy(), bits, block_size)
+def _dequantized(weight: torch.Tensor, bits: int, plan: QuantPlan) -> torch.Tensor:
+    """The weight as the artifact stores it, dequantized (same packing routine as the export)."""
+    if plan.tiled(bits):
+        packed, scales, _ = pack_tiled(weight, plan.block_size)
+        return dequantize_tiled(packed, scales, plan.block_size, *weight.shape)
+    packed, scales = pack_blockwise(weight.detach().float().numpy(), bits, plan.block_size)
     return torch.from_numpy(dequantize(packed, scales, bits, weight.shape[1]))
 
 
 def _quantized_linear(lin: nn.Linear, bits: int, plan: QuantPlan) -> nn.Module:
-    w = _dequantized(lin.weight, bits, plan.block_size)
+    w = _dequantized(lin.weight, bits, plan)
     b = None if lin.bias is None else lin.bias.detach().float()
-    if plan.accuracy_level == 4:
+    if plan.accuracy_level == 4 or plan.tiled(bits):   # edgekit's LinearQ4: always level-4 activations
         return BlockQuantizedActLinear(w, b, plan.block_size)
     out = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
     out.weight = nn.Parameter(w, requires_grad=False)
@@ -65,7 +66,7 @@ def quantized_reference(dec: Decoder, plan: QuantPlan) -> Decoder:
     if plan.output_bits is not None:
         dec.output = _quantized_linear(dec.output, plan.output_bits, plan)   # also unties a tied head
     if plan.embedding_bits is not None:
-        table = _dequantized(dec.tok_embeddings.weight, plan.embedding_bits, plan.block_size)
+        table = _dequantized(dec.tok_embeddings.weight, plan.embedding_bits, plan)
         dec.tok_embeddings = nn.Embedding.from_pretrained(table, freeze=True)
     return dec
 

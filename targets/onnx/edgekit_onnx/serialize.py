@@ -33,9 +33,10 @@ class TensorSink:
         self._fh = data_file.open("wb") if data_file is not None else None
         self.total_bytes = 0
 
-    def add(self, name: str, array: np.ndarray) -> None:
+    def add(self, name: str, array: np.ndarray, dtype: int | None = None) -> None:
+        """`dtype` overrides the ONNX element type of the raw bytes (bf16 data travels as uint16 in numpy)."""
         array = np.ascontiguousarray(array)
-        dtype = helper.np_dtype_to_tensor_dtype(array.dtype)
+        dtype = helper.np_dtype_to_tensor_dtype(array.dtype) if dtype is None else dtype
         self.total_bytes += array.nbytes
         if self._fh is None or array.nbytes < 1024:  # small tensors stay inline: shapes and constants
             self.initializers.append(helper.make_tensor(name, dtype, array.shape, array.tobytes(), raw=True))

@@ -49,6 +49,8 @@ class OnnxSession:
             Path(profile_dir).mkdir(parents=True, exist_ok=True)
             opts.enable_profiling = True
             opts.profile_file_prefix = str(Path(profile_dir) / "ort_profile")
+        for lib in meta.get("custom_op_libraries", []):   # edgekit's kernel library (linear_kernel 'edgekit')
+            opts.register_custom_ops_library(str(Path(lib) if os.path.isabs(lib) else folder / lib))
         main = folder / (io.get("main") or files[0])
         self.session = ort.InferenceSession(str(main), opts, providers=["CPUExecutionProvider"])
         self._profile: list[dict] | None = None

@@ -1,4 +1,5 @@
-"""`edgekit::linear_q4`: the 8da4w linear as one op that edgekit's compiled kernel runs (edgekit/kernels/csrc/linear_q4.h).
+"""`edgekit::linear_q4`: the 8da4w linear as one op that edgekit's compiled kernel runs
+(edgekit/kernels/csrc/linear_q4.h).
 
     edgekit::linear_q4(Tensor x, Tensor packed, Tensor scales, Tensor rowsum, Tensor? bias, int group_size,
                        int out_features) -> Tensor

@@ -1,0 +1,24 @@
+"""edgekit's int4 kernels for ONNX Runtime: a custom-op library (domain "edgekit": LinearQ4, GatherQ4) that an
+ONNX export with `linear_kernel=edgekit` runs its int4 linears and its token embedding in.
+
+Sources: csrc/edgekit_ort_ops.cpp (the ONNX Runtime wrapper) around the core's int4 linear
+(edgekit/kernels/csrc/linear_q4.h, the same kernel the ExecuTorch target registers as edgekit::linear_q4). Built on
+first use (build.py) against ONNX Runtime's API headers (headers.py). The export copies the library into the
+artifact folder (`KERNELS_DIR`), so the folder runs as it is: in edgekit's session, in onnxruntime-genai
+(genai_config.json names it) and on a board.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit_onnx.kernels.build import LIB_NAME, build_library, source_paths
+
+__all__ = ["DOMAIN", "KERNELS_DIR", "LIB_NAME", "build_library", "source_files"]
+
+DOMAIN = "edgekit"
+KERNELS_DIR = "kernels"
+
+
+def source_files() -> list[Path]:
+    """The C++ sources an app build compiles in (the ONNX Runtime wrapper + the core int4 linear)."""
+    return source_paths()

@@ -1,0 +1,40 @@
+"""Builds edgekit's ONNX Runtime kernel library (libedgekit_ort.so) on first use: g++ against ONNX Runtime's API
+headers (headers.py) and the core's int4 linear (edgekit/kernels/csrc/linear_q4.h), cached by a content hash under
+the user cache dir (edgekit.kernels.build does the compiling and caching). The library links nothing of ONNX
+Runtime: the session hands it the API table when it registers the library."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.kernels import build as core_build
+from edgekit.kernels.q4 import CSRC as CORE_CSRC
+from edgekit_onnx.kernels import headers
+
+CSRC = Path(__file__).with_name("csrc")
+LIB_NAME = "libedgekit_ort.so"
+SOURCE = CSRC / "edgekit_ort_ops.cpp"
+CORE_SOURCES = (CORE_CSRC / "linear_q4.h",)
+
+
+def source_paths() -> list[Path]:
+    return [SOURCE, *CORE_SOURCES]
+
+
+def compile_command(cxx: str, out: Path, include: Path) -> list[str]:
+    return [cxx, "-std=c++17", "-O3", "-fPIC", "-shared", *core_build.isa_flags(), "-fvisibility=hidden", "-DNDEBUG",
+            f"-I{include}", f"-I{CORE_CSRC}", str(SOURCE), "-o", str(out)]
+
+
+def content_hash(cxx: str, include: Path) -> str:
+    header_files = sorted(include.glob("onnxruntime_*.h"))
+    return core_build.content_hash(cxx, [*source_paths(), *header_files],
+                                   compile_command(cxx, Path(LIB_NAME), Path("ORT_INCLUDE")), "onnxruntime kernels")
+
+
+def build_library(force: bool = False) -> Path:
+    """Path of the compiled library, compiling it if this exact source / headers / flags / compiler is not cached."""
+    cxx = core_build.find_compiler()
+    include = headers.include_dir()
+    return core_build.build_cached(LIB_NAME, content_hash(cxx, include),
+                                   lambda out: compile_command(cxx, out, include), prefix="ort-", force=force,
+                                   what="the edgekit ONNX Runtime kernels")
