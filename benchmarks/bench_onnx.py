@@ -1,7 +1,9 @@
-"""ONNX target benchmark: Qwen2.5-0.5B-shaped random checkpoint, int4 (MatMulNBits block 128 by default, accuracy_level
-4), int4 or int8 embedding, run by the target's standalone session (ONNX Runtime alone).
+"""ONNX target benchmark: Qwen2.5-0.5B-shaped random checkpoint, int4 (block 128 by default, int8 activations), int4
+or int8 embedding, the int4 linears run by ORT's MatMulNBits (linear_kernel mlas, the default) and by edgekit's own
+kernel library (linear_kernel edgekit), run by the target's standalone session (ONNX Runtime alone).
 
-    python benchmarks/bench_onnx.py [--block-size 128 32] [--embedding-bits 4 8] [--runs 3] [--validate]
+    python benchmarks/bench_onnx.py [--linear-kernel mlas edgekit] [--block-size 128 32] [--embedding-bits 4 8]
+                                    [--runs 3] [--validate]
 
 Export wall time and peak RSS are measured in a child process (benchmarks/common.run_child); speed with the same
 child as benchmarks/run.py (peers/edgekit_child.py bench: 64-token prompt, 64 greedy decode steps, 2 threads, best of
@@ -27,22 +29,17 @@ log = logging.getLogger("bench_onnx")
 CHECKPOINT = BENCH_DIR / ".cache" / "qwen05b"
 WORK = BENCH_DIR / ".cache" / "onnx"
 RESULTS = BENCH_DIR / "results" / "onnx.md"
-PEERS = {  # quoted from /work/shared/peers/README.md (measured on this machine, quiet, 2026-11-26); not re-run here
-    "onnxruntime-genai builder int4": {"prefill": "114-121", "decode": "31-36", "size": "317 MB",
-                                       "export": "43 s / 4.5 GB"},
-    "llama.cpp Q4_0": {"prefill": "284-319", "decode": "58-60", "size": "350 MB", "export": "-"},
-}
-GOALS = {"decode_vs_builder": 2.0, "decode_vs_llamacpp": 1.0, "prefill_vs_builder": 2.0, "export_s": 43.0,
-         "export_rss_gb": 3.0}
-BUILDER_DECODE, BUILDER_PREFILL, LLAMACPP_DECODE = 36.0, 121.0, 60.0   # best of the peers' ranges
+KERNELS = ("mlas", "edgekit")
+DEFAULT_KERNEL = "edgekit"   # what run.py's edgekit onnx row exports (export_for_benchmark's default)
 
 
 def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = 512, embedding_bits: int = 4,
-                         validate: bool = False, block_size: int = 128) -> dict[str, Any]:
-    """The benchmark's export (the target's defaults, spelled out): int4 block `block_size`, accuracy_level 4 (int8
-    activations), int4 lm_head, `embedding_bits` embedding (shared with the lm_head when both are int4: the checkpoint
-    is tied). Weights are loaded in their stored dtype (bf16) and converted one tensor at a time. validate=False by
-    default, like the peers' exporters; the validated figure is reported separately."""
+                         validate: bool = False, block_size: int = 128,
+                         linear_kernel: str = DEFAULT_KERNEL) -> dict[str, Any]:
+    """The benchmark's export: int4 block `block_size` with int8 activations (MatMulNBits accuracy_level 4, or
+    edgekit's kernel with the same arithmetic), int4 lm_head, `embedding_bits` embedding (shared with the lm_head when
+    both are int4: the checkpoint is tied). Weights are loaded in their stored dtype (bf16) and converted one tensor at
+    a time. validate=False by default, like the peers' exporters; the validated figure is reported separately."""
     import torch
 
     import edgekit
@@ -50,9 +47,13 @@ def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = 512, em
     model = edgekit.load(checkpoint, dtype=torch.bfloat16)
     art = edgekit.export(model, "onnx", quant="int4", max_seq_len=max_seq_len, last_logits_only=True, out=out,
                          force=True, validate=validate, show_progress=False, block_size=block_size, accuracy_level=4,
-                         embedding_bits=embedding_bits, output_bits=4)
+                         embedding_bits=embedding_bits, output_bits=4, linear_kernel=linear_kernel)
+    tiled = "tiled-" if linear_kernel == "edgekit" else ""
+    notes = ("linear_kernel=edgekit: the int4 linears and the embedding run in edgekit's ONNX Runtime kernel library "
+             "(edgekit.LinearQ4 / GatherQ4, in the export folder); the MatMulNBits form (the target's default) is "
+             "bench_onnx.py's mlas row" if linear_kernel == "edgekit" else "")
     return {"quant": "int4", "options": art.metadata["options"], "validation": art.metadata.get("validation"),
-            "layout": f"edgekit-onnx-int4-g{block_size}"}
+            "layout": f"edgekit-onnx-int4-{tiled}g{block_size}", "notes": notes}
 
 
 def ensure_checkpoint() -> Path:
@@ -62,11 +63,12 @@ def ensure_checkpoint() -> Path:
     return CHECKPOINT
 
 
-def _child_export(out: Path, embedding_bits: int, validate: bool, block_size: int) -> tuple[dict, common.ChildResult]:
+def _child_export(out: Path, embedding_bits: int, validate: bool, block_size: int, kernel: str
+                  ) -> tuple[dict, common.ChildResult]:
     code = (f"import sys, json; sys.path.insert(0, {str(BENCH_DIR)!r}); import bench_onnx as b; "
             f"from pathlib import Path; print(json.dumps(b.export_for_benchmark(Path({str(CHECKPOINT)!r}), "
-            f"Path({str(out)!r}), embedding_bits={embedding_bits}, validate={validate!r}, block_size={block_size}), "
-            "default=str))")
+            f"Path({str(out)!r}), embedding_bits={embedding_bits}, validate={validate!r}, block_size={block_size}, "
+            f"linear_kernel={kernel!r}), default=str))")
     info, res = common.run_json_child([sys.executable, "-c", code], nice=10, timeout=3600)
     if info is None:
         raise RuntimeError(f"export failed:\n{res.tail()}")
@@ -82,89 +84,87 @@ def _child_bench(folder: Path, runs: int, threads: int = 2) -> dict:
     return info
 
 
-def _layout(embedding_bits: int, block: int) -> common.QuantLayout:
-    # MatMulNBits int4, fp32 scales per block, no zero points (symmetric); lm_head int4; embedding as chosen
-    return common.QuantLayout(f"edgekit-onnx-int4-g{block}-emb{embedding_bits}", linear_bits=4, group=block,
-                              scale_bytes=4, embedding_bits=embedding_bits, embedding_group=block, lm_head_bits=4,
-                              lm_head_group=block, float_bytes=4, kv_bytes=4)
+def _layout(embedding_bits: int, block: int, kernel: str) -> common.QuantLayout:
+    # int4 symmetric, one scale per block (fp32 for MatMulNBits, bf16 in edgekit's tiles); lm_head int4; embedding as
+    # chosen
+    return common.QuantLayout(f"edgekit-onnx-int4-{kernel}-g{block}-emb{embedding_bits}", linear_bits=4, group=block,
+                              scale_bytes=2 if kernel == "edgekit" else 4, embedding_bits=embedding_bits,
+                              embedding_group=block, lm_head_bits=4, lm_head_group=block, float_bytes=4, kv_bytes=4)
 
 
-def _measure(block: int, bits: int, shape: common.ModelShape, bandwidth: float, runs: int, validate: bool
-             ) -> dict[str, Any]:
-    out = WORK / f"qwen05b-int4-g{block}-emb{bits}"
-    _info, res = _child_export(out, bits, validate=False, block_size=block)
+def _measure(kernel: str, block: int, bits: int, shape: common.ModelShape, bandwidth: float, runs: int,
+             validate: bool) -> dict[str, Any]:
+    out = WORK / f"qwen05b-int4-{kernel}-g{block}-emb{bits}"
+    _info, res = _child_export(out, bits, validate=False, block_size=block, kernel=kernel)
     speed = _child_bench(out, runs)
-    bpt = common.decode_bytes_per_token(shape, _layout(bits, block), context=64 + 32)
-    row = {"block_size": block, "embedding_bits": bits, "export_wall_s": round(res.wall_s, 1),
+    bpt = common.decode_bytes_per_token(shape, _layout(bits, block, kernel), context=64 + 32)
+    row = {"linear_kernel": kernel, "block_size": block, "embedding_bits": bits, "export_wall_s": round(res.wall_s, 1),
            "export_peak_rss_gb": round(res.peak_rss_bytes / 1e9, 2),
            "size_mb": round(common.path_bytes(out / "model.onnx") / 1e6, 1), **speed,
            "bytes_per_token_mb": round(bpt / 1e6, 1),
            "roofline_fraction": round(common.roofline_fraction(speed["decode_tok_s"], bpt, bandwidth), 3)}
     if validate:
-        vinfo, vres = _child_export(WORK / f"qwen05b-int4-g{block}-emb{bits}-validated", bits, True, block)
+        vinfo, vres = _child_export(WORK / f"qwen05b-int4-{kernel}-g{block}-emb{bits}-validated", bits, True, block,
+                                    kernel)
         row.update(validated_export_wall_s=round(vres.wall_s, 1),
                    validated_export_peak_rss_gb=round(vres.peak_rss_bytes / 1e9, 2), validation=vinfo["validation"])
-    log.info("block %d emb%d: %s", block, bits, row)
+    log.info("%s block %d emb%d: %s", kernel, block, bits, row)
     return row
 
 
 def run_benchmark(embedding_bits: tuple[int, ...] = (4,), runs: int = 3, validate: bool = False,
-                  block_sizes: tuple[int, ...] = (128,)) -> dict[str, Any]:
+                  block_sizes: tuple[int, ...] = (128,), kernels: tuple[str, ...] = KERNELS) -> dict[str, Any]:
     ensure_checkpoint()
     shape = common.ModelShape.from_config(CHECKPOINT / "config.json")
     bandwidth = common.read_bandwidth_gbs(threads=2)
     rows = []
-    for block in block_sizes:
-        for bits in embedding_bits:
-            rows.append(_measure(block, bits, shape, bandwidth, runs, validate))
+    for kernel in kernels:
+        for block in block_sizes:
+            for bits in embedding_bits:
+                rows.append(_measure(kernel, block, bits, shape, bandwidth, runs, validate))
     return {"bandwidth_gbs": round(bandwidth, 1), "rows": rows, "machine": common.machine_facts(),
             "loadavg": list(__import__("os").getloadavg()), "when": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def write_markdown(result: dict[str, Any], path: Path = RESULTS) -> None:
+    rows = result["rows"]
+    base = {(r["block_size"], r["embedding_bits"]): r for r in rows if r["linear_kernel"] == "mlas"}
     lines = ["# ONNX target (edgekit-target-onnx) on the Qwen2.5-0.5B-shaped checkpoint", "",
              (f"{result['when']}; read bandwidth (2 threads) {result['bandwidth_gbs']} GB/s; load average at the end "
-             f"{', '.join(f'{x:.1f}' for x in result['loadavg'])} (the machine is shared: compare only side-by-side runs)."),
-             "", ("Command: `nice -n 10 python benchmarks/bench_onnx.py` (export in a child process; speed with "
-             "`peers/edgekit_child.py bench`, 64-token prompt, 64 decoded, 2 threads, best of 3 after a warm-up)."), "",
-             ("| artifact | size | prefill tok/s | decode tok/s | roofline | export wall / peak RSS | vs builder decode / "
-             "prefill | vs llama.cpp decode |"), "|---|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
+              f"{', '.join(f'{x:.1f}' for x in result['loadavg'])} (the machine is shared: compare only side-by-side "
+              "runs)."), "",
+             ("Command: `nice -n 10 python benchmarks/bench_onnx.py` (export in a child process; speed with "
+              "`peers/edgekit_child.py bench`, 64-token prompt, 64 decoded, 2 threads, best of 3 after a warm-up). "
+              "The peers are measured side by side by `benchmarks/run.py` (RESULTS.md), not here."), "",
+             ("| linear kernel | artifact | size | prefill tok/s | decode tok/s | roofline | export wall / peak RSS | "
+              "vs mlas decode / prefill |"), "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ref = base.get((r["block_size"], r["embedding_bits"]))
+        vs = (f"{r['decode_tok_s'] / ref['decode_tok_s']:.2f}x / {r['prefill_tok_s'] / ref['prefill_tok_s']:.2f}x"
+              if ref else "-")
         lines.append(
-            f"| int4 g{r['block_size']} acc4, emb int{r['embedding_bits']}, lm_head int4 | {r['size_mb']} MB | "
-            f"{r['prefill_tok_s']} | {r['decode_tok_s']} | {r['roofline_fraction']:.0%} of {r['bytes_per_token_mb']} "
-            f"MB/token | "
-            f"{r['export_wall_s']} s / {r['export_peak_rss_gb']} GB | {r['decode_tok_s'] / BUILDER_DECODE:.2f}x / "
-            f"{r['prefill_tok_s'] / BUILDER_PREFILL:.2f}x | {r['decode_tok_s'] / LLAMACPP_DECODE:.2f}x |")
+            f"| {r['linear_kernel']} | int4 g{r['block_size']}, emb int{r['embedding_bits']}, lm_head int4 | "
+            f"{r['size_mb']} MB | {r['prefill_tok_s']} | {r['decode_tok_s']} | {r['roofline_fraction']:.0%} of "
+            f"{r['bytes_per_token_mb']} MB/token | {r['export_wall_s']} s / {r['export_peak_rss_gb']} GB | {vs} |")
         if "validated_export_wall_s" in r:
-            lines.append(f"| ↳ same export with validation | | | | | {r['validated_export_wall_s']} s / "
-                         f"{r['validated_export_peak_rss_gb']} GB | | |")
-    if result["loadavg"][0] > 2 or result["bandwidth_gbs"] < 15:
-        lines += ["", (f"**Warning: measured on a busy machine** (load average {result['loadavg'][0]:.0f} on 2 cores, "
-                  f"read bandwidth {result['bandwidth_gbs']} GB/s against ~28 GB/s quiet). The ratios against the "
-                  "peers' quiet-machine figures below are NOT a comparison; rerun side by side with benchmarks/run.py "
-                  "(`--only onnx,onnxruntime-genai,llama-cpp`) on a quiet machine. The roofline fraction uses the "
-                  "bandwidth measured in the same run, so it is the fairer figure here.")]
-    lines += ["", "Peers (quoted from `/work/shared/peers/README.md`, quiet machine, not re-run here):", "",
-              "| peer | size | prefill | decode | export |", "|---|---|---|---|---|"]
-    lines += [f"| {k} | {v['size']} | {v['prefill']} | {v['decode']} | {v['export']} |" for k, v in PEERS.items()]
-    lines += ["", (f"Goals: decode >= {GOALS['decode_vs_builder']}x builder and >= {GOALS['decode_vs_llamacpp']}x "
-              f"llama.cpp, prefill >= {GOALS['prefill_vs_builder']}x builder, export <= {GOALS['export_s']} s and <= "
-              f"{GOALS['export_rss_gb']} GB. Ratios use the best figure of each peer's range."), "",
-              "```json", json.dumps(result["rows"], indent=1, default=str), "```", ""]
+            lines.append(f"| | ↳ same export with validation | | | | | {r['validated_export_wall_s']} s / "
+                         f"{r['validated_export_peak_rss_gb']} GB | |")
+    lines += ["", "```json", json.dumps(rows, indent=1, default=str), "```", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--linear-kernel", nargs="+", default=list(KERNELS), choices=KERNELS)
     ap.add_argument("--block-size", type=int, nargs="+", default=[128])
     ap.add_argument("--embedding-bits", type=int, nargs="+", default=[4])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--validate", action="store_true", help="also time an export with validation")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
-    result = run_benchmark(tuple(args.embedding_bits), args.runs, args.validate, tuple(args.block_size))
+    result = run_benchmark(tuple(args.embedding_bits), args.runs, args.validate, tuple(args.block_size),
+                           tuple(args.linear_kernel))
     write_markdown(result)
     print(json.dumps(result["rows"], default=str))
 

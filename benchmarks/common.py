@@ -322,6 +322,12 @@ LAYOUTS: dict[str, QuantLayout] = {
     **{f"edgekit-onnx-int4-g{b}": QuantLayout(f"edgekit-onnx-int4-g{b}", linear_bits=4, group=b, scale_bytes=4,
                                               embedding_bits=4, embedding_group=b, lm_head_bits=None, float_bytes=4,
                                               kv_bytes=4) for b in (32, 64, 128)},
+    # edgekit onnx int4 with linear_kernel 'edgekit': the same codes in edgekit's 16-row tiles, bf16 scales per block;
+    # the tied embedding (GatherQ4) reads the lm_head's table (the fp32 row sums, 4 bytes per row, are not counted).
+    **{f"edgekit-onnx-int4-tiled-g{b}": QuantLayout(f"edgekit-onnx-int4-tiled-g{b}", linear_bits=4, group=b,
+                                                    scale_bytes=2, embedding_bits=4, embedding_group=b,
+                                                    lm_head_bits=None, float_bytes=4, kv_bytes=4)
+       for b in (32, 64, 128)},
     # llama.cpp Q4_0 (4 bits + fp16 scale per 32); its output/tied embedding is stored as Q8_0 (8 bits + fp16 / 32).
     "q4_0": QuantLayout("q4_0", linear_bits=4, group=32, scale_bytes=2, embedding_bits=8, embedding_group=32,
                         lm_head_bits=None, float_bytes=4, kv_bytes=2),

@@ -1,12 +1,15 @@
-"""Paired decode/prefill timing of several .pte files in ONE process, alternating file by file each round.
+"""Paired decode/prefill timing of several artifacts in ONE process, alternating artifact by artifact each round.
 
     python benchmarks/paired_decode.py FOLDER [FOLDER ...] [--rounds 12]
 
 On this shared machine the memory bandwidth swings by tens of percent within a minute, so run.py's best-of-rounds
 across processes can pair one tool's lucky round with another's unlucky one. Here every round runs each file back to
-back (a few seconds apart) in the same process and runtime (ExecuTorch pybindings, the same loop as et_bench.py), and
-the per-round ratio against the last folder is reported with its median. A FOLDER is an edgekit artifact (its
-kernel libraries are loaded as its session does) or any folder with a model.pte (e.g. optimum-executorch's export).
+back (a few seconds apart) in the same process, and the per-round ratio against the last folder is reported with
+its median. A FOLDER is an edgekit artifact of the executorch or onnx target (run by that target's standalone
+session, its kernel libraries loaded as the session does), a folder with a model.pte (e.g. optimum-executorch's
+export; the same loop as et_bench.py) or an onnxruntime-genai folder (genai_config.json, e.g. the model builder's;
+the same loop as ogai_bench.py). Mixing runtimes in one process is fine: each keeps its own thread pool, and only
+one runs at a time.
 """
 from __future__ import annotations
 
@@ -21,15 +24,48 @@ import numpy as np
 PROMPT, DECODE = 64, 64
 
 
-def open_pte(folder: Path):
+class GenaiRunner:
+    """An onnxruntime-genai folder, timed like /work/shared/peers/ogai_bench.py."""
+
+    def __init__(self, folder: Path):
+        import onnxruntime_genai as og
+
+        self.og, self.model = og, og.Model(str(folder))
+
+    def run(self) -> tuple[float, float]:
+        og, ids = self.og, [(i * 7919) % 3000 + 10 for i in range(PROMPT)]
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(max_length=PROMPT + DECODE, min_length=PROMPT + DECODE, do_sample=False)
+        gen = og.Generator(self.model, params)
+        t0 = time.perf_counter()
+        gen.append_tokens(ids)
+        t1 = time.perf_counter()
+        n = 0
+        while not gen.is_done() and n < DECODE:
+            gen.generate_next_token()
+            n += 1
+        return PROMPT / (t1 - t0), n / (time.perf_counter() - t1)
+
+
+def open_runner(folder: Path):
+    """A session (edgekit artifact or plain .pte) or a GenaiRunner, per what the folder holds."""
+    if (folder / "artifact.json").exists():
+        target = json.loads((folder / "artifact.json").read_text()).get("target")
+        if target == "onnx":
+            from edgekit_onnx.standalone_session import open_session
+        else:
+            from edgekit_executorch.standalone_session import open_session
+        return open_session(folder, threads=2)
+    if (folder / "genai_config.json").exists():
+        return GenaiRunner(folder)
     from edgekit_executorch import standalone_session as ss
 
-    if (folder / "artifact.json").exists():
-        return ss.open_session(folder, threads=2)
     return ss.PteSession(folder, threads=2, doc={"files": ["model.pte"], "metadata": {"max_seq_len": 512}})
 
 
 def one_run(session) -> tuple[float, float]:
+    if isinstance(session, GenaiRunner):
+        return session.run()
     ids = np.asarray([[(i * 7919) % 3000 + 10 for i in range(PROMPT)]], dtype=np.int64)
     session.reset()
     t0 = time.perf_counter()
@@ -47,7 +83,7 @@ def main() -> None:
     ap.add_argument("folders", nargs="+", type=Path)
     ap.add_argument("--rounds", type=int, default=12)
     a = ap.parse_args()
-    sessions = {str(f): open_pte(f) for f in a.folders}
+    sessions = {str(f): open_runner(f) for f in a.folders}
     for s in sessions.values():
         one_run(s)  # warm-up
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in sessions}

@@ -101,3 +101,26 @@ def test_8da4w_defaults(in_features, group):
     assert (qp.group_size, qp.embedding_bits, qp.output_bits, qp.output_group_size) == (group, 4, 4, group)
     assert quant.plan("8da4w", {"embedding_bits": 8, "group_size": 32}, in_features).embedding_bits == 8
     assert quant.plan("fp32", {}, in_features).embedding_bits is None
+
+
+@pytest.mark.parametrize(("case", "scheme", "options"), [
+    ("qwen3", "8da4w", {"group_size": 32, "embedding_bits": 4}),    # tied head, 4-bit table
+    ("llama", "8da4w", {"group_size": 32, "embedding_bits": 8, "output_bits": 8}),
+    ("qwen2", "w8", {"embedding_bits": 8}),                         # biases
+])
+def test_reference_dequantized_once_is_bit_identical(tiny_model, case, scheme, options):
+    """The eager reference holds each weight dequantized once (torchao re-dequantizes on every call): same logits,
+    bit for bit, over a prefill and decode steps; no torchao tensor left in it."""
+    from edgekit_executorch.eager_reference import dequantize_once
+
+    model = tiny_model(case)
+    qp = quant.plan(scheme, options)
+    torchao_ref = quant.apply(model.decoder(32), qp)
+    ours = quant.apply(model.decoder(32), qp)
+    assert dequantize_once(ours) >= 2 * model.config.num_layers
+    with torch.no_grad():
+        for tokens, pos in ((torch.tensor([[1, 5, 9, 2]]), torch.arange(4)), (torch.tensor([[7]]), torch.tensor([4])),
+                            (torch.tensor([[3]]), torch.tensor([5]))):
+            assert torch.equal(ours(tokens, pos), torchao_ref(tokens, pos))
+    assert not any(type(t).__name__ == "IntxUnpackedToInt8Tensor" for m in ours.modules()
+                   for t in (getattr(m, "weight", None),))

@@ -4,9 +4,8 @@
 - The eager decoder whose int8 attention runs OUR COMPILED KERNEL (the same C++ the .pte's
   kernel library registers with ExecuTorch, called through its C entry points) against the eager int8 reference
   (|Δlogit| <= 1.0, see KERNEL_VS_REFERENCE_ATOL) and against the fp32 cache (top-1 agreement).
-- The full .pte round trip: two ExecuTorch exports of SmolLM2 (fp32 weights; int8 and fp32 cache), teacher-forced
-  through the ExecuTorch runtime (the int8 one loads the kernel library). ~290 s; it was opt-in while one such
-  export took ~20 min, before the lowering speedups (edgekit_executorch/xnnpack_passes.py, torchao_fakes.py).
+- The .pte round trip: an ExecuTorch export of SmolLM2 (fp32 weights, int8 cache, loading the kernel library),
+  teacher-forced through the ExecuTorch runtime, against the fp32 cache.
 """
 from __future__ import annotations
 
@@ -88,14 +87,16 @@ def export(model, kv_cache: str, out):
     return target, target.export(model, spec, out)
 
 
-@pytest.mark.slow   # ~290 s: two SmolLM2 .pte exports (fp32 weights) with validation
-def test_smollm2_pte_int8_cache_top1_agreement(smollm2, tmp_path_factory, kernel_lib):
+@pytest.mark.slow   # one SmolLM2 .pte export (fp32 weights, int8 cache) with validation
+def test_smollm2_pte_int8_cache_top1_agreement(smollm2, tmp_path_factory, kernel_lib, smollm2_fp32_cache_logits):
+    """The int8-cache .pte through the ExecuTorch runtime against the fp32 cache. The fp32-cache side is the eager
+    fp32 decoder (an fp32 .pte equals it within 1e-4: tests/executorch/test_parity.py), which spares a second
+    SmolLM2 lowering (~5 min on a 2.45 GHz Zen 3)."""
     tokens = smollm2_tokens(smollm2)
     t8, a8 = export(smollm2, "int8", tmp_path_factory.mktemp("int8"))
     assert a8.metadata["custom_op_libraries"], "the int8 export must record the kernel library"
     top_int8 = teacher_forced_top1(t8.session(a8), tokens)
-    t32, a32 = export(smollm2, "fp32", tmp_path_factory.mktemp("fp32"))
-    top_fp32 = teacher_forced_top1(t32.session(a32), tokens)
+    top_fp32 = smollm2_fp32_cache_logits.argmax(-1)
     agreement = float((top_int8 == top_fp32).mean())
-    print(f"top-1 agreement int8 vs fp32 cache over {N_TOKENS} tokens: {agreement:.4f}")
+    print(f"top-1 agreement int8 (.pte) vs fp32 cache (eager) over {N_TOKENS} tokens: {agreement:.4f}")
     assert agreement >= MIN_AGREEMENT   # measured 0.9922

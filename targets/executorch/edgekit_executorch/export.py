@@ -38,6 +38,10 @@ def build_decoder(model: EdgeModel, spec: TargetSpec, for_export: bool) -> nn.Mo
         use_int8_kv_cache(decoder)
     with torch.no_grad():
         quant.apply(decoder, qp, sources)
+    if not for_export:   # the eager reference: each weight dequantized once (torchao re-makes it on every call)
+        from edgekit_executorch.eager_reference import dequantize_once
+
+        dequantize_once(decoder)
     if for_export:
         # the checkpoint's pages were read to quantize; give them back (0.5B bf16: 1 GB of the lowering peak). A float
         # weight the decoder still shares faults back in from the file when lowering reads it
