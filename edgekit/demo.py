@@ -32,6 +32,7 @@ class DemoStageError(EdgekitError):
 class TargetRun:
     target: str
     quant: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # the target options the export was made with
     bundle: str = ""
     validation: dict[str, Any] = field(default_factory=dict)
     export_s: float = 0.0
@@ -76,9 +77,13 @@ def default_jobs(n_targets: int) -> int:
 
 def run_demo(model: str = "smollm2-135m", out: str | Path = "demo-out", targets: list[str] | None = None,
              prompt_lengths: tuple[int, ...] = (64, 256), decode_tokens: int = 64, runs: int = 2,
-             chat_tokens: int = 48, max_seq_len: int = 512, force: bool = True, jobs: int | None = None
-             ) -> dict[str, Any]:
+             chat_tokens: int = 48, max_seq_len: int = 512, force: bool = True, jobs: int | None = None,
+             stock_kernels: bool = False) -> dict[str, Any]:
     """Run every stage; returns the summary (also written to <out>/summary.json). Failures are kept per target.
+
+    Each target exports with its quality options (a 135M model: keep its answers) and, unless stock_kernels, its
+    speed options (edgekit's own kernels); where those cannot be built (no C++ compiler) it falls back to the stock
+    kernels with a warning, and the summary records the options each export was made with.
 
     With jobs > 1 the exports (export + validate + bundle, the slow part, mostly single-threaded Python) run in that
     many worker processes while this one runs the eager reference; chat and profiling then run here one target at a
@@ -97,7 +102,7 @@ def run_demo(model: str = "smollm2-135m", out: str | Path = "demo-out", targets:
     console.print(f"[bold]{info['name']}[/]: {info['family']}, {info['parameters'] / 1e6:.0f} M parameters, "
                   f"{info['layers']} layers, source {info['source_format']} {info['source_quant'] or ''}")
     runs_out = [TargetRun(target=name) for name in targets or [t.name for t in edgekit.targets()]]
-    plan = _plan(runs_out)
+    plan = _plan(runs_out, stock_kernels)
     jobs = default_jobs(len(plan)) if jobs is None else max(1, int(jobs))
     exporter = _Exports(m, model, out / "bundles", max_seq_len, force, jobs if len(plan) > 1 else 1)
     exporter.start([run for _, run in plan.values()])
@@ -140,20 +145,28 @@ EXPORT_STAGE = "export + validate + bundle"
 _WORKER_MODEL: Any = None
 
 
-def _plan(runs: list[TargetRun]) -> dict[str, tuple[Any, TargetRun]]:
-    """target name -> (Target, its run) with the demo's quant picked; an unknown name fails its run's export stage."""
+def _plan(runs: list[TargetRun], stock_kernels: bool = False) -> dict[str, tuple[Any, TargetRun]]:
+    """target name -> (Target, its run) with the demo's quant and options picked; an unknown name fails its run's
+    export stage."""
     from edgekit.targets.registry import get_target
 
     plan = {}
     for run in runs:
         try:
             tgt = get_target(run.target)
-            run.target, run.quant = tgt.name, pick_quant(tgt.capabilities.quant_schemes, tgt.capabilities.default_quant)
+            caps = tgt.capabilities
+            run.target, run.quant = tgt.name, pick_quant(caps.quant_schemes, caps.default_quant)
+            run.options = demo_options(caps, stock_kernels)
             plan[run.target] = (tgt, run)
         except EdgekitError as e:
             run.error = f"demo stage {EXPORT_STAGE!r} for target {run.target!r} failed: {e}"
             console.print(f"[bold red]failed[/]: {run.error}")
     return plan
+
+
+def demo_options(caps: Any, stock_kernels: bool = False) -> dict[str, Any]:
+    """The options the demo exports a target with: its quality options, then (unless stock_kernels) its speed ones."""
+    return {**dict(caps.quality_options), **({} if stock_kernels else dict(caps.speed_options))}
 
 
 def _write_report(reports: list[Any], path: Path, model_name: str) -> Path | None:
@@ -180,15 +193,29 @@ def _worker_init(model: str, threads: int) -> None:
 
 
 def _export_bundle(model: Any, target: str, out: Path, quant: str, max_seq_len: int, force: bool,
-                   show_progress: bool | None = None) -> tuple[str, float]:
+                   options: dict[str, Any], show_progress: bool | None = None) -> tuple[str, float, dict[str, Any]]:
+    """Bundle `target`; returns (bundle path, seconds, the options used). Speed options whose kernels cannot be built
+    here (MissingDependency: no C++ compiler) fall back to the stock kernels, with a warning."""
     from edgekit.bundle import bundle
+    from edgekit.errors import MissingDependency
     from edgekit.targets.registry import get_target
 
     t0 = time.perf_counter()
-    options = dict(get_target(target).capabilities.quality_options)  # a 135M model: keep its answers
-    b = bundle(model if model is not None else _WORKER_MODEL, target, out=out, quant=quant, max_seq_len=max_seq_len,
-               force=force, show_progress=show_progress, **options)
-    return str(b.path), time.perf_counter() - t0
+    model = model if model is not None else _WORKER_MODEL
+    try:
+        b = bundle(model, target, out=out, quant=quant, max_seq_len=max_seq_len, force=force,
+                   show_progress=show_progress, **options)
+    except MissingDependency as e:
+        caps = get_target(target).capabilities
+        speed = {k for k, _ in caps.speed_options}
+        if not speed & set(options):
+            raise
+        options = {k: v for k, v in options.items() if k not in speed}
+        log.warning("%s: edgekit's kernels cannot be built here (%s); exporting with the stock kernels", target, e)
+        console.print(f"[yellow]{target}: edgekit's kernels cannot be built here, stock kernels instead[/]: {e}")
+        b = bundle(model, target, out=out, quant=quant, max_seq_len=max_seq_len, force=force,
+                   show_progress=show_progress, **options)
+    return str(b.path), time.perf_counter() - t0, options
 
 
 class _Exports:
@@ -215,7 +242,7 @@ class _Exports:
         for r in runs:
             self.t0[r.target] = time.perf_counter()
             self.futures[r.target] = self.pool.submit(_export_bundle, None, r.target, self.out, r.quant,
-                                                      self.max_seq_len, self.force, False)
+                                                      self.max_seq_len, self.force, r.options, False)
 
     def in_completion_order(self, runs: list[TargetRun]) -> Iterator[TargetRun]:
         """`runs` as their exports finish (in worker processes), or in the given order (exported on demand here)."""
@@ -235,15 +262,15 @@ class _Exports:
         with _stage(EXPORT_STAGE, run.target, run.stage_seconds):
             if run.target in self.futures:
                 try:
-                    path, run.export_s = self.futures[run.target].result()
+                    path, run.export_s, run.options = self.futures[run.target].result()
                 except BrokenProcessPool as e:
                     raise DemoStageError(f"demo stage {EXPORT_STAGE!r} for target {run.target!r} failed: its worker "
                                          f"process died ({e}); see the worker's error above (out of memory? a script calling run_demo "
                                          "without an `if __name__ == '__main__':` guard?), or export in this "
                                          "process with jobs=1 (--jobs 1)") from e
             else:
-                path, run.export_s = _export_bundle(self.model, run.target, self.out, run.quant, self.max_seq_len,
-                                                    self.force)
+                path, run.export_s, run.options = _export_bundle(self.model, run.target, self.out, run.quant,
+                                                                 self.max_seq_len, self.force, run.options)
             b = Bundle.open(path)
         run.bundle, run.validation = str(b.path), dict(b.manifest.get("validation") or {})
         stages = b.manifest["artifact"]["metadata"].get("stage_seconds") or {}
@@ -296,11 +323,12 @@ def _num(d: dict[str, Any] | None, key: str) -> str:
 
 def _print_summary(runs: list[TargetRun], summary: dict[str, Any]) -> None:
     t = Table(title="edgekit demo")
-    for col in ("target", "quant", "max |Δlogit|", "answer = eager", "decode tok/s", "ttft ms", "status"):
+    for col in ("target", "quant", "options", "max |Δlogit|", "answer = eager", "decode tok/s", "ttft ms", "status"):
         t.add_column(col)
     for r in runs:
         v = r.validation.get("max_abs_logit_diff")
-        t.add_row(r.target, r.quant, f"{v:.3g}" if isinstance(v, float) else "-",
+        opts = ", ".join(f"{k}={v}" for k, v in r.options.items()) or "-"
+        t.add_row(r.target, r.quant, opts, f"{v:.3g}" if isinstance(v, float) else "-",
                   "-" if r.eager_answer_match is None else ("yes" if r.eager_answer_match else "no"),
                   _num(r.profile, "decode_tokens_per_s") if r.profile else ("not here" if r.profile_skipped else "-"),
                   _num(r.profile, "ttft_ms") if r.profile else "-",

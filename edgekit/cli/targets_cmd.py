@@ -24,10 +24,12 @@ def command(as_json: bool) -> None:
         console.print("no targets installed: pip install -e targets/executorch targets/onnx targets/coreml")
         return
     table = Table(title="installed targets")
-    for col in ("name", "aliases", "platform", "quant schemes", "kv cache", "per-op profiling", "runs here"):
+    for col in ("name", "aliases", "platform", "quant schemes", "kv cache", "per-op profiling", "runs here",
+                "speed options"):
         table.add_column(col)
     for t in found:
         c = t.capabilities
         table.add_row(t.name, ", ".join(t.aliases), t.platform, ", ".join(c.quant_schemes), ", ".join(c.kv_cache),
-                      "yes" if c.per_op_profiling else "no", "yes" if c.host_runnable else "no")
+                      "yes" if c.per_op_profiling else "no", "yes" if c.host_runnable else "no",
+                      ", ".join(f"{k}={v}" for k, v in c.speed_options) or "-")
     console.print(table)

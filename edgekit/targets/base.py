@@ -34,6 +34,9 @@ class Capabilities:
     # options that keep a small (< 1B) model's answers close to fp32 with the default scheme, at some speed cost;
     # `edgekit demo` exports with them (its model is 135M parameters)
     quality_options: tuple[tuple[str, Any], ...] = ()
+    # options that make the default scheme faster with the same answers, at a cost for the app (e.g. a kernel library
+    # it must load); `edgekit demo` exports with them unless told --stock-kernels
+    speed_options: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -108,3 +108,19 @@ def test_more_errors_exit_2(ckpt, tmp_path, monkeypatch, capsys):
     assert code == 2 and "TokenizerError" in err and "no tokenizer.json" in err
     code, err = in_process_main(monkeypatch, capsys, "info", str(notok))  # info still works without a tokenizer
     assert code == 0
+
+
+def test_demo_stock_kernels_flag_reaches_run_demo(monkeypatch):
+    import edgekit.demo
+
+    seen = {}
+
+    def fake_run_demo(model, out, targets, **kw):
+        seen.update(kw, model=model, targets=targets)
+        return {"targets": []}
+
+    monkeypatch.setattr(edgekit.demo, "run_demo", fake_run_demo)
+    run("demo", "--targets", "iot", "--quick", "--stock-kernels")
+    assert seen["stock_kernels"] is True and seen["targets"] == ["iot"] and seen["decode_tokens"] == 16
+    run("demo", "--targets", "iot")
+    assert seen["stock_kernels"] is False

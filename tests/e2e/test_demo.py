@@ -11,7 +11,11 @@ import edgekit
 @pytest.mark.slow
 def test_demo_quick_runs_every_stage(tmp_path):
     from edgekit.bundle import Bundle
-    from edgekit.demo import run_demo
+    from edgekit.demo import demo_options, run_demo
+    from edgekit.targets.registry import get_target
+
+    def target_caps(name):
+        return get_target(name).capabilities
 
     out = tmp_path / "demo out"  # a space in the path, as users have
     real = ["executorch", "coreml", "onnx"]  # every target edgekit ships (other tests may register test doubles)
@@ -23,6 +27,10 @@ def test_demo_quick_runs_every_stage(tmp_path):
     for name, run in ran.items():
         assert not run["error"], f"{name}: {run['error']}"
         b = Bundle.open(run["bundle"])  # verifies every hash and field
+        assert run["options"] == demo_options(target_caps(name)), name  # quality + speed options (a compiler is here)
+        if dict(target_caps(name).speed_options).get("linear_kernel") == "edgekit":  # edgekit's kernels travel along
+            libs = b.manifest["artifact"]["metadata"]["custom_op_libraries"]
+            assert libs and all((b.path / lib).is_file() for lib in libs), name
         v = b.manifest["validation"]
         assert v["max_abs_logit_diff"] <= v["tolerance"], name
         stages = run["stage_seconds"]  # every artifact went through export's own validation stage, timed

@@ -12,8 +12,8 @@ def test_build_is_cached_by_content_hash(kernel_lib, monkeypatch):
     first = build.build_kernel_library()
     mtime = first.stat().st_mtime_ns
     calls = []
-    real_run = build.subprocess.run
-    monkeypatch.setattr(build.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or real_run(cmd, **kw))
+    real_run = build.core_build.subprocess.run
+    monkeypatch.setattr(build.core_build.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or real_run(cmd, **kw))
     again = build.build_kernel_library()
     assert again == first and again.stat().st_mtime_ns == mtime
     assert not any(str(build.CSRC / build.ET_SOURCE) in c for c in calls)  # only `g++ --version`, no compile

@@ -88,7 +88,7 @@ def test_int4_metadata_and_format(onnx_export):
     meta = art.metadata
     assert meta["quantization"] == {"scheme": "int4", "block_size": 128, "accuracy_level": 4, "embedding_bits": 4,
                                     "output_bits": 4, "linear_kernel": "mlas"}
-    assert meta["min_onnxruntime"] == "1.20" and meta["ir_version"] == 9 and meta["opsets"]["ai.onnx"] == 17
+    assert meta["min_onnxruntime"] == "1.22" and meta["ir_version"] == 9 and meta["opsets"]["ai.onnx"] == 17
     proto = onnx.load(str(art.path / "model.onnx"), load_external_data=False)
     assert proto.ir_version == 9
     assert {o.domain: o.version for o in proto.opset_import} == {"": 17, "com.microsoft": 1}

@@ -43,6 +43,7 @@ class ExecuTorchTarget:
         host_runnable=True,
         options=OPTIONS,
         default_quant="8da4w",
+        speed_options=(("linear_kernel", "edgekit"),),
         load_dtype="stored",  # a bf16 checkpoint path stays bf16: quantization reads it chunk by chunk (RSS)
         notes="options: group_size 32|64|128 (8da4w; default: the largest dividing every linear), embedding_bits 8|4 "
               "(8da4w default 4), output_bits 8|4, custom_sdpa true|false, linear_kernel xnnpack|edgekit (8da4w: "

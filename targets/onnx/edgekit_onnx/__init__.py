@@ -41,6 +41,7 @@ class OnnxTarget:
         # capital of France."); block 32 + 8-bit output answers "The capital of France is Paris, ..." (block 32 is also
         # the better block on teacher-forced top-1: 60 % vs 53 % for block 128)
         quality_options=(("output_bits", 8), ("block_size", 32)),
+        speed_options=(("linear_kernel", "edgekit"),),
         default_quant="int4",
         notes="KV cache in the activation dtype (fp32, or fp16 for quant fp16); kv_cache int8 (quant fp32 or int4): "
               "int8 K/V + fp32 scale per (position, kv head) in plain ONNX ops, no genai_config.json; linear_kernel "

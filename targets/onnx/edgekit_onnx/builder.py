@@ -272,9 +272,11 @@ def _embedding(g: GraphBuilder, table: torch.Tensor, lm_head: Callable[[], torch
         data = f"model.embed_tokens.weight_Q{bits}"
     g.sink.add(data, packed)
     g.sink.add("model.embed_tokens.weight_scales", scales.reshape(vocab, -1, 1).astype(g.np_dtype))
+    # `bits` only when not its default 4: ONNX Runtime before 1.22 knows no such attribute and rejects the graph
+    extra = {"bits": bits} if bits != 4 else {}
     rows = g.node("GatherBlockQuantized", [data, "input_ids", "model.embed_tokens.weight_scales"],
-                  "/model/embed_tokens/GatherBlockQuantized", domain="com.microsoft", bits=bits, block_size=block,
-                  gather_axis=0, quantize_axis=2)[0]
+                  "/model/embed_tokens/GatherBlockQuantized", domain="com.microsoft", block_size=block,
+                  gather_axis=0, quantize_axis=2, **extra)[0]
     padded = packed.shape[1] * block
     x = g.node("Reshape", [rows, g.const_i64(f"shape_0_0_{padded}", [0, 0, padded])], "/model/embed_tokens/Reshape")[0]
     if padded == hidden:

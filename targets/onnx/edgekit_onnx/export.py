@@ -111,12 +111,11 @@ def _metadata(model: EdgeModel, spec: TargetSpec, plan: QuantPlan, op_counts: di
 
 
 def min_ort_version(plan: QuantPlan) -> str:
-    """The oldest ONNX Runtime whose CPU kernels cover what this graph uses (from ORT's release notes:
-    GroupQueryAttention with fused rotary on CPU 1.18, MatMulNBits accuracy_level 4 on CPU 1.18,
-    GatherBlockQuantized 1.20, its `bits`=8 with uint8 data 1.22; edgekit's kernel library asks for API 18, i.e.
-    1.18). Verified here only with the installed release."""
-    if plan.embedding_bits == 8:
+    """The oldest ONNX Runtime whose CPU kernels cover what this graph uses: GroupQueryAttention with fused rotary and
+    MatMulNBits accuracy_level 4 on CPU from 1.18; GatherBlockQuantized on uint8 data (either width) from 1.22 (1.20
+    and 1.21 take only int4-typed data); edgekit's kernel library asks for API 18, i.e. 1.18, and its GatherQ4
+    replaces GatherBlockQuantized for a 4-bit table. tests/onnx/test_oldest_onnxruntime.py runs both floors in those
+    releases."""
+    if plan.embedding_bits == 8 or (plan.embedding_bits == 4 and not plan.tiled(4)):
         return "1.22"
-    if plan.embedding_bits == 4 and not plan.tiled(4):   # edgekit's GatherQ4 replaces GatherBlockQuantized
-        return "1.20"
-    return "1.18"   # also what edgekit's kernel library asks for (ONNX Runtime API 18)
+    return "1.18"

@@ -182,7 +182,12 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
       domain = new Ort::CustomOpDomain("edgekit");
       ops.emplace_back(Ort::Custom::CreateLiteCustomOp<LinearQ4>("LinearQ4", "CPUExecutionProvider"));
       ops.emplace_back(Ort::Custom::CreateLiteCustomOp<GatherQ4>("GatherQ4", "CPUExecutionProvider"));
-      for (auto& op : ops) domain->Add(op.get());
+      for (auto& op : ops) {
+        // The headers stamp each op with their own API version (21); an older ORT rejects an op newer than itself,
+        // so declare the version asked for above. No OrtCustomOp member added after it is used.
+        op->version = kApiVersion;
+        domain->Add(op.get());
+      }
     });
     Ort::UnownedSessionOptions(options).Add(*domain);
   } catch (const Ort::Exception& e) {
