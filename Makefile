@@ -4,6 +4,11 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.edgekit-setup
 PYTEST_ARGS ?=
+# Two worker processes (the machine's cores): ExecuTorch lowering is mostly single-threaded Python, so the suite's
+# two long chains (the SmolLM2 .pte, the demo) run side by side. tests/conftest.py groups the tests that share an
+# expensive session fixture onto one worker and starts the heaviest groups first; PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
+XDIST   := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 # Per-test limit (fixture setup included: the slowest, the e2e demo, takes ~11-12 min on a busy machine), and the
 # slowest tests listed at the end of every run.
 PYTEST_TIMEOUT ?= 1500
@@ -25,7 +30,7 @@ demo: setup
 	$(BIN)/edgekit demo
 
 test: setup
-	$(BIN)/python -m pytest -q --durations=25 --timeout=$(PYTEST_TIMEOUT) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=25 --timeout=$(PYTEST_TIMEOUT) $(XDIST) $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check edgekit targets tests

@@ -128,10 +128,35 @@ class ChildResult:
         return "\n".join(text.splitlines()[-n:])
 
 
+# The measured command runs under this shim, which is exec'ed first and forks the command from its own small process.
+# On Linux a child's ru_maxrss counts what its address space held before exec, i.e. the parent's resident set at
+# fork (all of it, with vfork): from a benchmark or test process that has already held a model, every child would
+# "peak" at the parent's size. The shim's own RSS is a few MB, so the command's figure is its own.
+_RSS_SHIM = r"""
+import os, signal, sys
+out, argv = sys.argv[1], sys.argv[2:]
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        sys.stderr.write(f"cannot run {argv[0]}: {e}\n")
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(out, "w") as f:
+    f.write(str(usage.ru_maxrss * 1024))
+if os.WIFSIGNALED(status):
+    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(status))
+os._exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_child(argv: Sequence[str | os.PathLike], *, timeout: float | None = None, env: Mapping[str, str] | None = None,
               cwd: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
               nice: int = 0) -> ChildResult:
-    """Run `argv`, wait for it and measure its wall time and peak RSS (ru_maxrss of wait4, in bytes).
+    """Run `argv`, wait for it and measure its wall time and peak RSS (ru_maxrss of wait4, in bytes, taken by a
+    small shim process that forks the command, so the caller's own size does not leak into the figure).
 
     Output goes to temporary files (no pipe dead-lock), or is appended to `log` when given (then `stdout` holds the
     log's new text). `nice` > 0 runs it under `nice -n`. On timeout the child's process group is killed and the
@@ -151,11 +176,14 @@ def run_child(argv: Sequence[str | os.PathLike], *, timeout: float | None = None
             out.flush()
             start_pos = out.tell()
             err = subprocess.STDOUT
+        rss_file = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "maxrss"
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=dict(env) if env is not None else None,
-                                cwd=cwd, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-c", _RSS_SHIM, str(rss_file), *argv], stdout=out, stderr=err,
+                                env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True)
         rc, rss = _wait(proc, timeout)
         wall = time.perf_counter() - t0
+        if rss_file.exists():   # not there when the shim was killed (timeout): the shim's own figure then
+            rss = int(rss_file.read_text())
         out.seek(start_pos)
         text = out.read()
         etext = "" if log is not None else (err.seek(0), err.read())[1]

@@ -11,14 +11,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit_onnx.kernels.build import LIB_NAME, build_library, source_paths
-
 __all__ = ["DOMAIN", "KERNELS_DIR", "LIB_NAME", "build_library", "source_files"]
 
 DOMAIN = "edgekit"
 KERNELS_DIR = "kernels"
+LIB_NAME = "libedgekit_ort.so"   # the compiled library (build.py)
+
+
+# The submodules are imported on use, not here: `python -m edgekit_onnx.kernels.headers` (make setup) then runs
+# headers.py once, as __main__, instead of after the package has already imported it.
+def build_library(force: bool = False) -> Path:
+    """Path of the compiled library (see build.build_library)."""
+    from edgekit_onnx.kernels.build import build_library as build
+
+    return build(force=force)
 
 
 def source_files() -> list[Path]:
     """The C++ sources an app build compiles in (the ONNX Runtime wrapper + the core int4 linear)."""
+    from edgekit_onnx.kernels.build import source_paths
+
     return source_paths()

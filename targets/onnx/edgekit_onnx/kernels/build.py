@@ -8,10 +8,9 @@ from pathlib import Path
 
 from edgekit.kernels import build as core_build
 from edgekit.kernels.q4 import CSRC as CORE_CSRC
-from edgekit_onnx.kernels import headers
+from edgekit_onnx.kernels import LIB_NAME, headers
 
 CSRC = Path(__file__).with_name("csrc")
-LIB_NAME = "libedgekit_ort.so"
 SOURCE = CSRC / "edgekit_ort_ops.cpp"
 CORE_SOURCES = (CORE_CSRC / "linear_q4.h",)
 
