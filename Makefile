@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # expensive session fixture onto one worker and starts the heaviest groups first; PYTEST_WORKERS=0 runs serially.
 PYTEST_WORKERS ?= 2
 XDIST   := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
-# Per-test limit (fixture setup included: the slowest, the e2e demo, takes ~11-12 min on a busy machine), and the
+# Per-test limit (fixture setup included: the slowest, the SmolLM2 .pte lowering, took 8-23 min here, busy), and the
 # slowest tests listed at the end of every run.
 PYTEST_TIMEOUT ?= 1500
 
