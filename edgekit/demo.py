@@ -202,20 +202,22 @@ def _export_bundle(model: Any, target: str, out: Path, quant: str, max_seq_len: 
 
     t0 = time.perf_counter()
     model = model if model is not None else _WORKER_MODEL
-    try:
+    speed = {k for k, _ in get_target(target).capabilities.speed_options}
+    stock = {k: v for k, v in options.items() if k not in speed}
+
+    def made_with(opts: dict[str, Any]) -> tuple[str, float, dict[str, Any]]:
         b = bundle(model, target, out=out, quant=quant, max_seq_len=max_seq_len, force=force,
-                   show_progress=show_progress, **options)
+                   show_progress=show_progress, **opts)
+        return str(b.path), time.perf_counter() - t0, opts
+
+    try:
+        return made_with(options)
     except MissingDependency as e:
-        caps = get_target(target).capabilities
-        speed = {k for k, _ in caps.speed_options}
-        if not speed & set(options):
+        if stock == options:
             raise
-        options = {k: v for k, v in options.items() if k not in speed}
         log.warning("%s: edgekit's kernels cannot be built here (%s); exporting with the stock kernels", target, e)
         console.print(f"[yellow]{target}: edgekit's kernels cannot be built here, stock kernels instead[/]: {e}")
-        b = bundle(model, target, out=out, quant=quant, max_seq_len=max_seq_len, force=force,
-                   show_progress=show_progress, **options)
-    return str(b.path), time.perf_counter() - t0, options
+        return made_with(stock)
 
 
 class _Exports:

@@ -8,7 +8,6 @@ nothing) and reused by later runs."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -44,8 +43,9 @@ print(json.dumps({"version": ort.__version__, "tokens": tokens, "logits": rows})
 
 
 def _cache_root() -> Path:
-    base = os.environ.get("EDGEKIT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "edgekit")
-    return Path(base) / "test-venvs"
+    from edgekit.kernels.build import cache_root  # <edgekit cache>/kernels
+
+    return cache_root().parent / "test-venvs"
 
 
 def old_ort_python(version: str) -> Path:
