@@ -34,7 +34,9 @@ def test_edgekit_kernel_export_matches_quantized_eager(edgekit_kernel_export, ti
     _check_greedy(tiny_model(case), art)
     assert meta["quantization"]["linear_kernel"] == "edgekit"
     layers = tiny_model(case).config.num_layers
-    assert meta["delegation"]["portable_ops"]["edgekit"] == 4 * layers + 1   # 4 per layer + the output layer
+    # 4 int4 calls per layer + the output layer, and the attention (attention_kernel defaults to edgekit with it)
+    assert meta["delegation"]["portable_ops"]["edgekit"] == 5 * layers + 1
+    assert meta["attention"].startswith("edgekit::attention")
     assert meta["delegation"]["delegated_subgraphs"] == 0                     # nothing left for XNNPACK
     assert meta["custom_op_libraries"], "the .pte needs edgekit's kernel library; the artifact must say which"
 
@@ -51,7 +53,7 @@ def test_edgekit_kernel_smollm2_matches_quantized_eager(smollm2, tmp_path_factor
     chat_ids = smollm2.tokenizer.encode(smollm2.tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}]))
     _check_greedy(smollm2, art, tolerance=v["tolerance"], prompt=chat_ids, floor_factor=2.0)
-    assert art.metadata["delegation"]["portable_ops"]["edgekit"] == 4 * smollm2.config.num_layers + 1
+    assert art.metadata["delegation"]["portable_ops"]["edgekit"] == 5 * smollm2.config.num_layers + 1
 
 
 @pytest.mark.slow

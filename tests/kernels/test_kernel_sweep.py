@@ -40,6 +40,60 @@ def test_kernel_matches_reference_sweep(kernel_lib, d, hq, hkv):
     assert checked >= 2 * len(CONTEXTS[d])
 
 
+def _dequantized(cache: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return (cache.float() * scale.unsqueeze(-1)).contiguous()
+
+
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("hq,hkv", RATIOS)
+def test_kernel_fp32_cache_matches_reference_sweep(kernel_lib, d, hq, hkv):
+    """The fp32-cache path (scales None) over the same sweep: the caches are the int8 cases dequantized, so the
+    reference output is the same, and so is the tolerance."""
+    from edgekit_executorch.kernels import direct
+
+    checked = 0
+    for ctx in CONTEXTS[d]:
+        for t in (1, 128):
+            if t > ctx:
+                continue
+            c = make_case(hq, hkv, d, ctx, t, seed=ctx * 7 + t)
+            kf, vf = _dequantized(c["k"], c["ks"]), _dequantized(c["v"], c["vs"])
+            for splits in (0, 3):
+                got = direct.attention(c["q"], kf, vf, None, None, c["pos"], splits=splits)
+                err = (got - c["ref"]).abs().max().item()
+                assert err <= ATOL, f"fp32 D={d} Hq={hq} Hkv={hkv} ctx={ctx} T={t} splits={splits}: max abs err {err}"
+                checked += 1
+    assert checked >= 2 * len(CONTEXTS[d])
+
+
+def test_kernel_fp32_cache_of_unquantized_values(kernel_lib):
+    """fp32 caches holding values no int8 grid contains (large and tiny magnitudes mixed), positions out of order."""
+    from edgekit_executorch.kernels import direct
+
+    from edgekit.kernels import reference_attention
+
+    g = torch.Generator().manual_seed(11)
+    q = torch.randn(1, 4, 14, 64, generator=g)
+    k = torch.randn(1, 300, 2, 64, generator=g) * torch.logspace(-3, 1, 64)
+    v = torch.randn(1, 300, 2, 64, generator=g) * 3.0
+    pos = torch.tensor([5, 299, 64, 63])
+    ref = reference_attention(q, k, v, None, None, pos)
+    for use_pool in (True, False):
+        got = direct.attention(q, k, v, None, None, pos, use_pool=use_pool)
+        assert (got - ref).abs().max() <= ATOL
+
+
+def test_kernel_rejects_mixed_cache_kinds(kernel_lib):
+    from edgekit_executorch.kernels import direct
+
+    c = make_case(2, 2, 64, 8, 1, seed=1)
+    with pytest.raises(ValueError, match="int8 caches with both scales, or fp32 caches with neither"):
+        direct.attention(c["q"], _dequantized(c["k"], c["ks"]), _dequantized(c["v"], c["vs"]), c["ks"], c["vs"],
+                         c["pos"])
+    with pytest.raises(ValueError, match="int8 caches with both scales"):
+        direct.attention(c["q"], c["k"], c["v"], None, None, c["pos"])
+
+
 def test_kernel_positions_not_contiguous_and_serial_path(kernel_lib):
     """input_pos need not be a contiguous range: each query row sees exactly j <= input_pos[t]."""
     from edgekit_executorch.kernels import direct

@@ -12,6 +12,7 @@ from edgekit import progress
 from edgekit.errors import ExportError, UnsupportedOption
 from edgekit.model import pages
 from edgekit_executorch import quantize as quant
+from edgekit_executorch.attention import resolve_attention
 from edgekit_executorch.delegation import delegation_summary
 from edgekit_executorch.memory import release_freed_memory
 
@@ -47,15 +48,16 @@ def build_decoder(model: EdgeModel, spec: TargetSpec, for_export: bool) -> nn.Mo
         # weight the decoder still shares faults back in from the file when lowering reads it
         released = pages.release(model.weights.values())
         log.debug("released %.0f MB of checkpoint pages after quantization", released / 1e6)
-    if for_export and spec.kv_cache != "int8" and spec.options.get("custom_sdpa", True):
+    attention = resolve_attention(spec.options, spec.kv_cache, qp.linear_kernel)
+    if for_export and attention in ("llama", "edgekit"):
         from edgekit_executorch.attention import use_custom_sdpa
 
-        use_custom_sdpa(decoder)
+        use_custom_sdpa(decoder, attention)
     if for_export and qp.linear_kernel == "edgekit":
         from edgekit_executorch.kernels.fused_block import use_fused_q4_blocks
 
         log.debug("edgekit int4 kernels: %s", use_fused_q4_blocks(decoder))
-    elif for_export and spec.options.get("custom_sdpa", True):
+    elif for_export and attention != "graph":
         from edgekit_executorch.attention import use_linear_mean_norms, use_linear_rope
 
         use_linear_mean_norms(decoder)
@@ -169,26 +171,32 @@ def export_pte(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, Any]:
             prog.write_to_file(f)
     return {"max_seq_len": spec.max_seq_len, "last_logits_only": spec.last_logits_only,
             "quantization": qp.describe(), "delegation": summary,
-            "attention": _attention_kind(spec),
+            "attention": _attention_kind(spec, qp),
             "pte_bytes": (out / PTE_NAME).stat().st_size,
             "constant_methods": constant_methods(model, spec),
             "custom_op_libraries": custom_op_libraries(spec, qp)}
 
 
-def _attention_kind(spec: TargetSpec) -> str:
-    if spec.kv_cache == "int8":
-        return "edgekit int8 kv cache (edgekit::attention)"
-    return "llama::custom_sdpa+update_cache" if spec.options.get("custom_sdpa", True) else "edgekit"
+ATTENTION_KINDS = {"int8": "edgekit int8 kv cache (edgekit::attention)",
+                   "edgekit": "edgekit::attention (fp32 cache) + llama::update_cache",
+                   "llama": "llama::custom_sdpa+update_cache",
+                   "graph": "edgekit"}
+
+
+def _attention_kind(spec: TargetSpec, qp: quant.QuantPlan) -> str:
+    return ATTENTION_KINDS[resolve_attention(spec.options, spec.kv_cache, qp.linear_kernel)]
 
 
 def custom_op_libraries(spec: TargetSpec, qp: quant.QuantPlan) -> list[str]:
-    """Kernel libraries the runtime must load before this .pte: edgekit's kernels, for the int8 KV cache (issue 6)
-    or the int4 linears (linear_kernel 'edgekit')."""
-    if spec.kv_cache != "int8" and qp.linear_kernel != "edgekit":
+    """Kernel libraries the runtime must load before this .pte: edgekit's kernels, for the int8 KV cache (issue 6),
+    the int4 linears (linear_kernel 'edgekit') or the attention (attention_kernel 'edgekit')."""
+    if qp.linear_kernel != "edgekit" and resolve_attention(spec.options, spec.kv_cache, qp.linear_kernel) not in (
+            "int8", "edgekit"):
         return []
     try:
         from edgekit_executorch.kernels import runtime_libraries  # provided by the kernels package (issue 6)
     except ImportError as e:
-        raise UnsupportedOption("kv_cache 'int8' and linear_kernel 'edgekit' need edgekit_executorch.kernels."
-                                "runtime_libraries() (edgekit's kernel library), which is not available") from e
+        raise UnsupportedOption("kv_cache 'int8', linear_kernel 'edgekit' and attention_kernel 'edgekit' need "
+                                "edgekit_executorch.kernels.runtime_libraries() (edgekit's kernel library), which is "
+                                "not available") from e
     return [str(p) for p in runtime_libraries()]

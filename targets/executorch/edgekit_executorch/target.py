@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from edgekit_executorch.session import ExecuTorchSession
 
 QUANT_SCHEMES = ("fp32", "w8", "8da4w")
-OPTIONS = ("group_size", "embedding_bits", "output_bits", "custom_sdpa", "linear_kernel")
+OPTIONS = ("group_size", "embedding_bits", "output_bits", "custom_sdpa", "linear_kernel", "attention_kernel")
 FP32_TOLERANCE = 1e-4
 QUANT_TOLERANCE = 1e-2
 
@@ -48,7 +48,8 @@ class ExecuTorchTarget:
         notes="options: group_size 32|64|128 (8da4w; default: the largest dividing every linear), embedding_bits 8|4 "
               "(8da4w default 4), output_bits 8|4, custom_sdpa true|false, linear_kernel xnnpack|edgekit (8da4w: "
               "edgekit runs the int4 linears in edgekit's own kernel, faster, but the .pte then needs edgekit's kernel "
-              "library in the app: custom_op_libraries); "
+              "library in the app: custom_op_libraries), attention_kernel llama|edgekit (fp32 cache: ExecuTorch's "
+              "custom_sdpa or edgekit::attention; default edgekit with linear_kernel edgekit, else llama); "
               "kv_cache int8: int8 K/V with one fp32 scale per (position, kv head), run by edgekit's own kernel "
               "library (edgekit::attention / update_int8_cache, loaded from custom_op_libraries)",
     )
@@ -57,9 +58,12 @@ class ExecuTorchTarget:
         """Writes out/model.pte (XNNPACK-delegated, quantized per spec) and returns its Artifact."""
         _require_executorch()
         from edgekit_executorch.export import PTE_NAME, export_pte
+        from edgekit_executorch.attention import resolve_attention
         from edgekit_executorch.quantize import linear_in_features, plan
 
-        plan(spec.quant, spec.options, linear_in_features(model.config))  # bad options fail before any heavy work
+        # bad options fail before any heavy work
+        qp = plan(spec.quant, spec.options, linear_in_features(model.config))
+        resolve_attention(spec.options, spec.kv_cache, qp.linear_kernel)
         metadata = export_pte(model, spec, Path(out))
         metadata.update(runtime="executorch", runtime_version=_executorch_version(), backend="xnnpack",
                         io={"inputs": {"tokens": "int64[1,T]", "input_pos": "int64[T]"},

@@ -61,8 +61,8 @@ def source_files() -> list[Path]:
 
 def _declare(lib: ctypes.CDLL) -> None:
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.edgekit_attention_int8.argtypes = [p] * 7 + [i64] * 6 + [ctypes.c_int]
-    lib.edgekit_attention_int8.restype = ctypes.c_int
+    lib.edgekit_attention.argtypes = [p] * 7 + [i64] * 6 + [ctypes.c_int] * 2
+    lib.edgekit_attention.restype = ctypes.c_int
     lib.edgekit_update_int8_cache.argtypes = [p] * 4 + [i64] * 4
     lib.edgekit_update_int8_cache.restype = ctypes.c_int
     lib.edgekit_kernels_isa.restype = ctypes.c_char_p

@@ -6,20 +6,25 @@ import torch
 from edgekit_executorch.kernels import load_kernel_library
 
 
-def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_scale: torch.Tensor,
-              v_scale: torch.Tensor, input_pos: torch.Tensor, *, splits: int = 0, use_pool: bool = True,
+def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_scale: torch.Tensor | None,
+              v_scale: torch.Tensor | None, input_pos: torch.Tensor, *, splits: int = 0, use_pool: bool = True,
               out: torch.Tensor | None = None) -> torch.Tensor:
-    """Same contract as torch.ops.edgekit.attention (int8 caches); contiguous CPU tensors only."""
+    """Same contract as torch.ops.edgekit.attention: int8 caches with their scales, or fp32 caches with both scales
+    None; contiguous CPU tensors only."""
     lib = load_kernel_library()
     _, t, hq, d = q.shape
     s, hkv = k_cache.shape[1], k_cache.shape[2]
-    args = [q, k_cache, v_cache, k_scale, v_scale, input_pos]
+    f32 = k_cache.dtype == torch.float32
+    if f32 != (v_cache.dtype == torch.float32) or f32 != (k_scale is None) or (k_scale is None) != (v_scale is None):
+        raise ValueError("edgekit attention takes int8 caches with both scales, or fp32 caches with neither")
+    args = [x for x in (q, k_cache, v_cache, k_scale, v_scale, input_pos) if x is not None]
     if any(not x.is_contiguous() for x in args):
         raise ValueError("edgekit kernels take contiguous tensors")
     out = torch.empty(q.shape, dtype=torch.float32) if out is None else out
-    rc = lib.edgekit_attention_int8(*(x.data_ptr() for x in (*args, out)), t, hq, hkv, d, s, splits, int(use_pool))
+    ptrs = [None if x is None else x.data_ptr() for x in (q, k_cache, v_cache, k_scale, v_scale, input_pos, out)]
+    rc = lib.edgekit_attention(*ptrs, t, hq, hkv, d, s, splits, int(use_pool), int(f32))
     if rc != 0:
-        raise ValueError(f"edgekit_attention_int8 rejected its arguments (code {rc}): input_pos outside [0, {s}) "
+        raise ValueError(f"edgekit_attention rejected its arguments (code {rc}): input_pos outside [0, {s}) "
                          f"or heads {hq} not a multiple of {hkv}")
     return out
 

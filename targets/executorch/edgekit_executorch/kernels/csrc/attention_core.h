@@ -1,7 +1,8 @@
-// edgekit int8 KV-cache attention: the kernel core, free of ExecuTorch so it also builds into test programs.
+// edgekit KV-cache attention: the kernel core, free of ExecuTorch so it also builds into test programs.
 //
 // Semantics (edgekit/kernels/ops.py is the definition): q [T, Hq, D] fp32, caches [S, Hkv, D] int8 with fp32
-// scales [S, Hkv]; query row t sees cache positions j <= pos[t]; query head h reads kv head h / (Hq / Hkv).
+// scales [S, Hkv], or fp32 caches without scales (k_f32 / v_f32 set, k / v and the scales null); query row t sees
+// cache positions j <= pos[t]; query head h reads kv head h / (Hq / Hkv).
 //
 // Flash-decoding layout: a work item is (kv head, block of query rows, split of the context). Its rows are
 // every query head of that kv head's group for a few consecutive tokens, so one pass over the cache serves
@@ -34,7 +35,7 @@ namespace edgekit {
 
 struct AttentionArgs {
   const float* q;      // [T, Hq, D]
-  const int8_t* k;     // [S, Hkv, D]
+  const int8_t* k;     // [S, Hkv, D] (int8 caches)
   const int8_t* v;     // [S, Hkv, D]
   const float* k_scale;  // [S, Hkv]
   const float* v_scale;  // [S, Hkv]
@@ -42,6 +43,8 @@ struct AttentionArgs {
   float* out;          // [T, Hq, D]
   int64_t T, Hq, Hkv, D, S;
   int64_t splits = 0;  // 0: choose from the thread count; > 0: force (tests cover the merge path with it)
+  const float* k_f32 = nullptr;  // [S, Hkv, D] fp32 caches instead of k / v and their scales
+  const float* v_f32 = nullptr;
 };
 
 inline const char* isa_name() { return EDGEKIT_ISA_NAME; }
@@ -110,6 +113,13 @@ inline void attend_range(const AttentionArgs& a, const Plan& pl, int64_t h, int6
     const int64_t n = std::min(pl.tile, p1 - j0);
     for (int64_t j = 0; j < n; ++j) {
       const int64_t off = (j0 + j) * stride + h * D;
+      if (a.k_f32 != nullptr) {  // fp32 cache: the tile is gathered contiguous (the rows of one kv head are strided)
+        std::copy(a.k_f32 + off, a.k_f32 + off + D, sc.kf.data() + j * D);
+        std::copy(a.v_f32 + off, a.v_f32 + off + D, sc.vf.data() + j * D);
+        sc.kss[j] = sm_scale;
+        sc.vss[j] = 1.f;
+        continue;
+      }
       cvt(a.k + off, sc.kf.data() + j * D, D);
       cvt(a.v + off, sc.vf.data() + j * D, D);
       sc.kss[j] = a.k_scale[(j0 + j) * a.Hkv + h] * sm_scale;
@@ -135,10 +145,10 @@ inline void attend_range(const AttentionArgs& a, const Plan& pl, int64_t h, int6
 
 }  // namespace detail
 
-// Runs the attention. `parallel(n, body)` must call body(begin, end) over a partition of [0, n);
-// `threads` is how many run at once (it only sizes the context splits).
+// Runs the attention (int8 or fp32 caches, see AttentionArgs). `parallel(n, body)` must call body(begin, end) over a
+// partition of [0, n); `threads` is how many run at once (it only sizes the context splits).
 template <class Parallel>
-void attention_int8(const AttentionArgs& a, int64_t threads, Parallel&& parallel) {
+void attention(const AttentionArgs& a, int64_t threads, Parallel&& parallel) {
   int64_t ctx = 0;
   for (int64_t t = 0; t < a.T; ++t) ctx = std::max(ctx, std::min(a.pos[t] + 1, a.S));
   const detail::Plan pl = detail::make_plan(a, threads, ctx);

@@ -6,6 +6,8 @@
 //   value f32[T*Hkv*D], expected_q i8[T*Hkv*D], expected_scale f32[T*Hkv]   (the update op on `value`)
 // Prints one line per case and exits 1 if any case is beyond tol (attention: max abs error; update: int8 codes
 // may differ by 1 only where x / scale sits within 1e-4 of a rounding tie, scales within 1e-6 relative).
+// Every case also runs the fp32-cache path on the dequantized caches (k * ks, v * vs), against the same expected
+// output: the reference is defined on the dequantized values, so both paths meet the one tolerance.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -34,15 +36,29 @@ int check_case(FILE* f, int index) {
             read_vec(f, expected, T * Hq * D) && read_vec(f, value, T * Hkv * D) && read_vec(f, exp_q, T * Hkv * D) &&
             read_vec(f, exp_scale, T * Hkv);
   if (!ok) return -1;
+  const auto max_abs_err = [&](const std::vector<float>& out) {
+    double err = 0.0;
+    for (size_t i = 0; i < out.size(); ++i) {
+      const double e = std::fabs(static_cast<double>(out[i]) - expected[i]);
+      err = (e > err || std::isnan(e)) ? (std::isnan(e) ? INFINITY : e) : err;
+    }
+    return err;
+  };
   std::vector<float> out(T * Hq * D, std::nanf(""));
   edgekit::AttentionArgs a{q.data(), k.data(), v.data(), ks.data(), vs.data(), pos.data(), out.data(),
                            T, Hq, Hkv, D, S, splits};
-  edgekit::attention_int8(a, 1, edgekit::SerialParallel{});
-  double max_err = 0.0;
-  for (size_t i = 0; i < out.size(); ++i) {
-    const double e = std::fabs(static_cast<double>(out[i]) - expected[i]);
-    max_err = (e > max_err || std::isnan(e)) ? (std::isnan(e) ? INFINITY : e) : max_err;
+  edgekit::attention(a, 1, edgekit::SerialParallel{});
+  const double max_err = max_abs_err(out);
+  // the fp32-cache path over the dequantized caches
+  std::vector<float> kf(k.size()), vf(v.size()), out_f32(T * Hq * D, std::nanf(""));
+  for (size_t i = 0; i < k.size(); ++i) {
+    kf[i] = static_cast<float>(k[i]) * ks[i / D];
+    vf[i] = static_cast<float>(v[i]) * vs[i / D];
   }
+  edgekit::AttentionArgs af{q.data(), nullptr, nullptr, nullptr, nullptr, pos.data(), out_f32.data(),
+                            T, Hq, Hkv, D, S, splits, kf.data(), vf.data()};
+  edgekit::attention(af, 1, edgekit::SerialParallel{});
+  const double max_err_f32 = max_abs_err(out_f32);
   // update op: quantize `value` into a scratch cache at positions 0..T-1
   std::vector<int8_t> cache(T * Hkv * D, 0);
   std::vector<float> scale(T * Hkv, 0.f);
@@ -61,12 +77,12 @@ int check_case(FILE* f, int index) {
       if (diff > 1 || (diff == 1 && !near_tie)) ++bad_codes;
     }
   }
-  const bool pass = max_err <= tol && bad_codes == 0 && max_scale_rel <= 1e-6;
-  std::printf("case %d T=%lld Hq=%lld Hkv=%lld D=%lld S=%lld ctx=%lld splits=%lld: attention max_abs_err=%.3g "
-              "(tol %.3g), update bad_codes=%lld scale_rel=%.3g -> %s\n",
+  const bool pass = max_err <= tol && max_err_f32 <= tol && bad_codes == 0 && max_scale_rel <= 1e-6;
+  std::printf("case %d T=%lld Hq=%lld Hkv=%lld D=%lld S=%lld ctx=%lld splits=%lld: attention max_abs_err=%.3g, "
+              "fp32 cache %.3g (tol %.3g), update bad_codes=%lld scale_rel=%.3g -> %s\n",
               index, (long long)T, (long long)Hq, (long long)Hkv, (long long)D, (long long)S,
-              (long long)(pos[T - 1] + 1), (long long)splits, max_err, tol, (long long)bad_codes, max_scale_rel,
-              pass ? "ok" : "FAIL");
+              (long long)(pos[T - 1] + 1), (long long)splits, max_err, max_err_f32, tol, (long long)bad_codes,
+              max_scale_rel, pass ? "ok" : "FAIL");
   return pass ? 1 : 0;
 }
 
