@@ -97,6 +97,19 @@ def test_session_reset_and_dynamic_lengths(exported):
         sess.forward(np.asarray([[1]]), np.asarray([64]))
 
 
+def test_session_logits_are_the_callers_own(exported):
+    """forward() reads the runtime's output buffer without the pybindings' clone; the array it returns must be a
+    copy, untouched by the next forward (which reuses that buffer) and writable."""
+    art = exported("qwen2", "fp32")
+    sess = get_target("android").session(art)
+    first = sess.forward(np.asarray([[5, 9, 17]], dtype=np.int64), np.arange(3))
+    kept = first.copy()
+    second = sess.forward(np.asarray([[7, 7, 7]], dtype=np.int64), np.arange(3, 6))
+    np.testing.assert_array_equal(first, kept)
+    assert not np.array_equal(first, second) and not np.shares_memory(first, second)
+    first[0, 0, 0] = 1.0  # the caller may write into it
+
+
 def test_op_profile(exported):
     art = exported("llama", "8da4w")
     rows = get_target("android").session(art, threads=1).profile(prompt=list(range(1, 9)), decode_steps=3)

@@ -87,8 +87,16 @@ class PteSession:
         if input_pos.size == 0 or input_pos[-1] >= self.max_seq_len:
             raise ValueError(f"positions up to {int(input_pos[-1]) if input_pos.size else '?'} exceed the "
                              f"artifact's max_seq_len {self.max_seq_len}")
-        out = self._method.execute([torch.from_numpy(tokens), torch.from_numpy(input_pos)])[0]
-        return out.detach().numpy().astype(np.float32, copy=False)
+        # clone_outputs=False: the pybindings' own clone is an ATen copy that torch parallelizes with OpenMP above 32k
+        # elements (every step's logits), and libgomp's worker then spins for a while after each step on the cores
+        # ExecuTorch's thread pool needs (perf, 0.5B decode: 26 % of all cycles in libgomp). numpy copies the logits
+        # on this thread instead; the runtime's buffer is only valid until the next execute, so the copy is needed.
+        inputs = [torch.from_numpy(tokens), torch.from_numpy(input_pos)]
+        raw = getattr(self._method, "_method", None)  # executorch.runtime.Method wraps the pybindings' method
+        if raw is None:
+            return self._method.execute(inputs)[0].detach().numpy().astype(np.float32, copy=False)
+        out = raw(inputs, clone_outputs=False)[0]
+        return np.array(out.detach().numpy(), dtype=np.float32, copy=True)
 
     def write_etdump(self) -> list[Path]:
         """Writes one .etdp per program loaded so far (reset() loads a new one) into profile_dir."""
