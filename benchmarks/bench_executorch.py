@@ -1,8 +1,9 @@
 """ExecuTorch target benchmark on the Qwen2.5-0.5B-shaped random checkpoint, side by side with optimum-executorch.
 
 Exports each scheme variant (max_seq_len 512, last-position logits) in a child process (wall time, peak RSS), then
-times prefill / decode with the peers' script (/work/shared/peers/et_bench.py: 64-token prompt, 64 decoded, best of
-3 after a warm-up, 2 threads) on every edgekit .pte AND optimum-executorch's cached .pte, interleaved round by round,
+times prefill / decode with benchmarks/peers/et_bench.py (the peers' /work/shared/peers/et_bench.py with the host
+side of a step done as edgekit's session does it: no pybindings clone, numpy argmax, see there; 64-token prompt, 64
+decoded, best of 3 after a warm-up, 2 threads) on every edgekit .pte AND optimum-executorch's cached .pte, interleaved round by round,
 and computes the decode bandwidth roofline. Every timed child (exports, speed runs, the bandwidth probe) holds
 /tmp/edgekit-bench.lock, so timed runs of the parallel engineers never overlap. Writes benchmarks/results/executorch.md.
 
@@ -27,6 +28,7 @@ log = logging.getLogger("bench_executorch")
 CACHE = HERE / ".cache"
 CHECKPOINT = CACHE / "qwen05b"
 PEERS = Path("/work/shared/peers")
+ET_BENCH = Path(__file__).resolve().parent / "peers" / "et_bench.py"  # the same loop for every .pte (see there)
 LOCK = "/tmp/edgekit-bench.lock"
 PROMPT, DECODE, THREADS, MAX_SEQ_LEN = 64, 64, 2, 512
 # scheme variants: 8da4w linears (and output layer) at the group size, token embedding at the given bits
@@ -34,11 +36,15 @@ VARIANTS: dict[str, dict[str, int | str]] = {
     "g32-emb8": {"group_size": 32, "embedding_bits": 8},     # optimum-executorch's scheme
     "g128-emb8": {"group_size": 128, "embedding_bits": 8},
     "g128-emb4": {"group_size": 128, "embedding_bits": 4},
-    # the same scheme, its int4 linears run by edgekit::linear_q4 (edgekit's kernel) instead of XNNPACK
+    # the same scheme, its int4 linears run by edgekit::linear_q4 (edgekit's kernel) instead of XNNPACK, and its
+    # attention by edgekit::attention (the default with linear_kernel edgekit) ...
     "g128-emb4-edgekit": {"group_size": 128, "embedding_bits": 4, "linear_kernel": "edgekit"},
+    # ... or by ExecuTorch's llama::custom_sdpa, as before 2026-12-02 (what the attention kernel is worth)
+    "g128-emb4-edgekit-sdpa": {"group_size": 128, "embedding_bits": 4, "linear_kernel": "edgekit",
+                               "attention_kernel": "llama"},
 }
 LAYOUTS = {"g32-emb8": "8da4w-g32+emb8", "g128-emb8": "8da4w-g128+emb8", "g128-emb4": "8da4w-g128+emb4",
-           "g128-emb4-edgekit": "8da4w-g128+emb4"}  # common.py
+           "g128-emb4-edgekit": "8da4w-g128+emb4", "g128-emb4-edgekit-sdpa": "8da4w-g128+emb4"}  # common.py
 DEFAULT_VARIANT = "g128-emb4-edgekit"  # what run.py's edgekit export uses (export_for_benchmark)
 PEER_README = {"prefill_tok_s": "332-345", "decode_tok_s": "79-86", "pte_mb": 415, "export": "25 min / 4.8 GB"}
 
@@ -83,7 +89,8 @@ def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = MAX_SEQ
     art = edgekit.export(model, "android", quant="8da4w", max_seq_len=max_seq_len, last_logits_only=True,
                          out=out, validate=False, show_progress=False, **opts)
     notes = ("linear_kernel=edgekit: the int4 linears run in edgekit's own kernel (edgekit::qkv_rope_q4 / "
-             "fused_linear_q4), so the .pte needs edgekit's kernel library beside the ExecuTorch runtime; the XNNPACK "
+             "fused_linear_q4) and its attention in edgekit::attention, so the .pte needs edgekit's kernel library beside "
+             "the ExecuTorch runtime; the XNNPACK "
              "form (the target's default, stock runtimes) is bench_executorch.py's g128-emb4 row"
              if opts.get("linear_kernel") == "edgekit" else "")
     return {"quant": "8da4w", "options": opts, "layout": LAYOUTS[DEFAULT_VARIANT],
@@ -125,11 +132,11 @@ def custom_libs(pte: Path) -> list[str]:
 
 
 def speed(pte: Path) -> dict[str, Any]:
-    """The peers' et_bench.py (load, warm-up, best of 3) on one .pte, holding the timing lock."""
+    """benchmarks/peers/et_bench.py (load, warm-up, best of 3) on one .pte, holding the timing lock."""
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
     libs = custom_libs(pte)
     cmd = [sys.executable, "-c", WITH_LIBS, json.dumps(libs)] if libs else [sys.executable]
-    data, res = common.run_json_child(["flock", LOCK, *cmd, PEERS / "et_bench.py", pte, PROMPT, DECODE],
+    data, res = common.run_json_child(["flock", LOCK, *cmd, ET_BENCH, pte, PROMPT, DECODE],
                                       env=env, timeout=900)
     if data is None:
         raise RuntimeError(f"et_bench on {pte} failed:\n{res.tail()}")
@@ -248,7 +255,8 @@ def write_markdown(r: dict[str, Any]) -> Path:
         "shared). Command: `nice -n 10 python benchmarks/bench_executorch.py` (every timed child under "
         "`flock /tmp/edgekit-bench.lock`). 8da4w (int8 dynamic activations, int4 weights, output layer included), "
         f"max_seq_len {MAX_SEQ_LEN}, last-position logits; {PROMPT}-token prompt, {DECODE} decoded, {THREADS} "
-        "threads; /work/shared/peers/et_bench.py (warm-up, best of 3) on every .pte, rounds interleaved, best round."),
+        "threads; benchmarks/peers/et_bench.py (warm-up, best of 3; the peers' loop without the pybindings clone and with "
+        "numpy's argmax, as edgekit's session runs a step) on every .pte, rounds interleaved, best round."),
         "",
         ("| .pte | prefill tok/s | decode tok/s | decode vs peer | prefill vs peer | MB | MB read/token | roofline "
         "tok/s | of roofline | export wall | export peak RSS |"),
