@@ -4,11 +4,11 @@ fp32 throughout), decode greedily like it, and say which attention and which ker
 from __future__ import annotations
 
 import pytest
+from edgekit_executorch.attention import resolve_attention
 from test_parity import _check_greedy
 
 import edgekit
 from edgekit.errors import UnsupportedOption
-from edgekit_executorch.attention import resolve_attention
 
 MAX_SEQ_LEN = 64  # as conftest.py
 

@@ -21,34 +21,16 @@ def sweep():
                         yield d, hq, hkv, ctx, t
 
 
-@pytest.mark.parametrize("d", [64, 128])
-@pytest.mark.parametrize("hq,hkv", RATIOS)
-def test_kernel_matches_reference_sweep(kernel_lib, d, hq, hkv):
-    from edgekit_executorch.kernels import direct
-
-    checked = 0
-    for ctx in CONTEXTS[d]:
-        for t in (1, 128):
-            if t > ctx:
-                continue
-            c = make_case(hq, hkv, d, ctx, t, seed=ctx * 7 + t)
-            for splits in (0, 3):  # auto (thread count) and a forced 3-way context split
-                got = direct.attention(c["q"], c["k"], c["v"], c["ks"], c["vs"], c["pos"], splits=splits)
-                err = (got - c["ref"]).abs().max().item()
-                assert err <= ATOL, f"D={d} Hq={hq} Hkv={hkv} ctx={ctx} T={t} splits={splits}: max abs err {err}"
-                checked += 1
-    assert checked >= 2 * len(CONTEXTS[d])
-
-
 def _dequantized(cache: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (cache.float() * scale.unsqueeze(-1)).contiguous()
 
 
+@pytest.mark.parametrize("cache", ["int8", "fp32"])
 @pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize("hq,hkv", RATIOS)
-def test_kernel_fp32_cache_matches_reference_sweep(kernel_lib, d, hq, hkv):
-    """The fp32-cache path (scales None) over the same sweep: the caches are the int8 cases dequantized, so the
-    reference output is the same, and so is the tolerance."""
+def test_kernel_matches_reference_sweep(kernel_lib, d, hq, hkv, cache):
+    """int8 caches with their scales, and the fp32-cache path (scales None) on the same caches dequantized: the
+    reference output is the same for both, and so is the tolerance."""
     from edgekit_executorch.kernels import direct
 
     checked = 0
@@ -57,11 +39,15 @@ def test_kernel_fp32_cache_matches_reference_sweep(kernel_lib, d, hq, hkv):
             if t > ctx:
                 continue
             c = make_case(hq, hkv, d, ctx, t, seed=ctx * 7 + t)
-            kf, vf = _dequantized(c["k"], c["ks"]), _dequantized(c["v"], c["vs"])
-            for splits in (0, 3):
-                got = direct.attention(c["q"], kf, vf, None, None, c["pos"], splits=splits)
+            if cache == "int8":
+                kv = (c["k"], c["v"], c["ks"], c["vs"])
+            else:
+                kv = (_dequantized(c["k"], c["ks"]), _dequantized(c["v"], c["vs"]), None, None)
+            for splits in (0, 3):  # auto (thread count) and a forced 3-way context split
+                got = direct.attention(c["q"], *kv, c["pos"], splits=splits)
                 err = (got - c["ref"]).abs().max().item()
-                assert err <= ATOL, f"fp32 D={d} Hq={hq} Hkv={hkv} ctx={ctx} T={t} splits={splits}: max abs err {err}"
+                assert err <= ATOL, (f"{cache} D={d} Hq={hq} Hkv={hkv} ctx={ctx} T={t} splits={splits}: "
+                                     f"max abs err {err}")
                 checked += 1
     assert checked >= 2 * len(CONTEXTS[d])
 

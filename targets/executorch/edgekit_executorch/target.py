@@ -59,8 +59,8 @@ class ExecuTorchTarget:
     def export(self, model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
         """Writes out/model.pte (XNNPACK-delegated, quantized per spec) and returns its Artifact."""
         _require_executorch()
-        from edgekit_executorch.export import PTE_NAME, export_pte
         from edgekit_executorch.attention import resolve_attention
+        from edgekit_executorch.export import PTE_NAME, export_pte
         from edgekit_executorch.quantize import linear_in_features, plan
 
         # bad options fail before any heavy work
