@@ -47,6 +47,16 @@ struct AttentionArgs {
   const float* v_f32 = nullptr;
 };
 
+// Points `a` at its caches: int8 (k, v with scales ks, vs) or, with f32, fp32 caches (ks, vs unused and cleared).
+inline void set_caches(AttentionArgs& a, const void* k, const void* v, const float* ks, const float* vs, bool f32) {
+  a.k = f32 ? nullptr : static_cast<const int8_t*>(k);
+  a.v = f32 ? nullptr : static_cast<const int8_t*>(v);
+  a.k_scale = f32 ? nullptr : ks;
+  a.v_scale = f32 ? nullptr : vs;
+  a.k_f32 = f32 ? static_cast<const float*>(k) : nullptr;
+  a.v_f32 = f32 ? static_cast<const float*>(v) : nullptr;
+}
+
 inline const char* isa_name() { return EDGEKIT_ISA_NAME; }
 
 namespace detail {

@@ -111,17 +111,10 @@ Tensor& attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& 
   OpEvent event(ctx, "edgekit::attention.out");
   edgekit::AttentionArgs a;
   a.q = q.const_data_ptr<float>();
-  if (k_cache.scalar_type() == ScalarType::Float) {
-    a.k = a.v = nullptr;
-    a.k_scale = a.v_scale = nullptr;
-    a.k_f32 = k_cache.const_data_ptr<float>();
-    a.v_f32 = v_cache.const_data_ptr<float>();
-  } else {
-    a.k = k_cache.const_data_ptr<int8_t>();
-    a.v = v_cache.const_data_ptr<int8_t>();
-    a.k_scale = k_scale->const_data_ptr<float>();
-    a.v_scale = v_scale->const_data_ptr<float>();
-  }
+  const bool f32 = k_cache.scalar_type() == ScalarType::Float;
+  edgekit::set_caches(a, k_cache.const_data_ptr(), v_cache.const_data_ptr(),
+                      f32 ? nullptr : k_scale->const_data_ptr<float>(), f32 ? nullptr : v_scale->const_data_ptr<float>(),
+                      f32);
   a.pos = input_pos.const_data_ptr<int64_t>();
   a.out = out.mutable_data_ptr<float>();
   a.T = q.size(1);
@@ -284,15 +277,8 @@ __attribute__((visibility("default"))) int edgekit_attention(
   for (int64_t t = 0; t < T; ++t) {
     if (pos[t] < 0 || pos[t] >= S) return 2;
   }
-  edgekit::AttentionArgs a{q, nullptr, nullptr, ks, vs, pos, out, T, Hq, Hkv, D, S, splits};
-  if (f32_cache) {
-    a.k_scale = a.v_scale = nullptr;
-    a.k_f32 = static_cast<const float*>(k);
-    a.v_f32 = static_cast<const float*>(v);
-  } else {
-    a.k = static_cast<const int8_t*>(k);
-    a.v = static_cast<const int8_t*>(v);
-  }
+  edgekit::AttentionArgs a{q, nullptr, nullptr, nullptr, nullptr, pos, out, T, Hq, Hkv, D, S, splits};
+  edgekit::set_caches(a, k, v, ks, vs, f32_cache != 0);
   if (use_pool) {
     edgekit::attention(a, pool_threads(), PoolParallel{});
   } else {

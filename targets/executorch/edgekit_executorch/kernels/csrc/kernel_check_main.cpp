@@ -55,8 +55,9 @@ int check_case(FILE* f, int index) {
     kf[i] = static_cast<float>(k[i]) * ks[i / D];
     vf[i] = static_cast<float>(v[i]) * vs[i / D];
   }
-  edgekit::AttentionArgs af{q.data(), nullptr, nullptr, nullptr, nullptr, pos.data(), out_f32.data(),
-                            T, Hq, Hkv, D, S, splits, kf.data(), vf.data()};
+  edgekit::AttentionArgs af = a;
+  af.out = out_f32.data();
+  edgekit::set_caches(af, kf.data(), vf.data(), nullptr, nullptr, true);
   edgekit::attention(af, 1, edgekit::SerialParallel{});
   const double max_err_f32 = max_abs_err(out_f32);
   // update op: quantize `value` into a scratch cache at positions 0..T-1
