@@ -6,10 +6,10 @@
 #include <executorch/runtime/kernel/kernel_includes.h>
 #include <executorch/runtime/kernel/thread_parallel_interface.h>
 
-#include <atomic>
 #include <optional>
 
 #include "attention_core.h"
+#include "guided_split.h"
 #include "linear_q4.h"
 
 namespace {
@@ -21,10 +21,8 @@ using executorch::runtime::KernelRuntimeContext;
 
 // parallel(n, f) on ExecuTorch's pool. Its parallel_for cuts [0, n) into one fixed chunk per thread, so a thread
 // that is slowed (a busy core on a shared machine, a little core of a big.LITTLE phone, the caller's own work) holds
-// the others at the join. Here each thread instead takes the next of kChunksPerThread chunks from a shared counter
-// until none are left. 0.5B decode, 2 threads, same process alternating: 1.05-1.12x over the fixed split; 4 chunks
-// per thread gained less, 16 and 32 lost (each chunk restarts the hardware prefetcher's stream).
-constexpr int64_t kChunksPerThread = 8;
+// the others at the join. Here every thread of the pool drains one GuidedSplit instead (guided_split.h: long chunks
+// first, single tiles last).
 struct PoolParallel {
   template <class F>
   void operator()(int64_t n, F&& f) const {
@@ -34,14 +32,8 @@ struct PoolParallel {
       executorch::extension::parallel_for(0, n, 1, [&](int64_t b, int64_t e) { f(b, e); });
       return;
     }
-    const int64_t chunks = std::min<int64_t>(n, kChunksPerThread * threads);
-    std::atomic<int64_t> next{0};
-    executorch::extension::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-      for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
-           c = next.fetch_add(1, std::memory_order_relaxed)) {
-        f(n * c / chunks, n * (c + 1) / chunks);
-      }
-    });
+    edgekit::GuidedSplit split(n, threads);
+    executorch::extension::parallel_for(0, threads, 1, [&](int64_t, int64_t) { split.drain(f); });
   }
 };
 
