@@ -89,8 +89,8 @@ def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = MAX_SEQ
     art = edgekit.export(model, "android", quant="8da4w", max_seq_len=max_seq_len, last_logits_only=True,
                          out=out, validate=False, show_progress=False, **opts)
     notes = ("linear_kernel=edgekit: the int4 linears run in edgekit's own kernel (edgekit::qkv_rope_q4 / "
-             "fused_linear_q4) and its attention in edgekit::attention, so the .pte needs edgekit's kernel library beside "
-             "the ExecuTorch runtime; the XNNPACK "
+             "fused_linear_q4) and the cache write + attention in edgekit::qkv_cache_attention, so the .pte needs "
+             "edgekit's kernel library beside the ExecuTorch runtime; the XNNPACK "
              "form (the target's default, stock runtimes) is bench_executorch.py's g128-emb4 row"
              if opts.get("linear_kernel") == "edgekit" else "")
     return {"quant": "8da4w", "options": opts, "layout": LAYOUTS[DEFAULT_VARIANT],

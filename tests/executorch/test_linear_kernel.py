@@ -34,9 +34,13 @@ def test_edgekit_kernel_export_matches_quantized_eager(edgekit_kernel_export, ti
     _check_greedy(tiny_model(case), art)
     assert meta["quantization"]["linear_kernel"] == "edgekit"
     layers = tiny_model(case).config.num_layers
-    # 4 int4 calls per layer + the output layer, and the attention (attention_kernel defaults to edgekit with it)
-    assert meta["delegation"]["portable_ops"]["edgekit"] == 5 * layers + 1
-    assert meta["attention"].startswith("edgekit::attention")
+    # 4 int4 calls per layer + the output layer, and the attention (attention_kernel defaults to edgekit with it),
+    # which writes the caches itself (so the summary, taken before ExecuTorch removes the functional wrappers, counts
+    # it as auto_functionalized_v2): no slices of the projection, no llama::update_cache, no start-position read
+    ops = meta["delegation"]["portable_ops"]
+    assert ops["edgekit"] == 4 * layers + 1 and ops["auto_functionalized_v2"] == layers, ops
+    assert meta["attention"] == "edgekit::qkv_cache_attention (fp32 cache, written by the op)"
+    assert "llama" not in ops and "slice_copy" not in ops and "_local_scalar_dense" not in ops, ops
     assert meta["delegation"]["delegated_subgraphs"] == 0                     # nothing left for XNNPACK
     assert meta["custom_op_libraries"], "the .pte needs edgekit's kernel library; the artifact must say which"
 
@@ -53,7 +57,8 @@ def test_edgekit_kernel_smollm2_matches_quantized_eager(smollm2, tmp_path_factor
     chat_ids = smollm2.tokenizer.encode(smollm2.tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}]))
     _check_greedy(smollm2, art, tolerance=v["tolerance"], prompt=chat_ids, floor_factor=2.0)
-    assert art.metadata["delegation"]["portable_ops"]["edgekit"] == 5 * smollm2.config.num_layers + 1
+    assert art.metadata["delegation"]["portable_ops"]["edgekit"] == 4 * smollm2.config.num_layers + 1
+    assert art.metadata["attention"] == "edgekit::qkv_cache_attention (fp32 cache, written by the op)"
 
 
 @pytest.mark.slow
@@ -67,6 +72,6 @@ def test_edgekit_kernel_ops_are_profiled(edgekit_kernel_export, tmp_path):
     session.forward(np.asarray([[1, 2, 3]]), np.arange(3))
     session.forward(np.asarray([[4]]), np.asarray([3]))
     rows = {r["name"]: r for r in session.op_profile()}
-    for op in ("edgekit::qkv_rope_q4.out", "edgekit::fused_linear_q4.out"):
+    for op in ("edgekit::qkv_rope_q4.out", "edgekit::fused_linear_q4.out", "edgekit::qkv_cache_attention.out"):
         assert op in rows and rows[op]["calls"] > 0 and rows[op]["total_ms"] > 0, sorted(rows)
     assert rows["edgekit::qkv_rope_q4.out"]["calls"] == 2 * 2   # 2 layers x 2 forwards

@@ -116,3 +116,35 @@ def test_kernel_rejects_positions_outside_cache(kernel_lib):
     c = make_case(4, 2, 64, 10, 1)
     with pytest.raises(ValueError, match="input_pos"):
         direct.attention(c["q"], c["k"], c["v"], c["ks"], c["vs"], torch.tensor([c["k"].shape[1]]))
+
+
+@pytest.mark.parametrize("d,hq,hkv", [(64, 14, 2), (64, 2, 2), (128, 4, 2)])
+@pytest.mark.parametrize("t,start", [(1, 0), (1, 64), (1, 200), (37, 0), (16, 100)])
+def test_qkv_cache_attention_matches_reference(kernel_lib, d, hq, hkv, t, start):
+    """edgekit::qkv_cache_attention: the k / v heads of a fused projection row written into fp32 caches at input_pos,
+    then q attended over them; caches and output against the PyTorch definition (cache_attention.py), ATOL."""
+    from edgekit_executorch.kernels import direct
+    from edgekit_executorch.kernels.cache_attention import reference_qkv_cache_attention
+
+    g = torch.Generator().manual_seed(d + hq + t + start)
+    s = start + t + 5
+    k_cache = torch.randn(1, s, hkv, d, generator=g)   # positions < start: an earlier context; > pos: never read
+    v_cache = torch.randn(1, s, hkv, d, generator=g)
+    qkv = torch.randn(1, t, (hq + 2 * hkv) * d, generator=g) * 2
+    pos = torch.arange(start, start + t)
+    k_ref, v_ref = k_cache.clone(), v_cache.clone()
+    ref = reference_qkv_cache_attention(qkv, k_ref, v_ref, pos, hq, hkv)
+    got = direct.qkv_cache_attention(qkv, k_cache, v_cache, pos, hq, hkv)
+    assert torch.equal(k_cache, k_ref) and torch.equal(v_cache, v_ref), "cache rows differ from the reference write"
+    assert got.shape == (1, t, hq * d)
+    err = (got - ref).abs().max().item()
+    assert err <= ATOL, f"D={d} Hq={hq} Hkv={hkv} T={t} start={start}: max abs err {err}"
+
+
+def test_qkv_cache_attention_rejects_bad_positions(kernel_lib):
+    from edgekit_executorch.kernels import direct
+
+    k, v = torch.zeros(1, 8, 2, 64), torch.zeros(1, 8, 2, 64)
+    with pytest.raises(ValueError, match=r"input_pos outside \[0, 8\)"):
+        direct.qkv_cache_attention(torch.zeros(1, 1, 6 * 64), k, v, torch.tensor([8]), 2, 2)
+    assert not k.any() and not v.any(), "a rejected call must not write the caches"

@@ -152,6 +152,7 @@ def export_pte(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, Any]:
     qp = quant.plan(spec.quant, spec.options, quant.linear_in_features(model.config))
     with stages.stage("quantize"):
         decoder = build_decoder(model, spec, for_export=True)
+        attention_layers = count_cache_attention(decoder)
     with stages.stage("capture"):
         try:
             ep = capture(decoder, spec.max_seq_len)
@@ -171,20 +172,30 @@ def export_pte(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, Any]:
             prog.write_to_file(f)
     return {"max_seq_len": spec.max_seq_len, "last_logits_only": spec.last_logits_only,
             "quantization": qp.describe(), "delegation": summary,
-            "attention": _attention_kind(spec, qp),
+            "attention": _attention_kind(spec, qp, attention_layers),
             "pte_bytes": (out / PTE_NAME).stat().st_size,
             "constant_methods": constant_methods(model, spec),
             "custom_op_libraries": custom_op_libraries(spec, qp)}
 
 
+CACHE_ATTENTION_KIND = "edgekit::qkv_cache_attention (fp32 cache, written by the op)"
 ATTENTION_KINDS = {"int8": "edgekit int8 kv cache (edgekit::attention)",
                    "edgekit": "edgekit::attention (fp32 cache) + llama::update_cache",
                    "llama": "llama::custom_sdpa+update_cache",
                    "graph": "edgekit"}
 
 
-def _attention_kind(spec: TargetSpec, qp: quant.QuantPlan) -> str:
-    return ATTENTION_KINDS[resolve_attention(spec.options, spec.kv_cache, qp.linear_kernel)]
+def count_cache_attention(decoder: nn.Module) -> tuple[int, int]:
+    """(layers whose attention runs as edgekit::qkv_cache_attention, all layers)."""
+    return sum(bool(getattr(layer, "cache_attention", False)) for layer in decoder.layers), len(decoder.layers)
+
+
+def _attention_kind(spec: TargetSpec, qp: quant.QuantPlan, layers: tuple[int, int] = (0, 0)) -> str:
+    kind = ATTENTION_KINDS[resolve_attention(spec.options, spec.kv_cache, qp.linear_kernel)]
+    fused, total = layers
+    if fused == 0:
+        return kind
+    return CACHE_ATTENTION_KIND if fused == total else f"{CACHE_ATTENTION_KIND} in {fused} of {total} layers, else {kind}"
 
 
 def custom_op_libraries(spec: TargetSpec, qp: quant.QuantPlan) -> list[str]:

@@ -1,5 +1,6 @@
-"""edgekit's compiled kernels for ExecuTorch, registered with the runtime when the library loads: int8 KV-cache
-attention (`edgekit::attention.out`) and the cache write (`edgekit::update_int8_cache.out`); the 8da4w linear
+"""edgekit's compiled kernels for ExecuTorch, registered with the runtime when the library loads: KV-cache attention
+(`edgekit::attention.out`, int8 or fp32 caches), the int8 cache write (`edgekit::update_int8_cache.out`), the fused
+projection's cache write + attention (`edgekit::qkv_cache_attention.out`, cache_attention.py); the 8da4w linear
 (`edgekit::linear_q4.out`) and its fused layer forms (`edgekit::fused_linear_q4.out`, `edgekit::qkv_rope_q4.out`).
 
 Sources in csrc/: attention_core.h (ExecuTorch-free core, with isa_portable.h / isa_avx2.h / isa_neon.h) and
@@ -65,6 +66,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.edgekit_attention.restype = ctypes.c_int
     lib.edgekit_update_int8_cache.argtypes = [p] * 4 + [i64] * 4
     lib.edgekit_update_int8_cache.restype = ctypes.c_int
+    lib.edgekit_qkv_cache_attention.argtypes = [p] * 5 + [i64] * 5
+    lib.edgekit_qkv_cache_attention.restype = ctypes.c_int
     lib.edgekit_kernels_isa.restype = ctypes.c_char_p
     lib.edgekit_linear_q4.argtypes = [p] * 6 + [i64] * 4 + [ctypes.c_int] * 2
     lib.edgekit_linear_q4.restype = ctypes.c_int

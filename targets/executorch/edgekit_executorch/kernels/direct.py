@@ -29,6 +29,22 @@ def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_s
     return out
 
 
+def qkv_cache_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, input_pos: torch.Tensor,
+                        q_heads: int, kv_heads: int) -> torch.Tensor:
+    """Same contract as torch.ops.edgekit.qkv_cache_attention (writes the caches in place); contiguous CPU tensors."""
+    lib = load_kernel_library()
+    t, s, d = qkv.shape[1], k_cache.shape[1], k_cache.shape[3]
+    if qkv.dtype != torch.float32 or k_cache.dtype != torch.float32 or v_cache.dtype != torch.float32:
+        raise ValueError("edgekit qkv_cache_attention takes fp32 qkv and fp32 caches")
+    out = torch.empty(1, t, q_heads * d, dtype=torch.float32)
+    rc = lib.edgekit_qkv_cache_attention(_ptr(qkv), _ptr(k_cache), _ptr(v_cache), _ptr(input_pos), _ptr(out), t,
+                                         q_heads, kv_heads, d, s)
+    if rc != 0:
+        raise ValueError(f"edgekit_qkv_cache_attention rejected its arguments (code {rc}): input_pos outside [0, {s}) "
+                         f"or heads {q_heads} not a multiple of {kv_heads}")
+    return out
+
+
 def update_int8_cache(value: torch.Tensor, cache: torch.Tensor, scale: torch.Tensor,
                       input_pos: torch.Tensor) -> None:
     lib = load_kernel_library()

@@ -1,9 +1,11 @@
-"""Decoder layers whose 8da4w work runs in four edgekit kernel calls (linear_kernel 'edgekit').
+"""Decoder layers whose 8da4w work runs in four edgekit kernel calls (linear_kernel 'edgekit'), plus the attention.
 
 Per layer, instead of seven linears with RMSNorm, rotary, SiLU, products and residual adds around them:
 
     qkv = edgekit::qkv_rope_q4(x)                 RMSNorm -> [q | k | v] -> q/k norms (Qwen3) -> rotary
-    a   = attend(q, k, v)                         the layer's own attention module (llama::custom_sdpa, int8 cache)
+    a   = edgekit::qkv_cache_attention(qkv, k_cache!, v_cache!)   fp32 caches with edgekit's attention: the k / v rows
+                                                  written and q attended in one op (cache_attention.py); any other
+          attend(q, k, v)                         attention module (llama::custom_sdpa, int8 cache) gets q, k, v
     h   = edgekit::fused_linear_q4(a, wo, residual=x)
     gu  = edgekit::fused_linear_q4(h, [w1 | w3], norm=ffn_norm)
     out = edgekit::fused_linear_q4(gu, w2, swiglu, residual=h)
@@ -68,15 +70,20 @@ class FusedQ4Block(nn.Module):
         self.attention_eps, self.ffn_eps = float(block.attention_norm.eps), float(block.ffn_norm.eps)
         self.register_buffer("q_norm", None if att.q_norm is None else _norm_weight(att.q_norm))
         self.register_buffer("k_norm", None if att.k_norm is None else _norm_weight(att.k_norm))
-        self.attend = att.attend
+        self.attend = att.attend  # kept as a submodule either way: the cache buffers keep their names
+        self.cache_attention = uses_cache_attention(att.attend)
 
     def forward(self, x, input_pos, cos, sin, mask):
         hq, hkv, d = self.q_heads, self.kv_heads, self.head_dim
         qkv = torch.ops.edgekit.qkv_rope_q4(x, *self.qkv.args(), self.attention_norm, self.attention_eps, cos, sin,
                                             hq, hkv, d, self.q_norm, self.k_norm)
-        qkv = qkv.view(1, -1, hq + 2 * hkv, d)
-        q, k, v = qkv[:, :, :hq], qkv[:, :, hq:hq + hkv], qkv[:, :, hq + hkv:]
-        a = self.attend(q, k, v, input_pos, mask)
+        if self.cache_attention:
+            cache = self.attend.kv_cache
+            a = torch.ops.edgekit.qkv_cache_attention(qkv, cache.k_cache, cache.v_cache, input_pos, hq, hkv)
+        else:
+            qkv = qkv.view(1, -1, hq + 2 * hkv, d)
+            q, k, v = qkv[:, :, :hq], qkv[:, :, hq:hq + hkv], qkv[:, :, hq + hkv:]
+            a = self.attend(q, k, v, input_pos, mask)
         h = torch.ops.edgekit.fused_linear_q4(a, *self.wo.args(), self.wo.out_features, None, 0.0, False, x)
         gu = torch.ops.edgekit.fused_linear_q4(h, *self.gate_up.args(), self.gate_up.out_features, self.ffn_norm,
                                                self.ffn_eps, False, None)
@@ -97,6 +104,16 @@ class FusedQ4Output(nn.Module):
                                                  self.eps, False, None)
 
 
+def uses_cache_attention(attend: nn.Module) -> bool:
+    """edgekit's attention over fp32 caches (attention_kernel 'edgekit'): the fused block runs it as
+    edgekit::qkv_cache_attention, cache writes included."""
+    from edgekit_executorch.attention import EdgekitCacheAttention
+
+    cache = getattr(attend, "kv_cache", None)
+    return (isinstance(attend, EdgekitCacheAttention) and cache is not None
+            and cache.k_cache.dtype == torch.float32 and cache.v_cache.dtype == torch.float32)
+
+
 def fusable(block: nn.Module) -> bool:
     att, ff = getattr(block, "attention", None), getattr(block, "feed_forward", None)
     if att is None or ff is None:
@@ -111,14 +128,18 @@ def use_fused_q4_blocks(decoder: nn.Module) -> dict[str, int]:
     norm); any other 8da4w linear becomes a plain Q4Linear. Call after the attention modules are in place."""
     from edgekit_executorch.kernels.linear_q4 import use_q4_linears
 
-    fused = 0
+    from edgekit_executorch.kernels import cache_attention  # noqa: F401  (registers edgekit::qkv_cache_attention)
+
+    fused = cached = 0
     for i, block in enumerate(decoder.layers):
         if fusable(block):
             decoder.layers[i] = FusedQ4Block(block)
             fused += 1
+            cached += decoder.layers[i].cache_attention
     output = 0
     if isinstance(decoder.output, nn.Linear) and is_8da4w(decoder.output.weight):
         decoder.output = FusedQ4Output(decoder.norm, decoder.output)
         decoder.norm = nn.Identity()
         output = 1
-    return {"fused_layers": fused, "fused_output": output, "q4_linears": use_q4_linears(decoder)}
+    return {"fused_layers": fused, "cache_attention_layers": cached, "fused_output": output,
+            "q4_linears": use_q4_linears(decoder)}

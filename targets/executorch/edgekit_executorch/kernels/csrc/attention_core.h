@@ -34,7 +34,7 @@
 namespace edgekit {
 
 struct AttentionArgs {
-  const float* q;      // [T, Hq, D]
+  const float* q;      // [T, Hq, D] (token t's heads start at q + t * q_stride)
   const int8_t* k;     // [S, Hkv, D] (int8 caches)
   const int8_t* v;     // [S, Hkv, D]
   const float* k_scale;  // [S, Hkv]
@@ -45,7 +45,10 @@ struct AttentionArgs {
   int64_t splits = 0;  // 0: choose from the thread count; > 0: force (tests cover the merge path with it)
   const float* k_f32 = nullptr;  // [S, Hkv, D] fp32 caches instead of k / v and their scales
   const float* v_f32 = nullptr;
+  int64_t q_stride = 0;  // floats from one token's query heads to the next; 0: Hq * D (q is [T, Hq, D] itself)
 };
+
+inline int64_t q_token_stride(const AttentionArgs& a) { return a.q_stride > 0 ? a.q_stride : a.Hq * a.D; }
 
 // Points `a` at its caches: int8 (k, v with scales ks, vs) or, with f32, fp32 caches (ks, vs unused and cleared).
 inline void set_caches(AttentionArgs& a, const void* k, const void* v, const float* ks, const float* vs, bool f32) {
@@ -140,7 +143,7 @@ inline void attend_range(const AttentionArgs& a, const Plan& pl, int64_t h, int6
       const int64_t nr = std::min(n, std::min(a.pos[t] + 1, a.S) - j0);
       if (nr <= 0) continue;
       float* s = sc.s.data();
-      scores(a.q + (t * a.Hq + qh) * D, sc.kf.data(), nr, D, s);
+      scores(a.q + t * q_token_stride(a) + qh * D, sc.kf.data(), nr, D, s);
       const float mt = EDGEKIT_ISA::scale_max(s, sc.kss.data(), nr);
       const float m_new = std::max(m[r], mt);
       const float alpha = std::exp(m[r] - m_new);  // exp(-inf) = 0 on the first visible tile
@@ -150,6 +153,31 @@ inline void attend_range(const AttentionArgs& a, const Plan& pl, int64_t h, int6
       l[r] = l[r] * alpha + tile_sum;
       m[r] = m_new;
     }
+  }
+}
+
+// Merges the splits of (kv head, block) hb from their partial (m, l, acc) and writes its normalized rows to out.
+inline void merge_splits(const AttentionArgs& a, const Plan& pl, int64_t hb, const float* part, int64_t item_floats,
+                         int64_t rows) {
+  const int64_t D = a.D, h = hb % a.Hkv, b = hb / a.Hkv;
+  const int64_t t0 = b * pl.tokens_per_block, ntok = std::min(pl.tokens_per_block, a.T - t0);
+  for (int64_t r = 0; r < ntok * pl.group; ++r) {
+    const int64_t t = t0 + r / pl.group, qh = h * pl.group + r % pl.group;
+    float* o = a.out + (t * a.Hq + qh) * D;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t sp = 0; sp < pl.splits; ++sp) mx = std::max(mx, part[(hb * pl.splits + sp) * item_floats + r]);
+    float denom = 0.f;
+    std::fill(o, o + D, 0.f);
+    for (int64_t sp = 0; sp < pl.splits; ++sp) {
+      const float* base = part + (hb * pl.splits + sp) * item_floats;
+      if (base[rows + r] == 0.f) continue;  // this split saw no visible position of row r
+      const float w = std::exp(base[r] - mx);
+      denom += w * base[rows + r];
+      const float* acc = base + 2 * rows + r * D;
+      for (int64_t c = 0; c < D; ++c) o[c] += w * acc[c];
+    }
+    const float inv = 1.0f / denom;
+    for (int64_t c = 0; c < D; ++c) o[c] *= inv;
   }
 }
 
@@ -166,6 +194,9 @@ void attention(const AttentionArgs& a, int64_t threads, Parallel&& parallel) {
   // partial results per item: m[rows], l[rows], acc[rows * D]
   const int64_t item_floats = rows * (D + 2);
   std::vector<float> part(static_cast<size_t>(items * item_floats));
+  // splits == 1 (decode at short contexts, and prefill): every item is a whole (kv head, block) and normalizes its
+  // own rows, so the merge pass (a second round on the pool) is skipped
+  const bool single = pl.splits == 1;
   parallel(items, [&](int64_t begin, int64_t end) {
     detail::Scratch sc;
     for (int64_t it = begin; it < end; ++it) {
@@ -174,33 +205,25 @@ void attention(const AttentionArgs& a, int64_t threads, Parallel&& parallel) {
       float* m = part.data() + it * item_floats;
       detail::attend_range(a, pl, h, t0, ntok, split * pl.split_len, (split + 1) * pl.split_len, m, m + rows,
                            m + 2 * rows, sc);
+      if (single) detail::merge_splits(a, pl, hb, part.data(), item_floats, rows);
     }
   });
-  // merge the splits of each (kv head, block) and normalize
+  if (single) return;
   parallel(a.Hkv * pl.blocks, [&](int64_t begin, int64_t end) {
-    for (int64_t hb = begin; hb < end; ++hb) {
-      const int64_t h = hb % a.Hkv, b = hb / a.Hkv;
-      const int64_t t0 = b * pl.tokens_per_block, ntok = std::min(pl.tokens_per_block, a.T - t0);
-      for (int64_t r = 0; r < ntok * pl.group; ++r) {
-        const int64_t t = t0 + r / pl.group, qh = h * pl.group + r % pl.group;
-        float* o = a.out + (t * a.Hq + qh) * D;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t sp = 0; sp < pl.splits; ++sp) mx = std::max(mx, part[(hb * pl.splits + sp) * item_floats + r]);
-        float denom = 0.f;
-        std::fill(o, o + D, 0.f);
-        for (int64_t sp = 0; sp < pl.splits; ++sp) {
-          const float* base = part.data() + (hb * pl.splits + sp) * item_floats;
-          if (base[rows + r] == 0.f) continue;  // this split saw no visible position of row r
-          const float w = std::exp(base[r] - mx);
-          denom += w * base[rows + r];
-          const float* acc = base + 2 * rows + r * D;
-          for (int64_t c = 0; c < D; ++c) o[c] += w * acc[c];
-        }
-        const float inv = 1.0f / denom;
-        for (int64_t c = 0; c < D; ++c) o[c] *= inv;
-      }
-    }
+    for (int64_t hb = begin; hb < end; ++hb) detail::merge_splits(a, pl, hb, part.data(), item_floats, rows);
   });
+}
+
+// The k and v heads of a fused projection row written into fp32 caches: qkv [T, (Hq + 2 Hkv) * D] holds each token's
+// q heads, then its Hkv k heads, then its Hkv v heads; row t goes to cache position pos[t] ([S, Hkv, D] caches).
+inline void write_qkv_rows(const float* qkv, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, const int64_t* pos,
+                           float* k_cache, float* v_cache) {
+  const int64_t n = (Hq + 2 * Hkv) * D, kv = Hkv * D;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* row = qkv + t * n;
+    std::copy(row + Hq * D, row + Hq * D + kv, k_cache + pos[t] * kv);
+    std::copy(row + Hq * D + kv, row + n, v_cache + pos[t] * kv);
+  }
 }
 
 // Symmetric per-row int8 quantization written at pos[t]: value [T, Hkv, D] -> cache [S, Hkv, D], scale [S, Hkv].

@@ -1,5 +1,6 @@
-// ExecuTorch wrapper of the edgekit kernels: registers edgekit::attention.out, edgekit::update_int8_cache.out and
-// edgekit::linear_q4.out with the runtime (EXECUTORCH_LIBRARY) and exposes plain C entry points for ctypes (tests, benchmarks).
+// ExecuTorch wrapper of the edgekit kernels: registers edgekit::attention.out, edgekit::qkv_cache_attention.out,
+// edgekit::update_int8_cache.out and the int4 linears (linear_q4.out and its fused forms) with the runtime
+// (EXECUTORCH_LIBRARY) and exposes plain C entry points for ctypes (tests, benchmarks).
 // Multi-threaded through ExecuTorch's thread pool (parallel_for) when built with ET_USE_THREADPOOL.
 #include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
 #include <executorch/runtime/core/exec_aten/util/tensor_util.h>
@@ -114,6 +115,58 @@ Tensor& attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& 
   a.D = q.size(3);
   a.S = k_cache.size(1);
   a.Hkv = k_cache.size(2);
+  edgekit::attention(a, pool_threads(), PoolParallel{});
+  return out;
+}
+
+// qkv [1, T, (Hq + 2 Hkv) * D] (qkv_rope_q4's output), fp32 caches [1, S, Hkv, D], int64 input_pos [T] within [0, S)
+bool qkv_cache_attention_args_ok(const Tensor& qkv, const Tensor& k, const Tensor& v, const Tensor& pos, int64_t hq,
+                                 int64_t hkv) {
+  if (qkv.dim() != 3 || k.dim() != 4 || v.dim() != 4 || pos.dim() != 1) return false;
+  if (qkv.scalar_type() != ScalarType::Float || k.scalar_type() != ScalarType::Float ||
+      v.scalar_type() != ScalarType::Float || pos.scalar_type() != ScalarType::Long) {
+    return false;
+  }
+  if (hq <= 0 || hkv <= 0 || hq % hkv != 0 || qkv.size(0) != 1 || k.size(0) != 1 || k.size(2) != hkv) return false;
+  for (int i = 0; i < 4; ++i) {
+    if (k.size(i) != v.size(i)) return false;
+  }
+  const int64_t d = k.size(3);
+  if (d <= 0 || qkv.size(2) != (hq + 2 * hkv) * d || pos.size(0) != qkv.size(1)) return false;
+  const int64_t* p = pos.const_data_ptr<int64_t>();
+  for (int64_t t = 0; t < pos.size(0); ++t) {
+    if (p[t] < 0 || p[t] >= k.size(1)) return false;
+  }
+  return true;
+}
+
+// The k / v rows of a fused projection into the caches, then the attention of its q heads over them: one op per
+// layer where the unfused form ran three slice copies, two llama::update_cache calls and edgekit::attention.
+Tensor& qkv_cache_attention_out(KernelRuntimeContext& ctx, const Tensor& qkv, Tensor& k_cache, Tensor& v_cache,
+                                const Tensor& input_pos, int64_t q_heads, int64_t kv_heads, Tensor& out) {
+  ET_KERNEL_CHECK_MSG(ctx, qkv_cache_attention_args_ok(qkv, k_cache, v_cache, input_pos, q_heads, kv_heads),
+                      InvalidArgument, out, "edgekit::qkv_cache_attention: expects f32 qkv [1,T,(Hq+2Hkv)*D], f32 "
+                      "caches [1,S,Hkv,D], int64 input_pos [T] within [0,S), Hq a multiple of Hkv");
+  const int64_t T = qkv.size(1), D = k_cache.size(3);
+  const executorch::aten::SizesType sizes[3] = {1, static_cast<executorch::aten::SizesType>(T),
+                                                static_cast<executorch::aten::SizesType>(q_heads * D)};
+  ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, {sizes, 3}) == Error::Ok, InvalidArgument, out);
+  ET_KERNEL_CHECK(ctx, out.scalar_type() == ScalarType::Float, InvalidArgument, out);
+  OpEvent event(ctx, "edgekit::qkv_cache_attention.out");
+  const int64_t* pos = input_pos.const_data_ptr<int64_t>();
+  edgekit::write_qkv_rows(qkv.const_data_ptr<float>(), T, q_heads, kv_heads, D, pos, k_cache.mutable_data_ptr<float>(),
+                          v_cache.mutable_data_ptr<float>());
+  edgekit::AttentionArgs a;
+  a.q = qkv.const_data_ptr<float>();
+  a.q_stride = qkv.size(2);
+  edgekit::set_caches(a, k_cache.const_data_ptr(), v_cache.const_data_ptr(), nullptr, nullptr, true);
+  a.pos = pos;
+  a.out = out.mutable_data_ptr<float>();
+  a.T = T;
+  a.Hq = q_heads;
+  a.D = D;
+  a.S = k_cache.size(1);
+  a.Hkv = kv_heads;
   edgekit::attention(a, pool_threads(), PoolParallel{});
   return out;
 }
@@ -255,6 +308,7 @@ EXECUTORCH_LIBRARY(edgekit, "linear_q4.out", linear_q4_out);
 EXECUTORCH_LIBRARY(edgekit, "fused_linear_q4.out", fused_linear_q4_out);
 EXECUTORCH_LIBRARY(edgekit, "qkv_rope_q4.out", qkv_rope_q4_out);
 EXECUTORCH_LIBRARY(edgekit, "update_int8_cache.out", update_int8_cache_out);
+EXECUTORCH_LIBRARY(edgekit, "qkv_cache_attention.out", qkv_cache_attention_out);
 
 extern "C" {
 
@@ -276,6 +330,23 @@ __attribute__((visibility("default"))) int edgekit_attention(
   } else {
     edgekit::attention(a, 1, edgekit::SerialParallel{});
   }
+  return 0;
+}
+
+// qkv [T, (Hq + 2 Hkv) * D]: its k / v heads written into the fp32 caches [S, Hkv, D] at pos, then attention -> out
+// [T, Hq * D] (edgekit::qkv_cache_attention).
+__attribute__((visibility("default"))) int edgekit_qkv_cache_attention(const float* qkv, float* k, float* v,
+                                                                      const int64_t* pos, float* out, int64_t T,
+                                                                      int64_t Hq, int64_t Hkv, int64_t D, int64_t S) {
+  if (Hkv <= 0 || Hq <= 0 || Hq % Hkv != 0 || D <= 0) return 1;
+  for (int64_t t = 0; t < T; ++t) {
+    if (pos[t] < 0 || pos[t] >= S) return 2;
+  }
+  edgekit::write_qkv_rows(qkv, T, Hq, Hkv, D, pos, k, v);
+  edgekit::AttentionArgs a{qkv, nullptr, nullptr, nullptr, nullptr, pos, out, T, Hq, Hkv, D, S};
+  a.q_stride = (Hq + 2 * Hkv) * D;
+  edgekit::set_caches(a, k, v, nullptr, nullptr, true);
+  edgekit::attention(a, pool_threads(), PoolParallel{});
   return 0;
 }
 
