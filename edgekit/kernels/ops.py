@@ -105,15 +105,18 @@ def _check_update_args(value, cache, scale, input_pos) -> None:
                  lambda: f"input_pos must be [T] with T = {value.shape[1]}")
 
 
-@torch.library.impl(_lib, "attention", "CompositeExplicitAutograd")
-def _attention_cpu(q, k_cache, v_cache, k_scale, v_scale, input_pos):
-    return reference_attention(q, k_cache, v_cache, k_scale, v_scale, input_pos)
+def register_op(lib: torch.library.Library, name: str, reference, fake) -> None:
+    """Registers an op defined in `lib` with its `.out` overload: `reference` is the CPU kernel (the PyTorch
+    definition), `fake` its meta kernel; `.out` runs the reference and copies the result into `out`."""
 
+    def out_cpu(*args, out):
+        out.copy_(reference(*args))
+        return out
 
-@torch.library.impl(_lib, "attention.out", "CompositeExplicitAutograd")
-def _attention_out_cpu(q, k_cache, v_cache, k_scale, v_scale, input_pos, *, out):
-    out.copy_(reference_attention(q, k_cache, v_cache, k_scale, v_scale, input_pos))
-    return out
+    torch.library.impl(lib, name, "CompositeExplicitAutograd")(reference)
+    torch.library.impl(lib, f"{name}.out", "CompositeExplicitAutograd")(out_cpu)
+    torch.library.register_fake(f"{lib.ns}::{name}")(fake)
+    torch.library.register_fake(f"{lib.ns}::{name}.out")(lambda *args, out: out)
 
 
 @torch.library.impl(_lib, "update_int8_cache", "CompositeExplicitAutograd")
@@ -128,15 +131,12 @@ def _update_out_cpu(value, cache, scale, input_pos, *, out):
     return out
 
 
-@torch.library.register_fake("edgekit::attention")
 def _attention_fake(q, k_cache, v_cache, k_scale, v_scale, input_pos):
     _check_attention_args(q, k_cache, v_cache, k_scale, v_scale, input_pos)
     return q.new_empty(q.shape, dtype=torch.float32)
 
 
-@torch.library.register_fake("edgekit::attention.out")
-def _attention_out_fake(q, k_cache, v_cache, k_scale, v_scale, input_pos, *, out):
-    return out
+register_op(_lib, "attention", reference_attention, _attention_fake)
 
 
 @torch.library.register_fake("edgekit::update_int8_cache")

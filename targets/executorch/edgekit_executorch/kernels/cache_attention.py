@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from edgekit.kernels.ops import reference_attention
+from edgekit.kernels.ops import reference_attention, register_op
 
 _lib = torch.library.Library("edgekit", "FRAGMENT")
 _ARGS = "Tensor qkv, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor input_pos, int q_heads, int kv_heads"
@@ -52,23 +52,9 @@ def reference_qkv_cache_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_ca
     return reference_attention(q.contiguous(), k_cache, v_cache, None, None, input_pos).reshape(1, t, q_heads * d)
 
 
-@torch.library.impl(_lib, "qkv_cache_attention", "CompositeExplicitAutograd")
-def _cpu(qkv, k_cache, v_cache, input_pos, q_heads, kv_heads):
-    return reference_qkv_cache_attention(qkv, k_cache, v_cache, input_pos, q_heads, kv_heads)
-
-
-@torch.library.impl(_lib, "qkv_cache_attention.out", "CompositeExplicitAutograd")
-def _out_cpu(qkv, k_cache, v_cache, input_pos, q_heads, kv_heads, *, out):
-    out.copy_(reference_qkv_cache_attention(qkv, k_cache, v_cache, input_pos, q_heads, kv_heads))
-    return out
-
-
-@torch.library.register_fake("edgekit::qkv_cache_attention")
 def _fake(qkv, k_cache, v_cache, input_pos, q_heads, kv_heads):
     _check(qkv, k_cache, v_cache, input_pos, q_heads, kv_heads)
     return qkv.new_empty((1, qkv.shape[1], q_heads * k_cache.shape[3]), dtype=torch.float32)
 
 
-@torch.library.register_fake("edgekit::qkv_cache_attention.out")
-def _out_fake(qkv, k_cache, v_cache, input_pos, q_heads, kv_heads, *, out):
-    return out
+register_op(_lib, "qkv_cache_attention", reference_qkv_cache_attention, _fake)

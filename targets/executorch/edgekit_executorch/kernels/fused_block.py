@@ -126,9 +126,8 @@ def fusable(block: nn.Module) -> bool:
 def use_fused_q4_blocks(decoder: nn.Module) -> dict[str, int]:
     """Swaps every fusable layer for a FusedQ4Block and an 8da4w output layer for FusedQ4Output (with the final
     norm); any other 8da4w linear becomes a plain Q4Linear. Call after the attention modules are in place."""
-    from edgekit_executorch.kernels.linear_q4 import use_q4_linears
-
     from edgekit_executorch.kernels import cache_attention  # noqa: F401  (registers edgekit::qkv_cache_attention)
+    from edgekit_executorch.kernels.linear_q4 import use_q4_linears
 
     fused = cached = 0
     for i, block in enumerate(decoder.layers):

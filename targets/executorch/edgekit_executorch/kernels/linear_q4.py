@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgekit.kernels.ops import register_op
 from edgekit.kernels.q4 import (  # noqa: F401  (the layout and the op's meaning live in the core)
     PACK_ROWS,
     TILE,
@@ -85,68 +86,22 @@ def reference_qkv_rope_q4(x, packed, scales, rowsum, bias, group_size, norm_weig
     return torch.cat((q, k, v), dim=-2).reshape(*lead, n)
 
 
-@torch.library.impl(_lib, "fused_linear_q4", "CompositeExplicitAutograd")
-def _fused_cpu(*args):
-    return reference_fused_linear_q4(*args)
-
-
-@torch.library.impl(_lib, "fused_linear_q4.out", "CompositeExplicitAutograd")
-def _fused_out_cpu(*args, out):
-    out.copy_(reference_fused_linear_q4(*args))
-    return out
-
-
-@torch.library.register_fake("edgekit::fused_linear_q4")
 def _fused_fake(x, packed, scales, rowsum, bias, group_size, out_features, norm_weight, norm_eps, swiglu, residual):
     return x.new_empty((*x.shape[:-1], out_features), dtype=torch.float32)
 
 
-@torch.library.register_fake("edgekit::fused_linear_q4.out")
-def _fused_out_fake(*args, out):
-    return out
-
-
-@torch.library.impl(_lib, "qkv_rope_q4", "CompositeExplicitAutograd")
-def _qkv_cpu(*args):
-    return reference_qkv_rope_q4(*args)
-
-
-@torch.library.impl(_lib, "qkv_rope_q4.out", "CompositeExplicitAutograd")
-def _qkv_out_cpu(*args, out):
-    out.copy_(reference_qkv_rope_q4(*args))
-    return out
-
-
-@torch.library.register_fake("edgekit::qkv_rope_q4")
 def _qkv_fake(x, packed, scales, rowsum, bias, group_size, norm_weight, norm_eps, cos, sin, q_heads, kv_heads,
               head_dim, q_norm_weight, k_norm_weight):
     return x.new_empty((*x.shape[:-1], (q_heads + 2 * kv_heads) * head_dim), dtype=torch.float32)
 
 
-@torch.library.register_fake("edgekit::qkv_rope_q4.out")
-def _qkv_out_fake(*args, out):
-    return out
-
-
-@torch.library.impl(_lib, "linear_q4", "CompositeExplicitAutograd")
-def _linear_q4_cpu(x, packed, scales, rowsum, bias, group_size, out_features):
-    return reference_linear_q4(x, packed, scales, rowsum, bias, group_size, out_features)
-
-
-@torch.library.impl(_lib, "linear_q4.out", "CompositeExplicitAutograd")
-def _linear_q4_out_cpu(x, packed, scales, rowsum, bias, group_size, out_features, *, out):
-    out.copy_(reference_linear_q4(x, packed, scales, rowsum, bias, group_size, out_features))
-    return out
-
-
-@torch.library.register_fake("edgekit::linear_q4")
 def _linear_q4_fake(x, packed, scales, rowsum, bias, group_size, out_features):
     return x.new_empty((*x.shape[:-1], out_features), dtype=torch.float32)
 
 
-@torch.library.register_fake("edgekit::linear_q4.out")
-def _linear_q4_out_fake(x, packed, scales, rowsum, bias, group_size, out_features, *, out):
-    return out
+register_op(_lib, "fused_linear_q4", reference_fused_linear_q4, _fused_fake)
+register_op(_lib, "qkv_rope_q4", reference_qkv_rope_q4, _qkv_fake)
+register_op(_lib, "linear_q4", reference_linear_q4, _linear_q4_fake)
 
 
 class Q4Linear(nn.Module):
