@@ -81,11 +81,15 @@ def peer_pte() -> Path | None:
 def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = MAX_SEQ_LEN) -> dict[str, Any]:
     """run.py's hook: the edgekit export of the default variant (run.py times this child itself)."""
     import torch
+    from edgekit_executorch.quantize import default_group_size, linear_in_features
 
     import edgekit
 
-    opts = VARIANTS[DEFAULT_VARIANT]
+    opts = dict(VARIANTS[DEFAULT_VARIANT])
     model = edgekit.load(checkpoint, dtype=torch.bfloat16)  # bf16 checkpoint: quantized chunk by chunk, no fp32 copy
+    widths = linear_in_features(model.config)
+    if any(f % opts["group_size"] for f in widths):  # SmolLM2: 576 = 64 x 9 takes group 64
+        opts["group_size"] = default_group_size(widths)
     art = edgekit.export(model, "android", quant="8da4w", max_seq_len=max_seq_len, last_logits_only=True,
                          out=out, validate=False, show_progress=False, **opts)
     notes = ("linear_kernel=edgekit: the int4 linears run in edgekit's own kernel (edgekit::qkv_rope_q4 / "
@@ -93,7 +97,8 @@ def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = MAX_SEQ
              "edgekit's kernel library beside the ExecuTorch runtime; the XNNPACK "
              "form (the target's default, stock runtimes) is bench_executorch.py's g128-emb4 row"
              if opts.get("linear_kernel") == "edgekit" else "")
-    return {"quant": "8da4w", "options": opts, "layout": LAYOUTS[DEFAULT_VARIANT],
+    layout = LAYOUTS[DEFAULT_VARIANT].replace("-g128+", f"-g{opts['group_size']}+")
+    return {"quant": "8da4w", "options": opts, "layout": layout,
             "stages": art.metadata.get("stage_seconds"), "notes": notes}
 
 

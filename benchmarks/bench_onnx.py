@@ -34,20 +34,25 @@ DEFAULT_KERNEL = "edgekit"   # what run.py's edgekit onnx row exports (export_fo
 
 
 def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = 512, embedding_bits: int = 4,
-                         validate: bool = False, block_size: int = 128,
+                         validate: bool = False, block_size: int | None = 128,
                          linear_kernel: str = DEFAULT_KERNEL) -> dict[str, Any]:
     """The benchmark's export: int4 block `block_size` with int8 activations (MatMulNBits accuracy_level 4, or
     edgekit's kernel with the same arithmetic), int4 lm_head, `embedding_bits` embedding (shared with the lm_head when
     both are int4: the checkpoint is tied). Weights are loaded in their stored dtype (bf16) and converted one tensor at
     a time. validate=False by default, like the peers' exporters; the validated figure is reported separately."""
     import torch
+    from edgekit_onnx.quant import linear_in_features
 
     import edgekit
 
     model = edgekit.load(checkpoint, dtype=torch.bfloat16)
+    if block_size is not None and any(f % block_size for f in linear_in_features(model.config)):
+        block_size = None  # SmolLM2: 576 = 64 x 9; the target picks the largest block that divides every width
+    blocks = {} if block_size is None else {"block_size": block_size}
     art = edgekit.export(model, "onnx", quant="int4", max_seq_len=max_seq_len, last_logits_only=True, out=out,
-                         force=True, validate=validate, show_progress=False, block_size=block_size, accuracy_level=4,
-                         embedding_bits=embedding_bits, output_bits=4, linear_kernel=linear_kernel)
+                         force=True, validate=validate, show_progress=False, accuracy_level=4,
+                         embedding_bits=embedding_bits, output_bits=4, linear_kernel=linear_kernel, **blocks)
+    block_size = art.metadata["quantization"]["block_size"]
     tiled = "tiled-" if linear_kernel == "edgekit" else ""
     notes = ("linear_kernel=edgekit: the int4 linears and the embedding run in edgekit's ONNX Runtime kernel library "
              "(edgekit.LinearQ4 / GatherQ4, in the export folder); the MatMulNBits form (the target's default) is "

@@ -341,6 +341,9 @@ LAYOUTS: dict[str, QuantLayout] = {
                                    embedding_group=0, lm_head_bits=4, lm_head_group=128, kv_bytes=4),
     "8da4w-g128+emb4": QuantLayout("8da4w-g128+emb4", linear_bits=4, group=128, scale_bytes=2, embedding_bits=4,
                                    embedding_group=32, lm_head_bits=4, lm_head_group=128, kv_bytes=4),
+    # the same where 128 does not divide the widths (SmolLM2-135M: 576 = 64 x 9)
+    "8da4w-g64+emb4": QuantLayout("8da4w-g64+emb4", linear_bits=4, group=64, scale_bytes=2, embedding_bits=4,
+                                  embedding_group=32, lm_head_bits=4, lm_head_group=64, kv_bytes=4),
     # onnxruntime-genai builder -p int4 -e cpu: MatMulNBits int4 block 32, fp32 scales, 4-bit zero points; the tied
     # embedding is the same int4 table (GatherBlockQuantized), read whole as the lm_head.
     "int4-g32": QuantLayout("int4-g32", linear_bits=4, group=32, scale_bytes=4, zero_bits=4, embedding_bits=4,

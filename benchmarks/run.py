@@ -144,6 +144,23 @@ def peer_entry(peer: tools.Peer, model: str, ckpt: Path, sha: str, a: argparse.N
     return e
 
 
+def builder_as_written_entry(base: Entry, peer: tools.Peer, a: argparse.Namespace) -> Entry:
+    """The builder's folder with the genai_config.json it writes (no thread count: ONNX Runtime runs one thread).
+
+    That is what a user gets from `-p int4 -e cpu` and what the peers' README anchor measured; the main builder row
+    pins 2 threads like every other tool."""
+    e = Entry(name=peer.name + "-as-written", kind="peer", model=base.model, target=None,
+              label=peer.label + ", folder as written (no thread count: 1 thread)")
+    folder = tools.genai_folder_as_written(Path(base.artifact))
+    art = tools.PeerArtifact(peer=peer.name, path=str(folder), size_bytes=base.size_bytes or 0,
+                             command=base.command, export_wall_s=base.export_wall_s, peak_rss_bytes=base.export_rss,
+                             exported_at=base.exported_at, reused=base.reused, layout="int4-g32",
+                             notes=[("genai_config.json as the builder wrote it (session_options without "
+                                     "intra_op_num_threads); hard links to the main builder row's model files")])
+    _fill_from_artifact(e, peer, art, a)
+    return e
+
+
 def _fill_from_artifact(e: Entry, peer: tools.Peer, art: tools.PeerArtifact, a: argparse.Namespace) -> None:
     e.artifact, e.size_bytes, e.command = art.path, art.size_bytes, art.command
     e.export_wall_s, e.export_rss, e.reused, e.exported_at = art.export_wall_s, art.peak_rss_bytes, art.reused, \
@@ -209,6 +226,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-validate", dest="validate", action="store_false",
                     help="skip edgekit's parity validation of its exports (run in its own process otherwise)")
     ap.add_argument("--no-smollm2", action="store_true", help="skip the default-model (SmolLM2-135M) table")
+    ap.add_argument("--no-builder-as-written", action="store_true",
+                    help="skip the second builder row (its folder as written: no thread count, so one thread)")
     ap.add_argument("--note", action="append", default=[], help="a line for RESULTS.md's run notes (repeatable)")
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--gen", type=int, default=64)
@@ -251,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             if selected(name, a):
                 log.info("peer: %s", name)
                 entries.append(peer_entry(peer, "qwen05b", ckpt, sha, a))
+                if name == "onnxruntime-genai" and entries[-1].error is None and not a.no_builder_as_written:
+                    entries.append(builder_as_written_entry(entries[-1], peer, a))
     if not a.no_smollm2 and (selected("smollm2", a) or not a.only):
         for t in ("executorch", "onnx"):
             if selected(t, a) or selected("smollm2", a):

@@ -288,6 +288,26 @@ def set_genai_threads(cfg_path: Path, threads: int) -> str:
     return f"genai_config.json: session_options.intra_op_num_threads = {threads}"
 
 
+def genai_folder_as_written(folder: Path) -> Path:
+    """A sibling of a builder folder whose genai_config.json has no thread count, as the builder writes it.
+
+    ONNX Runtime then runs the decoder on one thread (measured: 99 % CPU); the peers' README anchor
+    (decode 31-36 tok/s) was taken so. Model files are hard links, so the copy costs no space."""
+    out = folder.parent / (folder.name + "-as-written")
+    tmp = folder.parent / (folder.name + "-as-written.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for f in folder.iterdir():
+        if f.is_file() and f.name != "genai_config.json":
+            os.link(f, tmp / f.name)
+    cfg = json.loads((folder / "genai_config.json").read_text())
+    cfg["model"]["decoder"].get("session_options", {}).pop("intra_op_num_threads", None)
+    (tmp / "genai_config.json").write_text(json.dumps(cfg, indent=4))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
 class LlamaCpp(Peer):
     name = "llama-cpp"
     label = f"llama.cpp via llama-cpp-python {LCPP_VERSION}"
