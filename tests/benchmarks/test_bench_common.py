@@ -105,3 +105,24 @@ def test_render_tables_ratios_and_unavailable_peers(tmp_path):
     assert "no compiler" in doc and "boom" in doc                             # reported, not dropped
     assert "reused from the cache (exported 2026-11-26T07:00" in doc
     assert "200.0 (180-200)" in doc                                          # best of rounds + spread
+
+
+def test_builder_folder_as_written_drops_only_the_thread_count(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "peers"))
+    import json
+
+    import tools
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"graph")
+    cfg = {"model": {"decoder": {"filename": "model.onnx",
+                                 "session_options": {"log_id": "x", "intra_op_num_threads": 2}}}}
+    (folder / "genai_config.json").write_text(json.dumps(cfg))
+    for _ in range(2):  # a second call replaces the first copy
+        out = tools.genai_folder_as_written(folder)
+    assert out == tmp_path / "model-as-written" and not (tmp_path / "model-as-written.tmp").exists()
+    assert (out / "model.onnx").stat().st_ino == (folder / "model.onnx").stat().st_ino  # a hard link, no copy
+    got = json.loads((out / "genai_config.json").read_text())["model"]["decoder"]
+    assert got == {"filename": "model.onnx", "session_options": {"log_id": "x"}}
+    assert json.loads((folder / "genai_config.json").read_text()) == cfg  # the pinned folder is untouched
