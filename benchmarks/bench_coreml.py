@@ -86,7 +86,8 @@ def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = 512, qu
         art = edgekit.export(model, "ios", quant=quant, max_seq_len=max_seq_len, last_logits_only=True, out=out,
                              force=True, validate=validate, show_progress=False)
     return {"quant": quant, "layout": common.NOMINAL.get(quant), "stage_seconds": art.metadata["stage_seconds"],
-            "stage_peak_rss_gb": {k: round(v / 1e9, 2) for k, v in rss.peaks.items()}, "load_dtype": load_dtype,
+            "stage_peak_rss_gb": {k: round(v / 1e9, 2) for k, v in rss.peaks.items()},
+            "load_dtype": {"fp16": "float16", "fp32": "float32"}[load_dtype],
             "ane_findings": art.metadata["ane_findings"], "validation": art.metadata.get("validation"),
             "notes": "Core ML ML program (iOS 18), fp16 states; not runnable on Linux"}
 

@@ -80,13 +80,14 @@ def peer_pte() -> Path | None:
 
 def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = MAX_SEQ_LEN) -> dict[str, Any]:
     """run.py's hook: the edgekit export of the default variant (run.py times this child itself)."""
-    import torch
     from edgekit_executorch.quantize import default_group_size, linear_in_features
 
     import edgekit
 
     opts = dict(VARIANTS[DEFAULT_VARIANT])
-    model = edgekit.load(checkpoint, dtype=torch.bfloat16)  # bf16 checkpoint: quantized chunk by chunk, no fp32 copy
+    # stored dtype: a bf16 checkpoint stays bf16 (quantized chunk by chunk, no fp32 copy); a GGUF file's weights are
+    # dequantized to fp32 exactly (rounding them to bf16 first would move int4 codes the validation's fp32 load keeps)
+    model = edgekit.load(checkpoint, dtype=None)
     widths = linear_in_features(model.config)
     if any(f % opts["group_size"] for f in widths):  # SmolLM2: 576 = 64 x 9 takes group 64
         opts["group_size"] = default_group_size(widths)
@@ -99,7 +100,7 @@ def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = MAX_SEQ
              if opts.get("linear_kernel") == "edgekit" else "")
     layout = LAYOUTS[DEFAULT_VARIANT].replace("-g128+", f"-g{opts['group_size']}+")
     return {"quant": "8da4w", "options": opts, "layout": layout,
-            "stages": art.metadata.get("stage_seconds"), "notes": notes}
+            "stages": art.metadata.get("stage_seconds"), "notes": notes, "load_dtype": "stored"}
 
 
 def export(variant: str) -> dict[str, Any]:

@@ -38,14 +38,14 @@ def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = 512, em
                          linear_kernel: str = DEFAULT_KERNEL) -> dict[str, Any]:
     """The benchmark's export: int4 block `block_size` with int8 activations (MatMulNBits accuracy_level 4, or
     edgekit's kernel with the same arithmetic), int4 lm_head, `embedding_bits` embedding (shared with the lm_head when
-    both are int4: the checkpoint is tied). Weights are loaded in their stored dtype (bf16) and converted one tensor at
-    a time. validate=False by default, like the peers' exporters; the validated figure is reported separately."""
-    import torch
+    both are int4: the checkpoint is tied). Weights are loaded in their stored dtype: bf16 stays bf16 (no fp32
+    copy), a GGUF file's tensors are dequantized to fp32 exactly, never rounded to bf16 before the quantizer sees
+    them. validate=False by default, like the peers' exporters; the validated figure is reported separately."""
     from edgekit_onnx.quant import linear_in_features
 
     import edgekit
 
-    model = edgekit.load(checkpoint, dtype=torch.bfloat16)
+    model = edgekit.load(checkpoint, dtype=None)  # stored dtype: bf16 as bf16 (no fp32 copy), a GGUF's exact fp32
     if block_size is not None and any(f % block_size for f in linear_in_features(model.config)):
         block_size = None  # SmolLM2: 576 = 64 x 9; the target picks the largest block that divides every width
     blocks = {} if block_size is None else {"block_size": block_size}
@@ -58,7 +58,7 @@ def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = 512, em
              "(edgekit.LinearQ4 / GatherQ4, in the export folder); the MatMulNBits form (the target's default) is "
              "bench_onnx.py's mlas row" if linear_kernel == "edgekit" else "")
     return {"quant": "int4", "options": art.metadata["options"], "validation": art.metadata.get("validation"),
-            "layout": f"edgekit-onnx-int4-{tiled}g{block_size}", "notes": notes}
+            "layout": f"edgekit-onnx-int4-{tiled}g{block_size}", "notes": notes, "load_dtype": "stored"}
 
 
 def ensure_checkpoint() -> Path:

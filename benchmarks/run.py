@@ -102,7 +102,9 @@ def edgekit_entry(target: str, model: str, ckpt: str, key: str, a: argparse.Name
         info = {**data, "export_wall_s": res.wall_s, "peak_rss_bytes": res.peak_rss_bytes,
                 "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         if not info.get("validation") and a.validate:
-            val, vres = common.run_json_child([sys.executable, CHILD, "validate", target, ckpt, folder],
+            # loaded as the export loaded it (bench_*.export_for_benchmark says how; edgekit.load's fp32 otherwise)
+            val, vres = common.run_json_child([sys.executable, CHILD, "validate", target, ckpt, folder, "--load-dtype",
+                                               str(info.get("load_dtype", "float32"))],
                                               timeout=a.export_timeout, log=logf)
             info.update(val or {"validation": f"validation crashed (exit {vres.returncode}): {vres.tail(3)}"})
         meta_path.write_text(json.dumps(info, indent=1, default=str))

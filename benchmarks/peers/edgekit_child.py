@@ -6,9 +6,10 @@ its own). Runs in edgekit's venv.
         that module defines it, else with `edgekit.export(edgekit.load(CHECKPOINT), TARGET, max_seq_len=...,
         last_logits_only=True, out=OUT)` (the target's default quantization, validated as a user's export is).
         Prints one JSON line: {"artifact", "quant", "standalone_session", "via", "metadata"}.
-    edgekit_child.py validate TARGET CHECKPOINT FOLDER
+    edgekit_child.py validate TARGET CHECKPOINT FOLDER [--load-dtype stored|float32|float16|bfloat16]
         edgekit's validation of an exported folder (what `edgekit.export(validate=True)` runs), in its own process so
-        the export's time and memory stay the export's. Prints {"validation": "...", "validate_s": ...}.
+        the export's time and memory stay the export's. The checkpoint is loaded as the export loaded it (its
+        `load_dtype`): a GGUF file's weights rounded to bf16 quantize to other int4 codes than its exact fp32 values. Prints {"validation": "...", "validate_s": ...}.
     edgekit_child.py bench FOLDER STANDALONE_PY PROMPT_LEN GEN_LEN THREADS RUNS
         Opens the artifact with the target's standalone session (the runtime alone: no edgekit, no export code) and
         times a greedy run exactly like the peer scripts (same prompt ids). Prints one JSON line.
@@ -59,9 +60,25 @@ def export(target: str, checkpoint: str, out: str, max_seq_len: int) -> dict[str
     return {"artifact": out, "via": via, "metadata": doc.get("metadata", {}), **info}
 
 
-def validate(target: str, checkpoint: str, out: str, max_seq_len: int) -> dict[str, Any]:
+def validation_summary(val: dict[str, Any]) -> str:
+    """One line of compare()'s figures for RESULTS.md: the difference, the tolerance it met and why, top-1."""
+    floor = val.get("reference_noise_floor")
+    why = (f"max(target {val['target_tolerance']:.3g}, 2 x the reference's noise floor {floor:.3g})"
+           if floor is not None else "the target's")
+    top1 = ", ".join(f"top-1 vs {k.removeprefix('top1_agreement_vs_')} {v:.2f}" for k, v in val.items()
+                     if k.startswith("top1_agreement_vs_"))
+    return (f"validated: max |Δlogit| {val['max_abs_logit_diff']:.3g} <= tolerance {val['tolerance']:.3g} ({why}) "
+            f"over {val['prompt_tokens']} prefill + {val['decode_steps']} decode steps; {top1}")
+
+
+LOAD_DTYPES = ("stored", "float32", "float16", "bfloat16")   # "stored": edgekit.load(dtype=None)
+
+
+def validate(target: str, checkpoint: str, out: str, max_seq_len: int, load_dtype: str = "float32") -> dict[str, Any]:
     """edgekit's own validation (prefill + 8 greedy decode steps against the target's reference), run after an
     export made with validate=False and timed apart, so a parity failure is reported beside the speed figures."""
+    import torch
+
     import edgekit
     from edgekit.errors import ParityError
     from edgekit.targets.base import Artifact, TargetSpec
@@ -70,16 +87,17 @@ def validate(target: str, checkpoint: str, out: str, max_seq_len: int) -> dict[s
 
     tgt = get_target(target)
     ckpt: Any = Path(checkpoint) if Path(checkpoint).exists() else checkpoint
+    dtype = None if load_dtype == "stored" else getattr(torch, load_dtype)
     t0 = time.perf_counter()
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"validate_load_dtype": load_dtype}
     try:
         art = Artifact.load(out)
         md = art.metadata
         spec = TargetSpec(quant=md["quant"], max_seq_len=md.get("max_seq_len", max_seq_len),
                           kv_cache=md.get("kv_cache", "fp32"), last_logits_only=md.get("last_logits_only", True),
                           options=dict(md.get("options") or {}))
-        val = compare(tgt, art, edgekit.load(ckpt), spec)
-        info["validation"] = f"validated: {json.dumps(val, default=str)[:160]}"
+        val = compare(tgt, art, edgekit.load(ckpt, dtype=dtype), spec)
+        info["validation"] = validation_summary(val)
     except ParityError as exc:
         info["validation"] = f"PARITY FAILED: {exc}"
     except Exception as exc:  # noqa: BLE001  (no host session etc.: reported)
@@ -126,6 +144,8 @@ def main() -> None:
         e.add_argument("checkpoint")
         e.add_argument("out")
         e.add_argument("--max-seq-len", type=int, default=512)
+        if cmd == "validate":
+            e.add_argument("--load-dtype", choices=LOAD_DTYPES, default="float32")
     b = sub.add_parser("bench")
     b.add_argument("folder")
     b.add_argument("standalone")
@@ -135,7 +155,7 @@ def main() -> None:
     if a.cmd == "export":
         result = export(a.target, a.checkpoint, a.out, a.max_seq_len)
     elif a.cmd == "validate":
-        result = validate(a.target, a.checkpoint, a.out, a.max_seq_len)
+        result = validate(a.target, a.checkpoint, a.out, a.max_seq_len, a.load_dtype)
     else:
         result = bench(a.folder, a.standalone, a.prompt_len, a.gen_len, a.threads, a.runs)
     print(json.dumps(result, default=str))

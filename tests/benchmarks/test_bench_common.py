@@ -126,3 +126,30 @@ def test_builder_folder_as_written_drops_only_the_thread_count(tmp_path):
     got = json.loads((out / "genai_config.json").read_text())["model"]["decoder"]
     assert got == {"filename": "model.onnx", "session_options": {"log_id": "x"}}
     assert json.loads((folder / "genai_config.json").read_text()) == cfg  # the pinned folder is untouched
+
+
+def test_validate_child_loads_the_checkpoint_as_the_export_did(tmp_path, monkeypatch):
+    """run.py validates in its own process: it must load the weights in the export's dtype (a GGUF file's weights
+    rounded to bf16 quantize to other int4 codes than their fp32 values: SmolLM2 'failed' parity that way)."""
+    sys.path.insert(0, str(Path(common.__file__).parent / "peers"))
+    import edgekit_child
+    import torch
+
+    import edgekit
+    import edgekit.validate
+    from edgekit.targets import base
+
+    seen = {}
+    monkeypatch.setattr(edgekit, "load", lambda ckpt, dtype=torch.float32: seen.setdefault("dtype", dtype))
+    monkeypatch.setattr(base.Artifact, "load", staticmethod(lambda out: argparse.Namespace(metadata={"quant": "int4"})))
+    figures = {"max_abs_logit_diff": 1.6, "tolerance": 3.1, "target_tolerance": 1.0, "reference_noise_floor": 1.55,
+               "prompt_tokens": 7, "decode_steps": 8, "top1_agreement_vs_reference": 1.0,
+               "top1_agreement_vs_fp32": 0.667}
+    monkeypatch.setattr(edgekit.validate, "compare", lambda tgt, art, model, spec: figures)
+    for name, dtype in (("stored", None), ("bfloat16", torch.bfloat16), ("float32", torch.float32)):
+        seen.clear()
+        info = edgekit_child.validate("onnx", str(tmp_path), str(tmp_path), 64, name)
+        assert seen["dtype"] is dtype and info["validate_load_dtype"] == name
+    assert info["validation"] == ("validated: max |Δlogit| 1.6 <= tolerance 3.1 (max(target 1, 2 x the reference's "
+                                  "noise floor 1.55)) over 7 prefill + 8 decode steps; top-1 vs reference 1.00, "
+                                  "top-1 vs fp32 0.67")
