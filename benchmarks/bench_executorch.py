@@ -85,9 +85,7 @@ def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = MAX_SEQ
     import edgekit
 
     opts = dict(VARIANTS[DEFAULT_VARIANT])
-    # stored dtype: a bf16 checkpoint stays bf16 (quantized chunk by chunk, no fp32 copy); a GGUF file's weights are
-    # dequantized to fp32 exactly (rounding them to bf16 first would move int4 codes the validation's fp32 load keeps)
-    model = edgekit.load(checkpoint, dtype=None)
+    model = edgekit.load(checkpoint, dtype=None)  # stored dtype, as bench_onnx.export_for_benchmark
     widths = linear_in_features(model.config)
     if any(f % opts["group_size"] for f in widths):  # SmolLM2: 576 = 64 x 9 takes group 64
         opts["group_size"] = default_group_size(widths)

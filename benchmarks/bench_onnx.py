@@ -45,7 +45,7 @@ def export_for_benchmark(checkpoint: Path, out: Path, max_seq_len: int = 512, em
 
     import edgekit
 
-    model = edgekit.load(checkpoint, dtype=None)  # stored dtype: bf16 as bf16 (no fp32 copy), a GGUF's exact fp32
+    model = edgekit.load(checkpoint, dtype=None)
     if block_size is not None and any(f % block_size for f in linear_in_features(model.config)):
         block_size = None  # SmolLM2: 576 = 64 x 9; the target picks the largest block that divides every width
     blocks = {} if block_size is None else {"block_size": block_size}

@@ -9,7 +9,8 @@ its own). Runs in edgekit's venv.
     edgekit_child.py validate TARGET CHECKPOINT FOLDER [--load-dtype stored|float32|float16|bfloat16]
         edgekit's validation of an exported folder (what `edgekit.export(validate=True)` runs), in its own process so
         the export's time and memory stay the export's. The checkpoint is loaded as the export loaded it (its
-        `load_dtype`): a GGUF file's weights rounded to bf16 quantize to other int4 codes than its exact fp32 values. Prints {"validation": "...", "validate_s": ...}.
+        `load_dtype`: a GGUF file's weights rounded to bf16 quantize to other int4 codes than their exact fp32
+        values). Prints {"validation": "...", "validate_s": ...}.
     edgekit_child.py bench FOLDER STANDALONE_PY PROMPT_LEN GEN_LEN THREADS RUNS
         Opens the artifact with the target's standalone session (the runtime alone: no edgekit, no export code) and
         times a greedy run exactly like the peer scripts (same prompt ids). Prints one JSON line.
