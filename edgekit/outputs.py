@@ -212,7 +212,8 @@ def write_errors(folder: Path, needed: int | None = None) -> Iterator[None]:
         os_err = _write_oserror(e, folder)
         if os_err is None:
             raise
-        raise _output_error(os_err, folder, needed) from e
+        # an inner block's error (e.g. the staging folder's) is named again by the outer, user-given folder
+        raise _output_error(os_err, folder, needed or getattr(e, "needed", None)) from e
 
 
 def _write_oserror(e: BaseException | None, folder: Path) -> OSError | None:
@@ -242,8 +243,10 @@ def _output_error(e: OSError, folder: Path, needed: int | None) -> OutputPathErr
         except OSError:
             free = "free space unknown"
         need = f"about {needed:,} bytes needed, " if needed else ""
-        return DiskFullError(f"no space left writing to {folder} ({os.strerror(e.errno)}; {need}{free}); nothing "
-                             "was written there; free some space or choose another output folder")
+        err = DiskFullError(f"no space left writing to {folder} ({os.strerror(e.errno)}; {need}{free}); nothing "
+                            "was written there; free some space or choose another output folder")
+        err.needed = needed
+        return err
     return OutputPathError(f"cannot write to {folder} ({os.strerror(e.errno)}: {e.filename or folder}); nothing "
                            "was written there; choose a writable output folder")
 

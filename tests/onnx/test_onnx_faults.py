@@ -295,3 +295,43 @@ def test_two_concurrent_exports_to_one_output(checkpoint_dir, tmp_path):
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("out.new-")]
     assert len(kept) == 1 and (kept[0] / "artifact.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no staging folders left
+
+
+# ---- a full disk ---------------------------------------------------------------------------------------------------
+def test_a_full_disk_during_export_is_a_clean_error(tiny_model, tmp_path, monkeypatch):
+    import errno
+
+    from edgekit.errors import DiskFullError
+
+    out = tmp_path / "exports" / "out"
+
+    def half_written_then_full(model, path):
+        Path(path).write_bytes(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("edgekit_onnx.export.save_model", half_written_then_full)
+    with pytest.raises(DiskFullError, match=r"no space left writing to .*exports \(No space left on device; "
+                                            r"[\d,]+ bytes free there\); nothing was written there"):
+        _export(tiny_model("llama"), out)
+    assert list(out.parent.iterdir()) == []   # the partial export is gone
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 256 KB tmpfs (the tiny fp32 export needs ~650 KB). Needs root and a kernel that allows the mount."""
+    where = tmp_path / "small"
+    where.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)], capture_output=True,
+                         text=True, check=False)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip()}); the monkeypatched ENOSPC test covers it")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_real_full_tmpfs_during_export(tiny_model, small_tmpfs):
+    from edgekit.errors import DiskFullError
+
+    with pytest.raises(DiskFullError, match=r"no space left writing to .*small"):
+        _export(tiny_model("llama"), small_tmpfs / "out")
+    assert list(small_tmpfs.iterdir()) == []
