@@ -340,3 +340,12 @@ def test_an_unwritable_cache_dir_is_a_clean_error(fake_zip, tmp_path, monkeypatc
     with pytest.raises(OutputPathError, match=r"cannot unpack .*\.zip into the cache folder .*file/cache/bundles "
                                               r"\(Not a directory.*\); set EDGEKIT_CACHE_DIR to a writable folder"):
         Bundle.open(fake_zip)
+
+
+def test_cli_run_with_a_prompt_that_is_not_utf8(fake_bundle):
+    res = subprocess.run([sys.executable, str(HERE / "edgekit_with_fake.py"), "run", str(fake_bundle), "-p",
+                          b"\xc3(", "--max-new-tokens", "2"], capture_output=True, timeout=300, check=False,
+                         env={**os.environ, "LC_ALL": "C.UTF-8"})
+    err = " ".join(res.stderr.decode("utf-8", "replace").split())
+    assert res.returncode == 2, err
+    assert "PromptError" in err and "byte 0xc3 at byte offset 0 (character 0) is not valid UTF-8" in err
