@@ -349,3 +349,34 @@ def test_cli_run_with_a_prompt_that_is_not_utf8(fake_bundle):
     err = " ".join(res.stderr.decode("utf-8", "replace").split())
     assert res.returncode == 2, err
     assert "PromptError" in err and "byte 0xc3 at byte offset 0 (character 0) is not valid UTF-8" in err
+
+
+def test_a_max_seq_len_beyond_the_model_is_refused(bundle_copy):
+    limit = json.loads((bundle_copy / "manifest.json").read_text())["model"]["max_position_embeddings"]
+
+    def stretch(d):
+        d["max_seq_len"] = d["artifact"]["metadata"]["max_seq_len"] = limit * 4
+    _edit_manifest(bundle_copy, stretch)
+    with pytest.raises(BundleError, match=rf"max_seq_len {limit * 4} is larger than the model's "
+                                          rf"max_position_embeddings {limit}; accepted: 2\.\.{limit}"):
+        Bundle.open(bundle_copy)
+
+
+def test_a_max_seq_len_other_than_the_exported_one_is_refused(bundle_copy):
+    _edit_manifest(bundle_copy, lambda d: d.update(max_seq_len=100))
+    with pytest.raises(BundleError, match=r"max_seq_len 100 differs from the artifact's exported max_seq_len 64"):
+        Bundle.open(bundle_copy)
+
+
+def test_cli_run_on_a_stretched_bundle_exits_2(bundle_copy, capsys):
+    from edgekit.cli import main
+
+    def stretch(d):
+        d["max_seq_len"] = d["artifact"]["metadata"]["max_seq_len"] = 100_000
+    _edit_manifest(bundle_copy, stretch)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", ["edgekit", "run", str(bundle_copy), "-p", "hi", "--max-new-tokens", "2"])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_.value.code == 2 and "BundleError" in err and "max_seq_len 100000 is larger than" in err
