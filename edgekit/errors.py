@@ -48,3 +48,11 @@ class DeviceError(EdgekitError):
 
 class OutputPathError(EdgekitError):
     """An output path is not writable or already exists."""
+
+
+class DiskFullError(OutputPathError):
+    """The disk (or quota) filled up while writing an output; the partial files are removed."""
+
+
+class PromptError(EdgekitError):
+    """A prompt or system message that cannot be tokenized (not valid UTF-8 text)."""

@@ -11,41 +11,21 @@ import torch
 
 from edgekit import progress
 from edgekit.bundle.staging import clean_stale
-from edgekit.errors import OutputPathError, ParityError
+from edgekit.errors import ParityError
 from edgekit.hashing import file_sha256
 from edgekit.model.edge_model import EdgeModel
+from edgekit.outputs import check_output_path, edgekit_output_kind, place, write_errors
 from edgekit.targets.base import Artifact, TargetSpec
 from edgekit.targets.registry import get_target
 
 log = logging.getLogger(__name__)
 
 
-def check_output_path(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        raise OutputPathError(f"{out} already exists; choose another path or pass force=True (--force) to replace it")
-    parent = out.parent if out.parent != Path("") else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK) or not _can_create_in(probe):
-        raise OutputPathError(f"cannot write to {parent}: {probe} is not writable; choose a writable output folder")
-
-
-def _can_create_in(folder: Path) -> bool:
-    """os.access says yes to root everywhere; a real probe file catches read-only and pseudo file systems too."""
-    import tempfile
-
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
-
-
 def model_facts(model: EdgeModel) -> dict[str, Any]:
     cfg = model.config
     return {"name": model.name, "family": cfg.family, "architecture": cfg.architecture,
             "parameters": cfg.num_parameters, "layers": cfg.num_layers, "vocab_size": cfg.vocab_size,
+            "max_position_embeddings": cfg.max_position_embeddings,
             "source": str(model.source), "source_format": model.source_format, "source_quant": model.source_quant,
             "source_sha256": file_sha256(model.source) if model.source.is_file() else None}
 
@@ -70,13 +50,22 @@ def export(model: EdgeModel | str | Path, target: str, *, quant: str | None = No
                       kv_cache=kv_cache, last_logits_only=last_logits_only, options=dict(options))
     spec.check_against(tgt, model)
     out = Path(out) if out is not None else Path(f"{model.name}-{tgt.name}-{spec.quant}")
-    check_output_path(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    protected = [model.source]  # --force never replaces the checkpoint being read (or a folder above it)
+    check_output_path(out, force, protected)
+    with write_errors(out.parent):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return _export_into(model, tgt, spec, out, validate=validate, keep_failed=keep_failed, force=force,
+                            protected=protected, show_progress=show_progress)
+
+
+def _export_into(model: EdgeModel, tgt: Any, spec: TargetSpec, out: Path, *, validate: bool, keep_failed: bool,
+                 force: bool, protected: list[Path], show_progress: bool | None) -> Artifact:
     clean_stale(out)  # .partial folders of killed exports into the same place (their process is gone)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     stages = progress.Stages(f"export {model.name} → {tgt.name} ({spec.quant})", show=show_progress)
+    artifact = None
     try:
         with progress.activate(stages):
             artifact = tgt.export(model, spec, tmp)
@@ -91,7 +80,12 @@ def export(model: EdgeModel | str | Path, target: str, *, quant: str | None = No
     except ParityError:
         if keep_failed:
             failed = out.with_name(out.name + ".failed")
-            shutil.rmtree(failed, ignore_errors=True)
+            if edgekit_output_kind(failed) == "artifact":   # an earlier failed export: ours to replace
+                shutil.rmtree(failed, ignore_errors=True)
+            elif os.path.lexists(failed):                   # something else: never touched
+                failed = out.with_name(f"{out.name}.failed-{os.getpid()}")
+            if artifact is not None:
+                artifact.save()   # artifact.json marks it as edgekit's, for the next run to replace
             tmp.rename(failed)
             log.error("validation failed; the artifact is kept for debugging at %s", failed)
         else:
@@ -100,9 +94,12 @@ def export(model: EdgeModel | str | Path, target: str, *, quant: str | None = No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # interrupted or failed: no partial artifact
         raise
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    tmp.rename(out)
+    try:
+        place(tmp, out, force=force, protected=protected, keep_as=out.with_name(f"{out.name}.new-{os.getpid()}"),
+              what="export")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a conflict moved it to keep_as already
+        raise
     artifact.path = out
     return artifact
 

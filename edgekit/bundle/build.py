@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.bundle.manifest import MANIFEST, SCHEMA_VERSION, file_table
 from edgekit.bundle.staging import clean_stale, finalize, staging_dir
-from edgekit.errors import BundleError, OutputPathError
+from edgekit.errors import BundleError
+from edgekit.outputs import check_output_path, write_errors
 from edgekit.targets.base import Artifact
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def bundle(source: EdgeModel | Artifact | str | Path, target: str | list[str] | 
     for t in tgts:  # check every output path before the first (slow) export
         q = quant or t.capabilities.default_quant
         final = _final_path(out_dir, name or bundle_name(model.name, t, q), zip)
-        _check_out(final, force)
+        check_output_path(final, force, [model.source])
         plan.append((t, q, final))
     made = [_export_and_bundle(model, tok, t, q, final, force=force, zip=zip, max_seq_len=max_seq_len,
                                kv_cache=kv_cache or "fp32", last_logits_only=last_logits_only, validate=validate,
@@ -96,22 +97,18 @@ def _final_path(out_dir: Path, name: str, zip: bool) -> Path:
     return out_dir / (f"{name}.zip" if zip else name)
 
 
-def _check_out(final: Path, force: bool) -> None:
-    if final.exists() and not force:
-        raise OutputPathError(f"{final} already exists; choose another output folder or pass force=True (--force)")
-
-
 def _export_and_bundle(model: EdgeModel, tok: Tokenizer, tgt: Target, quant: str, final: Path, *, force: bool,
                        zip: bool, validate: bool, options: dict[str, Any], **spec: Any) -> Bundle:
     from edgekit.export_api import export
 
-    final.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(final)
-    with staging_dir(final) as stage:
-        art = export(model, tgt.name, quant=quant, out=stage / "artifact", validate=validate, **spec, **options)
-        folder = stage / final.name.removesuffix(".zip")
-        assemble(folder, art, tgt, tok, move=True)
-        return finalize(folder, final, zip=zip, force=force)
+    with write_errors(final.parent):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(final)
+        with staging_dir(final) as stage:
+            art = export(model, tgt.name, quant=quant, out=stage / "artifact", validate=validate, **spec, **options)
+            folder = stage / final.name.removesuffix(".zip")
+            assemble(folder, art, tgt, tok, move=True)
+            return finalize(folder, final, zip=zip, force=force, protected=[model.source])
 
 
 def _bundle_artifact(art: Artifact, out_dir: Path, *, zip: bool, force: bool, name: str | None,
@@ -121,14 +118,15 @@ def _bundle_artifact(art: Artifact, out_dir: Path, *, zip: bool, force: bool, na
     tgt = get_target(art.target)
     model_name = art.metadata.get("model", {}).get("name") or art.path.name
     final = _final_path(out_dir, name or bundle_name(model_name, tgt, art.metadata.get("quant", "fp32")), zip)
-    _check_out(final, force)
+    check_output_path(final, force, [art.path])  # never replaces the artifact being bundled
     tok = tokenizer or tokenizer_for_artifact(art)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(final)
-    with staging_dir(final) as stage:
-        folder = stage / final.name.removesuffix(".zip")
-        assemble(folder, art, tgt, tok, move=False)
-        return finalize(folder, final, zip=zip, force=force)
+    with write_errors(final.parent):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(final)
+        with staging_dir(final) as stage:
+            folder = stage / final.name.removesuffix(".zip")
+            assemble(folder, art, tgt, tok, move=False)
+            return finalize(folder, final, zip=zip, force=force, protected=[art.path])
 
 
 def tokenizer_for_artifact(art: Artifact) -> Tokenizer:

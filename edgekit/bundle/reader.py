@@ -1,6 +1,7 @@
 """Bundle: an opened, verified bundle (folder or .zip) that can run on this host through its target's Session."""
 from __future__ import annotations
 
+import logging
 import os
 from functools import cached_property
 from pathlib import Path
@@ -14,12 +15,22 @@ if TYPE_CHECKING:
     from edgekit.runtime.generate import GenerationResult, StreamFn
     from edgekit.targets.base import Session, Target
 
+log = logging.getLogger(__name__)
+
 
 def cache_root() -> Path:
-    """Where bundle .zip files are unpacked: $EDGEKIT_CACHE/bundles, else the user's cache folder."""
-    base = os.environ.get("EDGEKIT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME")
-                                                           or os.path.expanduser("~/.cache"), "edgekit")
-    return Path(base) / "bundles"
+    """Where bundle .zip files are unpacked: $EDGEKIT_CACHE_DIR/bundles, like every other edgekit cache (else
+    $XDG_CACHE_HOME/edgekit/bundles, else ~/.cache/edgekit/bundles). The old $EDGEKIT_CACHE is still read, with a
+    warning, when EDGEKIT_CACHE_DIR is unset."""
+    if os.environ.get("EDGEKIT_CACHE_DIR"):
+        return Path(os.environ["EDGEKIT_CACHE_DIR"]) / "bundles"
+    if os.environ.get("EDGEKIT_CACHE"):
+        log.warning("EDGEKIT_CACHE is deprecated and will be ignored in a later release; set EDGEKIT_CACHE_DIR "
+                    "(zip bundles unpack into $EDGEKIT_CACHE_DIR/bundles)")
+        return Path(os.environ["EDGEKIT_CACHE"]) / "bundles"
+    from edgekit.profile.history import cache_dir
+
+    return cache_dir() / "bundles"
 
 
 class Bundle:
@@ -43,7 +54,15 @@ class Bundle:
         if source.is_file():
             from edgekit.bundle.zipio import unpack
 
-            folder = unpack(source, Path(cache_dir) if cache_dir else cache_root())
+            root = Path(cache_dir) if cache_dir else cache_root()
+            try:
+                folder = unpack(source, root)
+            except OSError as e:   # reading the zip is unpack's BundleError; this is the cache folder refusing
+                from edgekit.errors import OutputPathError
+
+                raise OutputPathError(f"cannot unpack {source} into the cache folder {root} ({e.strerror}: "
+                                      f"{e.filename}); set EDGEKIT_CACHE_DIR to a writable folder (or pass "
+                                      "cache_dir=)") from None
         report = verify_folder(folder, check_target=check_target)
         return cls(folder, report.manifest, source, report)
 

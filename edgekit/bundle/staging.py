@@ -5,7 +5,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,28 +53,22 @@ def staging_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def finalize(folder: Path, final: Path, *, zip: bool, force: bool) -> Bundle:
-    """Move the finished bundle folder to `final` (or zip it there) in one rename; verify and open the result."""
+def finalize(folder: Path, final: Path, *, zip: bool, force: bool, protected: Iterable[Path] = ()) -> Bundle:
+    """Move the finished bundle folder to `final` (or zip it there) in one rename; verify and open the result.
+
+    An output that appeared at `final` meanwhile is refused (untouched) unless force; edgekit.outputs.place."""
     from edgekit.bundle.reader import Bundle
-    from edgekit.errors import OutputPathError
+    from edgekit.outputs import place, write_errors
 
     checked = Bundle.open(folder)  # what we wrote must verify before it appears at the output path
-    if final.exists() and not force:  # appeared while we exported
-        raise OutputPathError(f"{final} appeared while the bundle was being written; pass force=True (--force)")
+    src = folder
     if zip:
         from edgekit.bundle.zipio import write_zip
 
-        if final.is_dir() and force:
-            shutil.rmtree(final)
-        write_zip(folder, final)  # written as a hidden file, then os.replace
-    else:
-        old = None
-        if final.exists() and force:
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-        folder.rename(final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        src = folder.parent / final.name  # in the staging folder too, so placing it is one rename
+        with write_errors(final.parent, needed=checked.report.bytes_checked):
+            write_zip(folder, src)
+    place(src, final, force=force, protected=protected, what="bundle")
     log.info("wrote bundle %s", final)
     if zip:
         return Bundle.open(final)  # unpacked into the cache: the Bundle runs from there

@@ -35,6 +35,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as e:
         raise BundleError(f"{path} is not valid JSON ({e}); the bundle is damaged") from None
     check_schema(doc, str(path))
+    check_lengths(doc, str(path))
     return doc
 
 
@@ -85,3 +86,19 @@ def _refuse_links(folder: Path) -> None:
         if stat.S_ISLNK(mode):
             raise BundleError(f"bundle {folder} contains a symbolic link {p.relative_to(folder)}; bundles hold "
                               "regular files only")
+
+
+def check_lengths(doc: dict[str, Any], where: str) -> None:
+    """max_seq_len is the length the artifact was exported for, within the model's positions: a larger one would
+    fail deep in the runtime (a rope table or KV cache shorter than asked) at the first long prompt."""
+    n = doc["max_seq_len"]
+    exported = doc["artifact"]["metadata"].get("max_seq_len")
+    if isinstance(exported, int) and not isinstance(exported, bool) and exported != n:
+        raise BundleError(f"{where}: max_seq_len {n} differs from the artifact's exported max_seq_len {exported}; "
+                          "the manifest was edited or the bundle is damaged; re-bundle it")
+    limit = doc["model"].get("max_position_embeddings")
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        for name, value in (("max_seq_len", n), ("artifact.metadata.max_seq_len", exported)):
+            if isinstance(value, int) and value > limit:
+                raise BundleError(f"{where}: {name} {value} is larger than the model's max_position_embeddings "
+                                  f"{limit}; accepted: 2..{limit}; re-export with --max-seq-len {limit} or less")

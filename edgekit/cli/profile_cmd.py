@@ -76,7 +76,19 @@ def command(bundle: Path, device: str, prompt_lengths: tuple[int, ...], decode_t
 
 
 def _write_outputs(report, json_out: Path | None, html_out: Path | None, md_out: Path | None) -> None:
-    for path, write in ((json_out, report.write_json), (html_out, report.write_html), (md_out, report.write_markdown)):
-        if path is not None:
+    """The measurements first (JSON, then Markdown), the charts last; a failed output does not stop the others,
+    then the first failure is raised (exit code 2). A failed history step was logged as a warning already."""
+    from edgekit.errors import EdgekitError
+
+    failed: list[EdgekitError] = []
+    for path, write in ((json_out, report.write_json), (md_out, report.write_markdown), (html_out, report.write_html)):
+        if path is None:
+            continue
+        try:
             write(path)
-            console.print(f"[green]wrote[/] {path}")
+        except EdgekitError as e:
+            failed.append(e)
+            continue
+        console.print(f"[green]wrote[/] {path}")
+    if failed:
+        raise failed[0]

@@ -20,6 +20,8 @@ def command(reports: tuple[Path, ...], html_out: Path | None, md_out: Path | Non
     from edgekit.profile.report import ProfileReport, _write
 
     loaded = [ProfileReport.load(p) for p in reports]
+    for path, r in zip(reports, loaded):
+        _renders(path, r, render_markdown, render_html)
     md = render_markdown(loaded)
     if html_out:
         _write(html_out, render_html(loaded, title=title))
@@ -28,3 +30,16 @@ def command(reports: tuple[Path, ...], html_out: Path | None, md_out: Path | Non
         _write(md_out, md)
         console.print(f"[green]wrote[/] {md_out}")
     console.print(md.split("\n## ")[0], markup=False, highlight=False)
+
+
+def _renders(path: Path, report, *renderers) -> None:
+    """A report that passed the schema check but still trips a renderer (a value of an unexpected shape) is named
+    as the bad file, not shown as a traceback."""
+    from edgekit.errors import EdgekitError
+
+    for render in renderers:
+        try:
+            render([report])
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise EdgekitError(f"{path} is not a profile report edgekit can render ({type(e).__name__}: {e}); "
+                               "give JSON written by `edgekit profile --json`") from None

@@ -8,13 +8,14 @@ Devices: `local`, `ssh://user@host[:port]`, `adb://SERIAL`, `ios://UDID`, or a n
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from edgekit.errors import DeviceError, EdgekitError
 from edgekit.profile.devices import Device, DeviceInfo, list_devices, open_device
-from edgekit.profile.history import History
+from edgekit.profile.history import DB_NAME, History, cache_dir
 from edgekit.profile.report import SCHEMA_VERSION, ProfileReport
 
 log = logging.getLogger("edgekit.profile")
@@ -42,6 +43,8 @@ def profile(bundle: str | Path, device: str = "local", *, prompt_lengths: Sequen
     from edgekit.profile.harness import Settings, run_local, run_remote
     from edgekit.profile.results import aggregate
 
+    if history is False and compare_last:   # before the run: an argument error must not cost the measurements
+        raise EdgekitError("compare_last needs the history (history=False was given)")
     settings = Settings(tuple(int(n) for n in prompt_lengths), int(decode_tokens), int(runs), int(warmup),
                         threads, op_profile=op_profile, timeout_s=float(timeout))
     dev = open_device(device, runner=str(runner) if runner else None, python=python, **device_options)
@@ -72,11 +75,26 @@ def profile(bundle: str | Path, device: str = "local", *, prompt_lengths: Sequen
 
 
 def _record(report: ProfileReport, history: bool | str | Path, compare_last: bool, threshold: float) -> None:
+    """Store the run and compare it with the last one. Optional steps: a history that cannot be opened or written
+    (corrupt file, read-only cache folder) is a warning on the report, never the loss of the measurements."""
     if history is False:
-        if compare_last:
-            raise EdgekitError("compare_last needs the history (history=False was given)")
         return
-    store = History(None if history is True else history)
+    try:
+        _store_and_compare(report, History(None if history is True else history), compare_last, threshold)
+    except (OSError, sqlite3.Error, ValueError) as e:   # ValueError: a stored report that is not JSON
+        where = history if history is not True else cache_dir() / DB_NAME
+        msg = (f"the profile history {where} could not be used ({type(e).__name__}: {e}); this run is not stored "
+               "in it (the report itself is complete). Set EDGEKIT_CACHE_DIR to a writable folder, or move the "
+               "file aside if it is damaged")
+        log.warning("%s", msg)
+        report.warnings.append(msg)
+        report.data["history_id"] = None
+        if compare_last:
+            report.data["regressions"] = {"compared_with": None, "threshold": threshold, "found": [],
+                                          "note": "history unavailable; nothing compared"}
+
+
+def _store_and_compare(report: ProfileReport, store: History, compare_last: bool, threshold: float) -> None:
     report.data["history_id"] = store.add(report)
     if compare_last:
         from edgekit.profile.results import compare

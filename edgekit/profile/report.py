@@ -1,6 +1,7 @@
 """ProfileReport: the JSON document of one profile run (schema in docs/profile-schema.md), and its Markdown form."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 from pathlib import Path
@@ -17,6 +18,7 @@ class ProfileReport:
 
     def __init__(self, data: dict[str, Any]):
         self.data = data
+        self.warnings: list[str] = []   # optional steps that failed (history), for the caller to show
 
     # ---- parts ---------------------------------------------------------------------------------
     @property
@@ -78,9 +80,10 @@ class ProfileReport:
     def load(cls, path: str | Path) -> ProfileReport:
         p = Path(path)
         try:
-            data = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise EdgekitError(f"{p} is not a readable profile report: {e}") from None
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:   # ValueError: bad JSON, and bytes that are not UTF-8 (a binary file)
+            raise EdgekitError(f"{p} is not a readable profile report (a JSON file written by edgekit profile "
+                               f"--json): {type(e).__name__}: {e}") from None
         return cls.from_dict(data, str(p))
 
     @classmethod
@@ -94,16 +97,29 @@ class ProfileReport:
         for key in ("device", "bundle", "settings", "results"):
             if not isinstance(data.get(key), dict):
                 raise EdgekitError(f"{where}: missing the {key!r} section")
+        from edgekit.profile.report_check import problems
+
+        found = problems(data)
+        if found:
+            raise EdgekitError(f"{where} does not match the profile report schema (docs/profile-schema.md): "
+                               + "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else ""))
         return cls(data)
 
 
 def _write(path: str | Path, text: str) -> Path:
     """Write through a temp file and rename, so no half-written report is ever left at `path`."""
+    from edgekit.errors import OutputPathError
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(p)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)   # no half-written temp file left beside the report
+        raise OutputPathError(f"cannot write {p} ({e.strerror or e}); choose a writable path") from None
     return p
 
 

@@ -129,6 +129,11 @@ def generate_text(session: Session, tokenizer: Tokenizer, prompt: str, *, chat: 
                   system: str | None = None, stream: StreamFn | None = None, defaults: dict[str, Any] | None = None,
                   stop_ids: tuple[int, ...] = (), **options: Any) -> GenerationResult:
     """Text in, text out: chat template, streaming of decoded text, reasoning kept apart from the answer."""
+    from edgekit.runtime.prompt import check_text
+
+    check_text(prompt)
+    if system is not None:
+        check_text(system, "the system message")
     if chat:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)

@@ -62,7 +62,8 @@ def bundle_copy(fake_bundle, tmp_path) -> Path:
 def cache_dir(tmp_path, monkeypatch) -> Path:
     """Where .zip bundles unpack during a test (never the user's cache)."""
     d = tmp_path / "cache"
-    monkeypatch.setenv("EDGEKIT_CACHE", str(d))
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(d))
+    monkeypatch.delenv("EDGEKIT_CACHE", raising=False)
     return d
 
 

@@ -202,3 +202,181 @@ def test_an_export_killed_half_way_leaves_no_bundle(checkpoint_dir, tmp_path):
     assert r.exit_code == 0, r.output
     assert Bundle.open(final).manifest["name"] == final.name
     assert [p.name for p in out.iterdir()] == [final.name]  # the killed run's staging folder is gone
+
+
+# ---- where a bundle is written --------------------------------------------------------------------------------------
+@pytest.fixture
+def no_export(monkeypatch):
+    """Fails the test if an export starts: output path problems must be found before any export work."""
+    def refuse(*_a, **_k):
+        raise AssertionError("an export started although the output path is unusable")
+    monkeypatch.setattr("edgekit.export_api.export", refuse)
+
+
+def test_bundling_onto_a_file_is_refused_before_exporting(tiny_llama, tmp_path, no_export):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    with pytest.raises(OutputPathError, match=r"cannot write to .*notes\.txt: .*notes\.txt is a file, not a folder"):
+        edgekit_bundle(tiny_llama, out=afile)
+    assert afile.read_text() == "mine"
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A real read-only folder: a tmpfs mounted ro (chmod does not stop root). Skipped only where mount is refused."""
+    where = tmp_path / "ro"
+    where.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(where)], capture_output=True,
+                         text=True, check=False)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({res.stderr.strip()})")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_bundling_into_a_read_only_folder_is_refused_before_exporting(tiny_llama, readonly_dir, no_export):
+    with pytest.raises(OutputPathError, match=r"cannot write to .*ro: .*ro is not writable"):
+        edgekit_bundle(tiny_llama, out=readonly_dir)
+    with pytest.raises(OutputPathError, match=r"cannot write to .*ro/dist: .*ro is not writable"):
+        edgekit_bundle(tiny_llama, out=readonly_dir / "dist")
+
+
+def test_cli_bundle_onto_a_file_exits_2(checkpoint_dir, tmp_path, capsys):
+    from edgekit.cli import main
+
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    argv = ["edgekit", "bundle", str(checkpoint_dir("llama")), "--target", "fake", "-o", str(afile)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_.value.code == 2 and "OutputPathError" in err and "is a file, not a folder" in err
+
+
+def edgekit_bundle(model, **kw):
+    import edgekit
+
+    return edgekit.bundle(model, target="fake", max_seq_len=64, **kw)
+
+
+def test_force_does_not_replace_a_folder_that_is_not_a_bundle(tiny_llama, tmp_path, no_export):
+    mine = tmp_path / "llama-faketarget-fp32"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("mine")
+    with pytest.raises(OutputPathError, match=r"is not an edgekit output .*--force replaces only an earlier"):
+        edgekit_bundle(tiny_llama, out=tmp_path, force=True)
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+
+
+def test_force_never_replaces_the_artifact_being_bundled(tiny_llama, tmp_path):
+    import edgekit
+
+    art = edgekit.export(tiny_llama, "fake", out=tmp_path / "llama-faketarget-fp32", max_seq_len=64,
+                         show_progress=False)
+    with pytest.raises(OutputPathError, match=r"is the checkpoint being read; --force never replaces it"):
+        edgekit.bundle(art.path, out=tmp_path, force=True)
+    assert (art.path / "artifact.json").is_file() and (art.path / "weights.safetensors").is_file()
+
+
+def test_a_zip_made_at_the_output_while_bundling_is_untouched(tiny_llama, tmp_path, monkeypatch):
+    from edgekit.bundle import zipio
+
+    final = tmp_path / "llama-faketarget-fp32.zip"
+    real = zipio.write_zip
+
+    def zip_then_someone_writes_final(folder, dest):
+        real(folder, dest)
+        final.write_bytes(b"someone else's file")
+
+    monkeypatch.setattr(zipio, "write_zip", zip_then_someone_writes_final)
+    with pytest.raises(OutputPathError, match=r"\.zip appeared while the bundle was being written"):
+        edgekit_bundle(tiny_llama, out=tmp_path, zip=True)
+    assert final.read_bytes() == b"someone else's file"
+    assert [p.name for p in tmp_path.iterdir()] == [final.name]   # the staging folder is gone
+
+
+def test_a_full_disk_while_zipping_is_a_clean_error(tiny_llama, tmp_path, monkeypatch):
+    import errno
+
+    from edgekit.errors import DiskFullError
+
+    real = zipfile.ZipFile.write
+    calls = []
+
+    def fills_up(self, *a, **k):
+        calls.append(a)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(zipfile.ZipFile, "write", fills_up)
+    with pytest.raises(DiskFullError, match=r"no space left writing to .*dist \(No space left on device; about "
+                                            r"[\d,]+ bytes needed, [\d,]+ bytes free there\)"):
+        edgekit_bundle(tiny_llama, out=tmp_path / "dist", zip=True)
+    assert list((tmp_path / "dist").iterdir()) == []   # no partial zip, no staging folder
+
+
+def test_zip_bundles_unpack_under_edgekit_cache_dir(fake_zip, tmp_path, monkeypatch):
+    monkeypatch.delenv("EDGEKIT_CACHE", raising=False)
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "ekc"))
+    b = Bundle.open(fake_zip)
+    assert b.path.is_relative_to(tmp_path / "ekc" / "bundles")
+
+
+def test_the_old_edgekit_cache_variable_still_works_with_a_warning(fake_zip, tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("EDGEKIT_CACHE_DIR", raising=False)
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "old"))
+    b = Bundle.open(fake_zip)
+    assert b.path.is_relative_to(tmp_path / "old" / "bundles")
+    assert "EDGEKIT_CACHE is deprecated" in caplog.text and "EDGEKIT_CACHE_DIR" in caplog.text
+
+
+def test_an_unwritable_cache_dir_is_a_clean_error(fake_zip, tmp_path, monkeypatch):
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(afile / "cache"))
+    with pytest.raises(OutputPathError, match=r"cannot unpack .*\.zip into the cache folder .*file/cache/bundles "
+                                              r"\(Not a directory.*\); set EDGEKIT_CACHE_DIR to a writable folder"):
+        Bundle.open(fake_zip)
+
+
+def test_cli_run_with_a_prompt_that_is_not_utf8(fake_bundle):
+    res = subprocess.run([sys.executable, str(HERE / "edgekit_with_fake.py"), "run", str(fake_bundle), "-p",
+                          b"\xc3(", "--max-new-tokens", "2"], capture_output=True, timeout=300, check=False,
+                         env={**os.environ, "LC_ALL": "C.UTF-8"})
+    err = " ".join(res.stderr.decode("utf-8", "replace").split())
+    assert res.returncode == 2, err
+    assert "PromptError" in err and "byte 0xc3 at byte offset 0 (character 0) is not valid UTF-8" in err
+
+
+def test_a_max_seq_len_beyond_the_model_is_refused(bundle_copy):
+    limit = json.loads((bundle_copy / "manifest.json").read_text())["model"]["max_position_embeddings"]
+
+    def stretch(d):
+        d["max_seq_len"] = d["artifact"]["metadata"]["max_seq_len"] = limit * 4
+    _edit_manifest(bundle_copy, stretch)
+    with pytest.raises(BundleError, match=rf"max_seq_len {limit * 4} is larger than the model's "
+                                          rf"max_position_embeddings {limit}; accepted: 2\.\.{limit}"):
+        Bundle.open(bundle_copy)
+
+
+def test_a_max_seq_len_other_than_the_exported_one_is_refused(bundle_copy):
+    _edit_manifest(bundle_copy, lambda d: d.update(max_seq_len=100))
+    with pytest.raises(BundleError, match=r"max_seq_len 100 differs from the artifact's exported max_seq_len 64"):
+        Bundle.open(bundle_copy)
+
+
+def test_cli_run_on_a_stretched_bundle_exits_2(bundle_copy, capsys):
+    from edgekit.cli import main
+
+    def stretch(d):
+        d["max_seq_len"] = d["artifact"]["metadata"]["max_seq_len"] = 100_000
+    _edit_manifest(bundle_copy, stretch)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", ["edgekit", "run", str(bundle_copy), "-p", "hi", "--max-new-tokens", "2"])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_.value.code == 2 and "BundleError" in err and "max_seq_len 100000 is larger than" in err

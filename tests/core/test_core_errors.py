@@ -176,3 +176,30 @@ def test_missing_tokenizer_loads_then_fails_where_needed(qwen2_copy, tiny_gguf):
 
 def test_every_error_is_an_edgekit_error():
     assert all(issubclass(c, EdgekitError) for c in (CheckpointError, TokenizerError, UnsupportedArchitecture))
+
+
+# ---- prompts that are not UTF-8 text ---------------------------------------------------------------------------------
+def test_a_prompt_with_a_lone_surrogate_is_named(ckpt):
+    from edgekit.errors import PromptError
+
+    model = edgekit.load(ckpt("llama"))
+    with pytest.raises(PromptError, match=r"the prompt cannot be tokenized: a lone surrogate U\+D800 at byte offset "
+                                          r"3 \(character 2\) is not a Unicode character; give UTF-8 text"):
+        model.generate("é!\ud800", max_new_tokens=2)
+    with pytest.raises(PromptError, match=r"the system message cannot be tokenized: byte 0xff at byte offset 0"):
+        model.generate("hi", chat=True, system="\udcff", max_new_tokens=2)
+
+
+def test_cli_generate_with_bytes_that_are_not_utf8(ckpt):
+    """argv bytes 0xff reach Python surrogate-escaped; the CLI names the byte and exits 2, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "edgekit", "generate", str(ckpt("llama")), "-p", b"ab\xffcd",
+                          "--max-new-tokens", "2"], capture_output=True, timeout=300, check=False,
+                         env={**os.environ, "LC_ALL": "C.UTF-8"})
+    err = " ".join(res.stderr.decode("utf-8", "replace").split())
+    assert res.returncode == 2, err
+    assert "PromptError" in err and "byte 0xff at byte offset 2 (character 2) is not valid UTF-8" in err
+    assert "Traceback" not in err

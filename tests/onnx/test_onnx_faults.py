@@ -161,3 +161,177 @@ def test_cli_generate_with_iot_target(checkpoint_dir):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "5 tokens" in res.stdout or "tokens, stop" in res.stdout, res.stdout
     assert time.time() - t0 < 300
+
+
+# ---- the output path: nothing the user made is ever deleted -------------------------------------------------------
+def _export(model, out, **kw):
+    return edgekit.export(model, "iot", quant="fp32", out=out, max_seq_len=MAX_SEQ_LEN, validate=False,
+                          show_progress=False, **kw)
+
+
+def test_a_folder_made_at_the_output_while_exporting_is_untouched(tiny_model, tmp_path, monkeypatch):
+    """Without --force, a folder the user makes at -o during the export stays as it is; the finished export is kept
+    beside it under a name the error gives."""
+    out = tmp_path / "out"
+    real = serialize.save_model
+
+    def save_then_user_makes_out(model, path):
+        files = real(model, path)
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        return files
+
+    monkeypatch.setattr("edgekit_onnx.export.save_model", save_then_user_makes_out)
+    with pytest.raises(OutputPathError, match=r"out appeared while the export was being written.*left untouched; "
+                                              r"the finished export is kept at .*out\.new-\d+") as e:
+        _export(tiny_model("llama"), out)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    kept = Path(str(e.value).split("kept at ")[1].split(";")[0].split(". ")[0])
+    assert (kept / "artifact.json").is_file() and (kept / "model.onnx").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", kept.name])   # no staging folder left
+
+
+def test_an_empty_folder_made_at_the_output_is_not_replaced(tiny_model, tmp_path, monkeypatch):
+    """os.rename replaces an empty folder silently; the placement must not."""
+    out = tmp_path / "out"
+    real = serialize.save_model
+    monkeypatch.setattr("edgekit_onnx.export.save_model", lambda m, p: (out.mkdir(), real(m, p))[1])
+    with pytest.raises(OutputPathError, match="appeared while the export"):
+        _export(tiny_model("llama"), out)
+    assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_force_replaces_an_earlier_export(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    _export(tiny_model("llama"), out)
+    (out / "stale.txt").write_text("from before")
+    art = _export(tiny_model("llama"), out, force=True)
+    assert art.path == out and (out / "artifact.json").is_file() and not (out / "stale.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]   # no staging folder or old copy left
+
+
+def test_force_refuses_a_folder_that_is_not_an_export(tiny_model, tmp_path):
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "a.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(OutputPathError, match=r"photos exists and is not an edgekit output \(no artifact\.json or "
+                                              r"manifest\.json\); --force replaces only an earlier export or bundle"):
+        _export(tiny_model("llama"), out, force=True)
+    assert [p.name for p in out.iterdir()] == ["a.jpg"] and [p.name for p in tmp_path.iterdir()] == ["photos"]
+
+
+def test_force_never_replaces_the_checkpoint_being_read(checkpoint_dir, tmp_path):
+    import shutil
+
+    ckpt = shutil.copytree(checkpoint_dir("llama"), tmp_path / "ckpt")
+    before = sorted(p.name for p in ckpt.iterdir())
+    (ckpt / "artifact.json").write_text('{"target": "onnx", "files": [], "metadata": {}}')   # looks like an export
+    with pytest.raises(OutputPathError, match=r"ckpt is the checkpoint being read; --force never replaces it"):
+        _export(ckpt, ckpt, force=True)
+    with pytest.raises(OutputPathError, match=r"is a folder above the checkpoint being read \(.*ckpt\)"):
+        _export(ckpt, tmp_path, force=True)
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted([*before, "artifact.json"])
+
+
+def test_force_never_replaces_the_current_folder(tiny_model, tmp_path, monkeypatch):
+    (tmp_path / "artifact.json").write_text('{"target": "onnx", "files": [], "metadata": {}}')
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "keep.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path / "work")
+    with pytest.raises(OutputPathError, match=r"^\. is the current folder; --force never replaces it"):
+        _export(tiny_model("llama"), ".", force=True)
+    with pytest.raises(OutputPathError, match=r"is a folder above the current folder"):
+        _export(tiny_model("llama"), "..", force=True)
+    assert (tmp_path / "work" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact.json", "work"]
+
+
+_RACER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import edgekit
+import edgekit_onnx.export as ex
+from edgekit.errors import OutputPathError
+real = ex.save_model
+def wait_for_go(model, path):   # both runs are past the up-front check, mid-export: finish together
+    files = real(model, path)
+    print("MIDWAY", flush=True)
+    while not Path({go!r}).exists():
+        time.sleep(0.02)
+    return files
+ex.save_model = wait_for_go
+try:
+    edgekit.export({ckpt!r}, "iot", quant="fp32", out={out!r}, max_seq_len=64, show_progress=False)
+    print("OK", flush=True)
+except OutputPathError as e:
+    print("REFUSED", e, flush=True)
+"""
+
+
+def test_two_concurrent_exports_to_one_output(checkpoint_dir, tmp_path):
+    """Two processes export to the same -o at once: one places its artifact, the other is refused (its artifact kept
+    beside), never a silent replacement."""
+    out, go = tmp_path / "out", tmp_path / "go"
+    code = _RACER.format(tests=str(Path(__file__).parent.parent), ckpt=str(checkpoint_dir("llama")), out=str(out),
+                         go=str(go))
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "MIDWAY", p.stderr.read()
+        go.touch()
+        results = [p.communicate(timeout=120)[0].strip() for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert sorted(r.split(" ")[0] for r in results) == ["OK", "REFUSED"], results
+    refused = next(r for r in results if r.startswith("REFUSED"))
+    assert "out appeared while the export was being written" in refused
+    from edgekit.targets.base import Artifact
+
+    winner = Artifact.load(out)
+    assert winner.files[0] == "model.onnx" and (out / "model.onnx").is_file()
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("out.new-")]
+    assert len(kept) == 1 and (kept[0] / "artifact.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no staging folders left
+
+
+# ---- a full disk ---------------------------------------------------------------------------------------------------
+def test_a_full_disk_during_export_is_a_clean_error(tiny_model, tmp_path, monkeypatch):
+    import errno
+
+    from edgekit.errors import DiskFullError
+
+    out = tmp_path / "exports" / "out"
+
+    def half_written_then_full(model, path):
+        Path(path).write_bytes(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("edgekit_onnx.export.save_model", half_written_then_full)
+    with pytest.raises(DiskFullError, match=r"no space left writing to .*exports \(No space left on device; "
+                                            r"[\d,]+ bytes free there\); nothing was written there"):
+        _export(tiny_model("llama"), out)
+    assert list(out.parent.iterdir()) == []   # the partial export is gone
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 256 KB tmpfs (the tiny fp32 export needs ~650 KB). Needs root and a kernel that allows the mount."""
+    where = tmp_path / "small"
+    where.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)], capture_output=True,
+                         text=True, check=False)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip()}); the monkeypatched ENOSPC test covers it")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_real_full_tmpfs_during_export(tiny_model, small_tmpfs):
+    from edgekit.errors import DiskFullError
+
+    with pytest.raises(DiskFullError, match=r"no space left writing to .*small"):
+        _export(tiny_model("llama"), small_tmpfs / "out")
+    assert list(small_tmpfs.iterdir()) == []
