@@ -48,3 +48,11 @@ class DeviceError(EdgekitError):
 
 class OutputPathError(EdgekitError):
     """An output path is not writable or already exists."""
+
+
+class NumericalError(EdgekitError):
+    """A model produced NaN or Inf while running (logits of a prefill or decode step)."""
+
+
+class ProfileSettingError(UnsupportedOption):
+    """A profile setting the bundle cannot honour (prompt + decode beyond its max_seq_len) or that is out of range."""
