@@ -52,7 +52,3 @@ class OutputPathError(EdgekitError):
 
 class NumericalError(EdgekitError):
     """A model produced NaN or Inf while running (logits of a prefill or decode step)."""
-
-
-class ProfileSettingError(UnsupportedOption):
-    """A profile setting the bundle cannot honour (prompt + decode beyond its max_seq_len) or that is out of range."""
