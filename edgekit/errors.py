@@ -56,3 +56,7 @@ class DiskFullError(OutputPathError):
 
 class PromptError(EdgekitError):
     """A prompt or system message that cannot be tokenized (not valid UTF-8 text)."""
+
+
+class NumericalError(EdgekitError):
+    """A model produced NaN or Inf while running (logits of a prefill or decode step)."""

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from edgekit import progress
+from edgekit.bundle.artifact_files import FILE_HASHES, artifact_file_hashes
 from edgekit.bundle.staging import clean_stale
 from edgekit.errors import ParityError
 from edgekit.hashing import file_sha256
@@ -76,6 +77,8 @@ def _export_into(model: EdgeModel, tgt: Any, spec: TargetSpec, out: Path, *, val
                 with stages.stage("validate"):
                     artifact.metadata["validation"] = compare(tgt, artifact, model, spec)
         artifact.metadata["stage_seconds"] = dict(stages.timings)
+        # what was validated, so bundling this folder later can tell whether its files are still these
+        artifact.metadata[FILE_HASHES] = artifact_file_hashes(tmp, artifact.files)
         artifact.save()
     except ParityError:
         if keep_failed:

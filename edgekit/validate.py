@@ -41,6 +41,19 @@ def greedy_steps(session: Session, prompt: list[int], steps: int) -> tuple[np.nd
     return np.stack(rows).astype(np.float32), follow
 
 
+def check_finite(rows: np.ndarray, who: str, prompt_len: int) -> None:
+    """ParityError naming the first step whose logits hold NaN/Inf: a comparison with them means nothing (NaN on
+    both sides, or a quantizer that turned NaN weights into finite codes, can look like agreement)."""
+    bad = ~np.isfinite(rows)
+    if not bad.any():
+        return
+    step = int(np.argmax(bad.any(axis=1)))
+    where = (f"the prefill of {prompt_len} tokens" if step == 0
+             else f"decode step {step} (position {prompt_len + step - 1})")
+    raise ParityError(f"{who} produced {int(bad.sum())} non-finite logit(s) (NaN/Inf) over {rows.shape[0]} steps, "
+                      f"first at {where}; the weights or the runtime compute garbage, so parity cannot be judged")
+
+
 NOISE_SCALE = 1e-6      # relative perturbation of the embedding output used to measure the reference's own noise
 NOISE_MARGIN = 2.0      # an artifact may differ from the reference by this many times the reference's own noise
 
@@ -79,7 +92,9 @@ def compare(target: Target, artifact: Artifact, model: EdgeModel, spec: TargetSp
     with torch.no_grad():
         ref, follow = greedy_steps(ref_session, prompt, decode_steps)
         floor = noise_floor(reference, prompt, follow) if spec.quant != "fp32" or spec.kv_cache != "fp32" else None
+    check_finite(ref, f"the PyTorch reference for {artifact.target} ({spec.quant})", prompt_len)
     got = run_steps(target.session(artifact), prompt, follow)
+    check_finite(got, f"the {artifact.target} artifact ({spec.quant})", prompt_len)
     diff = float(np.abs(got - ref).max())
     target_tol = target.tolerance(spec)
     # The target's stated tolerance, unless the reference itself is noisier than that (then: twice its noise).
@@ -91,6 +106,7 @@ def compare(target: Target, artifact: Artifact, model: EdgeModel, spec: TargetSp
     if spec.quant != "fp32" or spec.kv_cache != "fp32":
         with torch.no_grad():
             fp32 = run_steps(EagerSession(model.decoder(spec.max_seq_len, spec.last_logits_only)), prompt, follow)
+        check_finite(fp32, "the unquantized (fp32) model", prompt_len)
         figures["top1_agreement_vs_fp32"] = float((got.argmax(-1) == fp32.argmax(-1)).mean())
     log.info("validation of %s: max |Δlogit| %.3g (tolerance %.3g)", artifact.target, diff, tol)
     if not np.isfinite(diff) or diff > tol:

@@ -113,9 +113,11 @@ def _export_and_bundle(model: EdgeModel, tok: Tokenizer, tgt: Target, quant: str
 
 def _bundle_artifact(art: Artifact, out_dir: Path, *, zip: bool, force: bool, name: str | None,
                      tokenizer: Tokenizer | None) -> Bundle:
+    from edgekit.bundle.artifact_files import check_unchanged
     from edgekit.targets.registry import get_target
 
     tgt = get_target(art.target)
+    art = check_unchanged(art)   # validation figures only travel with the files they were measured on
     model_name = art.metadata.get("model", {}).get("name") or art.path.name
     final = _final_path(out_dir, name or bundle_name(model_name, tgt, art.metadata.get("quant", "fp32")), zip)
     check_output_path(final, force, [art.path])  # never replaces the artifact being bundled

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from edgekit.errors import CheckpointError
-from edgekit.model import pages
+from edgekit.model import pages, shards
 from edgekit.model.config import ModelConfig
 from edgekit.model.families import FAMILIES, HF_NAMES, IGNORED_SUFFIXES, source_name_map
 
@@ -40,28 +40,6 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def safetensors_files(folder: Path) -> list[Path]:
-    index = folder / "model.safetensors.index.json"
-    if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError) as e:
-            raise CheckpointError(f"{index} is not a valid safetensors index ({e})") from None
-        files = sorted({folder / f for f in weight_map.values()})
-        missing = [f.name for f in files if not f.exists()]
-        if missing:
-            raise CheckpointError(f"{index.name} lists shards that are not in {folder}: {', '.join(missing)}")
-        return files
-    single = folder / "model.safetensors"
-    if single.exists():
-        return [single]
-    found = sorted(folder.glob("*.safetensors"))
-    if found:
-        return found
-    raise CheckpointError(f"no weights in {folder}: expected model.safetensors or model-0000k-of-0000n.safetensors with "
-                          "model.safetensors.index.json")
-
-
 def _check_complete(path: Path) -> dict[str, dict]:
     """Parse the safetensors header ourselves, so a truncated file is named before torch touches it."""
     size = path.stat().st_size
@@ -70,7 +48,7 @@ def _check_complete(path: Path) -> dict[str, dict]:
             (n,) = struct.unpack("<Q", f.read(8))
             if n > size:
                 raise ValueError("header length beyond end of file")
-            header = json.loads(f.read(n))
+            header = json.loads(f.read(n), object_pairs_hook=_unique_keys)
     except (struct.error, ValueError) as e:
         raise CheckpointError(f"{path.name} is not a readable safetensors file ({e})") from None
     header.pop("__metadata__", None)
@@ -80,6 +58,15 @@ def _check_complete(path: Path) -> dict[str, dict]:
     for meta in header.values():
         meta["data_start"] = 8 + n  # where the data section begins (offsets are relative to it)
     return header
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """json.loads would keep the last of two equal keys: a header naming one tensor twice is refused instead."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        dup = next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))
+        raise ValueError(f"the header names {dup!r} twice")
+    return out
 
 
 _ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
@@ -106,30 +93,24 @@ def _read_tensor(f, mm, path: Path, name: str, meta: dict, dtype: torch.dtype | 
 
 
 def iter_safetensors(folder: Path, cfg: ModelConfig, dtype: torch.dtype | None) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (canonical name, tensor) for every tensor of the checkpoint, checking names and shapes."""
+    """Yield (canonical name, tensor) for every tensor of the checkpoint, checking names and shapes; each tensor
+    comes from exactly one shard (shards.py: the index decides, a tensor in two shards is an error)."""
     shapes = expected_shapes(cfg)
     name_map = source_name_map(HF_NAMES, list(shapes))
+    weight_map = shards.read_index(folder)
+    headers = {path: _check_complete(path) for path in shards.shard_files(folder, weight_map)}
+    # tensors that are never read (ignored buffers, a tied head's second copy) are left out of the shard checks
+    owner = shards.owners({p: {k: v for k, v in h.items() if not _skipped(k, cfg)} for p, h in headers.items()},
+                          None if weight_map is None else {k: v for k, v in weight_map.items() if not _skipped(k, cfg)})
+    for path, header in headers.items():
+        _check_header(path, header, cfg, name_map, shapes)
     seen: set[str] = set()
-    for path in safetensors_files(folder):
-        header = _check_complete(path)
-        for src in header:
-            if src.endswith(IGNORED_SUFFIXES):
-                continue
-            if src == "lm_head.weight" and cfg.tie_word_embeddings:
-                continue  # some tied checkpoints save the shared matrix twice
-            canon = name_map.get(src)
-            if canon is None:
-                raise CheckpointError(f"{path.name}: tensor {src!r} has no place in a {cfg.family} model with this config "
-                                      f"(unmapped extra tensor)")
-            shape = tuple(header[src]["shape"])
-            if shape != shapes[canon]:
-                raise CheckpointError(f"{path.name}: tensor {src!r} has shape {list(shape)}, the config implies "
-                                      f"{list(shapes[canon])}")
+    for path, header in headers.items():
         mm = pages.map_file(path)
         with path.open("rb") as f:
             for src, meta in header.items():
                 canon = name_map.get(src)
-                if canon is None:
+                if canon is None or _skipped(src, cfg) or owner[src] != path:
                     continue
                 seen.add(canon)
                 yield canon, _read_tensor(f, mm, path, src, meta, dtype)
@@ -138,3 +119,24 @@ def iter_safetensors(folder: Path, cfg: ModelConfig, dtype: torch.dtype | None) 
         src_names = {c: s for s, c in name_map.items()}
         raise CheckpointError(f"checkpoint in {folder} misses {len(missing)} tensor(s): "
                               + ", ".join(src_names.get(m, m) for m in missing[:8]))
+
+
+def _skipped(src: str, cfg: ModelConfig) -> bool:
+    # some tied checkpoints save the shared matrix twice
+    return src.endswith(IGNORED_SUFFIXES) or (src == "lm_head.weight" and cfg.tie_word_embeddings)
+
+
+def _check_header(path: Path, header: dict[str, dict], cfg: ModelConfig, name_map: dict[str, str],
+                  shapes: dict[str, tuple[int, ...]]) -> None:
+    """Every tensor of one shard has a place in the model and the shape the config implies."""
+    for src in header:
+        if _skipped(src, cfg):
+            continue
+        canon = name_map.get(src)
+        if canon is None:
+            raise CheckpointError(f"{path.name}: tensor {src!r} has no place in a {cfg.family} model with this config "
+                                  f"(unmapped extra tensor)")
+        shape = tuple(header[src]["shape"])
+        if shape != shapes[canon]:
+            raise CheckpointError(f"{path.name}: tensor {src!r} has shape {list(shape)}, the config implies "
+                                  f"{list(shapes[canon])}")

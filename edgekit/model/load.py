@@ -11,6 +11,7 @@ from edgekit.errors import CheckpointError, EdgekitError
 from edgekit.model.checkpoint import iter_safetensors
 from edgekit.model.config import ModelConfig
 from edgekit.model.edge_model import EdgeModel
+from edgekit.model.families import HF_NAMES, source_name_map
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,24 @@ def load(path_or_name: str | Path, dtype: torch.dtype | None = torch.float32) ->
         if path.suffix.lower() != ".gguf":
             raise CheckpointError(f"{path.name} is neither a folder nor a .gguf file; accepted: a Hugging Face folder "
                                   "or a .gguf file")
+        from edgekit.model.families import GGUF_NAMES
         from edgekit.model.gguf_reader import load_gguf
 
-        return load_gguf(path, torch.float32 if dtype is None else dtype)
-    return _load_hf(path, dtype)
+        model = load_gguf(path, torch.float32 if dtype is None else dtype)
+        _check_finite(model, path.name, GGUF_NAMES)
+        return model
+    model = _load_hf(path, dtype)
+    _check_finite(model, path.name, HF_NAMES)
+    return model
+
+
+def _check_finite(model: EdgeModel, source: str, table: dict[str, str]) -> None:
+    """NaN/Inf in any weight is a CheckpointError naming the tensor as the file names it."""
+    from edgekit.model.checkpoint import expected_shapes
+    from edgekit.model.finite import check_weights
+
+    names = {canon: src for src, canon in source_name_map(table, list(expected_shapes(model.config))).items()}
+    check_weights(model.weights, source, names)
 
 
 def _load_hf(folder: Path, dtype: torch.dtype | None) -> EdgeModel:

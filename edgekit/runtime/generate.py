@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.errors import UnsupportedOption
+from edgekit.errors import NumericalError, UnsupportedOption
 from edgekit.runtime.sampling import choose
 from edgekit.runtime.session import positions
 from edgekit.runtime.think import ThinkSplitter
@@ -77,6 +77,15 @@ def _last_row(logits: np.ndarray) -> np.ndarray:
     return logits[0, -1]
 
 
+def check_logits(row: np.ndarray, where: str) -> None:
+    """NaN/Inf logits would make sampling pick token 0 (or fail later) and print an empty answer: stop instead."""
+    if not np.isfinite(row).all():
+        bad = int((~np.isfinite(row)).sum())
+        raise NumericalError(f"the model produced {bad} non-finite logit(s) (NaN/Inf) of {row.size} at {where}; "
+                             "its weights or its runtime compute garbage (check the checkpoint, or the artifact's "
+                             "validation)")
+
+
 def prefill(session: Session, prompt_ids: list[int], chunk: int | None = None) -> np.ndarray:
     """Run the prompt through the session; returns the last position's logits."""
     if len(prompt_ids) >= session.max_seq_len:
@@ -101,6 +110,7 @@ def generate(session: Session, prompt_ids: list[int], config: GenerationConfig,
     session.reset()
     t0 = time.perf_counter()
     row = prefill(session, prompt_ids, config.prefill_chunk)
+    check_logits(row, f"the prefill of {len(prompt_ids)} prompt tokens")
     pos = len(prompt_ids)
     res.stop_reason = "max_new_tokens"
     t_decode = time.perf_counter()
@@ -120,6 +130,7 @@ def generate(session: Session, prompt_ids: list[int], config: GenerationConfig,
             res.stop_reason = "max_seq_len" if pos >= session.max_seq_len else "max_new_tokens"
             break
         row = _last_row(session.forward(np.asarray([[tok]], dtype=np.int64), positions(pos, 1)))
+        check_logits(row, f"decode step {i + 1} (position {pos})")
         pos += 1
     res.decode_s = time.perf_counter() - t_decode
     return res
