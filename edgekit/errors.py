@@ -60,3 +60,7 @@ class PromptError(EdgekitError):
 
 class NumericalError(EdgekitError):
     """A model produced NaN or Inf while running (logits of a prefill or decode step)."""
+
+
+class ProfileSettingError(EdgekitError):
+    """A profile setting that cannot be measured (a prompt longer than the bundle holds, zero runs, no time)."""

@@ -31,8 +31,9 @@ def _lengths(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[
 @click.option("--python", "python", default=None, help="ssh/adb: the device's python (default python3).")
 @click.option("--accept-new-host-key", is_flag=True, help="ssh: trust an unknown host key on first use.")
 @click.option("--identity-file", default=None, help="ssh: private key to use (default: agent / ssh config).")
-@click.option("--timeout", type=float, default=1800.0, show_default=True, help="Seconds before a device command "
-              "is killed.")
+@click.option("--timeout", type=float, default=1800.0, show_default=True, help="Seconds the run may take: a "
+              "device command is killed then; on local the run stops at the next forward call. Finished "
+              "measurements are kept (partial report, exit 2).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
 @click.option("--html", "html_out", type=click.Path(path_type=Path), default=None)
 @click.option("--md", "md_out", type=click.Path(path_type=Path), default=None)

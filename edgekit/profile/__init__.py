@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import DeviceError, EdgekitError
+from edgekit.errors import DeviceError, EdgekitError, ProfileSettingError
 from edgekit.profile.devices import Device, DeviceInfo, list_devices, open_device
 from edgekit.profile.history import DB_NAME, History, cache_dir
 from edgekit.profile.report import SCHEMA_VERSION, ProfileReport
@@ -47,10 +47,12 @@ def profile(bundle: str | Path, device: str = "local", *, prompt_lengths: Sequen
         raise EdgekitError("compare_last needs the history (history=False was given)")
     settings = Settings(tuple(int(n) for n in prompt_lengths), int(decode_tokens), int(runs), int(warmup),
                         threads, op_profile=op_profile, timeout_s=float(timeout))
+    kind = _kind(device)
+    ref = open_bundle(bundle, check_target=kind == "local" and not session_module)
+    settings.check_fits(ref.summary().get("max_seq_len"), f"{ref.path.name} (max_seq_len)")
     dev = open_device(device, runner=str(runner) if runner else None, python=python, **device_options)
     runner = runner or dev.options.get("runner")
     try:
-        ref = open_bundle(bundle, check_target=dev.kind == "local" and not session_module)
         facts = dev.facts()
         if dev.kind == "local":
             got = run_local(ref, settings, str(session_module) if session_module else None, on_event)
@@ -62,6 +64,11 @@ def profile(bundle: str | Path, device: str = "local", *, prompt_lengths: Sequen
         dev.close()
     from edgekit.profile.report import build_report
 
+    skipped = [e for e in got.events if e.get("event") == "skip"]
+    if skipped and got.error is None:   # the device's session holds fewer tokens than its manifest says
+        got.error = ProfileSettingError("not measured: " + "; ".join(
+            f"prompt length {e['prompt_length']} ({e['reason']})" for e in skipped))
+
     if got.runner.get("remote_facts"):
         facts = {**facts, "runner_facts": got.runner.pop("remote_facts")}
     device_doc = {"uri": dev.uri, "kind": dev.kind, "name": dev.options.get("name") or dev.uri, "facts": facts}
@@ -72,6 +79,14 @@ def profile(bundle: str | Path, device: str = "local", *, prompt_lengths: Sequen
         raise ProfileInterrupted(f"{got.error} (partial report: {len(report.results['prompt_lengths'])} prompt "
                                  "length(s) measured)", report) from got.error
     return report
+
+
+def _kind(device: str) -> str:
+    """The device kind from its URI or devices-file name, without opening it (settings are checked first)."""
+    from edgekit.profile.devices import resolve
+
+    uri, _ = resolve(device)
+    return "local" if uri == "local" else uri.split("://", 1)[0]
 
 
 def _record(report: ProfileReport, history: bool | str | Path, compare_last: bool, threshold: float) -> None:

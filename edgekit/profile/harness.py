@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import DeviceError, EdgekitError
+from edgekit.errors import DeviceError, ProfileSettingError
 from edgekit.profile.bundles import BundleRef, standalone_module
 from edgekit.profile.devices import CommandTimeout, Device
 
@@ -36,10 +36,28 @@ class Settings:
     def __post_init__(self) -> None:
         bad = [n for n in self.prompt_lengths if n < 1]
         if not self.prompt_lengths or bad:
-            raise EdgekitError(f"prompt lengths must be positive integers, got {list(self.prompt_lengths)}")
+            raise ProfileSettingError(f"prompt lengths must be positive integers, got {list(self.prompt_lengths)}")
         if self.decode_tokens < 1 or self.runs < 1 or self.warmup < 0:
-            raise EdgekitError(f"need decode_tokens >= 1, runs >= 1, warmup >= 0; got {self.decode_tokens}, "
-                             f"{self.runs}, {self.warmup}")
+            raise ProfileSettingError(f"need decode_tokens >= 1, runs >= 1, warmup >= 0; got {self.decode_tokens}, "
+                                      f"{self.runs}, {self.warmup}")
+        if self.threads is not None and self.threads < 1:
+            raise ProfileSettingError(f"threads must be at least 1 (or unset for the runtime's default), got "
+                                      f"{self.threads}")
+        if not self.timeout_s > 0:
+            raise ProfileSettingError(f"timeout must be a positive number of seconds, got {self.timeout_s}")
+
+    def check_fits(self, max_seq_len: int | None, where: str) -> None:
+        """Every prompt plus its decoded tokens must fit the bundle's KV cache: measuring fewer lengths than asked
+        and calling the run complete would be a silent wrong result, so refuse before any device work."""
+        if not max_seq_len:
+            return
+        too_long = [n for n in self.prompt_lengths if n + self.decode_tokens > int(max_seq_len)]
+        if too_long:
+            fits = int(max_seq_len) - self.decode_tokens
+            raise ProfileSettingError(
+                f"{where} holds {max_seq_len} tokens, but prompt length(s) {too_long} + {self.decode_tokens} decode "
+                f"tokens need more; use prompt lengths of at most {fits} (or fewer decode tokens), or export with a "
+                "larger max_seq_len")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -68,7 +86,9 @@ class Collected:
 
     @property
     def complete(self) -> bool:
-        return self.error is None and any(e.get("event") == "done" for e in self.events)
+        """Done, with no error and nothing skipped (a skipped prompt length is a measurement that was asked for)."""
+        return (self.error is None and any(e.get("event") == "done" for e in self.events)
+                and not any(e.get("event") == "skip" for e in self.events))
 
 
 def run_local(ref: BundleRef, settings: Settings, session_module: str | None, on_event: EventFn | None) -> Collected:
@@ -92,6 +112,9 @@ def run_local(ref: BundleRef, settings: Settings, session_module: str | None, on
                 vocab_size=_vocab(ref.manifest))
     except DeviceError as e:
         got.error = e
+    except TimeoutError as e:   # the runner's own deadline: the only timeout an in-process run has
+        runs = len([x for x in got.events if x.get("event") == "run"])
+        got.error = CommandTimeout(f"local: {e} — {runs} measurement(s) finished before that are kept in the report")
     return got
 
 

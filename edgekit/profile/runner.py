@@ -60,8 +60,22 @@ def _last_logits(logits: np.ndarray) -> np.ndarray:
     return np.asarray(logits)[0, -1]
 
 
-def one_run(session: Any, prompt: np.ndarray, decode_tokens: int) -> dict[str, Any]:
+class Deadline:
+    """The run's time limit, checked between forward calls (a call inside native code cannot be interrupted; a
+    remote run is also stopped by the host's command timeout)."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = float(seconds) if seconds else None
+        self.end = time.monotonic() + self.seconds if self.seconds else None
+
+    def check(self) -> None:
+        if self.end is not None and time.monotonic() > self.end:
+            raise TimeoutError(f"the run exceeded its timeout of {self.seconds:g} s")
+
+
+def one_run(session: Any, prompt: np.ndarray, decode_tokens: int, deadline: Deadline | None = None) -> dict[str, Any]:
     """Prefill `prompt` (int64[1, L]) then greedy-decode `decode_tokens` tokens; times in milliseconds."""
+    deadline = deadline or Deadline(None)
     length = prompt.shape[1]
     session.reset()
     t0 = time.perf_counter()
@@ -71,6 +85,7 @@ def one_run(session: Any, prompt: np.ndarray, decode_tokens: int) -> dict[str, A
     t2 = time.perf_counter()
     decode_ms = []
     for pos in range(length, length + decode_tokens):
+        deadline.check()
         s = time.perf_counter()
         logits = session.forward(np.array([[token]], dtype=np.int64), np.array([pos], dtype=np.int64))
         token = int(np.argmax(_last_logits(logits)))
@@ -105,6 +120,7 @@ def measure(open_session: Callable[..., Any], settings: dict[str, Any], emit: Ca
 
     `open_session(profile_dir=None)` returns a session (reset/forward/max_seq_len). Warm-up runs are emitted with
     "warmup": true so the host can show them, but never enter the statistics."""
+    deadline = Deadline(settings.get("timeout_s"))
     rss_before = current_rss_bytes()
     t0 = time.perf_counter()
     session = open_session(profile_dir=None)
@@ -125,7 +141,8 @@ def measure(open_session: Callable[..., Any], settings: dict[str, Any], emit: Ca
         first_prompt = prompt if first_prompt is None else first_prompt
         total = int(settings["warmup"]) + int(settings["runs"])
         for i in range(total):
-            result = one_run(session, prompt, decode)
+            deadline.check()
+            result = one_run(session, prompt, decode, deadline)
             emit({"event": "run", "prompt_length": length, "index": i, "warmup": i < int(settings["warmup"]),
                   "peak_rss_bytes": peak_rss_bytes(), **result})
     del session
