@@ -321,7 +321,10 @@ class LlamaCpp(Peer):
                 "protobuf")
 
     def python(self) -> Path:
-        return ensure_venv(self.name, self.requirements, env={"CMAKE_BUILD_PARALLEL_LEVEL": "2"})
+        # ggml's native build (-march=native) takes this CPU's AMX path and crashes (SIGSEGV) at the first matmul:
+        # AVX-512 VNNI without AMX is what runs here
+        return ensure_venv(self.name, self.requirements, env={"CMAKE_BUILD_PARALLEL_LEVEL": "2", "CMAKE_ARGS": (
+            "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AMX_INT8=OFF")})
 
     def export(self, ckpt: Path, ckpt_sha: str, reuse: bool = True) -> PeerArtifact:
         py = self.python()
