@@ -60,3 +60,11 @@ class PromptError(EdgekitError):
 
 class NumericalError(EdgekitError):
     """A model produced NaN or Inf while running (logits of a prefill or decode step)."""
+
+
+class QuantSchemeError(EdgekitError):
+    """A quantization scheme that is malformed (bits, group size, activation mode, override) or unknown by name."""
+
+
+class UnknownQuantScheme(QuantSchemeError):
+    """A scheme name that the registry does not hold; the message lists the known ones."""
