@@ -27,7 +27,7 @@ def model_facts(model: EdgeModel) -> dict[str, Any]:
     return {"name": model.name, "family": cfg.family, "architecture": cfg.architecture,
             "parameters": cfg.num_parameters, "layers": cfg.num_layers, "vocab_size": cfg.vocab_size,
             "max_position_embeddings": cfg.max_position_embeddings,
-            "source": str(model.source), "source_format": model.source_format, "source_quant": model.source_quant,
+            "source": str(model.source), "source_format": model.source_format, "source_quant": model.source_quant_type,
             "source_sha256": file_sha256(model.source) if model.source.is_file() else None}
 
 

@@ -13,6 +13,7 @@ from edgekit.model.graph import Decoder, build_decoder
 
 if TYPE_CHECKING:
     from edgekit.model.tokenizer import Tokenizer
+    from edgekit.quant.tensor import QuantizedTensor
     from edgekit.runtime.session import EagerSession
 
 DEFAULT_MAX_SEQ_LEN = 2048
@@ -26,7 +27,8 @@ class EdgeModel:
     source_format: str                      # "hf" | "gguf"
     name: str
     generation_defaults: dict[str, Any] = field(default_factory=dict)
-    source_quant: str | None = None         # e.g. "Q4_1" for a GGUF source
+    # canonical weight name -> a GGUF's tensor as the file stores it (same row order as .weights); empty for HF
+    source_quant: dict[str, QuantizedTensor] = field(default_factory=dict)
     _tokenizer: Tokenizer | None = None
     _tokenizer_problem: str | None = None
 
@@ -35,6 +37,11 @@ class EdgeModel:
         if self._tokenizer is None:
             raise TokenizerError(self._tokenizer_problem or f"{self.name} has no tokenizer")
         return self._tokenizer
+
+    @property
+    def source_quant_type(self) -> str | None:
+        """The GGML type holding most of a GGUF's weights (e.g. "Q4_1"); None for a Hugging Face folder."""
+        return self.config.stored_dtype if self.source_format == "gguf" else None
 
     @property
     def has_tokenizer(self) -> bool:

@@ -1,8 +1,10 @@
-"""Reading GGUF files (llama.cpp's format) into an EdgeModel: config, dequantized canonical tensors, tokenizer.
+"""Reading GGUF files (llama.cpp's format) into an EdgeModel: config, the quantized tensors as stored, their
+dequantized canonical weights, tokenizer.
 
-The file is memory-mapped (GGUFFile below; the `gguf` package gives the type table and the dequantization); every
-tensor's name, shape and type is checked before any is dequantized, then tensors are dequantized one at a time
-(gguf.quants) and converted to the compute dtype.
+The file is memory-mapped (GGUFFile below; the `gguf` package gives the type table); every tensor's name, shape and
+type is checked before any is read, then tensors are read one at a time: a block-quantized one is decoded into a
+QuantizedTensor (gguf_blocks.py: the file's codes, scales and minimums; kept in `EdgeModel.source_quant`) whose
+dequantization, bit-identical to gguf.quants', gives the float weight; F32/F16/BF16 go through gguf.quants.
 llama.cpp's converter permutes the q/k rows of Llama models (its RoPE rotates interleaved pairs, HF's rotates
 halves); `Family.gguf_permuted_qk` says when we undo that, exactly as transformers' GGUF loader does.
 """
@@ -24,11 +26,14 @@ from edgekit.model.checkpoint import expected_shapes
 from edgekit.model.config import ModelConfig
 from edgekit.model.edge_model import EdgeModel
 from edgekit.model.families import FAMILIES, GGUF_NAMES, family_for_gguf, source_name_map
+from edgekit.model.gguf_blocks import BLOCK_TYPES, decode_gguf_blocks
+from edgekit.quant.tensor import QuantizedTensor
 
 log = logging.getLogger(__name__)
 
-# GGML tensor types we dequantize (each checked against transformers' GGUF loader in tests/core)
-SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
+# GGML tensor types we read: float ones, and every block type llama.cpp writes for these models (each checked against
+# gguf.quants' dequantization in tests/core, the legacy ones also against transformers' GGUF loader)
+SUPPORTED_TYPES = ("F32", "F16", "BF16", *BLOCK_TYPES)
 # tensors that carry no weights of their own; rope_freqs (Llama 3 rope scaling) goes into the config
 _NON_WEIGHT_TENSORS = ("rope_freqs.weight",)
 
@@ -234,26 +239,47 @@ def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, dim, 2, *w.shape[1:]).swapaxes(2, 1).reshape(w.shape)
 
 
-def iter_gguf_tensors(path: Path, reader, cfg: ModelConfig, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """(canonical name, tensor) per weight, dequantized one at a time."""
+def _permuted_heads(cfg: ModelConfig, canon: str) -> int | None:
+    """The head count whose rows llama.cpp permuted in this tensor, or None."""
+    if not FAMILIES[cfg.family].gguf_permuted_qk:
+        return None
+    if canon.endswith(("attention.wq.weight", "attention.wq.bias")):
+        return cfg.num_heads
+    if canon.endswith(("attention.wk.weight", "attention.wk.bias")):
+        return cfg.num_kv_heads
+    return None
+
+
+def iter_gguf_tensors(path: Path, reader, cfg: ModelConfig, dtype: torch.dtype
+                      ) -> Iterator[tuple[str, torch.Tensor, QuantizedTensor | None]]:
+    """(canonical name, weight in `dtype`, the file's quantized tensor or None) per weight, read one at a time; the
+    quantized tensor gets the same row unpermute as the weight (a permutation of whole rows moves their groups)."""
     from gguf.quants import dequantize
 
     names = check_tensors(path, reader, cfg)
-    permuted = FAMILIES[cfg.family].gguf_permuted_qk
     for t in reader.tensors:
         canon = names.get(t.name)
         if canon is None:
             continue
-        w = dequantize(t.data, t.tensor_type)
-        if permuted and canon.endswith(("attention.wq.weight", "attention.wq.bias")):
-            w = unpermute_qk(w, cfg.num_heads)
-        elif permuted and canon.endswith(("attention.wk.weight", "attention.wk.bias")):
-            w = unpermute_qk(w, cfg.num_kv_heads)
-        w = np.ascontiguousarray(w, dtype=np.float32)
-        if np.shares_memory(w, t.data):  # F32 comes back as a view of the read-only memory map
-            w = w.copy()
-        tensor = torch.from_numpy(w)
-        yield canon, tensor if dtype == torch.float32 else tensor.to(dtype)
+        heads = _permuted_heads(cfg, canon)
+        np_shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+        qt = None
+        if t.tensor_type.name in BLOCK_TYPES:
+            qt = decode_gguf_blocks(t.data, t.tensor_type.name, np_shape[-1])
+            if heads:
+                qt = qt.rows(torch.from_numpy(unpermute_qk(np.arange(qt.shape[0]), heads)))
+            tensor = qt.dequantize().reshape(np_shape)
+            if len(np_shape) != 2:
+                qt = None  # QuantizedTensor is a matrix; llama.cpp quantizes no other rank for these models
+        else:
+            w = dequantize(t.data, t.tensor_type)
+            if heads:
+                w = unpermute_qk(w, heads)
+            w = np.ascontiguousarray(w, dtype=np.float32)
+            if np.shares_memory(w, t.data):  # F32 comes back as a view of the read-only memory map
+                w = w.copy()
+            tensor = torch.from_numpy(w)
+        yield canon, tensor if dtype == torch.float32 else tensor.to(dtype), qt
 
 
 def _rope_freq_factors(reader) -> tuple[float, ...] | None:
@@ -276,9 +302,13 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> EdgeModel:
     factors = _rope_freq_factors(reader)
     if factors is not None:
         cfg = dataclasses.replace(cfg, rope_freq_factors=factors)
-    weights = dict(iter_gguf_tensors(path, reader, cfg, dtype))
+    weights, source_quant = {}, {}
+    for canon, tensor, qt in iter_gguf_tensors(path, reader, cfg, dtype):
+        weights[canon] = tensor
+        if qt is not None:
+            source_quant[canon] = qt
     model = EdgeModel(config=cfg, weights=weights, source=path, source_format="gguf", name=path.stem,
-                      source_quant=cfg.stored_dtype)
+                      source_quant=source_quant)
     try:
         from edgekit.model.tokenizer import Tokenizer
 

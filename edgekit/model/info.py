@@ -17,7 +17,7 @@ def model_info(model_or_path: Any, context: int = 2048) -> dict[str, Any]:
         memory[dtype] = {"weights": w, "kv_cache": kv, "total": w + kv}
     return {
         "name": model.name, "family": c.family, "architecture": c.architecture, "source_format": model.source_format,
-        "source_quant": model.source_quant, "parameters": c.num_parameters, "layers": c.num_layers,
+        "source_quant": model.source_quant_type, "parameters": c.num_parameters, "layers": c.num_layers,
         "hidden_size": c.hidden_size, "heads": c.num_heads, "kv_heads": c.num_kv_heads, "head_dim": c.head_dim,
         "vocab_size": c.vocab_size, "max_position_embeddings": c.max_position_embeddings,
         "stored_dtype": c.stored_dtype, "tied_embeddings": c.tie_word_embeddings,

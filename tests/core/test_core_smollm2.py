@@ -38,7 +38,7 @@ def prompt_ids(model, kind: str, text: str) -> list[int]:
 
 def test_weights_identical_to_transformers_dequant(smollm2, smollm2_hf):
     state = smollm2_hf.state_dict()
-    assert smollm2.config.tie_word_embeddings and smollm2.source_quant == "Q4_1"
+    assert smollm2.config.tie_word_embeddings and smollm2.source_quant_type == "Q4_1"
     for canon, w in smollm2.weights.items():
         assert torch.equal(w, state[hf_name(canon)]), canon
 
