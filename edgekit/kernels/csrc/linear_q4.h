@@ -198,14 +198,15 @@ inline void quantize_row_groups(const float* x, int64_t K, int64_t G, int8_t* q,
 
 // ---------------------------------------------------------------- one tile, `mt` tokens (1..kTokens)
 // Symmetric: acc[m][j] (float, 16 rows) += s_b[j] * g_b[m] * (dot_b[m][j] - 8 qsum_b[m]) over every group b.
-// With minimums (nib = code): acc[m][j] += g_b[m] * (s_b[j] dot_b[m][j] + m_b[j] qsum_b[m]), since
-// sum_{k in b} q_k (s_b code_k + m_b) = s_b dot_b + m_b qsum_b. g_b[m] is the token's per-group activation scale
-// (act_per_group) or 1 (gs == nullptr). s and mn point at the tile's scales / minimums ([K/G][16], bf16 or fp16).
+// With minimums (nib = code): acc[m][j] += s_b[j] g_b[m] dot_b[m][j] + m_b[j] qf_b[m], with qf_b[m] = g_b[m] qsum_b[m]
+// (in float, computed once per token: linear()), since sum_{k in b} q_k (s_b code_k + m_b) = s_b dot_b + m_b qsum_b.
+// g_b[m] is the token's per-group activation scale (act_per_group) or 1 (gs == nullptr). s and mn point at the tile's
+// scales / minimums ([K/G][16], bf16 or fp16); qf is nullptr without minimums.
 inline float group_scale(const float* const* gs, int64_t m, int64_t b) { return gs == nullptr ? 1.f : gs[m][b]; }
 
 inline void tile_portable(const uint8_t* w, const uint16_t* s, const uint16_t* mn, bool fp16,
-                          const int8_t* const* q, const int32_t* const* qsum, const float* const* gs, int64_t mt,
-                          int64_t K, int64_t G, float acc[kTokens][kTile]) {
+                          const int8_t* const* q, const int32_t* const* qsum, const float* const* gs,
+                          const float* const* qf, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   const int64_t V = G / 8;
   for (int64_t b = 0; b < K / G; ++b) {
     int32_t dot[kTokens][kTile] = {};
@@ -227,7 +228,7 @@ inline void tile_portable(const uint8_t* w, const uint16_t* s, const uint16_t* m
           acc[m][j] += (sc * g) * static_cast<float>(dot[m][j] - 8 * qsum[m][b]);
         } else {
           const float mv = scale_to_f32(mn[b * kTile + j], fp16);
-          acc[m][j] += g * (sc * static_cast<float>(dot[m][j]) + mv * static_cast<float>(qsum[m][b]));
+          acc[m][j] += (sc * g) * static_cast<float>(dot[m][j]) + mv * qf[m][b];
         }
       }
     }
@@ -258,12 +259,13 @@ inline __m512i dpbusd_quad(__m512i acc, __m512i w, const int8_t* p) {
 // so that no dpbusd waits for the previous one (its latency, not the memory, would bound a decode step otherwise).
 template <int MT, bool kF16, bool kMins>
 inline void tile_avx512(const uint8_t* w, const uint16_t* s, const uint16_t* mn, const int8_t* const* q,
-                        const int32_t* const* qsum, const float* const* gs, int64_t K, int64_t G,
-                        float acc[kTokens][kTile]) {
+                        const int32_t* const* qsum, const float* const* gs,
+                        const float* const* qf, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   const int64_t V = G / 8;
   const __m512i mask = _mm512_set1_epi8(0x0F);
-  __m512 facc[MT];
+  __m512 facc[MT], fmin[kMins ? MT : 1];  // the min term in its own accumulators: no longer dependency chain
   for (int m = 0; m < MT; ++m) facc[m] = _mm512_setzero_ps();
+  for (auto& r : fmin) r = _mm512_setzero_ps();
   for (int64_t b = 0; b < K / G; ++b) {
     // one token: four accumulators (lo/hi x even/odd vector) so consecutive dpbusd never wait on each other;
     // several tokens: one accumulator each, the tokens interleave (and registers stay within 32 zmm)
@@ -299,9 +301,9 @@ inline void tile_avx512(const uint8_t* w, const uint16_t* s, const uint16_t* mn,
     if (kMins) {
       const __m512 mv = load_scales16<kF16>(mn + b * kTile);
       for (int m = 0; m < MT; ++m) {
-        const __m512 t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[m]), sc,
-                                         _mm512_mul_ps(mv, _mm512_set1_ps(static_cast<float>(qsum[m][b]))));
-        facc[m] = gs == nullptr ? _mm512_add_ps(facc[m], t) : _mm512_fmadd_ps(t, _mm512_set1_ps(gs[m][b]), facc[m]);
+        const __m512 scm = gs == nullptr ? sc : _mm512_mul_ps(sc, _mm512_set1_ps(gs[m][b]));
+        facc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[m]), scm, facc[m]);
+        fmin[m] = _mm512_fmadd_ps(mv, _mm512_set1_ps(qf[m][b]), fmin[m]);
       }
     } else {
       for (int m = 0; m < MT; ++m) {
@@ -310,22 +312,25 @@ inline void tile_avx512(const uint8_t* w, const uint16_t* s, const uint16_t* mn,
       }
     }
   }
+  if (kMins) {
+    for (int m = 0; m < MT; ++m) facc[m] = _mm512_add_ps(facc[m], fmin[m]);
+  }
   for (int m = 0; m < MT; ++m) _mm512_storeu_ps(acc[m], _mm512_add_ps(_mm512_loadu_ps(acc[m]), facc[m]));
 }
 
 template <bool kF16, bool kMins>
 inline void tile_simd_t(const uint8_t* w, const uint16_t* s, const uint16_t* mn, const int8_t* const* q,
-                        const int32_t* const* qsum, const float* const* gs, int64_t mt, int64_t K, int64_t G,
-                        float acc[kTokens][kTile]) {
+                        const int32_t* const* qsum, const float* const* gs,
+                        const float* const* qf, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   switch (mt) {
-    case 1: tile_avx512<1, kF16, kMins>(w, s, mn, q, qsum, gs, K, G, acc); break;
-    case 2: tile_avx512<2, kF16, kMins>(w, s, mn, q, qsum, gs, K, G, acc); break;
-    case 3: tile_avx512<3, kF16, kMins>(w, s, mn, q, qsum, gs, K, G, acc); break;
-    case 4: tile_avx512<4, kF16, kMins>(w, s, mn, q, qsum, gs, K, G, acc); break;
-    case 5: tile_avx512<5, kF16, kMins>(w, s, mn, q, qsum, gs, K, G, acc); break;
-    case 6: tile_avx512<6, kF16, kMins>(w, s, mn, q, qsum, gs, K, G, acc); break;
-    case 7: tile_avx512<7, kF16, kMins>(w, s, mn, q, qsum, gs, K, G, acc); break;
-    default: tile_avx512<8, kF16, kMins>(w, s, mn, q, qsum, gs, K, G, acc); break;
+    case 1: tile_avx512<1, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
+    case 2: tile_avx512<2, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
+    case 3: tile_avx512<3, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
+    case 4: tile_avx512<4, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
+    case 5: tile_avx512<5, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
+    case 6: tile_avx512<6, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
+    case 7: tile_avx512<7, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
+    default: tile_avx512<8, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
   }
 }
 #elif defined(EDGEKIT_Q4_AVX2)
@@ -352,8 +357,8 @@ inline __m256 load_scales8(const uint16_t* p) {
 // stack and ran a decode step at a quarter of the memory's speed.
 template <int MT, bool kF16, bool kMins>
 inline void tile_avx2(const uint8_t* w, const uint16_t* s, const uint16_t* mn, const int8_t* const* q,
-                      const int32_t* const* qsum, const float* const* gs, int64_t K, int64_t G,
-                      float acc[kTokens][kTile]) {
+                      const int32_t* const* qsum, const float* const* gs,
+                      const float* const* qf, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   const int64_t V = G / 8;
   const __m256i mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < K / G; ++b) {
@@ -380,12 +385,12 @@ inline void tile_avx2(const uint8_t* w, const uint16_t* s, const uint16_t* mn, c
     if (kMins) {
       const __m256 mv0 = load_scales8<kF16>(mn + b * kTile), mv1 = load_scales8<kF16>(mn + b * kTile + 8);
       for (int m = 0; m < MT; ++m) {
-        const __m256 qs = _mm256_set1_ps(static_cast<float>(qsum[m][b]));
+        const __m256 qs = _mm256_set1_ps(qf[m][b]);
         const __m256 g = _mm256_set1_ps(gs == nullptr ? 1.f : gs[m][b]);
-        const __m256 t0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0[m]), sc0, _mm256_mul_ps(mv0, qs));
-        const __m256 t1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1[m]), sc1, _mm256_mul_ps(mv1, qs));
-        _mm256_storeu_ps(acc[m], _mm256_fmadd_ps(t0, g, _mm256_loadu_ps(acc[m])));
-        _mm256_storeu_ps(acc[m] + 8, _mm256_fmadd_ps(t1, g, _mm256_loadu_ps(acc[m] + 8)));
+        const __m256 a0 = _mm256_fmadd_ps(mv0, qs, _mm256_loadu_ps(acc[m]));
+        const __m256 a1 = _mm256_fmadd_ps(mv1, qs, _mm256_loadu_ps(acc[m] + 8));
+        _mm256_storeu_ps(acc[m], _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0[m]), _mm256_mul_ps(sc0, g), a0));
+        _mm256_storeu_ps(acc[m] + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1[m]), _mm256_mul_ps(sc1, g), a1));
       }
       continue;
     }
@@ -402,18 +407,19 @@ inline void tile_avx2(const uint8_t* w, const uint16_t* s, const uint16_t* mn, c
 
 template <bool kF16, bool kMins>
 inline void tile_simd_t(const uint8_t* w, const uint16_t* s, const uint16_t* mn, const int8_t* const* q,
-                        const int32_t* const* qsum, const float* const* gs, int64_t mt, int64_t K, int64_t G,
-                        float acc[kTokens][kTile]) {
+                        const int32_t* const* qsum, const float* const* gs,
+                        const float* const* qf, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   // at most 4 tokens per pass (registers); a second pass re-reads the tile from L1
   for (int64_t m0 = 0; m0 < mt; m0 += 4) {
     const int64_t n = std::min<int64_t>(4, mt - m0);
     const float* const* g = gs == nullptr ? nullptr : gs + m0;
+    const float* const* f = qf == nullptr ? nullptr : qf + m0;
     float(*a)[kTile] = acc + m0;
     switch (n) {
-      case 1: tile_avx2<1, kF16, kMins>(w, s, mn, q + m0, qsum + m0, g, K, G, a); break;
-      case 2: tile_avx2<2, kF16, kMins>(w, s, mn, q + m0, qsum + m0, g, K, G, a); break;
-      case 3: tile_avx2<3, kF16, kMins>(w, s, mn, q + m0, qsum + m0, g, K, G, a); break;
-      default: tile_avx2<4, kF16, kMins>(w, s, mn, q + m0, qsum + m0, g, K, G, a); break;
+      case 1: tile_avx2<1, kF16, kMins>(w, s, mn, q + m0, qsum + m0, g, f, K, G, a); break;
+      case 2: tile_avx2<2, kF16, kMins>(w, s, mn, q + m0, qsum + m0, g, f, K, G, a); break;
+      case 3: tile_avx2<3, kF16, kMins>(w, s, mn, q + m0, qsum + m0, g, f, K, G, a); break;
+      default: tile_avx2<4, kF16, kMins>(w, s, mn, q + m0, qsum + m0, g, f, K, G, a); break;
     }
   }
 }
@@ -427,8 +433,8 @@ inline float32x4_t load_scales4(const uint16_t* p) {
 
 template <bool kF16, bool kMins>
 inline void tile_simd_t(const uint8_t* w, const uint16_t* s, const uint16_t* mn, const int8_t* const* q,
-                        const int32_t* const* qsum, const float* const* gs, int64_t mt, int64_t K, int64_t G,
-                        float acc[kTokens][kTile]) {
+                        const int32_t* const* qsum, const float* const* gs,
+                        const float* const* qf, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   // a 64-byte vector is four 128-bit quarters (rows 4i..4i+3); sdot: nib (0..15, as s8) x q quad.
   const int64_t V = G / 8;
   const uint8x16_t mask = vdupq_n_u8(0x0F);
@@ -458,10 +464,9 @@ inline void tile_simd_t(const uint8_t* w, const uint16_t* s, const uint16_t* mn,
       if (kMins) {
         const float32x4_t mv = load_scales4<kF16>(mn + b * kTile + 4 * i);
         for (int64_t m = 0; m < mt; ++m) {
-          const float32x4_t t = vfmaq_f32(vmulq_n_f32(mv, static_cast<float>(qsum[m][b])),
-                                          vcvtq_f32_s32(d[m][i]), sc);
-          const float g = gs == nullptr ? 1.f : gs[m][b];
-          vst1q_f32(acc[m] + 4 * i, vfmaq_n_f32(vld1q_f32(acc[m] + 4 * i), t, g));
+          const float32x4_t scm = gs == nullptr ? sc : vmulq_n_f32(sc, gs[m][b]);
+          const float32x4_t a = vfmaq_n_f32(vld1q_f32(acc[m] + 4 * i), mv, qf[m][b]);
+          vst1q_f32(acc[m] + 4 * i, vfmaq_f32(a, vcvtq_f32_s32(d[m][i]), scm));
         }
         continue;
       }
@@ -476,25 +481,25 @@ inline void tile_simd_t(const uint8_t* w, const uint16_t* s, const uint16_t* mn,
 #endif
 
 inline void tile_simd(const uint8_t* w, const uint16_t* s, const uint16_t* mn, bool fp16, const int8_t* const* q,
-                      const int32_t* const* qsum, const float* const* gs, int64_t mt, int64_t K, int64_t G,
-                      float acc[kTokens][kTile]) {
+                      const int32_t* const* qsum, const float* const* gs,
+                      const float* const* qf, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
 #if defined(EDGEKIT_Q4_AVX512) || defined(EDGEKIT_Q4_AVX2) || defined(EDGEKIT_Q4_NEON)
   if (fp16) {
-    if (mn != nullptr) tile_simd_t<true, true>(w, s, mn, q, qsum, gs, mt, K, G, acc);
-    else tile_simd_t<true, false>(w, s, mn, q, qsum, gs, mt, K, G, acc);
+    if (mn != nullptr) tile_simd_t<true, true>(w, s, mn, q, qsum, gs, qf, mt, K, G, acc);
+    else tile_simd_t<true, false>(w, s, mn, q, qsum, gs, qf, mt, K, G, acc);
   } else {
-    if (mn != nullptr) tile_simd_t<false, true>(w, s, mn, q, qsum, gs, mt, K, G, acc);
-    else tile_simd_t<false, false>(w, s, mn, q, qsum, gs, mt, K, G, acc);
+    if (mn != nullptr) tile_simd_t<false, true>(w, s, mn, q, qsum, gs, qf, mt, K, G, acc);
+    else tile_simd_t<false, false>(w, s, mn, q, qsum, gs, qf, mt, K, G, acc);
   }
 #else
-  tile_portable(w, s, mn, fp16, q, qsum, gs, mt, K, G, acc);
+  tile_portable(w, s, mn, fp16, q, qsum, gs, qf, mt, K, G, acc);
 #endif
 }
 
 // Tiles [t0, t1) for every token: y = sx (acc - zp rowsum) + bias.
 template <bool kPortable>
-void run_tiles(const LinearArgs& a, const int8_t* q, const int32_t* qsum, const float* gscale, const QuantRow* rows,
-               int64_t t0, int64_t t1) {
+void run_tiles(const LinearArgs& a, const int8_t* q, const int32_t* qsum, const float* gscale, const float* qmin,
+               const QuantRow* rows, int64_t t0, int64_t t1) {
   const int64_t KB = a.K / a.G, tile_bytes = kTile * a.K / 2;
   for (int64_t t = t0; t < t1; ++t) {
     const uint8_t* w = a.packed + t * tile_bytes;
@@ -505,16 +510,19 @@ void run_tiles(const LinearArgs& a, const int8_t* q, const int32_t* qsum, const 
       const int8_t* qp[kTokens];
       const int32_t* sp[kTokens];
       const float* gp[kTokens];
+      const float* fp[kTokens];
       for (int64_t m = 0; m < kTokens; ++m) {
         const int64_t mm = m0 + std::min(m, mt - 1);
         qp[m] = q + mm * a.K;
         sp[m] = qsum + mm * KB;
         gp[m] = gscale == nullptr ? nullptr : gscale + mm * KB;
+        fp[m] = qmin == nullptr ? nullptr : qmin + mm * KB;
       }
       const float* const* gs = gscale == nullptr ? nullptr : gp;
+      const float* const* qf = qmin == nullptr ? nullptr : fp;
       float acc[kTokens][kTile] = {};
-      if (kPortable) tile_portable(w, s, mn, a.fp16, qp, sp, gs, mt, a.K, a.G, acc);
-      else tile_simd(w, s, mn, a.fp16, qp, sp, gs, mt, a.K, a.G, acc);
+      if (kPortable) tile_portable(w, s, mn, a.fp16, qp, sp, gs, qf, mt, a.K, a.G, acc);
+      else tile_simd(w, s, mn, a.fp16, qp, sp, gs, qf, mt, a.K, a.G, acc);
       for (int64_t m = 0; m < mt; ++m) {
         const QuantRow r = rows[m0 + m];
         float* y = a.y + (m0 + m) * a.N;
@@ -612,6 +620,8 @@ void linear(const LinearArgs& a, Parallel&& parallel, bool portable = false) {
   std::vector<int32_t> qsum(static_cast<size_t>(a.M * KB));
   std::vector<QuantRow> rows(static_cast<size_t>(a.M));
   std::vector<float> gscale(a.act_per_group ? static_cast<size_t>(a.M * KB) : 0);
+  // with minimums, the min term's factor per token and group: g_b qsum_b (per-group activations) or qsum_b, in float
+  std::vector<float> qmin(a.mins != nullptr ? static_cast<size_t>(a.M * KB) : 0);
   const auto quantize_tokens = [&](int64_t m0, int64_t m1) {
     std::vector<float> scratch(a.swiglu || a.norm_w != nullptr ? static_cast<size_t>(a.K) : 0);
     for (int64_t m = m0; m < m1; ++m) {
@@ -621,6 +631,10 @@ void linear(const LinearArgs& a, Parallel&& parallel, bool portable = false) {
         rows[m] = {1.f, 0};   // the scales are per group (in the tiles); no zero point
       } else {
         rows[m] = quantize_row(row, a.K, a.G, q.data() + m * a.K, qsum.data() + m * KB);
+      }
+      for (int64_t b = 0; a.mins != nullptr && b < KB; ++b) {
+        const float qs = static_cast<float>(qsum[m * KB + b]);
+        qmin[m * KB + b] = a.act_per_group ? gscale[m * KB + b] * qs : qs;
       }
     }
   };
@@ -632,8 +646,9 @@ void linear(const LinearArgs& a, Parallel&& parallel, bool portable = false) {
   const int64_t tiles = padded_rows(a.N) / kTile;
   parallel(tiles, [&](int64_t t0, int64_t t1) {
     const float* gs = a.act_per_group ? gscale.data() : nullptr;
-    if (portable) run_tiles<true>(a, q.data(), qsum.data(), gs, rows.data(), t0, t1);
-    else run_tiles<false>(a, q.data(), qsum.data(), gs, rows.data(), t0, t1);
+    const float* qm = a.mins != nullptr ? qmin.data() : nullptr;
+    if (portable) run_tiles<true>(a, q.data(), qsum.data(), gs, qm, rows.data(), t0, t1);
+    else run_tiles<false>(a, q.data(), qsum.data(), gs, qm, rows.data(), t0, t1);
   });
   epilogue_rope(a);
 }
