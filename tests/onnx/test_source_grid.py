@@ -87,6 +87,24 @@ def test_the_graph_uses_the_stock_ops_on_the_files_grids(gguf_models, tmp_path):
     assert any(n.op_type == "GatherBlockQuantized" for n in g.node)                   # the Q8_0 table as stored
 
 
+def test_edgekit_kernel_runs_the_files_minimums(gguf_models, tmp_path):
+    import onnx
+
+    model = gguf_models["llama-4bit"]
+    art = edgekit.export(model, "iot", quant="source", linear_kernel="edgekit", max_seq_len=SEQ,
+                         last_logits_only=False, out=tmp_path / "a", show_progress=False)
+    # the reference: the same fp16 grid and int8 activations per group (emulated exactly on the tiny models)
+    assert art.metadata["validation"]["max_abs_logit_diff"] <= 1e-3
+    assert art.metadata["source_grids"]["scales_rounded_to_fp16"] == []     # Q4_0 / Q4_1: d and m are fp16
+    g = onnx.load(str(art.path / "model.onnx"), load_external_data=False).graph
+    lq = {n.name: list(n.input) for n in g.node if n.op_type == "LinearQ4"}
+    assert len(lq) == 2 * 4 + 1 and not any(n.op_type == "MatMulNBits" for n in g.node)
+    assert lq["/model/layers.0/attn/qkv_proj/LinearQ4"][-1].endswith("_mins")   # q's Q4_1 with k, v's Q4_0
+    assert lq["/model/layers.0/mlp/down_proj/LinearQ4"][-1].endswith("_mins")   # SwiGLU fused into it
+    kl, _ = _kl_and_diff(model, art)
+    assert kl <= 1e-3, kl
+
+
 def test_source_needs_a_quantized_checkpoint(tiny_model, tmp_path):
     with pytest.raises(UnsupportedOption, match="quant 'source' keeps a quantized checkpoint's own grids"):
         edgekit.export(tiny_model("llama"), "iot", quant="source", max_seq_len=SEQ, out=tmp_path / "a",

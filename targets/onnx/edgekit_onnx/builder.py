@@ -87,7 +87,11 @@ class GraphBuilder:
         """x @ W.T (+ bias), W = weight() [N, K] in torch layout; MatMulNBits when bits is set (LinearQ4 when the plan
         runs them in edgekit's kernel), else MatMul. W is made only if needed (the quantize stage may have packed it
         already). swiglu: x is [..., 2K] and the linear reads silu(x[..., :K]) * x[..., K:] (LinearQ4 only)."""
+        if self.grid_tiled(name):
+            return self.grid_tiled_linear(name, x, self.grids[name], bias, swiglu)
         if name in self.grids:
+            if swiglu:
+                raise ValueError(f"{name}: a fused SwiGLU needs the edgekit kernel")
             y = self.grid_linear(name, x, self.grids[name])
             return y if bias is None else self.node("Add", [y, self.float_tensor(f"{name}.bias", bias)],
                                                     f"{name}/Add")[0]
@@ -111,6 +115,31 @@ class GraphBuilder:
         if bias is not None:
             y = self.node("Add", [y, self.float_tensor(f"{name}.bias", bias)], f"{name}/Add")[0]
         return y
+
+    def grid_tiled(self, name: str) -> bool:
+        """Whether grid `name` runs in edgekit's LinearQ4 (linear_kernel 'edgekit', a 4-bit grid)."""
+        return self.plan.edgekit_kernel and name in self.grids and self.grids[name].bits == 4
+
+    def grid_tiled_linear(self, name: str, x: str, grid: Any, bias: torch.Tensor | None, swiglu: bool) -> str:
+        """LinearQ4 on the file's codes: fp16 scales (and minimums, for an asymmetric grid: GGUF's d and m exactly),
+        int8 activations per group, as llama.cpp runs a Q4_1 x Q8_1 product."""
+        from edgekit.kernels import q4
+
+        codes, scales, mins = grid.kernel_form()
+        n, k = grid.shape
+        packed = q4.pack(codes, scales, grid.group, mins=mins, scale_dtype=torch.float16)
+        data, s16, rowsum = f"{name}.weight_T4", f"{name}.weight_T4_scales", f"{name}.weight_T4_rowsum"
+        self.sink.add(data, packed[0].numpy())
+        self.sink.add(s16, packed[1].numpy())
+        self.sink.add(rowsum, packed[2].numpy())
+        inputs = [x, data, s16, rowsum, self.float_tensor(f"{name}.bias", bias) if bias is not None else ""]
+        if mins is not None:
+            inputs.append(f"{name}.weight_T4_mins")
+            self.sink.add(inputs[-1], packed[3].numpy())
+        while inputs[-1] == "":
+            inputs.pop()
+        return self.node("LinearQ4", inputs, f"{name}/LinearQ4", domain=KERNEL_DOMAIN, K=k, N=n,
+                         group_size=grid.group, swiglu=int(swiglu), act_per_group=1)[0]
 
     def grid_data(self, name: str, grid: Any) -> str:
         """The grid's packed codes, written once (a tied output layer's also serve the embedding)."""
@@ -378,7 +407,7 @@ def _head_norm(g: GraphBuilder, name: str, x: str, heads: int, weight: torch.Ten
 def _mlp(g: GraphBuilder, i: int, h: str, lin: Callable) -> str:
     name, inter = f"/model/layers.{i}/mlp", g.cfg.intermediate_size
     gate_up = lin(f"{name}/gate_up_proj", h)
-    if g.plan.tiled(g.plan.linear_bits):   # LinearQ4 applies silu(gate) * up to its input itself
+    if g.plan.tiled(g.plan.linear_bits) or g.grid_tiled(f"{name}/down_proj"):   # LinearQ4 applies silu(gate) * up
         return lin(f"{name}/down_proj", gate_up, swiglu=True)
     gate, up = g.node("Split", [gate_up, g.const_i64(f"split_{inter}_{inter}", [inter, inter])], f"{name}/split",
                       n_out=2, axis=-1)

@@ -62,8 +62,10 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     metadata = _metadata(model, spec, plan, op_counts, sink.total_bytes, external)
     metadata["custom_op_libraries"] = kernel_files
     if grids:
+        # LinearQ4 stores scales and minimums as fp16: a GGUF's Q4_0 / Q4_1 d and m exactly, K-quants' d * sc not
+        rounded = [n for n, g in grids.items() if plan.edgekit_kernel and g.bits == 4 and not g.exact_in_fp16()]
         metadata["source_grids"] = {"kept": sorted({src for g in grids.values() for src in g.sources}),
-                                    "float": float_weights}
+                                    "float": float_weights, "scales_rounded_to_fp16": rounded}
     if kv.name == "int8":
         from edgekit_onnx.int8_kv import update_metadata
 

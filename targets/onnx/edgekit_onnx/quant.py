@@ -111,13 +111,17 @@ def plan_for(scheme: str, options: dict[str, Any], in_features: tuple[int, ...] 
 
 def _source_plan(options: dict[str, Any]) -> QuantPlan:
     """The checkpoint's own groups and bits: only who quantizes activations is left to choose."""
-    fixed = sorted(set(options) & {"block_size", "embedding_bits", "output_bits", "linear_kernel"})
+    fixed = sorted(set(options) & {"block_size", "embedding_bits", "output_bits"})
     if fixed:
         raise UnsupportedOption(f"{', '.join(fixed)} cannot be set with quant 'source', which keeps the checkpoint's "
                                 "own grids (its groups and bits); use quant 'int4' to choose them")
     level = int(options.get("accuracy_level", 4))
     _check(level, ACCURACY_LEVELS, "accuracy_level")
-    return QuantPlan("source", DEFAULT_BLOCK_SIZE, level, None, None, "mlas")
+    kernel = str(options.get("linear_kernel", "mlas"))
+    if kernel not in LINEAR_KERNELS:
+        raise UnsupportedOption(f"linear_kernel={kernel!r} is not supported by target 'onnx'; "
+                                f"accepted: {', '.join(LINEAR_KERNELS)}")
+    return QuantPlan("source", DEFAULT_BLOCK_SIZE, level, None, None, kernel)
 
 
 def _edgekit_block(in_features: tuple[int, ...]) -> int:

@@ -87,8 +87,9 @@ def source_reference(dec: Decoder, model: EdgeModel, plan: QuantPlan) -> Decoder
         if name not in grids or name == "/model/embed_tokens":
             continue
         grid, row = grids[name], 0
-        main = grid.main_weight()
-        corr = None if grid.correction is None else torch.from_numpy(grid.correction)
+        kernel = plan.edgekit_kernel and grid.bits == 4   # LinearQ4: fp16 grid, int8 activations per group
+        main = grid.kernel_weight() if kernel else grid.main_weight()
+        corr = None if grid.correction is None or kernel else torch.from_numpy(grid.correction)
         for part in parts:
             n = model.source_quant[part].shape[0]
             rows = slice(row, row + n)
@@ -96,7 +97,7 @@ def source_reference(dec: Decoder, model: EdgeModel, plan: QuantPlan) -> Decoder
             linear = _decoder_linear(dec, part, owners)
             bias = getattr(linear, "bias", None)
             new = GridLinear(main[rows], None if corr is None else corr[rows], bias, grid.group,
-                             grid_accuracy_level(grid, plan) == 4)
+                             kernel or grid_accuracy_level(grid, plan) == 4)
             _set_decoder_linear(dec, part, new)
     return dec
 

@@ -36,6 +36,8 @@ class Grid:
     zero: np.ndarray                   # uint8 [N, K / group]: each group's zero point
     correction: np.ndarray | None      # float32 [N, K / group], or None when every part is symmetric
     sources: tuple[str, ...]
+    offset: np.ndarray | None = None   # float32 [N, K / group]: w = scales * codes + offset (4-bit carriers only),
+                                       # the file's own minimums, -8 * scale for symmetric parts (exact: a power of 2)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -65,6 +67,37 @@ class Grid:
         q = self.codes.reshape(n, k // self.group, self.group).astype(np.float32) - self.zero[..., None]
         return torch.from_numpy((q * self.scales[..., None]).reshape(n, k))
 
+    def kernel_form(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """(codes, scales, mins) for edgekit's LinearQ4 (q4.pack's convention: signed codes without mins, unsigned
+        0..15 with them), or None when this grid is not 4-bit. fp16 holds a GGUF's d and m exactly; K-quants'
+        products d * sc are rounded to fp16 (relative 2^-11), which `exact_in_fp16` reports."""
+        if self.bits != 4:
+            return None
+        codes = torch.from_numpy(self.codes)
+        scales = torch.from_numpy(self.scales)
+        if self.symmetric_kernel:
+            return codes.to(torch.int8) - 8, scales, None
+        return codes, scales, torch.from_numpy(self.offset)
+
+    @property
+    def symmetric_kernel(self) -> bool:
+        """Every group is w = s * (q - 8): LinearQ4 needs no minimums."""
+        return self.correction is None and self.default_zero
+
+    def kernel_weight(self) -> torch.Tensor:
+        """float32 [N, K]: what LinearQ4 computes with (scales and minimums stored as fp16)."""
+        codes, scales, mins = self.kernel_form()
+        n, k = codes.shape
+        q = codes.to(torch.float32).view(n, k // self.group, self.group)
+        w = q * scales.half().float().unsqueeze(-1)
+        if mins is not None:
+            w = w + mins.half().float().unsqueeze(-1)
+        return w.reshape(n, k)
+
+    def exact_in_fp16(self) -> bool:
+        form = [self.scales] + ([] if self.symmetric_kernel else [self.offset])
+        return all(np.array_equal(a.astype(np.float16).astype(np.float32), a) for a in form)
+
     def dequantize(self) -> torch.Tensor:
         w = self.main_weight()
         if self.correction is not None:
@@ -88,7 +121,7 @@ def to_grid(parts: list[QuantizedTensor], names: list[str]) -> Grid:
     bits = next(b for b in CARRIER_BITS if b >= max(t.bits for t in parts))
     group = min(t.group_size for t in parts)
     z_default = 1 << (bits - 1)
-    codes, scales, zero, corr = [], [], [], []
+    codes, scales, zero, corr, offset = [], [], [], [], []
     for t in parts:
         rep = t.group_size // group
         s = t.scales.numpy().astype(np.float32, copy=False).repeat(rep, axis=1)
@@ -96,16 +129,19 @@ def to_grid(parts: list[QuantizedTensor], names: list[str]) -> Grid:
         if t.mins is None:   # w = s * (q - 2**(b-1)): the same zero point, wider code
             z = np.full(s.shape, 1 << (t.bits - 1), dtype=np.uint8)
             cor = np.zeros(s.shape, dtype=np.float32)
+            offset.append(np.float32(-(1 << (t.bits - 1))) * s if bits == 4 else None)
         else:                # w = s * q + m = s * (q - z) + (m + z * s)
             z = np.full(s.shape, z_default, dtype=np.uint8)
-            cor = t.mins.numpy().astype(np.float32).repeat(rep, axis=1) + np.float32(z_default) * s
+            mins = t.mins.numpy().astype(np.float32).repeat(rep, axis=1)
+            cor = mins + np.float32(z_default) * s
+            offset.append(mins)
         codes.append(c)
         scales.append(s)
         zero.append(z)
         corr.append(cor)
     correction = np.concatenate(corr) if any(t.mins is not None for t in parts) else None
     return Grid(bits, group, np.concatenate(codes), np.concatenate(scales), np.concatenate(zero), correction,
-                tuple(sorted({t.source for t in parts})))
+                tuple(sorted({t.source for t in parts})), np.concatenate(offset) if bits == 4 else None)
 
 
 def fused_parts(cfg) -> dict[str, list[str]]:
