@@ -116,3 +116,12 @@ def test_source_fixes_groups_and_bits(gguf_models, tmp_path):
     with pytest.raises(UnsupportedOption, match="block_size cannot be set with quant 'source'"):
         edgekit.export(gguf_models["llama"], "iot", quant="source", block_size=32, max_seq_len=SEQ,
                        out=tmp_path / "a", show_progress=False)
+
+
+def test_a_quantized_checkpoint_keeps_its_grids_by_default(gguf_models, tiny_model, tmp_path):
+    art = edgekit.export(gguf_models["llama"], "iot", max_seq_len=SEQ, out=tmp_path / "g", show_progress=False,
+                         validate=False)
+    assert art.metadata["quantization"]["scheme"] == "source"
+    art = edgekit.export(tiny_model("llama"), "iot", max_seq_len=SEQ, out=tmp_path / "f", show_progress=False,
+                         validate=False)
+    assert art.metadata["quantization"]["scheme"] == "int4"   # a float checkpoint: the target's default
