@@ -44,8 +44,14 @@ class TargetRun:
     error: str = ""
 
 
-def pick_quant(schemes: tuple[str, ...], default: str) -> str:
-    return next((q for q in QUANT_PREFERENCE if q in schemes), default)
+def pick_quant(caps: Any, model: Any = None) -> str:
+    """A quantized checkpoint's own grids where the target holds them (faithful at the file's size), else the
+    target's 4-bit scheme."""
+    from edgekit.targets.base import SOURCE_SCHEME, default_quant
+
+    if default_quant(caps, model) == SOURCE_SCHEME:
+        return SOURCE_SCHEME
+    return next((q for q in QUANT_PREFERENCE if q in caps.quant_schemes), caps.default_quant)
 
 
 def _stage(name: str, target: str, times: dict[str, float] | None = None):
@@ -102,7 +108,7 @@ def run_demo(model: str = "smollm2-135m", out: str | Path = "demo-out", targets:
     console.print(f"[bold]{info['name']}[/]: {info['family']}, {info['parameters'] / 1e6:.0f} M parameters, "
                   f"{info['layers']} layers, source {info['source_format']} {info['source_quant'] or ''}")
     runs_out = [TargetRun(target=name) for name in targets or [t.name for t in edgekit.targets()]]
-    plan = _plan(runs_out, stock_kernels)
+    plan = _plan(runs_out, stock_kernels, m)
     jobs = default_jobs(len(plan)) if jobs is None else max(1, int(jobs))
     exporter = _Exports(m, model, out / "bundles", max_seq_len, force, jobs if len(plan) > 1 else 1)
     exporter.start([run for _, run in plan.values()])
@@ -145,7 +151,7 @@ EXPORT_STAGE = "export + validate + bundle"
 _WORKER_MODEL: Any = None
 
 
-def _plan(runs: list[TargetRun], stock_kernels: bool = False) -> dict[str, tuple[Any, TargetRun]]:
+def _plan(runs: list[TargetRun], stock_kernels: bool = False, model: Any = None) -> dict[str, tuple[Any, TargetRun]]:
     """target name -> (Target, its run) with the demo's quant and options picked; an unknown name fails its run's
     export stage."""
     from edgekit.targets.registry import get_target
@@ -155,8 +161,8 @@ def _plan(runs: list[TargetRun], stock_kernels: bool = False) -> dict[str, tuple
         try:
             tgt = get_target(run.target)
             caps = tgt.capabilities
-            run.target, run.quant = tgt.name, pick_quant(caps.quant_schemes, caps.default_quant)
-            run.options = demo_options(caps, stock_kernels)
+            run.target, run.quant = tgt.name, pick_quant(caps, model)
+            run.options = demo_options(caps, stock_kernels, run.quant)
             plan[run.target] = (tgt, run)
         except EdgekitError as e:
             run.error = f"demo stage {EXPORT_STAGE!r} for target {run.target!r} failed: {e}"
@@ -164,9 +170,13 @@ def _plan(runs: list[TargetRun], stock_kernels: bool = False) -> dict[str, tuple
     return plan
 
 
-def demo_options(caps: Any, stock_kernels: bool = False) -> dict[str, Any]:
-    """The options the demo exports a target with: its quality options, then (unless stock_kernels) its speed ones."""
-    return {**dict(caps.quality_options), **({} if stock_kernels else dict(caps.speed_options))}
+def demo_options(caps: Any, stock_kernels: bool = False, quant: str = "") -> dict[str, Any]:
+    """The options the demo exports a target with: its quality options, then (unless stock_kernels) its speed ones;
+    under quant 'source' the file fixes what the quality options would choose."""
+    from edgekit.targets.base import scheme_options
+
+    return scheme_options(caps, quant, {**dict(caps.quality_options),
+                                        **({} if stock_kernels else dict(caps.speed_options))})
 
 
 def _write_report(reports: list[Any], path: Path, model_name: str) -> Path | None:

@@ -16,7 +16,7 @@ from edgekit.errors import ParityError
 from edgekit.hashing import file_sha256
 from edgekit.model.edge_model import EdgeModel
 from edgekit.outputs import check_output_path, edgekit_output_kind, place, write_errors
-from edgekit.targets.base import Artifact, TargetSpec
+from edgekit.targets.base import Artifact, TargetSpec, default_quant
 from edgekit.targets.registry import get_target
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def export(model: EdgeModel | str | Path, target: str, *, quant: str | None = No
         # A target that computes in half precision gets the weights in it: no full fp32 copy held during export.
         wanted = tgt.capabilities.load_dtype
         model = load(model, dtype=None if wanted == "stored" else getattr(torch, wanted))
-    spec = TargetSpec(quant=quant or tgt.capabilities.default_quant, max_seq_len=max_seq_len or min(512, model.default_max_seq_len),
+    spec = TargetSpec(quant=quant or default_quant(tgt.capabilities, model), max_seq_len=max_seq_len or min(512, model.default_max_seq_len),
                       kv_cache=kv_cache, last_logits_only=last_logits_only, options=dict(options))
     spec.check_against(tgt, model)
     out = Path(out) if out is not None else Path(f"{model.name}-{tgt.name}-{spec.quant}")

@@ -13,7 +13,7 @@ from edgekit.bundle.manifest import MANIFEST, SCHEMA_VERSION, file_table
 from edgekit.bundle.staging import clean_stale, finalize, staging_dir
 from edgekit.errors import BundleError
 from edgekit.outputs import check_output_path, write_errors
-from edgekit.targets.base import Artifact
+from edgekit.targets.base import Artifact, default_quant
 
 if TYPE_CHECKING:
     from edgekit.bundle.reader import Bundle
@@ -83,7 +83,7 @@ def bundle(source: EdgeModel | Artifact | str | Path, target: str | list[str] | 
         raise BundleError(f"name={name!r} names one bundle but {len(tgts)} targets were asked for; leave name unset")
     plan = []
     for t in tgts:  # check every output path before the first (slow) export
-        q = quant or t.capabilities.default_quant
+        q = quant or default_quant(t.capabilities, model)
         final = _final_path(out_dir, name or bundle_name(model.name, t, q), zip)
         check_output_path(final, force, [model.source])
         plan.append((t, q, final))

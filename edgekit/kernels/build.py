@@ -47,15 +47,17 @@ def _cpu_flags() -> str:
 
 
 def isa_flags() -> list[str]:
-    """-mavx2 -mfma where the host CPU has them (x86-64), plus AVX-512 VNNI (the int4 linear's dot products) where it
-    has that; NEON with dot products on aarch64 cores that have them (asimddp), else baseline NEON / portable."""
+    """-mavx2 -mfma where the host CPU has them (x86-64), plus -mf16c (fp16 scales) and AVX-512 VNNI (the int4
+    linear's dot products) where it has those; NEON with dot products on aarch64 cores that have them (asimddp),
+    else baseline NEON / portable."""
     machine = platform.machine().lower()
     flags = _cpu_flags()
     if machine in ("x86_64", "amd64"):
         if not (" avx2" in flags and " fma" in flags):
             return []
         vnni = all(f" {f}" in flags for f in ("avx512f", "avx512bw", "avx512vl", "avx512_vnni"))
-        return ["-mavx2", "-mfma"] + (["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"] if vnni else [])
+        return (["-mavx2", "-mfma"] + (["-mf16c"] if " f16c" in flags else []) +
+                (["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"] if vnni else []))
     if machine in ("aarch64", "arm64"):
         return ["-march=armv8.2-a+dotprod"] if " asimddp" in flags else []
     return []

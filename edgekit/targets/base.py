@@ -39,6 +39,26 @@ class Capabilities:
     speed_options: tuple[tuple[str, Any], ...] = ()
 
 
+SOURCE_SCHEME = "source"   # keep a quantized checkpoint's own grids (a GGUF's blocks) as stored
+
+
+def default_quant(caps: Capabilities, model: Any) -> str:
+    """The scheme an export gets when none is asked for: a quantized checkpoint keeps its own grids wherever the
+    target can hold them (re-quantizing costs quality nothing later wins back); otherwise the target's default."""
+    if getattr(model, "source_quant", None) and SOURCE_SCHEME in caps.quant_schemes:
+        return SOURCE_SCHEME
+    return caps.default_quant
+
+
+def scheme_options(caps: Capabilities, quant: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` without those the scheme fixes: under 'source' the file sets bits, groups and the embedding / output
+    layers, so a target's quality options (which choose them) do not apply; speed options (whose kernel runs) do."""
+    if quant != SOURCE_SCHEME:
+        return dict(options)
+    quality = {k for k, _ in caps.quality_options} - {k for k, _ in caps.speed_options}
+    return {k: v for k, v in options.items() if k not in quality}
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     quant: str = "fp32"

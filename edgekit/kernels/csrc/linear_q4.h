@@ -10,14 +10,21 @@
 // has code(row, bG + 8v + c) + 8 in its low nibble and code(row, bG + 8v + 4 + c) + 8 in its high nibble.
 // So a decode step streams each tile front to back, and one broadcast 4-byte quad of activations meets 16 rows.
 //   packed  uint8  [N_pad / 16][K / G][G / 8][64]
-//   scales  bf16   [N_pad / 16][K / G][16]       (raw uint16 bits; padding rows 0)
+//   scales  bf16   [N_pad / 16][K / G][16]       (raw uint16 bits, or fp16; padding rows 0)
+//   mins    (opt.) [N_pad / 16][K / G][16]       the scales' dtype; padding rows 0
 //   rowsum  fp32   [N_pad]                       sum_k code * s (the dequantized row sum: the zero-point term)
 // With nib = code + 8: sum_k (q - zp) code s = sum_b s_b (sum_k nib q - 8 sum_k q) - zp * rowsum, all integer dots
 // exact in int32 (|nib q| <= 15 * 128, G <= 256).
 //
+// Minimums (mins != nullptr, GGUF's Q4_1 grid): the nibble is the code itself (0..15) and w = s_b nib + m_b, with m_b in
+// the scales' layout and dtype; rowsum is sum_k w. Then sum_k (q - zp) w = sum_b (s_b sum_k nib q + m_b sum_k q)
+// - zp * rowsum, the min term m_b * qsum_b costing one multiply-add per group from the group sums of q.
+// Scales and minimums are bf16 or (fp16 = true) IEEE half bits: fp16 keeps a GGUF file's d and m as stored.
+//
 // Per-group activations (act_per_group, MatMulNBits' accuracy level 4, what the ONNX Runtime op runs): each group of
 // G inputs of a token is quantized on its own, symmetric: a_b = max|x| / 127, q = clamp(round(x * (1 / a_b)), -128,
-// 127) (round half to even; q = 0 where a_b = 0); y[m, n] = sum_b a_b s_b sum_{k in b} q[m, k] code[n, k] (+ bias).
+// 127) (round half to even; q = 0 where a_b = 0); y[m, n] = sum_b a_b s_b sum_{k in b} q[m, k] code[n, k] (+ bias),
+// with minimums sum_b a_b (s_b sum_{k in b} q nib + m_b qsum_b): m_b times the group's sum of dequantized x.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -62,12 +69,14 @@ inline void prefetch_ahead(const uint8_t* p) {
 struct LinearArgs {
   const float* x;         // [M, K] ([M, 2K] with swiglu)
   const uint8_t* packed;  // see the layout above
-  const uint16_t* scales;
+  const uint16_t* scales;  // bf16 bits, or fp16 bits when fp16
   const float* rowsum;
   const float* bias;      // [N] or nullptr
   float* y;               // [M, N]
   int64_t M, K, N, G;
   bool act_per_group = false;  // activations per group of G, symmetric (see above), instead of per token asymmetric
+  const uint16_t* mins = nullptr;  // per-group minimums in the scales' layout and dtype: codes 0..15, w = s code + m
+  bool fp16 = false;               // scales (and mins) are fp16, else bf16
   // fused prologue, applied to each token's row before it is quantized (in this order):
   bool swiglu = false;            // row = silu(x[:K]) * x[K:2K]
   const float* norm_w = nullptr;  // RMSNorm: row = norm_w * (row * rsqrt(mean(row^2) + eps))
@@ -98,6 +107,21 @@ inline float bf16_to_f32(uint16_t v) {
   std::memcpy(&f, &u, 4);
   return f;
 }
+
+// IEEE half -> float, exact for every value (subnormals, infinities and NaNs included); no F16C needed
+inline float fp16_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu;
+  if (exp == 0) {  // zero or subnormal: mant * 2^-24
+    const float f = static_cast<float>(mant) * 5.9604644775390625e-08f;
+    return sign ? -f : f;
+  }
+  const uint32_t u = sign | (exp == 0x1Fu ? 0x7F800000u | (mant << 13) : ((exp + 112u) << 23) | (mant << 13));
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+inline float scale_to_f32(uint16_t v, bool fp16) { return fp16 ? fp16_to_f32(v) : bf16_to_f32(v); }
 
 // One token's activations, quantized as torchao's int8_asym_per_token, plus the per-group sums of q.
 struct QuantRow {
@@ -173,12 +197,16 @@ inline void quantize_row_groups(const float* x, int64_t K, int64_t G, int8_t* q,
 }
 
 // ---------------------------------------------------------------- one tile, `mt` tokens (1..kTokens)
-// acc[m][j] (float, 16 rows) += s_b[j] * g_b[m] * (dot_b[m][j] - 8 qsum_b[m]) over every group b, where g_b[m] is the
-// token's per-group activation scale (act_per_group) or 1 (gs == nullptr).
+// Symmetric: acc[m][j] (float, 16 rows) += s_b[j] * g_b[m] * (dot_b[m][j] - 8 qsum_b[m]) over every group b.
+// With minimums (nib = code): acc[m][j] += s_b[j] g_b[m] dot_b[m][j] + m_b[j] qf_b[m], with qf_b[m] = g_b[m] qsum_b[m]
+// (in float, computed once per token: linear()), since sum_{k in b} q_k (s_b code_k + m_b) = s_b dot_b + m_b qsum_b.
+// g_b[m] is the token's per-group activation scale (act_per_group) or 1 (gs == nullptr). s and mn point at the tile's
+// scales / minimums ([K/G][16], bf16 or fp16); qf is nullptr without minimums.
 inline float group_scale(const float* const* gs, int64_t m, int64_t b) { return gs == nullptr ? 1.f : gs[m][b]; }
 
-inline void tile_portable(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
-                          const float* const* gs, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+inline void tile_portable(const uint8_t* w, const uint16_t* s, const uint16_t* mn, bool fp16,
+                          const int8_t* const* q, const int32_t* const* qsum, const float* const* gs,
+                          const float* const* qf, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   const int64_t V = G / 8;
   for (int64_t b = 0; b < K / G; ++b) {
     int32_t dot[kTokens][kTile] = {};
@@ -195,13 +223,27 @@ inline void tile_portable(const uint8_t* w, const uint16_t* s, const int8_t* con
     for (int64_t m = 0; m < mt; ++m) {
       const float g = group_scale(gs, m, b);
       for (int64_t j = 0; j < kTile; ++j) {
-        acc[m][j] += (bf16_to_f32(s[b * kTile + j]) * g) * static_cast<float>(dot[m][j] - 8 * qsum[m][b]);
+        const float sc = scale_to_f32(s[b * kTile + j], fp16);
+        if (mn == nullptr) {
+          acc[m][j] += (sc * g) * static_cast<float>(dot[m][j] - 8 * qsum[m][b]);
+        } else {
+          const float mv = scale_to_f32(mn[b * kTile + j], fp16);
+          acc[m][j] += (sc * g) * static_cast<float>(dot[m][j]) + mv * qf[m][b];
+        }
       }
     }
   }
 }
 
 #if defined(EDGEKIT_Q4_AVX512)
+// 16 scales (or minimums) of a group as fp32: bf16 by a shift, fp16 by vcvtph2ps (AVX-512F)
+template <bool kF16>
+inline __m512 load_scales16(const uint16_t* p) {
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  if (kF16) return _mm512_cvtph_ps(raw);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+
 // acc += u8 lanes of w . the int8 quad at p broadcast to every lane: the broadcast is the instruction's own memory
 // operand ({1to16}), not a separate uop (compilers do not fold it from the intrinsics)
 inline __m512i dpbusd_quad(__m512i acc, __m512i w, const int8_t* p) {
@@ -215,13 +257,15 @@ inline __m512i dpbusd_quad(__m512i acc, __m512i w, const int8_t* p) {
 
 // MT tokens at once; lo and hi nibbles (and, for one token, even and odd vectors) accumulate into separate registers
 // so that no dpbusd waits for the previous one (its latency, not the memory, would bound a decode step otherwise).
-template <int MT>
-inline void tile_avx512(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
-                        const float* const* gs, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+template <int MT, bool kF16, bool kMins>
+inline void tile_avx512(const uint8_t* w, const uint16_t* s, const uint16_t* mn, const int8_t* const* q,
+                        const int32_t* const* qsum, const float* const* gs,
+                        const float* const* qf, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   const int64_t V = G / 8;
   const __m512i mask = _mm512_set1_epi8(0x0F);
-  __m512 facc[MT];
+  __m512 facc[MT], fmin[kMins ? MT : 1];  // the min term in its own accumulators: no longer dependency chain
   for (int m = 0; m < MT; ++m) facc[m] = _mm512_setzero_ps();
+  for (auto& r : fmin) r = _mm512_setzero_ps();
   for (int64_t b = 0; b < K / G; ++b) {
     // one token: four accumulators (lo/hi x even/odd vector) so consecutive dpbusd never wait on each other;
     // several tokens: one accumulator each, the tokens interleave (and registers stay within 32 zmm)
@@ -253,37 +297,68 @@ inline void tile_avx512(const uint8_t* w, const uint16_t* s, const int8_t* const
         d[m] = dpbusd_quad(d[m], hi, q[m] + k0 + 4);
       }
     }
-    const __m512 sc = _mm512_castsi512_ps(_mm512_slli_epi32(
-        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + b * kTile))), 16));
-    for (int m = 0; m < MT; ++m) {
-      const __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(d[m], _mm512_set1_epi32(8 * qsum[m][b])));
-      facc[m] = _mm512_fmadd_ps(dot, gs == nullptr ? sc : _mm512_mul_ps(sc, _mm512_set1_ps(gs[m][b])), facc[m]);
+    const __m512 sc = load_scales16<kF16>(s + b * kTile);
+    if (kMins) {
+      const __m512 mv = load_scales16<kF16>(mn + b * kTile);
+      for (int m = 0; m < MT; ++m) {
+        const __m512 scm = gs == nullptr ? sc : _mm512_mul_ps(sc, _mm512_set1_ps(gs[m][b]));
+        facc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[m]), scm, facc[m]);
+        fmin[m] = _mm512_fmadd_ps(mv, _mm512_set1_ps(qf[m][b]), fmin[m]);
+      }
+    } else {
+      for (int m = 0; m < MT; ++m) {
+        const __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(d[m], _mm512_set1_epi32(8 * qsum[m][b])));
+        facc[m] = _mm512_fmadd_ps(dot, gs == nullptr ? sc : _mm512_mul_ps(sc, _mm512_set1_ps(gs[m][b])), facc[m]);
+      }
     }
+  }
+  if (kMins) {
+    for (int m = 0; m < MT; ++m) facc[m] = _mm512_add_ps(facc[m], fmin[m]);
   }
   for (int m = 0; m < MT; ++m) _mm512_storeu_ps(acc[m], _mm512_add_ps(_mm512_loadu_ps(acc[m]), facc[m]));
 }
 
-inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
-                      const float* const* gs, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+template <bool kF16, bool kMins>
+inline void tile_simd_t(const uint8_t* w, const uint16_t* s, const uint16_t* mn, const int8_t* const* q,
+                        const int32_t* const* qsum, const float* const* gs,
+                        const float* const* qf, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   switch (mt) {
-    case 1: tile_avx512<1>(w, s, q, qsum, gs, K, G, acc); break;
-    case 2: tile_avx512<2>(w, s, q, qsum, gs, K, G, acc); break;
-    case 3: tile_avx512<3>(w, s, q, qsum, gs, K, G, acc); break;
-    case 4: tile_avx512<4>(w, s, q, qsum, gs, K, G, acc); break;
-    case 5: tile_avx512<5>(w, s, q, qsum, gs, K, G, acc); break;
-    case 6: tile_avx512<6>(w, s, q, qsum, gs, K, G, acc); break;
-    case 7: tile_avx512<7>(w, s, q, qsum, gs, K, G, acc); break;
-    default: tile_avx512<8>(w, s, q, qsum, gs, K, G, acc); break;
+    case 1: tile_avx512<1, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
+    case 2: tile_avx512<2, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
+    case 3: tile_avx512<3, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
+    case 4: tile_avx512<4, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
+    case 5: tile_avx512<5, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
+    case 6: tile_avx512<6, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
+    case 7: tile_avx512<7, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
+    default: tile_avx512<8, kF16, kMins>(w, s, mn, q, qsum, gs, qf, K, G, acc); break;
   }
 }
 #elif defined(EDGEKIT_Q4_AVX2)
+// 8 scales (or minimums) as fp32: bf16 by a shift; fp16 by vcvtph2ps where the compiler may use F16C, else exactly
+// in scalar code (a host without F16C)
+template <bool kF16>
+inline __m256 load_scales8(const uint16_t* p) {
+  if (!kF16) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+  }
+#if defined(__F16C__)
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#else
+  float f[8];
+  for (int i = 0; i < 8; ++i) f[i] = fp16_to_f32(p[i]);
+  return _mm256_loadu_ps(f);
+#endif
+}
+
 // A 64-byte vector is two 256-bit halves: rows 0-7 and rows 8-15. maddubs (u8 nib x s8 q, pairs into int16:
 // |2 * 15 * 128| fits, and so does the sum of the lo and hi products) then madd with ones into int32. MT tokens
 // (1..4) at once, every accumulator in a register (AVX2 has 16): the runtime-count loop this replaces kept them on the
 // stack and ran a decode step at a quarter of the memory's speed.
-template <int MT>
-inline void tile_avx2(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
-                      const float* const* gs, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+template <int MT, bool kF16, bool kMins>
+inline void tile_avx2(const uint8_t* w, const uint16_t* s, const uint16_t* mn, const int8_t* const* q,
+                      const int32_t* const* qsum, const float* const* gs,
+                      const float* const* qf, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   const int64_t V = G / 8;
   const __m256i mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < K / G; ++b) {
@@ -306,10 +381,19 @@ inline void tile_avx2(const uint8_t* w, const uint16_t* s, const int8_t* const* 
                                                                            _mm256_maddubs_epi16(hi1, xb)), ones));
       }
     }
-    const __m256 sc0 = _mm256_castsi256_ps(_mm256_slli_epi32(
-        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + b * kTile))), 16));
-    const __m256 sc1 = _mm256_castsi256_ps(_mm256_slli_epi32(
-        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + b * kTile + 8))), 16));
+    const __m256 sc0 = load_scales8<kF16>(s + b * kTile), sc1 = load_scales8<kF16>(s + b * kTile + 8);
+    if (kMins) {
+      const __m256 mv0 = load_scales8<kF16>(mn + b * kTile), mv1 = load_scales8<kF16>(mn + b * kTile + 8);
+      for (int m = 0; m < MT; ++m) {
+        const __m256 qs = _mm256_set1_ps(qf[m][b]);
+        const __m256 g = _mm256_set1_ps(gs == nullptr ? 1.f : gs[m][b]);
+        const __m256 a0 = _mm256_fmadd_ps(mv0, qs, _mm256_loadu_ps(acc[m]));
+        const __m256 a1 = _mm256_fmadd_ps(mv1, qs, _mm256_loadu_ps(acc[m] + 8));
+        _mm256_storeu_ps(acc[m], _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0[m]), _mm256_mul_ps(sc0, g), a0));
+        _mm256_storeu_ps(acc[m] + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1[m]), _mm256_mul_ps(sc1, g), a1));
+      }
+      continue;
+    }
     for (int m = 0; m < MT; ++m) {
       const __m256i off = _mm256_set1_epi32(8 * qsum[m][b]);
       const __m256 g = _mm256_set1_ps(gs == nullptr ? 1.f : gs[m][b]);
@@ -321,24 +405,36 @@ inline void tile_avx2(const uint8_t* w, const uint16_t* s, const int8_t* const* 
   }
 }
 
-inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
-                      const float* const* gs, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+template <bool kF16, bool kMins>
+inline void tile_simd_t(const uint8_t* w, const uint16_t* s, const uint16_t* mn, const int8_t* const* q,
+                        const int32_t* const* qsum, const float* const* gs,
+                        const float* const* qf, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   // at most 4 tokens per pass (registers); a second pass re-reads the tile from L1
   for (int64_t m0 = 0; m0 < mt; m0 += 4) {
     const int64_t n = std::min<int64_t>(4, mt - m0);
     const float* const* g = gs == nullptr ? nullptr : gs + m0;
+    const float* const* f = qf == nullptr ? nullptr : qf + m0;
     float(*a)[kTile] = acc + m0;
     switch (n) {
-      case 1: tile_avx2<1>(w, s, q + m0, qsum + m0, g, K, G, a); break;
-      case 2: tile_avx2<2>(w, s, q + m0, qsum + m0, g, K, G, a); break;
-      case 3: tile_avx2<3>(w, s, q + m0, qsum + m0, g, K, G, a); break;
-      default: tile_avx2<4>(w, s, q + m0, qsum + m0, g, K, G, a); break;
+      case 1: tile_avx2<1, kF16, kMins>(w, s, mn, q + m0, qsum + m0, g, f, K, G, a); break;
+      case 2: tile_avx2<2, kF16, kMins>(w, s, mn, q + m0, qsum + m0, g, f, K, G, a); break;
+      case 3: tile_avx2<3, kF16, kMins>(w, s, mn, q + m0, qsum + m0, g, f, K, G, a); break;
+      default: tile_avx2<4, kF16, kMins>(w, s, mn, q + m0, qsum + m0, g, f, K, G, a); break;
     }
   }
 }
 #elif defined(EDGEKIT_Q4_NEON)
-inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
-                      const float* const* gs, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+// 4 scales (or minimums) as fp32: bf16 by a widening shift, fp16 by fcvtl (baseline AArch64)
+template <bool kF16>
+inline float32x4_t load_scales4(const uint16_t* p) {
+  if (kF16) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+  return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
+}
+
+template <bool kF16, bool kMins>
+inline void tile_simd_t(const uint8_t* w, const uint16_t* s, const uint16_t* mn, const int8_t* const* q,
+                        const int32_t* const* qsum, const float* const* gs,
+                        const float* const* qf, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
   // a 64-byte vector is four 128-bit quarters (rows 4i..4i+3); sdot: nib (0..15, as s8) x q quad.
   const int64_t V = G / 8;
   const uint8x16_t mask = vdupq_n_u8(0x0F);
@@ -364,7 +460,16 @@ inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* 
       }
     }
     for (int i = 0; i < 4; ++i) {
-      const float32x4_t sc = vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(s + b * kTile + 4 * i), 16));
+      const float32x4_t sc = load_scales4<kF16>(s + b * kTile + 4 * i);
+      if (kMins) {
+        const float32x4_t mv = load_scales4<kF16>(mn + b * kTile + 4 * i);
+        for (int64_t m = 0; m < mt; ++m) {
+          const float32x4_t scm = gs == nullptr ? sc : vmulq_n_f32(sc, gs[m][b]);
+          const float32x4_t a = vfmaq_n_f32(vld1q_f32(acc[m] + 4 * i), mv, qf[m][b]);
+          vst1q_f32(acc[m] + 4 * i, vfmaq_f32(a, vcvtq_f32_s32(d[m][i]), scm));
+        }
+        continue;
+      }
       for (int64_t m = 0; m < mt; ++m) {
         const float32x4_t dot = vcvtq_f32_s32(vsubq_s32(d[m][i], vdupq_n_s32(8 * qsum[m][b])));
         const float32x4_t scm = gs == nullptr ? sc : vmulq_n_f32(sc, gs[m][b]);
@@ -373,36 +478,51 @@ inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* 
     }
   }
 }
-#else
-inline void tile_simd(const uint8_t* w, const uint16_t* s, const int8_t* const* q, const int32_t* const* qsum,
-                      const float* const* gs, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
-  tile_portable(w, s, q, qsum, gs, mt, K, G, acc);
-}
 #endif
+
+inline void tile_simd(const uint8_t* w, const uint16_t* s, const uint16_t* mn, bool fp16, const int8_t* const* q,
+                      const int32_t* const* qsum, const float* const* gs,
+                      const float* const* qf, int64_t mt, int64_t K, int64_t G, float acc[kTokens][kTile]) {
+#if defined(EDGEKIT_Q4_AVX512) || defined(EDGEKIT_Q4_AVX2) || defined(EDGEKIT_Q4_NEON)
+  if (fp16) {
+    if (mn != nullptr) tile_simd_t<true, true>(w, s, mn, q, qsum, gs, qf, mt, K, G, acc);
+    else tile_simd_t<true, false>(w, s, mn, q, qsum, gs, qf, mt, K, G, acc);
+  } else {
+    if (mn != nullptr) tile_simd_t<false, true>(w, s, mn, q, qsum, gs, qf, mt, K, G, acc);
+    else tile_simd_t<false, false>(w, s, mn, q, qsum, gs, qf, mt, K, G, acc);
+  }
+#else
+  tile_portable(w, s, mn, fp16, q, qsum, gs, qf, mt, K, G, acc);
+#endif
+}
 
 // Tiles [t0, t1) for every token: y = sx (acc - zp rowsum) + bias.
 template <bool kPortable>
-void run_tiles(const LinearArgs& a, const int8_t* q, const int32_t* qsum, const float* gscale, const QuantRow* rows,
-               int64_t t0, int64_t t1) {
+void run_tiles(const LinearArgs& a, const int8_t* q, const int32_t* qsum, const float* gscale, const float* qmin,
+               const QuantRow* rows, int64_t t0, int64_t t1) {
   const int64_t KB = a.K / a.G, tile_bytes = kTile * a.K / 2;
   for (int64_t t = t0; t < t1; ++t) {
     const uint8_t* w = a.packed + t * tile_bytes;
     const uint16_t* s = a.scales + t * KB * kTile;
+    const uint16_t* mn = a.mins == nullptr ? nullptr : a.mins + t * KB * kTile;
     for (int64_t m0 = 0; m0 < a.M; m0 += kTokens) {
       const int64_t mt = std::min(kTokens, a.M - m0);
       const int8_t* qp[kTokens];
       const int32_t* sp[kTokens];
       const float* gp[kTokens];
+      const float* fp[kTokens];
       for (int64_t m = 0; m < kTokens; ++m) {
         const int64_t mm = m0 + std::min(m, mt - 1);
         qp[m] = q + mm * a.K;
         sp[m] = qsum + mm * KB;
         gp[m] = gscale == nullptr ? nullptr : gscale + mm * KB;
+        fp[m] = qmin == nullptr ? nullptr : qmin + mm * KB;
       }
       const float* const* gs = gscale == nullptr ? nullptr : gp;
+      const float* const* qf = qmin == nullptr ? nullptr : fp;
       float acc[kTokens][kTile] = {};
-      if (kPortable) tile_portable(w, s, qp, sp, gs, mt, a.K, a.G, acc);
-      else tile_simd(w, s, qp, sp, gs, mt, a.K, a.G, acc);
+      if (kPortable) tile_portable(w, s, mn, a.fp16, qp, sp, gs, qf, mt, a.K, a.G, acc);
+      else tile_simd(w, s, mn, a.fp16, qp, sp, gs, qf, mt, a.K, a.G, acc);
       for (int64_t m = 0; m < mt; ++m) {
         const QuantRow r = rows[m0 + m];
         float* y = a.y + (m0 + m) * a.N;
@@ -500,6 +620,8 @@ void linear(const LinearArgs& a, Parallel&& parallel, bool portable = false) {
   std::vector<int32_t> qsum(static_cast<size_t>(a.M * KB));
   std::vector<QuantRow> rows(static_cast<size_t>(a.M));
   std::vector<float> gscale(a.act_per_group ? static_cast<size_t>(a.M * KB) : 0);
+  // with minimums, the min term's factor per token and group: g_b qsum_b (per-group activations) or qsum_b, in float
+  std::vector<float> qmin(a.mins != nullptr ? static_cast<size_t>(a.M * KB) : 0);
   const auto quantize_tokens = [&](int64_t m0, int64_t m1) {
     std::vector<float> scratch(a.swiglu || a.norm_w != nullptr ? static_cast<size_t>(a.K) : 0);
     for (int64_t m = m0; m < m1; ++m) {
@@ -509,6 +631,10 @@ void linear(const LinearArgs& a, Parallel&& parallel, bool portable = false) {
         rows[m] = {1.f, 0};   // the scales are per group (in the tiles); no zero point
       } else {
         rows[m] = quantize_row(row, a.K, a.G, q.data() + m * a.K, qsum.data() + m * KB);
+      }
+      for (int64_t b = 0; a.mins != nullptr && b < KB; ++b) {
+        const float qs = static_cast<float>(qsum[m * KB + b]);
+        qmin[m * KB + b] = a.act_per_group ? gscale[m * KB + b] * qs : qs;
       }
     }
   };
@@ -520,8 +646,9 @@ void linear(const LinearArgs& a, Parallel&& parallel, bool portable = false) {
   const int64_t tiles = padded_rows(a.N) / kTile;
   parallel(tiles, [&](int64_t t0, int64_t t1) {
     const float* gs = a.act_per_group ? gscale.data() : nullptr;
-    if (portable) run_tiles<true>(a, q.data(), qsum.data(), gs, rows.data(), t0, t1);
-    else run_tiles<false>(a, q.data(), qsum.data(), gs, rows.data(), t0, t1);
+    const float* qm = a.mins != nullptr ? qmin.data() : nullptr;
+    if (portable) run_tiles<true>(a, q.data(), qsum.data(), gs, qm, rows.data(), t0, t1);
+    else run_tiles<false>(a, q.data(), qsum.data(), gs, qm, rows.data(), t0, t1);
   });
   epilogue_rope(a);
 }

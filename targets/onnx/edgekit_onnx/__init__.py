@@ -30,7 +30,7 @@ class OnnxTarget:
     aliases = ("iot",)
     platform = "linux"
     capabilities = Capabilities(
-        quant_schemes=("fp32", "fp16", "int4"),
+        quant_schemes=("fp32", "fp16", "int4", "source"),
         kv_cache=("fp32", "int8"),
         dynamic_shapes=True,
         per_op_profiling=True,
@@ -62,8 +62,10 @@ class OnnxTarget:
 
     def tolerance(self, spec: TargetSpec) -> float:
         int8_activations = int(spec.options.get("accuracy_level", 4)) == 4 or spec.options.get("linear_kernel") == "edgekit"
-        if spec.quant == "int4" and int8_activations:
+        if spec.quant in ("int4", "source") and int8_activations:
             return TOLERANCES["int4-int8-activations"]
+        if spec.quant == "source":
+            return TOLERANCES["int4"]
         return TOLERANCES[spec.quant]
 
     def session(self, artifact: Artifact, **options: Any) -> Session:

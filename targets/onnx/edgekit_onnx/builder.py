@@ -53,6 +53,7 @@ class GraphBuilder:
     out_dims: dict = field(default_factory=dict)   # name -> N (output features) of every linear
     shared: set = field(default_factory=set)       # initializers already written for another node
     rowsums: dict = field(default_factory=dict)    # name -> row sums of a tiled table not yet written
+    grids: dict = field(default_factory=dict)      # name -> source_grid.Grid: the checkpoint's own codes (quant 'source')
     _consts: set = field(default_factory=set)
 
     @property
@@ -86,6 +87,14 @@ class GraphBuilder:
         """x @ W.T (+ bias), W = weight() [N, K] in torch layout; MatMulNBits when bits is set (LinearQ4 when the plan
         runs them in edgekit's kernel), else MatMul. W is made only if needed (the quantize stage may have packed it
         already). swiglu: x is [..., 2K] and the linear reads silu(x[..., :K]) * x[..., K:] (LinearQ4 only)."""
+        if self.grid_tiled(name):
+            return self.grid_tiled_linear(name, x, self.grids[name], bias, swiglu)
+        if name in self.grids:
+            if swiglu:
+                raise ValueError(f"{name}: a fused SwiGLU needs the edgekit kernel")
+            y = self.grid_linear(name, x, self.grids[name])
+            return y if bias is None else self.node("Add", [y, self.float_tensor(f"{name}.bias", bias)],
+                                                    f"{name}/Add")[0]
         if self.plan.tiled(bits):
             return self.tiled_linear(name, x, weight, bias, swiglu)
         if swiglu:
@@ -106,6 +115,59 @@ class GraphBuilder:
         if bias is not None:
             y = self.node("Add", [y, self.float_tensor(f"{name}.bias", bias)], f"{name}/Add")[0]
         return y
+
+    def grid_tiled(self, name: str) -> bool:
+        """Whether grid `name` runs in edgekit's LinearQ4 (linear_kernel 'edgekit', a 4-bit grid)."""
+        return self.plan.edgekit_kernel and name in self.grids and self.grids[name].bits == 4
+
+    def grid_tiled_linear(self, name: str, x: str, grid: Any, bias: torch.Tensor | None, swiglu: bool) -> str:
+        """LinearQ4 on the file's codes: fp16 scales (and minimums, for an asymmetric grid: GGUF's d and m exactly),
+        int8 activations per group, as llama.cpp runs a Q4_1 x Q8_1 product."""
+        from edgekit.kernels import q4
+
+        codes, scales, mins = grid.kernel_form()
+        n, k = grid.shape
+        packed = q4.pack(codes, scales, grid.group, mins=mins, scale_dtype=torch.float16)
+        data, s16, rowsum = f"{name}.weight_T4", f"{name}.weight_T4_scales", f"{name}.weight_T4_rowsum"
+        self.sink.add(data, packed[0].numpy())
+        self.sink.add(s16, packed[1].numpy())
+        self.sink.add(rowsum, packed[2].numpy())
+        inputs = [x, data, s16, rowsum, self.float_tensor(f"{name}.bias", bias) if bias is not None else ""]
+        if mins is not None:
+            inputs.append(f"{name}.weight_T4_mins")
+            self.sink.add(inputs[-1], packed[3].numpy())
+        while inputs[-1] == "":
+            inputs.pop()
+        return self.node("LinearQ4", inputs, f"{name}/LinearQ4", domain=KERNEL_DOMAIN, K=k, N=n,
+                         group_size=grid.group, swiglu=int(swiglu), act_per_group=1)[0]
+
+    def grid_data(self, name: str, grid: Any) -> str:
+        """The grid's packed codes, written once (a tied output layer's also serve the embedding)."""
+        data = f"{name}.weight_Q{grid.bits}"
+        if data not in self.shared:
+            self.sink.add(data, grid.packed())
+            self.shared.add(data)
+        return data
+
+    def grid_linear(self, name: str, x: str, grid: Any) -> str:
+        """MatMulNBits on the checkpoint's own codes and scales (+ uint8 zero points where a code was widened), plus,
+        for an asymmetric grid, the per-group correction: ReduceSum of x per group, then a small MatMul."""
+        n, k = grid.shape
+        inputs = [x, self.grid_data(name, grid), self.float_tensor(f"{name}.weight_scales", torch.from_numpy(grid.scales))]
+        if not grid.default_zero:
+            inputs.append(f"{name}.weight_zero_points")
+            self.sink.add(inputs[-1], grid.packed_zero_points())
+        y = self.node("MatMulNBits", inputs, f"{name}/MatMulNBits", domain="com.microsoft", K=k, N=n, bits=grid.bits,
+                      block_size=grid.group, accuracy_level=grid_accuracy_level(grid, self.plan))[0]
+        if grid.correction is None:
+            return y
+        groups = k // grid.group
+        xg = self.node("Reshape", [x, self.const_i64(f"shape_0_0_{groups}_{grid.group}", [0, 0, groups, grid.group])],
+                       f"{name}/group_sum/Reshape")[0]
+        sums = self.node("ReduceSum", [xg, self.const_i64("axes_minus_1", [-1])], f"{name}/group_sum", keepdims=0)[0]
+        corr = self.float_tensor(f"{name}.weight_correction_T", torch.from_numpy(grid.correction.T.copy()))
+        fix = self.node("MatMul", [sums, corr], f"{name}/correction")[0]
+        return self.node("Add", [y, fix], f"{name}/corrected")[0]
 
     def tiled_tensors(self, name: str, weight: Callable[[], torch.Tensor]) -> tuple[str, str]:
         """The tiled int4 codes and scales of `name`, written once (an output layer's serve the embedding too); the
@@ -188,10 +250,11 @@ def quantize_weights(cfg: ModelConfig, w: dict[str, torch.Tensor], plan: QuantPl
 
 
 def build_graph(cfg: ModelConfig, weights: dict[str, torch.Tensor], plan: QuantPlan, sink: TensorSink,
-                max_seq_len: int, last_logits_only: bool, kv: FloatKVCache, packed: dict[str, tuple]
-                ) -> tuple[onnx.ModelProto, dict[str, int]]:
-    """The whole decoder as an ONNX model (initializers written through `sink`; `packed` is consumed)."""
-    g = GraphBuilder(cfg, plan, sink, max_seq_len, last_logits_only, packed=packed)
+                max_seq_len: int, last_logits_only: bool, kv: FloatKVCache, packed: dict[str, tuple],
+                grids: dict[str, Any] | None = None) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """The whole decoder as an ONNX model (initializers written through `sink`; `packed` is consumed; `grids` are the
+    checkpoint's own quantized linears for quant 'source')."""
+    g = GraphBuilder(cfg, plan, sink, max_seq_len, last_logits_only, packed=packed, grids=dict(grids or {}))
     table = {name: (make, bits) for name, make, k, bits in linear_table(cfg, weights, plan)}
     g.k_dims = {name: k for name, _, k, _ in linear_table(cfg, weights, plan)}
     g.out_dims = out_features(cfg)
@@ -250,6 +313,9 @@ def _embedding(g: GraphBuilder, table: torch.Tensor, lm_head: Callable[[], torch
     blocks with zeros, which dequantize to 0): gathered with quantize_axis=2 it gives [B, S, H/block, block], reshaped
     to [B, S, H_padded] and sliced back to H when H is not a multiple of the block (e.g. 576 = 4.5 x 128)."""
     bits, block = g.plan.embedding_bits, g.plan.block_size
+    grid_name = next((n for n in ("/model/embed_tokens", "/lm_head") if n in g.grids and embeds_from(g, n)), None)
+    if grid_name is not None:
+        return _grid_embedding(g, grid_name, g.grids[grid_name])
     if bits is None:
         return g.node("Gather", [g.float_tensor("model.embed_tokens.weight", table), "input_ids"],
                       "/model/embed_tokens/Gather", axis=0)[0]
@@ -285,6 +351,33 @@ def _embedding(g: GraphBuilder, table: torch.Tensor, lm_head: Callable[[], torch
                             g.const_i64("minus_1", [-1])], "/model/embed_tokens/Slice")[0]
 
 
+def grid_accuracy_level(grid: Any, plan: QuantPlan) -> int:
+    """8-bit grids always take int8 activations (level 4): ONNX Runtime's 8-bit CPU kernel with float activations ran
+    a 576 -> 1536 decode step in 2.4 ms instead of 30 us here (mnb benchmark in benchmarks/results/onnx.md)."""
+    return 4 if grid.bits == 8 else plan.accuracy_level
+
+
+def embeds_from(g: GraphBuilder, name: str) -> bool:
+    """Whether the embedding can gather from grid `name` as it is (GatherBlockQuantized takes neither a correction
+    nor, here, zero points): its own grid, or a tied output layer's."""
+    grid = g.grids[name]
+    if name == "/lm_head" and not g.cfg.tie_word_embeddings:
+        return False
+    return grid.correction is None and grid.default_zero
+
+
+def _grid_embedding(g: GraphBuilder, name: str, grid: Any) -> str:
+    """GatherBlockQuantized on the checkpoint's own codes: [V, H/block, block*bits/8], quantize_axis 2."""
+    vocab, hidden = grid.shape
+    data = g.grid_data(name, grid)
+    scales = g.float_tensor("model.embed_tokens.weight_scales",
+                            torch.from_numpy(grid.scales.reshape(vocab, -1, 1).copy()))
+    extra = {"bits": grid.bits} if grid.bits != 4 else {}
+    rows = g.node("GatherBlockQuantized", [data, "input_ids", scales], "/model/embed_tokens/GatherBlockQuantized",
+                  domain="com.microsoft", block_size=grid.group, gather_axis=0, quantize_axis=2, **extra)[0]
+    return g.node("Reshape", [rows, g.const_i64(f"shape_0_0_{hidden}", [0, 0, hidden])], "/model/embed_tokens/Reshape")[0]
+
+
 def _attention(g: GraphBuilder, kv: FloatKVCache, i: int, h: str, w: dict[str, torch.Tensor], lin: Callable) -> str:
     cfg, p = g.cfg, f"layers.{i}.attention."
     name = f"/model/layers.{i}/attn"
@@ -314,7 +407,7 @@ def _head_norm(g: GraphBuilder, name: str, x: str, heads: int, weight: torch.Ten
 def _mlp(g: GraphBuilder, i: int, h: str, lin: Callable) -> str:
     name, inter = f"/model/layers.{i}/mlp", g.cfg.intermediate_size
     gate_up = lin(f"{name}/gate_up_proj", h)
-    if g.plan.tiled(g.plan.linear_bits):   # LinearQ4 applies silu(gate) * up to its input itself
+    if g.plan.tiled(g.plan.linear_bits) or g.grid_tiled(f"{name}/down_proj"):   # LinearQ4 applies silu(gate) * up
         return lin(f"{name}/down_proj", gate_up, swiglu=True)
     gate, up = g.node("Split", [gate_up, g.const_i64(f"split_{inter}_{inter}", [inter, inter])], f"{name}/split",
                       n_out=2, axis=-1)

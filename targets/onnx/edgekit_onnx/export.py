@@ -38,6 +38,7 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     estimate = estimate_initializer_bytes(cfg, plan)
     external = ext == "always" or serialize.needs_external_data(estimate, serialize.EXTERNAL_THRESHOLD)
     packed: dict[str, tuple] = {}
+    grids, float_weights = source_grids(model, plan)
     if plan.linear_bits or plan.embedding_bits or plan.output_bits:
         with progress.current().stage("quantize"):
             packed = quantize_weights(cfg, model.weights, plan)
@@ -46,7 +47,7 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     try:
         with progress.current().stage("build"):
             proto, op_counts = build_graph(cfg, model.weights, plan, sink, spec.max_seq_len, spec.last_logits_only,
-                                           kv, packed)
+                                           kv, packed, grids)
     except ValueError as e:
         raise ExportError(f"building the ONNX graph failed: {e}") from e
     finally:
@@ -60,6 +61,11 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     files += kernel_files
     metadata = _metadata(model, spec, plan, op_counts, sink.total_bytes, external)
     metadata["custom_op_libraries"] = kernel_files
+    if grids:
+        # LinearQ4 stores scales and minimums as fp16: a GGUF's Q4_0 / Q4_1 d and m exactly, K-quants' d * sc not
+        rounded = [n for n, g in grids.items() if plan.edgekit_kernel and g.bits == 4 and not g.exact_in_fp16()]
+        metadata["source_grids"] = {"kept": sorted({src for g in grids.values() for src in g.sources}),
+                                    "float": float_weights, "scales_rounded_to_fp16": rounded}
     if kv.name == "int8":
         from edgekit_onnx.int8_kv import update_metadata
 
@@ -67,6 +73,21 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     artifact = Artifact(path=out, target="onnx", files=files, metadata=metadata)
     artifact.save()   # the standalone session reads artifact.json; export_api rewrites it with validation figures
     return artifact
+
+
+def source_grids(model: EdgeModel, plan: QuantPlan) -> tuple[dict, list[str]]:
+    """Quant 'source': the checkpoint's own quantized linears as MatMulNBits grids (edgekit_onnx/source_grid.py)."""
+    if plan.scheme != "source":
+        return {}, []
+    source = getattr(model, "source_quant", None) or {}
+    if not source:
+        raise UnsupportedOption(f"quant 'source' keeps a quantized checkpoint's own grids, and {str(model.source)!r} "
+                                "was loaded from float weights (an HF folder or a float GGUF); use quant 'int4' (or "
+                                "'fp32' / 'fp16')")
+    from edgekit_onnx.source_grid import grids_for
+
+    with progress.current().stage("quantize"):
+        return grids_for(model.config, source)
 
 
 def _kernel_library(out: Path) -> list[str]:

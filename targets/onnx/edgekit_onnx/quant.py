@@ -21,7 +21,8 @@ import torch
 
 from edgekit.errors import UnsupportedOption
 
-QUANT_SCHEMES = ("fp32", "fp16", "int4")
+# "source": a quantized checkpoint's own grids (a GGUF's blocks), kept as they are (edgekit_onnx/source_grid.py)
+QUANT_SCHEMES = ("fp32", "fp16", "int4", "source")
 LINEAR_KERNELS = ("mlas", "edgekit")   # who runs the int4 linears: ORT's MatMulNBits (MLAS), or edgekit's kernel
 BLOCK_SIZES = (32, 64, 128)
 ACCURACY_LEVELS = (0, 1, 4)       # MatMulNBits: 0 unset (= fp32), 1 fp32 activations, 4 int8 activations
@@ -77,6 +78,8 @@ def plan_for(scheme: str, options: dict[str, Any], in_features: tuple[int, ...] 
     if scheme not in QUANT_SCHEMES:
         raise UnsupportedOption(f"quant scheme {scheme!r} is not supported by target 'onnx'; "
                                 f"supported: {', '.join(QUANT_SCHEMES)}")
+    if scheme == "source":
+        return _source_plan(options)
     quantized = scheme == "int4"
     kernel = str(options.get("linear_kernel", "mlas"))
     if kernel not in LINEAR_KERNELS:
@@ -104,6 +107,21 @@ def plan_for(scheme: str, options: dict[str, Any], in_features: tuple[int, ...] 
                                 f"accepted here: {', '.join(map(str, fits)) or 'none (use linear_kernel mlas)'}")
     return QuantPlan(scheme, block, level, None if emb is None else int(emb), None if out is None else int(out),
                      kernel)
+
+
+def _source_plan(options: dict[str, Any]) -> QuantPlan:
+    """The checkpoint's own groups and bits: only who quantizes activations is left to choose."""
+    fixed = sorted(set(options) & {"block_size", "embedding_bits", "output_bits"})
+    if fixed:
+        raise UnsupportedOption(f"{', '.join(fixed)} cannot be set with quant 'source', which keeps the checkpoint's "
+                                "own grids (its groups and bits); use quant 'int4' to choose them")
+    level = int(options.get("accuracy_level", 4))
+    _check(level, ACCURACY_LEVELS, "accuracy_level")
+    kernel = str(options.get("linear_kernel", "mlas"))
+    if kernel not in LINEAR_KERNELS:
+        raise UnsupportedOption(f"linear_kernel={kernel!r} is not supported by target 'onnx'; "
+                                f"accepted: {', '.join(LINEAR_KERNELS)}")
+    return QuantPlan("source", DEFAULT_BLOCK_SIZE, level, None, None, kernel)
 
 
 def _edgekit_block(in_features: tuple[int, ...]) -> int:

@@ -55,6 +55,68 @@ def _quantized_linear(lin: nn.Linear, bits: int, plan: QuantPlan) -> nn.Module:
     return out
 
 
+class GridLinear(nn.Module):
+    """What a quant 'source' linear computes: MatMulNBits on the file's codes (its activations rounded per block at
+    accuracy_level 4) plus the asymmetric grids' per-group correction on the unrounded group sums of x."""
+
+    def __init__(self, main: torch.Tensor, correction: torch.Tensor | None, bias: torch.Tensor | None, group: int,
+                 int8_activations: bool):
+        super().__init__()
+        self.main = nn.Parameter(main, requires_grad=False)
+        self.correction = None if correction is None else nn.Parameter(correction, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
+        self.group, self.int8_activations = group, int8_activations
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xq = fake_quantize_groups(x, self.group) if self.int8_activations else x
+        y = F.linear(xq, self.main, self.bias)
+        if self.correction is not None:
+            y = y + F.linear(x.reshape(*x.shape[:-1], -1, self.group).sum(-1), self.correction)
+        return y
+
+
+def source_reference(dec: Decoder, model: EdgeModel, plan: QuantPlan) -> Decoder:
+    """The decoder with every linear the export keeps on the file's grid swapped for its GridLinear (the rows of
+    its fused grid: the same zero points, group and correction as the artifact)."""
+    from edgekit_onnx.builder import grid_accuracy_level
+    from edgekit_onnx.source_grid import fused_parts, grids_for
+
+    grids, _ = grids_for(model.config, model.source_quant)
+    owners = {"attention": ("wq", "wk", "wv", "wo"), "feed_forward": ("w1", "w2", "w3")}
+    for name, parts in fused_parts(model.config).items():
+        if name not in grids or name == "/model/embed_tokens":
+            continue
+        grid, row = grids[name], 0
+        kernel = plan.edgekit_kernel and grid.bits == 4   # LinearQ4: fp16 grid, int8 activations per group
+        main = grid.kernel_weight() if kernel else grid.main_weight()
+        corr = None if grid.correction is None or kernel else torch.from_numpy(grid.correction)
+        for part in parts:
+            n = model.source_quant[part].shape[0]
+            rows = slice(row, row + n)
+            row += n
+            linear = _decoder_linear(dec, part, owners)
+            bias = getattr(linear, "bias", None)
+            new = GridLinear(main[rows], None if corr is None else corr[rows], bias, grid.group,
+                             kernel or grid_accuracy_level(grid, plan) == 4)
+            _set_decoder_linear(dec, part, new)
+    return dec
+
+
+def _decoder_linear(dec: Decoder, canonical: str, owners: dict) -> nn.Module:
+    if canonical in ("tok_embeddings.weight", "output.weight"):
+        return dec.output
+    _, i, owner, lin, _ = canonical.split(".")
+    return getattr(getattr(dec.layers[int(i)], owner), lin)
+
+
+def _set_decoder_linear(dec: Decoder, canonical: str, module: nn.Module) -> None:
+    if canonical in ("tok_embeddings.weight", "output.weight"):
+        dec.output = module   # a tied head is untied here; the embedding keeps the exact float table
+        return
+    _, i, owner, lin, _ = canonical.split(".")
+    setattr(getattr(dec.layers[int(i)], owner), lin, module)
+
+
 def quantized_reference(dec: Decoder, plan: QuantPlan) -> Decoder:
     """Swap the decoder's linears / embedding for their dequantized twins (on this decoder copy only)."""
     if plan.linear_bits is not None:
@@ -78,4 +140,6 @@ def build_reference(model: EdgeModel, spec: TargetSpec, plan: QuantPlan) -> Deco
         from edgekit.kernels import use_int8_kv_cache
 
         use_int8_kv_cache(dec)
+    if plan.scheme == "source":
+        return source_reference(dec, model, plan)
     return quantized_reference(dec, plan)

@@ -68,9 +68,14 @@ def linear_q4(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, rowsu
               bias: torch.Tensor | None, group_size: int, out_features: int, *, swiglu: bool = False,
               norm_weight: torch.Tensor | None = None, norm_eps: float = 0.0, residual: torch.Tensor | None = None,
               cos: torch.Tensor | None = None, sin: torch.Tensor | None = None, q_norm_weight=None, k_norm_weight=None,
-              heads: tuple[int, int, int] = (0, 0, 0), portable: bool = False) -> torch.Tensor:
+              heads: tuple[int, int, int] = (0, 0, 0), portable: bool = False, mins: torch.Tensor | None = None,
+              act_per_group: bool = False) -> torch.Tensor:
     """The compiled int4 linear on x [M, K] ([M, 2K] with swiglu) with any fused prologue / epilogue; portable=True
-    runs its scalar tile loops instead of the SIMD ones. Same meaning as the edgekit::*_q4 ops (linear_q4.py)."""
+    runs its scalar tile loops instead of the SIMD ones. Same meaning as the edgekit::*_q4 ops (linear_q4.py); scales
+    (and mins) bf16 or fp16; act_per_group: activations per group (the ONNX Runtime op's mode, q4.py)."""
+    if scales.dtype not in (torch.bfloat16, torch.float16) or (mins is not None and mins.dtype != scales.dtype):
+        raise ValueError(f"scales {scales.dtype} / mins {None if mins is None else mins.dtype}: the kernel takes "
+                         "bf16 or fp16 scales and mins of the same dtype")
     lib = load_kernel_library()
     k = x.shape[-1] // 2 if swiglu else x.shape[-1]
     m = x.numel() // x.shape[-1]
@@ -78,7 +83,8 @@ def linear_q4(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, rowsu
     rc = lib.edgekit_linear_q4_fused(
         _ptr(x), _ptr(packed), _ptr(scales.view(torch.int16)), _ptr(rowsum), _ptr(bias), _ptr(y), m, k, out_features,
         group_size, int(swiglu), _ptr(norm_weight), norm_eps, _ptr(residual), _ptr(cos), _ptr(sin),
-        _ptr(q_norm_weight), _ptr(k_norm_weight), *heads, int(portable))
+        _ptr(q_norm_weight), _ptr(k_norm_weight), *heads, int(portable),
+        _ptr(None if mins is None else mins.view(torch.int16)), int(scales.dtype == torch.float16), int(act_per_group))
     if rc != 0:
         raise ValueError(f"edgekit_linear_q4_fused rejected its arguments (code {rc})")
     return y

@@ -24,9 +24,12 @@ from edgekit_executorch.kernels.linear_q4 import is_8da4w, pack
 
 
 class Q4Weights(nn.Module):
-    """The packed weights of one or more 8da4w linears stacked by rows (same input width and group)."""
+    """The packed weights of one or more 8da4w linears stacked by rows (same input width and group).
 
-    def __init__(self, linears: list[nn.Linear]):
+    `mins` / `scale_dtype` (q4.pack's): with mins the linears' codes must be unsigned 0..15 and w = s * code + m."""
+
+    def __init__(self, linears: list[nn.Linear], mins: torch.Tensor | None = None,
+                 scale_dtype: torch.dtype = torch.bfloat16):
         super().__init__()
         weights = [lin.weight for lin in linears]
         groups = {int(w.block_size[-1]) for w in weights}
@@ -37,10 +40,11 @@ class Q4Weights(nn.Module):
         codes = weights[0].qdata if len(weights) == 1 else torch.cat([w.qdata for w in weights])
         scales = torch.cat([w.scale.to(torch.float32).reshape(w.shape[0], -1) for w in weights])
         self.out_features = codes.shape[0]
-        packed, s16, rowsum = pack(codes, scales, self.group_size)
+        packed, s16, rowsum, *tiled_mins = pack(codes, scales, self.group_size, mins, scale_dtype)
         self.register_buffer("packed", packed)
         self.register_buffer("scales", s16)
         self.register_buffer("rowsum", rowsum)
+        self.register_buffer("mins", tiled_mins[0] if tiled_mins else None)
         biases = [lin.bias for lin in linears]
         bias = None
         if any(b is not None for b in biases):
@@ -50,6 +54,10 @@ class Q4Weights(nn.Module):
 
     def args(self) -> tuple:
         return self.packed, self.scales, self.rowsum, self.bias, self.group_size
+
+    def extra(self) -> tuple:
+        """The trailing `mins` argument of the fused ops, only when there are minimums (else the original arity)."""
+        return () if self.mins is None else (self.mins,)
 
 
 def _norm_weight(norm: nn.Module) -> torch.Tensor:
@@ -76,7 +84,7 @@ class FusedQ4Block(nn.Module):
     def forward(self, x, input_pos, cos, sin, mask):
         hq, hkv, d = self.q_heads, self.kv_heads, self.head_dim
         qkv = torch.ops.edgekit.qkv_rope_q4(x, *self.qkv.args(), self.attention_norm, self.attention_eps, cos, sin,
-                                            hq, hkv, d, self.q_norm, self.k_norm)
+                                            hq, hkv, d, self.q_norm, self.k_norm, *self.qkv.extra())
         if self.cache_attention:
             cache = self.attend.kv_cache
             a = torch.ops.edgekit.qkv_cache_attention(qkv, cache.k_cache, cache.v_cache, input_pos, hq, hkv)
@@ -84,10 +92,12 @@ class FusedQ4Block(nn.Module):
             qkv = qkv.view(1, -1, hq + 2 * hkv, d)
             q, k, v = qkv[:, :, :hq], qkv[:, :, hq:hq + hkv], qkv[:, :, hq + hkv:]
             a = self.attend(q, k, v, input_pos, mask)
-        h = torch.ops.edgekit.fused_linear_q4(a, *self.wo.args(), self.wo.out_features, None, 0.0, False, x)
+        h = torch.ops.edgekit.fused_linear_q4(a, *self.wo.args(), self.wo.out_features, None, 0.0, False, x,
+                                              *self.wo.extra())
         gu = torch.ops.edgekit.fused_linear_q4(h, *self.gate_up.args(), self.gate_up.out_features, self.ffn_norm,
-                                               self.ffn_eps, False, None)
-        return torch.ops.edgekit.fused_linear_q4(gu, *self.down.args(), self.down.out_features, None, 0.0, True, h)
+                                               self.ffn_eps, False, None, *self.gate_up.extra())
+        return torch.ops.edgekit.fused_linear_q4(gu, *self.down.args(), self.down.out_features, None, 0.0, True, h,
+                                                 *self.down.extra())
 
 
 class FusedQ4Output(nn.Module):
@@ -101,7 +111,7 @@ class FusedQ4Output(nn.Module):
 
     def forward(self, x):
         return torch.ops.edgekit.fused_linear_q4(x, *self.weights.args(), self.weights.out_features, self.norm,
-                                                 self.eps, False, None)
+                                                 self.eps, False, None, *self.weights.extra())
 
 
 def uses_cache_attention(attend: nn.Module) -> bool:

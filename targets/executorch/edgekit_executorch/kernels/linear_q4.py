@@ -2,12 +2,14 @@
 (edgekit/kernels/csrc/linear_q4.h).
 
     edgekit::linear_q4(Tensor x, Tensor packed, Tensor scales, Tensor rowsum, Tensor? bias, int group_size,
-                       int out_features) -> Tensor
+                       int out_features, Tensor? mins=None) -> Tensor
 
 Meaning (the same as torchao's 8da4w linear, which the eager reference graph runs): x [..., K] fp32 is quantized per
 token to asymmetric int8 (torchao's int8_asym_per_token) and dequantized, the weight is int4 codes [N, K] times one
-bf16 scale per group of `group_size` inputs, y = x_fq @ w.T + bias. The weight is stored in the kernel's tiled layout
-(see edgekit/kernels/q4.py: uint8 packed [N_pad * K / 2], bf16 scales [N_pad * K / G], fp32 rowsum [N_pad]).
+bf16 or fp16 scale per group of `group_size` inputs (plus, with `mins`, one minimum per group: codes 0..15,
+w = s * code + m, GGUF's Q4_1 grid), y = x_fq @ w.T + bias. The weight is stored in the kernel's tiled layout
+(see edgekit/kernels/q4.py: uint8 packed [N_pad * K / 2], scales [N_pad * K / G], mins like the scales, fp32 rowsum
+[N_pad]). The fused forms take the same trailing `Tensor? mins=None`.
 
 Why an own op: a decode step streams every weight once, and XNNPACK's int4 GEMM turned ~22-27 GB/s of the machine's
 ~30 into results; this kernel streams one 16-row tile after another (one 64-byte load feeds 16 rows), and the fused
@@ -32,16 +34,16 @@ from edgekit.kernels.q4 import (  # noqa: F401  (the layout and the op's meaning
 
 _lib = torch.library.Library("edgekit", "FRAGMENT")
 _lib.define("linear_q4(Tensor x, Tensor packed, Tensor scales, Tensor rowsum, Tensor? bias, int group_size, "
-            "int out_features) -> Tensor")
+            "int out_features, Tensor? mins=None) -> Tensor")
 _lib.define("linear_q4.out(Tensor x, Tensor packed, Tensor scales, Tensor rowsum, Tensor? bias, int group_size, "
-            "int out_features, *, Tensor(a!) out) -> Tensor(a!)")
+            "int out_features, Tensor? mins=None, *, Tensor(a!) out) -> Tensor(a!)")
 _FUSED = ("Tensor x, Tensor packed, Tensor scales, Tensor rowsum, Tensor? bias, int group_size, int out_features, "
-          "Tensor? norm_weight, float norm_eps, bool swiglu, Tensor? residual")
+          "Tensor? norm_weight, float norm_eps, bool swiglu, Tensor? residual, Tensor? mins=None")
 _lib.define(f"fused_linear_q4({_FUSED}) -> Tensor")
 _lib.define(f"fused_linear_q4.out({_FUSED}, *, Tensor(a!) out) -> Tensor(a!)")
 _QKV = ("Tensor x, Tensor packed, Tensor scales, Tensor rowsum, Tensor? bias, int group_size, Tensor norm_weight, "
         "float norm_eps, Tensor cos, Tensor sin, int q_heads, int kv_heads, int head_dim, Tensor? q_norm_weight, "
-        "Tensor? k_norm_weight")
+        "Tensor? k_norm_weight, Tensor? mins=None")
 _lib.define(f"qkv_rope_q4({_QKV}) -> Tensor")
 _lib.define(f"qkv_rope_q4.out({_QKV}, *, Tensor(a!) out) -> Tensor(a!)")
 
@@ -52,15 +54,20 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps))
 
 
+def et_linear_q4(x, packed, scales, rowsum, bias, group_size, out_features, mins=None) -> torch.Tensor:
+    """edgekit::linear_q4's reference: per-token activations (the ExecuTorch op's mode)."""
+    return reference_linear_q4(x, packed, scales, rowsum, bias, group_size, out_features, mins=mins)
+
+
 def reference_fused_linear_q4(x, packed, scales, rowsum, bias, group_size, out_features, norm_weight, norm_eps,
-                              swiglu, residual) -> torch.Tensor:
+                              swiglu, residual, mins=None) -> torch.Tensor:
     """silu(x[..., :K]) * x[..., K:] (swiglu), then RMSNorm (norm_weight), then the 8da4w linear, then + residual."""
     if swiglu:
         gate, up = x.chunk(2, dim=-1)
         x = nn.functional.silu(gate) * up
     if norm_weight is not None:
         x = rms_norm(x, norm_weight, norm_eps)
-    y = reference_linear_q4(x, packed, scales, rowsum, bias, group_size, out_features)
+    y = reference_linear_q4(x, packed, scales, rowsum, bias, group_size, out_features, mins=mins)
     return y if residual is None else y + residual
 
 
@@ -70,11 +77,12 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def reference_qkv_rope_q4(x, packed, scales, rowsum, bias, group_size, norm_weight, norm_eps, cos, sin, q_heads,
-                          kv_heads, head_dim, q_norm_weight, k_norm_weight) -> torch.Tensor:
+                          kv_heads, head_dim, q_norm_weight, k_norm_weight, mins=None) -> torch.Tensor:
     """RMSNorm, then the [q | k | v] projection, then per-head RMSNorm of q and k (Qwen3) and rotary on q and k, as
     edgekit.model.graph.Attention computes them; returns [..., (Hq + 2 Hkv) * D]."""
     n = (q_heads + 2 * kv_heads) * head_dim
-    y = reference_linear_q4(rms_norm(x, norm_weight, norm_eps), packed, scales, rowsum, bias, group_size, n)
+    y = reference_linear_q4(rms_norm(x, norm_weight, norm_eps), packed, scales, rowsum, bias, group_size, n,
+                            mins=mins)
     lead = y.shape[:-1]
     heads = y.reshape(*lead, q_heads + 2 * kv_heads, head_dim)
     q, k, v = heads.split((q_heads, kv_heads, kv_heads), dim=-2)
@@ -86,40 +94,49 @@ def reference_qkv_rope_q4(x, packed, scales, rowsum, bias, group_size, norm_weig
     return torch.cat((q, k, v), dim=-2).reshape(*lead, n)
 
 
-def _fused_fake(x, packed, scales, rowsum, bias, group_size, out_features, norm_weight, norm_eps, swiglu, residual):
+def _fused_fake(x, packed, scales, rowsum, bias, group_size, out_features, norm_weight, norm_eps, swiglu, residual,
+                mins=None):
     return x.new_empty((*x.shape[:-1], out_features), dtype=torch.float32)
 
 
 def _qkv_fake(x, packed, scales, rowsum, bias, group_size, norm_weight, norm_eps, cos, sin, q_heads, kv_heads,
-              head_dim, q_norm_weight, k_norm_weight):
+              head_dim, q_norm_weight, k_norm_weight, mins=None):
     return x.new_empty((*x.shape[:-1], (q_heads + 2 * kv_heads) * head_dim), dtype=torch.float32)
 
 
-def _linear_q4_fake(x, packed, scales, rowsum, bias, group_size, out_features):
+def _linear_q4_fake(x, packed, scales, rowsum, bias, group_size, out_features, mins=None):
     return x.new_empty((*x.shape[:-1], out_features), dtype=torch.float32)
 
 
 register_op(_lib, "fused_linear_q4", reference_fused_linear_q4, _fused_fake)
 register_op(_lib, "qkv_rope_q4", reference_qkv_rope_q4, _qkv_fake)
-register_op(_lib, "linear_q4", reference_linear_q4, _linear_q4_fake)
+register_op(_lib, "linear_q4", et_linear_q4, _linear_q4_fake)
 
 
 class Q4Linear(nn.Module):
-    """An 8da4w linear whose weight lives in the kernel's layout; forward is one edgekit::linear_q4 call."""
+    """An 8da4w linear whose weight lives in the kernel's layout; forward is one edgekit::linear_q4 call.
 
-    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, group: int, bias: torch.Tensor | None):
+    codes / scales / group / mins / scale_dtype as q4.pack takes them: signed codes without mins, unsigned codes
+    0..15 with mins (w = scales * codes + mins, GGUF's Q4_1 grid; fp16 keeps a GGUF's d and m exactly)."""
+
+    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, group: int, bias: torch.Tensor | None,
+                 mins: torch.Tensor | None = None, scale_dtype: torch.dtype = torch.bfloat16):
         super().__init__()
         self.out_features, self.in_features = codes.shape
         self.group_size = group
-        packed, s16, rowsum = pack(codes, scales, group)
+        packed, s16, rowsum, *tiled_mins = pack(codes, scales, group, mins, scale_dtype)
         self.register_buffer("packed", packed)
         self.register_buffer("scales", s16)
         self.register_buffer("rowsum", rowsum)
+        self.register_buffer("mins", tiled_mins[0] if tiled_mins else None)
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.float32).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mins is None:   # the op's original arity: graphs without mins stay as they were
+            return torch.ops.edgekit.linear_q4(x, self.packed, self.scales, self.rowsum, self.bias, self.group_size,
+                                               self.out_features)
         return torch.ops.edgekit.linear_q4(x, self.packed, self.scales, self.rowsum, self.bias, self.group_size,
-                                           self.out_features)
+                                           self.out_features, self.mins)
 
 
 def use_q4_linears(decoder: nn.Module) -> int:

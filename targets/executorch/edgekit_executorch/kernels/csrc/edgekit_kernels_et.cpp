@@ -189,15 +189,25 @@ Tensor& update_int8_cache_out(KernelRuntimeContext& ctx, const Tensor& value, Te
   return out;
 }
 
+// scales bf16 or fp16 [N_pad*K/G]; mins (optional) of the scales' dtype and size
+bool scales_ok(const Tensor& scales, const std::optional<Tensor>& mins, int64_t numel) {
+  const ScalarType st = scales.scalar_type();
+  if ((st != ScalarType::BFloat16 && st != ScalarType::Half) || scales.numel() != numel) return false;
+  return !mins.has_value() || (mins->scalar_type() == st && mins->numel() == numel);
+}
+
 bool linear_q4_args_ok(const Tensor& x, const Tensor& packed, const Tensor& scales, const Tensor& rowsum,
-                       const std::optional<Tensor>& bias, int64_t group, int64_t n) {
+                       const std::optional<Tensor>& bias, int64_t group, int64_t n,
+                       const std::optional<Tensor>& mins) {
   if (x.dim() < 1 || x.scalar_type() != ScalarType::Float || packed.scalar_type() != ScalarType::Byte ||
-      scales.scalar_type() != ScalarType::BFloat16 || rowsum.scalar_type() != ScalarType::Float) {
+      rowsum.scalar_type() != ScalarType::Float) {
     return false;
   }
   const int64_t k = x.size(x.dim() - 1), npad = edgekit::q4::padded_rows(n);
   if (n <= 0 || group <= 0 || group % 8 != 0 || group > 256 || k % group != 0) return false;
-  if (packed.numel() != npad * k / 2 || scales.numel() != npad * (k / group) || rowsum.numel() != npad) return false;
+  if (packed.numel() != npad * k / 2 || !scales_ok(scales, mins, npad * (k / group)) || rowsum.numel() != npad) {
+    return false;
+  }
   if (bias.has_value() && (bias->scalar_type() != ScalarType::Float || bias->numel() != n)) return false;
   return true;
 }
@@ -217,23 +227,27 @@ bool resize_last(const Tensor& x, int64_t last, Tensor& out) {
 
 edgekit::q4::LinearArgs make_args(const Tensor& x, int64_t k, const Tensor& packed, const Tensor& scales,
                                   const Tensor& rowsum, const std::optional<Tensor>& bias, int64_t group,
-                                  int64_t n, Tensor& out) {
+                                  int64_t n, const std::optional<Tensor>& mins, Tensor& out) {
   const int64_t m = k > 0 ? out.numel() / n : 0;
-  return edgekit::q4::LinearArgs{x.const_data_ptr<float>(), packed.const_data_ptr<uint8_t>(),
-                                 reinterpret_cast<const uint16_t*>(scales.const_data_ptr<executorch::aten::BFloat16>()),
-                                 rowsum.const_data_ptr<float>(), bias.has_value() ? bias->const_data_ptr<float>() : nullptr,
-                                 out.mutable_data_ptr<float>(), m, k, n, group};
+  edgekit::q4::LinearArgs a{x.const_data_ptr<float>(), packed.const_data_ptr<uint8_t>(),
+                            static_cast<const uint16_t*>(scales.const_data_ptr()), rowsum.const_data_ptr<float>(),
+                            bias.has_value() ? bias->const_data_ptr<float>() : nullptr, out.mutable_data_ptr<float>(),
+                            m, k, n, group};
+  a.mins = mins.has_value() ? static_cast<const uint16_t*>(mins->const_data_ptr()) : nullptr;
+  a.fp16 = scales.scalar_type() == ScalarType::Half;
+  return a;
 }
 
 Tensor& linear_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& packed, const Tensor& scales,
                       const Tensor& rowsum, const std::optional<Tensor>& bias, int64_t group_size,
-                      int64_t out_features, Tensor& out) {
-  ET_KERNEL_CHECK_MSG(ctx, linear_q4_args_ok(x, packed, scales, rowsum, bias, group_size, out_features),
+                      int64_t out_features, const std::optional<Tensor>& mins, Tensor& out) {
+  ET_KERNEL_CHECK_MSG(ctx, linear_q4_args_ok(x, packed, scales, rowsum, bias, group_size, out_features, mins),
                       InvalidArgument, out, "edgekit::linear_q4: expects f32 x [..., K], uint8 packed [N_pad*K/2], "
-                      "bf16 scales [N_pad*K/G], f32 rowsum [N_pad], optional f32 bias [N]; G in 8..256 dividing K");
+                      "bf16 or fp16 scales [N_pad*K/G], f32 rowsum [N_pad], optional f32 bias [N], optional mins of "
+                      "the scales' dtype and size; G in 8..256 dividing K");
   ET_KERNEL_CHECK(ctx, resize_last(x, out_features, out), InvalidArgument, out);
   OpEvent event(ctx, "edgekit::linear_q4.out");
-  auto a = make_args(x, x.size(x.dim() - 1), packed, scales, rowsum, bias, group_size, out_features, out);
+  auto a = make_args(x, x.size(x.dim() - 1), packed, scales, rowsum, bias, group_size, out_features, mins, out);
   edgekit::q4::linear(a, PoolParallel{});
   return out;
 }
@@ -242,24 +256,25 @@ Tensor& linear_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& 
 Tensor& fused_linear_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& packed, const Tensor& scales,
                             const Tensor& rowsum, const std::optional<Tensor>& bias, int64_t group_size,
                             int64_t out_features, const std::optional<Tensor>& norm_weight, double norm_eps,
-                            bool swiglu, const std::optional<Tensor>& residual, Tensor& out) {
+                            bool swiglu, const std::optional<Tensor>& residual,
+                            const std::optional<Tensor>& mins, Tensor& out) {
   const int64_t xk = x.dim() >= 1 ? x.size(x.dim() - 1) : 0;
   const int64_t k = swiglu ? xk / 2 : xk;
   bool ok = x.dim() >= 1 && (!swiglu || xk % 2 == 0) && k > 0 && f32_of(norm_weight, k) &&
             f32_of(residual, x.numel() / xk * out_features);
   if (ok) {  // the shape checks of the plain op, on the prologue's width
-    ok = packed.scalar_type() == ScalarType::Byte && scales.scalar_type() == ScalarType::BFloat16 &&
-         rowsum.scalar_type() == ScalarType::Float && x.scalar_type() == ScalarType::Float && group_size > 0 &&
+    ok = packed.scalar_type() == ScalarType::Byte && rowsum.scalar_type() == ScalarType::Float &&
+         x.scalar_type() == ScalarType::Float && group_size > 0 &&
          group_size % 8 == 0 && group_size <= 256 && k % group_size == 0 && out_features > 0 &&
          packed.numel() == edgekit::q4::padded_rows(out_features) * k / 2 &&
-         scales.numel() == edgekit::q4::padded_rows(out_features) * (k / group_size) &&
+         scales_ok(scales, mins, edgekit::q4::padded_rows(out_features) * (k / group_size)) &&
          rowsum.numel() == edgekit::q4::padded_rows(out_features) && f32_of(bias, out_features);
   }
   ET_KERNEL_CHECK_MSG(ctx, ok, InvalidArgument, out, "edgekit::fused_linear_q4: bad arguments (see linear_q4; "
                       "norm_weight f32 [K], residual f32 [..., N], swiglu needs x [..., 2K])");
   ET_KERNEL_CHECK(ctx, resize_last(x, out_features, out), InvalidArgument, out);
   OpEvent event(ctx, "edgekit::fused_linear_q4.out");
-  auto a = make_args(x, k, packed, scales, rowsum, bias, group_size, out_features, out);
+  auto a = make_args(x, k, packed, scales, rowsum, bias, group_size, out_features, mins, out);
   a.swiglu = swiglu;
   a.norm_w = norm_weight.has_value() ? norm_weight->const_data_ptr<float>() : nullptr;
   a.norm_eps = static_cast<float>(norm_eps);
@@ -274,10 +289,10 @@ Tensor& qkv_rope_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor
                         const Tensor& norm_weight, double norm_eps, const Tensor& cos, const Tensor& sin,
                         int64_t q_heads, int64_t kv_heads, int64_t head_dim,
                         const std::optional<Tensor>& q_norm_weight, const std::optional<Tensor>& k_norm_weight,
-                        Tensor& out) {
+                        const std::optional<Tensor>& mins, Tensor& out) {
   const int64_t n = (q_heads + 2 * kv_heads) * head_dim;
   bool ok = q_heads > 0 && kv_heads > 0 && head_dim > 0 && head_dim % 2 == 0 &&
-            linear_q4_args_ok(x, packed, scales, rowsum, bias, group_size, n);
+            linear_q4_args_ok(x, packed, scales, rowsum, bias, group_size, n, mins);
   const int64_t k = ok ? x.size(x.dim() - 1) : 1, m = ok ? x.numel() / k : 0;
   ok = ok && norm_weight.scalar_type() == ScalarType::Float && norm_weight.numel() == k &&
        cos.scalar_type() == ScalarType::Float && sin.scalar_type() == ScalarType::Float &&
@@ -287,7 +302,7 @@ Tensor& qkv_rope_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor
                       "2 Hkv) * D, norm_weight f32 [K], cos/sin f32 [T * D], q/k norm weights f32 [D] or both None)");
   ET_KERNEL_CHECK(ctx, resize_last(x, n, out), InvalidArgument, out);
   OpEvent event(ctx, "edgekit::qkv_rope_q4.out");
-  auto a = make_args(x, k, packed, scales, rowsum, bias, group_size, n, out);
+  auto a = make_args(x, k, packed, scales, rowsum, bias, group_size, n, mins, out);
   a.norm_w = norm_weight.const_data_ptr<float>();
   a.norm_eps = static_cast<float>(norm_eps);
   a.cos = cos.const_data_ptr<float>();
@@ -376,11 +391,13 @@ __attribute__((visibility("default"))) int edgekit_linear_q4(const float* x, con
 }
 
 // The fused forms (fused_linear_q4 / qkv_rope_q4): x is [M, 2K] with swiglu; null pointers switch parts off.
+// mins: per-group minimums (or null); fp16: scales and mins are fp16 (else bf16); act_per_group: activations
+// quantized per group (the ONNX Runtime op's mode) instead of per token.
 __attribute__((visibility("default"))) int edgekit_linear_q4_fused(
     const float* x, const uint8_t* packed, const uint16_t* scales, const float* rowsum, const float* bias, float* y,
     int64_t M, int64_t K, int64_t N, int64_t G, int swiglu, const float* norm_w, float norm_eps, const float* residual,
     const float* cos, const float* sin, const float* q_norm_w, const float* k_norm_w, int64_t q_heads,
-    int64_t kv_heads, int64_t head_dim, int portable) {
+    int64_t kv_heads, int64_t head_dim, int portable, const uint16_t* mins, int fp16, int act_per_group) {
   if (M <= 0 || N <= 0 || G <= 0 || G % 8 != 0 || G > 256 || K % G != 0) return 1;
   if (cos != nullptr && (head_dim <= 0 || head_dim % 2 != 0 || (q_heads + 2 * kv_heads) * head_dim != N)) return 3;
   edgekit::q4::LinearArgs a{x, packed, scales, rowsum, bias, y, M, K, N, G};
@@ -395,6 +412,9 @@ __attribute__((visibility("default"))) int edgekit_linear_q4_fused(
   a.q_heads = q_heads;
   a.kv_heads = kv_heads;
   a.head_dim = head_dim;
+  a.mins = mins;
+  a.fp16 = fp16 != 0;
+  a.act_per_group = act_per_group != 0;
   edgekit::q4::linear(a, PoolParallel{}, portable != 0);
   return 0;
 }
