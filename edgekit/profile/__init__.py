@@ -47,10 +47,13 @@ def profile(bundle: str | Path, device: str = "local", *, prompt_lengths: Sequen
         raise EdgekitError("compare_last needs the history (history=False was given)")
     settings = Settings(tuple(int(n) for n in prompt_lengths), int(decode_tokens), int(runs), int(warmup),
                         threads, op_profile=op_profile, timeout_s=float(timeout))
+    # Verified (pin, paths, every file's hash) before any device is opened: only checked bundle code runs.
+    ref = open_bundle(bundle)
     dev = open_device(device, runner=str(runner) if runner else None, python=python, **device_options)
     runner = runner or dev.options.get("runner")
     try:
-        ref = open_bundle(bundle, check_target=dev.kind == "local" and not session_module)
+        if dev.kind == "local" and not session_module:
+            ref.require_target()
         facts = dev.facts()
         if dev.kind == "local":
             got = run_local(ref, settings, str(session_module) if session_module else None, on_event)

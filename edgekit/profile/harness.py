@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import DeviceError, EdgekitError
-from edgekit.profile.bundles import BundleRef, standalone_module
+from edgekit.profile.bundles import BundleRef, load_session_module, standalone_module
 from edgekit.profile.devices import CommandTimeout, Device
 
 log = logging.getLogger("edgekit.profile")
@@ -97,15 +97,9 @@ def run_local(ref: BundleRef, settings: Settings, session_module: str | None, on
 
 def _load_standalone(ref: BundleRef, override: str | None) -> Any:
     try:
-        path = standalone_module(ref, override)
+        return load_session_module(ref, override)
     except DeviceError:
         return None
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"edgekit_standalone_{ref.target}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _vocab(manifest: dict[str, Any]) -> int | None:

@@ -11,10 +11,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from manifest_edit import edit_manifest
 
 from edgekit.bundle import Bundle
 from edgekit.errors import BundleError, OutputPathError, UnknownTarget
-from manifest_edit import edit_manifest
 
 HERE = Path(__file__).parent
 
