@@ -113,7 +113,7 @@ def _check_consistency(doc: dict[str, Any], where: str) -> None:
     problems = []
     for rel in doc["artifact"]["files"]:
         if not isinstance(rel, str) or not (rel in files or any(k.startswith(rel.rstrip("/") + "/") for k in files)):
-            problems.append(f"artifact file {rel!r} is not listed in 'files'")
+            problems.append(f"artifact.files entry {rel!r} is not listed in 'files'")
     if doc["artifact"]["main"] not in doc["artifact"]["files"]:
         problems.append(f"artifact.main {doc['artifact']['main']!r} is not one of artifact.files")
     if doc["tokenizer"]["file"] not in files:
