@@ -122,8 +122,11 @@ def load_session_module(ref: BundleRef, override: str | Path | None = None) -> A
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
+    entry = ref.manifest["files"].get(shipped)
+    if entry is None:   # verify refuses this; kept for a manifest edited after it was opened
+        raise BundleError(f"the bundle's session {shipped!r} is not a hashed entry of its manifest; refused")
     data = path.read_bytes()
-    want = ref.manifest["files"][shipped]["sha256"]
+    want = entry["sha256"]
     if hashlib.sha256(data).hexdigest() != want:
         raise BundleError(f"{path} changed after the bundle was verified (sha256 differs from the manifest); "
                           "refused; re-bundle it or restore the file")
