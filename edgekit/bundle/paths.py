@@ -16,7 +16,7 @@ from edgekit.errors import BundleError
 
 # Named fields, as (dotted path, may name a folder). Lists are checked item by item; null means "none".
 FIELDS: tuple[tuple[str, bool], ...] = (
-    ("artifact.main", False),
+    ("artifact.main", True),        # an .mlpackage is a folder
     ("artifact.files", True),
     ("tokenizer.file", False),
     ("tokenizer.chat_template_file", False),
