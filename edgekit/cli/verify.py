@@ -21,5 +21,6 @@ def command(bundle_path, no_target_check, public_key) -> None:
     target = "target not checked" if no_target_check else f"target {m['target']['name']} installed"
     if public_key:
         target += f"; signature valid for {public_key}"
-    console.print(f"[green]ok[/] {b.name} ({m['quant']}, manifest schema {m['schema_version']}): {r.files_checked} "
-                  f"files ({human_bytes(r.bytes_checked)}) match their sha256 and size; {target}")
+    console.print(f"[green]ok[/] {b.name} ({m['quant']}, manifest schema {m['schema_version']}, matching "
+                  f"manifest.sha256): {r.files_checked} files ({human_bytes(r.bytes_checked)}) match their sha256 "
+                  f"and size, every named path inside the bundle; {target}")

@@ -293,6 +293,8 @@ def test_another_keys_signature_is_refused(signed_bundle, keys, monkeypatch):
     with pytest.raises(BundleError, match=r"manifest\.sig is not a valid signature .* by the key .*mallory"):
         Bundle.open(signed_bundle, public_key=keys["mallory.pub"])
     assert _cli(["verify", str(signed_bundle), "--public-key", str(keys["mallory.pub"])], monkeypatch) == 2
+    assert _cli(["run", str(signed_bundle), "-p", "hi", "--max-new-tokens", "2", "--public-key",
+                 str(keys["mallory.pub"])], monkeypatch) == 2
 
 
 def test_a_manifest_edited_after_signing_is_refused(signed_bundle, keys, tmp_path):
