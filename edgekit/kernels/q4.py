@@ -115,6 +115,28 @@ def unpack(packed: torch.Tensor, scales: torch.Tensor, group: int, n: int, k: in
     return w.view(npad, k)[:n]
 
 
+def lossless_scale_dtype(scales: torch.Tensor, mins: torch.Tensor | None = None) -> torch.dtype | None:
+    """fp16 or bf16 when every scale (and min) survives it exactly (fp16 first: a GGUF's d and m are fp16), else None
+    (e.g. Q4_K's d * sc products, which need more mantissa bits than either)."""
+    for dtype in (torch.float16, torch.bfloat16):
+        if all(t is None or torch.equal(t.to(dtype).to(t.dtype), t) for t in (scales, mins)):
+            return dtype
+    return None
+
+
+def pack_quantized(t, scale_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
+    """pack() of a 4-bit quantized tensor in edgekit.quant's QuantizedTensor convention (`codes` uint8 0..15,
+    `scales`, `mins` or None, `bits`, `group_size`; symmetric w = scales * (codes - 8), else scales * codes + mins).
+    scale_dtype None: the lossless one (lossless_scale_dtype), else fp16, which rounds least."""
+    if t.bits != 4:
+        raise ValueError(f"the int4 kernel packs 4-bit tensors, got {t.bits} bits")
+    if scale_dtype is None:
+        scale_dtype = lossless_scale_dtype(t.scales, t.mins) or torch.float16
+    if t.mins is None:
+        return pack(t.codes.to(torch.int16).sub(8).to(torch.int8), t.scales, t.group_size, scale_dtype=scale_dtype)
+    return pack(t.codes, t.scales, t.group_size, mins=t.mins, scale_dtype=scale_dtype)
+
+
 def fake_quantize_activations(x: torch.Tensor) -> torch.Tensor:
     """torchao's int8_asym_per_token quantize + dequantize of x [..., K] (fp32), the op's activation semantics."""
     x = x.to(torch.float32)

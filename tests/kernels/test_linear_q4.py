@@ -133,6 +133,27 @@ def test_fp16_keeps_gguf_values_that_bf16_would_round():
     assert not torch.equal(q4.unpack(pbf, sbf, 32, 32, 64, mins=mbf), exact)
 
 
+def test_pack_quantized_takes_the_core_convention_and_a_lossless_dtype():
+    """QuantizedTensor's form (codes uint8 0..15; symmetric w = s * (codes - 8), else s * codes + m) packs to the
+    weight it dequantizes to; fp16-exact scales pick fp16, bf16-exact ones bf16, anything else fp16 (rounded)."""
+    from types import SimpleNamespace
+
+    codes, scales, mins = _asym(32, 64, 32, torch.float16)
+    asym = SimpleNamespace(codes=codes, scales=scales, mins=mins, bits=4, group_size=32)
+    packed, s, _, m = q4.pack_quantized(asym)
+    assert s.dtype == torch.float16 and torch.equal(q4.unpack(packed, s, 32, 32, 64, mins=m),
+                                                    _dequant(codes, scales, mins, 32))
+    bf_scales = scales.to(torch.bfloat16).float() * 64   # exact in bf16, beyond fp16's 11 bits for some
+    sym = SimpleNamespace(codes=codes, scales=bf_scales, mins=None, bits=4, group_size=32)
+    assert q4.lossless_scale_dtype(bf_scales) in (torch.float16, torch.bfloat16)
+    packed, s, _ = q4.pack_quantized(sym)
+    want = (codes.float() - 8).view(32, 2, 32) * bf_scales[..., None]
+    assert torch.equal(q4.unpack(packed, s, 32, 32, 64), want.view(32, 64))
+    assert q4.lossless_scale_dtype(torch.tensor([1 + 2.0 ** -20])) is None
+    with pytest.raises(ValueError, match="4-bit"):
+        q4.pack_quantized(SimpleNamespace(codes=codes, scales=scales, mins=None, bits=8, group_size=32))
+
+
 @pytest.mark.parametrize("act_per_group", [False, True])
 def test_reference_with_mins_is_the_dequantized_linear(act_per_group):
     codes, scales, mins = _asym(48, 256, 32)

@@ -89,6 +89,39 @@ def test_pte_with_mins_runs_in_executorch(pte, tokens):
     _close(got.numpy(), want.numpy())
 
 
+def test_modules_from_quantized_tensors_compute_their_weights(kernel_lib):
+    """Q4Linear / Q4Weights.from_quantized take QuantizedTensor's convention (codes 0..15; symmetric w = s (codes - 8),
+    else s codes + m), pick the lossless scale dtype, and the kernel computes the dequantized weights."""
+    from types import SimpleNamespace
+
+    from edgekit_executorch.kernels import direct
+    from edgekit_executorch.kernels.fused_block import Q4Weights
+    from edgekit_executorch.kernels.linear_q4 import Q4Linear
+
+    def qt(seed, mins=True):
+        codes, scales, m = _asym(N, K, GROUP, torch.float16, seed)
+        return SimpleNamespace(codes=codes, scales=scales, mins=m if mins else None, bits=4, group_size=GROUP)
+
+    def dense(t):
+        w = t.codes.float().view(N, -1, GROUP) - (0 if t.mins is not None else 8)
+        w = w * t.scales[..., None] + (0 if t.mins is None else t.mins[..., None])
+        return w.view(N, K)
+
+    x = torch.randn(4, K) * 2
+    for t in (qt(0), qt(1, mins=False)):
+        lin = Q4Linear.from_quantized(t)
+        assert lin.scales.dtype == torch.float16 and (lin.mins is None) == (t.mins is None)
+        want = torch.nn.functional.linear(q4.fake_quantize_activations(x), dense(t))
+        _close(lin(x).numpy(), want.numpy())
+    a, b = qt(2), qt(3)
+    stacked = Q4Weights.from_quantized([a, b], [None, torch.ones(N)])
+    got = direct.linear_q4(x, stacked.packed, stacked.scales, stacked.rowsum, stacked.bias, GROUP, 2 * N,
+                           mins=stacked.mins)
+    want = torch.nn.functional.linear(q4.fake_quantize_activations(x), torch.cat([dense(a), dense(b)]),
+                                      torch.cat([torch.zeros(N), torch.ones(N)]))
+    _close(got.numpy(), want.numpy())
+
+
 # ---------------------------------------------------------------- ONNX Runtime
 @pytest.fixture(scope="module")
 def ort_lib():

@@ -24,32 +24,52 @@ from edgekit_executorch.kernels.linear_q4 import is_8da4w, pack
 
 
 class Q4Weights(nn.Module):
-    """The packed weights of one or more 8da4w linears stacked by rows (same input width and group).
+    """The packed weights of one or more 4-bit linears stacked by rows (same input width and group): from torchao
+    8da4w linears (the constructor) or from quantized tensors in edgekit.quant's convention (`from_quantized`: codes
+    0..15 with per-group minimums, e.g. a GGUF Q4_1 file's grid, or symmetric)."""
 
-    `mins` / `scale_dtype` (q4.pack's): with mins the linears' codes must be unsigned 0..15 and w = s * code + m."""
-
-    def __init__(self, linears: list[nn.Linear], mins: torch.Tensor | None = None,
-                 scale_dtype: torch.dtype = torch.bfloat16):
+    def __init__(self, linears: list[nn.Linear]):
         super().__init__()
         weights = [lin.weight for lin in linears]
         groups = {int(w.block_size[-1]) for w in weights}
         if len(groups) != 1 or len({w.shape[1] for w in weights}) != 1:
             raise ValueError("stacked linears need one input width and one group size")
-        self.group_size = groups.pop()
         # one linear (wo, w2, the output layer): no concatenated copy of its codes (150M for a 150k vocabulary)
         codes = weights[0].qdata if len(weights) == 1 else torch.cat([w.qdata for w in weights])
         scales = torch.cat([w.scale.to(torch.float32).reshape(w.shape[0], -1) for w in weights])
+        self._set(codes, scales, None, groups.pop(), _stacked_bias([lin.bias for lin in linears],
+                                                                    [lin.out_features for lin in linears]),
+                  torch.bfloat16)
+
+    @classmethod
+    def from_quantized(cls, tensors: list, biases: list[torch.Tensor | None] | None = None,
+                       scale_dtype: torch.dtype | None = None) -> Q4Weights:
+        """Stacks 4-bit quantized tensors (codes uint8 0..15, scales, mins or None, bits, group_size: QuantizedTensor)
+        by rows; scale_dtype None: fp16 or bf16 when one holds every scale and min exactly, else fp16."""
+        from edgekit.kernels.q4 import lossless_scale_dtype
+
+        if len({(t.group_size, t.codes.shape[1], t.mins is None, t.bits) for t in tensors}) != 1 or tensors[0].bits != 4:
+            raise ValueError("stacked tensors need 4 bits, one input width, one group size and all or no minimums")
+        cat = (lambda xs: xs[0]) if len(tensors) == 1 else torch.cat
+        codes, scales = cat([t.codes for t in tensors]), cat([t.scales for t in tensors])
+        mins = None if tensors[0].mins is None else cat([t.mins for t in tensors])
+        if mins is None:   # the symmetric convention w = s * (codes - 8) -> the kernel's signed codes
+            codes = codes.to(torch.int16).sub(8).to(torch.int8)
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        bias = _stacked_bias(biases or [None] * len(tensors), [t.codes.shape[0] for t in tensors])
+        self._set(codes, scales, mins, tensors[0].group_size, bias,
+                  scale_dtype or lossless_scale_dtype(scales, mins) or torch.float16)
+        return self
+
+    def _set(self, codes, scales, mins, group: int, bias, scale_dtype: torch.dtype) -> None:
+        self.group_size = group
         self.out_features = codes.shape[0]
-        packed, s16, rowsum, *tiled_mins = pack(codes, scales, self.group_size, mins, scale_dtype)
+        packed, s16, rowsum, *tiled_mins = pack(codes, scales, group, mins, scale_dtype)
         self.register_buffer("packed", packed)
         self.register_buffer("scales", s16)
         self.register_buffer("rowsum", rowsum)
         self.register_buffer("mins", tiled_mins[0] if tiled_mins else None)
-        biases = [lin.bias for lin in linears]
-        bias = None
-        if any(b is not None for b in biases):
-            bias = torch.cat([b.detach().float() if b is not None else torch.zeros(lin.out_features)
-                              for b, lin in zip(biases, linears)])
         self.register_buffer("bias", bias)
 
     def args(self) -> tuple:
@@ -58,6 +78,12 @@ class Q4Weights(nn.Module):
     def extra(self) -> tuple:
         """The trailing `mins` argument of the fused ops, only when there are minimums (else the original arity)."""
         return () if self.mins is None else (self.mins,)
+
+
+def _stacked_bias(biases: list, rows: list[int]) -> torch.Tensor | None:
+    if all(b is None for b in biases):
+        return None
+    return torch.cat([b.detach().float() if b is not None else torch.zeros(n) for b, n in zip(biases, rows)])
 
 
 def _norm_weight(norm: nn.Module) -> torch.Tensor:

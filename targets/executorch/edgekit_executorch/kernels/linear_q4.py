@@ -131,6 +131,18 @@ class Q4Linear(nn.Module):
         self.register_buffer("mins", tiled_mins[0] if tiled_mins else None)
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.float32).clone())
 
+    @classmethod
+    def from_quantized(cls, t, bias: torch.Tensor | None = None, scale_dtype: torch.dtype | None = None) -> Q4Linear:
+        """From a 4-bit quantized tensor in edgekit.quant's convention (codes uint8 0..15, scales, mins or None,
+        bits, group_size); scale_dtype None: the one that holds every scale and min exactly, else fp16."""
+        from edgekit.kernels.q4 import lossless_scale_dtype
+
+        if t.bits != 4:
+            raise ValueError(f"edgekit::linear_q4 holds 4-bit weights, got {t.bits} bits")
+        codes = t.codes if t.mins is not None else t.codes.to(torch.int16).sub(8).to(torch.int8)
+        return cls(codes, t.scales, t.group_size, bias, t.mins,
+                   scale_dtype or lossless_scale_dtype(t.scales, t.mins) or torch.float16)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mins is None:   # the op's original arity: graphs without mins stay as they were
             return torch.ops.edgekit.linear_q4(x, self.packed, self.scales, self.rowsum, self.bias, self.group_size,
