@@ -60,3 +60,8 @@ class PromptError(EdgekitError):
 
 class NumericalError(EdgekitError):
     """A model produced NaN or Inf while running (logits of a prefill or decode step)."""
+
+
+class RefusedFileError(EdgekitError):
+    """A file an artifact or bundle names that edgekit will not load: an absolute path, one outside its folder, a
+    native library other than the one it recorded, or another build of a kernel library already loaded."""
