@@ -65,6 +65,7 @@ def test_the_bundle_carries_and_hashes_the_library(far_bundle):
     folder, _ = far_bundle
     m = json.loads((folder / "manifest.json").read_text())
     assert m["artifact"]["metadata"]["custom_op_libraries"] == [LIB] and LIB in m["artifact"]["files"]
+    assert m["kernels"] == [LIB]   # what an app build needs, where it already is (not a second copy)
     assert m["files"][LIB]["sha256"] == file_sha256(folder / LIB)
     assert "/.cache/" not in (folder / "manifest.json").read_text()
 
@@ -84,6 +85,18 @@ def test_two_artifacts_with_identical_kernels_run_in_one_process(far_bundle, et_
     got = run_far(folder, env, folder, second, folder)
     assert got["ids"] == [exporter_tokens] * 3
     assert got["libraries"] == 1   # loaded once: the second copy's content hash was loaded already
+
+
+def test_an_artifact_naming_a_library_outside_its_files_is_not_bundled(et_int8, tmp_path):
+    import dataclasses
+
+    from edgekit_executorch.target import ExecuTorchTarget
+
+    from edgekit.errors import RefusedFileError
+
+    old = dataclasses.replace(et_int8, metadata={**et_int8.metadata, "custom_op_libraries": [str(tmp_path / "x.so")]})
+    with pytest.raises(RefusedFileError, match="outside its files.*export it again"):
+        ExecuTorchTarget().device_assets(old)
 
 
 def test_loading_both_copies_by_path_would_abort(far_bundle, et_int8):

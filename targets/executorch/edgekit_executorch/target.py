@@ -94,8 +94,9 @@ class ExecuTorchTarget:
         return ExecuTorchSession(artifact, **options)
 
     def device_assets(self, artifact: Artifact) -> list[Path]:
-        # edgekit's kernel library is one of the artifact's own files (kernels/): nothing else goes beside the .pte.
-        # An older export named the exporter's build cache instead, which no other machine has
+        """edgekit's kernel library, when the .pte needs it: one of the artifact's own files (kernels/), so a bundle
+        lists it (manifest `kernels`) where it already is. An older export named the exporter's build cache
+        instead, which no other machine has: refused."""
         libs = artifact.metadata.get("custom_op_libraries", [])
         outside = [p for p in libs if p not in artifact.files]
         if outside:
@@ -104,7 +105,7 @@ class ExecuTorchTarget:
             raise RefusedFileError(f"the artifact at {artifact.path} names kernel libraries outside its files: "
                                    f"{', '.join(outside)}; only libraries inside the artifact folder are shipped "
                                    "and loaded: export it again with this edgekit")
-        return []
+        return [artifact.path / p for p in libs]
 
     def standalone_session(self) -> Path:
         return Path(__file__).with_name("standalone_session.py")
