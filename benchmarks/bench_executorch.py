@@ -132,7 +132,8 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 def custom_libs(pte: Path) -> list[str]:
     meta = pte.with_name("artifact.json")
-    return json.loads(meta.read_text())["metadata"].get("custom_op_libraries", []) if meta.exists() else []
+    libs = json.loads(meta.read_text())["metadata"].get("custom_op_libraries", []) if meta.exists() else []
+    return [str(pte.parent / lib) for lib in libs]   # folder-relative (the artifact's kernels/)
 
 
 def speed(pte: Path) -> dict[str, Any]:

@@ -72,3 +72,8 @@ class NumericalError(EdgekitError):
 
 class ProfileSettingError(EdgekitError):
     """A profile setting that cannot be measured (a prompt longer than the bundle holds, zero runs, no time)."""
+
+
+class RefusedFileError(EdgekitError):
+    """A file an artifact or bundle names that edgekit will not load: an absolute path, one outside its folder, a
+    native library other than the one it recorded, or another build of a kernel library already loaded."""

@@ -108,6 +108,7 @@ SHARED_FIXTURE_GROUPS = (   # (group, fixtures): the first group a test's fixtur
     ("et-smollm2", {"smollm2_artifact"}),
     ("smollm2-bundles", {"smollm2_bundle", "smollm2_bundles", "local_reports", "sshd"}),
     ("et-tiny", {"exported", "w8_variant"}),
+    ("et-int8", {"et_int8"}),
     ("onnx", {"onnx_export"}),
     ("coreml", {"coreml_export", "smollm2_coreml", "mil_function"}),
 )

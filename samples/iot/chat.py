@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,16 @@ from tokenizers import Tokenizer
 
 
 # edgekit-readme:begin (this part is copied into every IoT bundle's README.md)
+def bundle_file(folder: Path, rel: str) -> Path:
+    """folder/rel, only if it resolves (symlinks included) to a file inside the bundle: a manifest naming anything
+    else (an absolute path, ../) is refused before a native library or model from there is loaded."""
+    root = folder.resolve()
+    path = (root / rel).resolve()
+    if os.path.isabs(rel) or root not in path.parents or not path.is_file():
+        raise ValueError(f"the manifest names {rel!r}, which is not a file inside the bundle {root}; not loading it")
+    return path
+
+
 class BundleModel:
     """The bundle's ONNX model with its KV cache: one preallocated buffer per layer and K/V, bound as both the
     past input and the present output (GroupQueryAttention appends the new positions in place)."""
@@ -31,10 +42,11 @@ class BundleModel:
         self.max_seq_len = self.manifest["max_seq_len"]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
-        for lib in self.manifest["artifact"]["metadata"]["custom_op_libraries"]:  # edgekit's kernels, when used
-            opts.register_custom_ops_library(str(folder / lib))
-        self.session = ort.InferenceSession(str(folder / self.manifest["artifact"]["main"]), opts,
-                                            providers=["CPUExecutionProvider"])
+        libs = [bundle_file(folder, lib) for lib in self.manifest["artifact"]["metadata"]["custom_op_libraries"]]
+        main = bundle_file(folder, self.manifest["artifact"]["main"])
+        for lib in libs:  # edgekit's kernels, when used
+            opts.register_custom_ops_library(str(lib))
+        self.session = ort.InferenceSession(str(main), opts, providers=["CPUExecutionProvider"])
         dtype = np.float16 if io["cache_dtype"] == "float16" else np.float32
         shape = [1, io["kv_heads"], self.max_seq_len, io["head_dim"]]
         self.binding = self.session.io_binding()
@@ -149,3 +161,5 @@ if __name__ == "__main__":
         main()
     except (EOFError, KeyboardInterrupt):
         sys.exit(0)
+    except ValueError as e:  # a manifest naming a file outside the bundle, or a bad argument value
+        sys.exit(f"chat.py: {e}")

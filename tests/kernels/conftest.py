@@ -15,3 +15,13 @@ def kernel_lib():
     from edgekit_executorch.kernels import load_kernel_library
 
     return load_kernel_library()
+
+
+@pytest.fixture(scope="session")
+def et_int8(tiny_model, tmp_path_factory, kernel_lib):
+    """The tiny qwen2 checkpoint exported for ExecuTorch with the int8 KV cache (edgekit's kernel library), once."""
+    import edgekit
+
+    out = tmp_path_factory.mktemp("et-int8") / "artifact"
+    return edgekit.export(tiny_model("qwen2"), "android", quant="fp32", max_seq_len=64, kv_cache="int8", out=out,
+                          show_progress=False)

@@ -150,6 +150,7 @@ def export_pte(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, Any]:
     """Writes out/model.pte; returns the metadata to record (scheme, delegation summary, sizes)."""
     stages = progress.current()
     qp = quant.plan(spec.quant, spec.options, quant.linear_in_features(model.config))
+    libraries = custom_op_libraries(spec, qp, out)   # compiled (or taken from the cache) before any heavy work
     with stages.stage("quantize"):
         decoder = build_decoder(model, spec, for_export=True)
         attention_layers = count_cache_attention(decoder)
@@ -175,7 +176,7 @@ def export_pte(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, Any]:
             "attention": _attention_kind(spec, qp, attention_layers),
             "pte_bytes": (out / PTE_NAME).stat().st_size,
             "constant_methods": constant_methods(model, spec),
-            "custom_op_libraries": custom_op_libraries(spec, qp)}
+            "custom_op_libraries": libraries}
 
 
 CACHE_ATTENTION_KIND = "edgekit::qkv_cache_attention (fp32 cache, written by the op)"
@@ -198,9 +199,16 @@ def _attention_kind(spec: TargetSpec, qp: quant.QuantPlan, layers: tuple[int, in
     return CACHE_ATTENTION_KIND if fused == total else f"{CACHE_ATTENTION_KIND} in {fused} of {total} layers, else {kind}"
 
 
-def custom_op_libraries(spec: TargetSpec, qp: quant.QuantPlan) -> list[str]:
+KERNELS_DIR = "kernels"
+
+
+def custom_op_libraries(spec: TargetSpec, qp: quant.QuantPlan, out: Path) -> list[str]:
     """Kernel libraries the runtime must load before this .pte: edgekit's kernels, for the int8 KV cache (issue 6),
-    the int4 linears (linear_kernel 'edgekit') or the attention (attention_kernel 'edgekit')."""
+    the int4 linears (linear_kernel 'edgekit') or the attention (attention_kernel 'edgekit'). Each is copied into
+    out/kernels/ and named by that folder-relative path, so the artifact (and a bundle of it) runs on a machine that
+    never built them, from the copy its hashes cover."""
+    import shutil
+
     if qp.linear_kernel != "edgekit" and resolve_attention(spec.options, spec.kv_cache, qp.linear_kernel) not in (
             "int8", "edgekit"):
         return []
@@ -210,4 +218,9 @@ def custom_op_libraries(spec: TargetSpec, qp: quant.QuantPlan) -> list[str]:
         raise UnsupportedOption("kv_cache 'int8', linear_kernel 'edgekit' and attention_kernel 'edgekit' need "
                                 "edgekit_executorch.kernels.runtime_libraries() (edgekit's kernel library), which is "
                                 "not available") from e
-    return [str(p) for p in runtime_libraries()]
+    (out / KERNELS_DIR).mkdir(parents=True, exist_ok=True)
+    names = []
+    for lib in runtime_libraries():
+        shutil.copyfile(lib, out / KERNELS_DIR / lib.name)
+        names.append(f"{KERNELS_DIR}/{lib.name}")
+    return names

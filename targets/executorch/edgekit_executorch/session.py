@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.errors import RefusedFileError
 from edgekit.targets.base import Artifact
 from edgekit_executorch import standalone_session
 
@@ -21,7 +22,11 @@ class ExecuTorchSession:
 
     def _open(self, profile_dir: str | Path | None) -> standalone_session.PteSession:
         doc = {"files": self.artifact.files, "metadata": self.artifact.metadata}
-        return standalone_session.PteSession(self.artifact.path, threads=self.threads, profile_dir=profile_dir, doc=doc)
+        try:
+            return standalone_session.PteSession(self.artifact.path, threads=self.threads, profile_dir=profile_dir,
+                                                 doc=doc)
+        except standalone_session.RefusedFileError as e:
+            raise RefusedFileError(f"{self.artifact.path}: {e}") from e
 
     def reset(self) -> None:
         self._impl.reset()

@@ -9,14 +9,27 @@ numpy and the standard library. Device runners (ssh boards), bundles and the hos
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
+import sys
+import threading
+import types
 from pathlib import Path
 
 import numpy as np
 import torch
 
-_LOADED_LIBS: set[str] = set()
+# Process-wide, in sys.modules rather than in this module: a bundle's copy of this file and the installed one share
+# it, so a library loaded through either is not loaded again by the other (ExecuTorch aborts the process when one
+# operator is registered twice).
+_REGISTRY = "_edgekit_executorch_kernel_registry"
+
+
+class RefusedFileError(RuntimeError):
+    """A file the artifact names that this session does not load: an absolute path, one outside the artifact
+    folder, a missing file, a library other than the one the artifact recorded, or another build of a library
+    this process has loaded already."""
 
 
 def read_artifact_meta(folder: Path) -> dict:
@@ -31,19 +44,76 @@ def read_artifact_meta(folder: Path) -> dict:
     return doc
 
 
+def inside(folder: Path, rel: str, what: str) -> Path:
+    """folder/rel with symlinks resolved, if that is a file inside folder; RefusedFileError naming it otherwise."""
+    if not isinstance(rel, str) or not rel:
+        raise RefusedFileError(f"{what} {rel!r} is not a path; expected one relative to the artifact folder")
+    if os.path.isabs(rel):
+        raise RefusedFileError(f"{what} {rel!r} is an absolute path; only files inside the artifact folder "
+                                 f"{folder} are loaded (a relative path such as kernels/<library>.so): export again")
+    root = folder.resolve()
+    path = (root / rel).resolve()
+    if root not in path.parents:
+        raise RefusedFileError(f"{what} {rel!r} resolves to {path}, outside the artifact folder {root}; only files "
+                                 "inside it are loaded")
+    if not path.is_file():
+        raise RefusedFileError(f"{what} {rel!r} is not a file in {root}")
+    return path
+
+
+def load_library(path: Path, expected_sha256: str | None = None) -> ctypes.CDLL:
+    """dlopen(path, RTLD_GLOBAL) once per process per content hash: a second copy of the same library (another
+    bundle, the build cache) returns the loaded one. Another build under the same file name is refused: its
+    operators are registered already."""
+    digest = _sha256(path)
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise RefusedFileError(f"{path} is not the library the artifact recorded (sha256 {digest[:16]}..., "
+                                 f"recorded {expected_sha256[:16]}...); it was altered after export")
+    reg = _registry()
+    with reg.lock:
+        if digest in reg.by_sha:
+            return reg.by_sha[digest]
+        other = reg.by_name.get(path.name)
+        if other is not None:
+            raise RefusedFileError(f"{path} (sha256 {digest[:16]}...) is another build of {path.name}, of which "
+                                     f"{other[1]} (sha256 {other[0][:16]}...) is loaded in this process already; "
+                                     "ExecuTorch cannot register the same operators twice: run it in a new process")
+        lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+        reg.by_sha[digest] = lib
+        reg.by_name[path.name] = (digest, path)
+        return lib
+
+
+def _registry() -> types.ModuleType:
+    reg = sys.modules.get(_REGISTRY)
+    if reg is None:
+        reg = types.ModuleType(_REGISTRY)
+        reg.lock, reg.by_sha, reg.by_name = threading.Lock(), {}, {}
+        reg = sys.modules.setdefault(_REGISTRY, reg)
+    return reg
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _prepare_runtime(folder: Path, metadata: dict) -> None:
-    """Registers every kernel the .pte needs before it loads: ExecuTorch's LLM and quantized kernels, then any
-    library listed in metadata["custom_op_libraries"] (paths relative to the folder, or absolute; e.g. the int8
-    KV-cache kernel of issue 6), loaded once per process with RTLD_GLOBAL so its static registrations run."""
+    """Registers every kernel the .pte needs before it loads: ExecuTorch's LLM and quantized kernels, then each
+    library in metadata["custom_op_libraries"] (paths relative to the folder, e.g. edgekit's kernels in kernels/),
+    with RTLD_GLOBAL so its static registrations run. Every path is checked before any library loads; a library
+    the artifact recorded a hash for (metadata["file_hashes"]) must match it."""
     import executorch.extension.llm.custom_ops.custom_ops
     import executorch.kernels.quantized  # noqa: F401  (quantized_decomposed::embedding_*)
 
-    for lib in metadata.get("custom_op_libraries", []):
-        path = Path(lib) if os.path.isabs(lib) else folder / lib
-        key = str(path.resolve())
-        if key not in _LOADED_LIBS:
-            ctypes.CDLL(key, mode=ctypes.RTLD_GLOBAL)
-            _LOADED_LIBS.add(key)
+    recorded = metadata.get("file_hashes") or {}
+    libs = [(inside(folder, rel, "custom_op_libraries entry"), (recorded.get(rel) or {}).get("sha256"))
+            for rel in metadata.get("custom_op_libraries", [])]
+    for path, sha in libs:
+        load_library(path, sha)
 
 
 class PteSession:
@@ -56,7 +126,7 @@ class PteSession:
         self.folder = Path(folder)
         doc = doc if doc is not None else read_artifact_meta(self.folder)  # doc: an artifact not yet saved
         self.metadata = doc.get("metadata", {})
-        self.pte = self.folder / doc.get("main", doc["files"][0])
+        self.pte = inside(self.folder, doc.get("main", doc["files"][0]), "main file")
         self.max_seq_len = int(self.metadata["max_seq_len"])
         self.last_logits_only = bool(self.metadata.get("last_logits_only", False))
         self.profile_dir = Path(profile_dir) if profile_dir is not None else None

@@ -71,7 +71,8 @@ class ExecuTorchTarget:
                         io={"inputs": {"tokens": "int64[1,T]", "input_pos": "int64[T]"},
                             "outputs": {"logits": "float32[1,1,V]" if spec.last_logits_only else "float32[1,T,V]"},
                             "dynamic_dim": f"T in 1..{spec.max_seq_len - 1}", "method": "forward"})
-        return Artifact(path=Path(out), target=self.name, files=[PTE_NAME], metadata=metadata)
+        files = [PTE_NAME, *metadata["custom_op_libraries"]]   # the kernels travel (and are hashed) with the .pte
+        return Artifact(path=Path(out), target=self.name, files=files, metadata=metadata)
 
     def reference(self, model: EdgeModel, spec: TargetSpec) -> nn.Module:
         """The same quantized decoder, run eagerly with edgekit's own attention."""
@@ -93,8 +94,18 @@ class ExecuTorchTarget:
         return ExecuTorchSession(artifact, **options)
 
     def device_assets(self, artifact: Artifact) -> list[Path]:
+        """edgekit's kernel library, when the .pte needs it: one of the artifact's own files (kernels/), so a bundle
+        lists it (manifest `kernels`) where it already is. An older export named the exporter's build cache
+        instead, which no other machine has: refused."""
         libs = artifact.metadata.get("custom_op_libraries", [])
-        return [Path(p) if Path(p).is_absolute() else artifact.path / p for p in libs]
+        outside = [p for p in libs if p not in artifact.files]
+        if outside:
+            from edgekit.errors import RefusedFileError
+
+            raise RefusedFileError(f"the artifact at {artifact.path} names kernel libraries outside its files: "
+                                   f"{', '.join(outside)}; only libraries inside the artifact folder are shipped "
+                                   "and loaded: export it again with this edgekit")
+        return [artifact.path / p for p in libs]
 
     def standalone_session(self) -> Path:
         return Path(__file__).with_name("standalone_session.py")

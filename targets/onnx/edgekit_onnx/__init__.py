@@ -69,7 +69,7 @@ class OnnxTarget:
         return TOLERANCES[spec.quant]
 
     def session(self, artifact: Artifact, **options: Any) -> Session:
-        from edgekit.errors import MissingDependency, UnsupportedOption
+        from edgekit.errors import MissingDependency, RefusedFileError, UnsupportedOption
 
         unknown = sorted(set(options) - {"threads", "profile_dir"})
         if unknown:
@@ -78,8 +78,13 @@ class OnnxTarget:
             from edgekit_onnx.standalone_session import open_session
         except ImportError as e:  # pragma: no cover - onnxruntime is a declared dependency
             raise MissingDependency(f"the onnx target needs onnxruntime: pip install onnxruntime ({e})") from e
+        from edgekit_onnx import standalone_session
+
         threads = options.get("threads", artifact.metadata.get("options", {}).get("threads"))
-        return open_session(artifact.path, threads=threads, profile_dir=options.get("profile_dir"))
+        try:
+            return open_session(artifact.path, threads=threads, profile_dir=options.get("profile_dir"))
+        except standalone_session.RefusedFileError as e:
+            raise RefusedFileError(f"{artifact.path}: {e}") from e
 
     def device_assets(self, artifact: Artifact) -> list[Path]:
         # ORT's contrib ops ship inside onnxruntime itself; edgekit's kernel library (linear_kernel 'edgekit') is one

@@ -9,6 +9,7 @@ but the new token's K/V. This file is pushed to boards as is, so keep it self-co
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,6 +20,48 @@ import numpy as np
 import onnxruntime as ort
 
 log = logging.getLogger("edgekit_onnx.standalone")
+
+
+class RefusedFileError(RuntimeError):
+    """A file the artifact names that this session does not load: an absolute path, one outside the artifact
+    folder, a missing file, or a library other than the one the artifact recorded."""
+
+
+def inside(folder: Path, rel: str, what: str) -> Path:
+    """folder/rel with symlinks resolved, if that is a file inside folder; RefusedFileError naming it otherwise."""
+    if not isinstance(rel, str) or not rel:
+        raise RefusedFileError(f"{what} {rel!r} is not a path; expected one relative to the artifact folder")
+    if os.path.isabs(rel):
+        raise RefusedFileError(f"{what} {rel!r} is an absolute path; only files inside the artifact folder "
+                               f"{folder} are loaded (a relative path such as kernels/<library>.so): export again")
+    root = folder.resolve()
+    path = (root / rel).resolve()
+    if root not in path.parents:
+        raise RefusedFileError(f"{what} {rel!r} resolves to {path}, outside the artifact folder {root}; only files "
+                               "inside it are loaded")
+    if not path.is_file():
+        raise RefusedFileError(f"{what} {rel!r} is not a file in {root}")
+    return path
+
+
+def custom_op_libraries(folder: Path, meta: dict) -> list[Path]:
+    """The checked paths of meta["custom_op_libraries"]: each inside the folder and, where the artifact recorded
+    its hash (meta["file_hashes"]), that very file. All are checked before any is loaded."""
+    recorded = meta.get("file_hashes") or {}
+    paths = []
+    for rel in meta.get("custom_op_libraries", []):
+        path = inside(folder, rel, "custom_op_libraries entry")
+        want = (recorded.get(rel) or {}).get("sha256")
+        if want is not None:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            if h.hexdigest() != want:
+                raise RefusedFileError(f"{path} is not the library the artifact recorded (sha256 differs); it was "
+                                       "altered after export")
+        paths.append(path)
+    return paths
 
 
 def read_metadata(folder: Path) -> tuple[dict, list]:
@@ -49,9 +92,9 @@ class OnnxSession:
             Path(profile_dir).mkdir(parents=True, exist_ok=True)
             opts.enable_profiling = True
             opts.profile_file_prefix = str(Path(profile_dir) / "ort_profile")
-        for lib in meta.get("custom_op_libraries", []):   # edgekit's kernel library (linear_kernel 'edgekit')
-            opts.register_custom_ops_library(str(Path(lib) if os.path.isabs(lib) else folder / lib))
-        main = folder / (io.get("main") or files[0])
+        main = inside(folder, io.get("main") or files[0], "main file")
+        for lib in custom_op_libraries(folder, meta):   # edgekit's kernel library (linear_kernel 'edgekit')
+            opts.register_custom_ops_library(str(lib))
         self.session = ort.InferenceSession(str(main), opts, providers=["CPUExecutionProvider"])
         self._profile: list[dict] | None = None
         self._bind_cache(io)

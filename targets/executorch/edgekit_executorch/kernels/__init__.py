@@ -13,7 +13,8 @@ fused_block.py.
 Hooks for the ExecuTorch target:
 - export time: `runtime_libraries()` -> the library paths to record as artifact metadata `custom_op_libraries`;
   `source_files()` -> the sources a bundle ships for app builds.
-- load time: `load_kernel_library()` (the standalone session loads the recorded paths with ctypes RTLD_GLOBAL).
+- load time: `load_kernel_library()`; the standalone session loads the artifact's own copies (kernels/), each
+  content hash once per process.
 """
 from __future__ import annotations
 
@@ -26,33 +27,33 @@ from edgekit_executorch.kernels.build import build_kernel_library, source_paths
 __all__ = ["build_kernel_library", "load_kernel_library", "runtime_libraries", "source_files"]
 
 _lock = threading.Lock()
-_loaded: dict[str, ctypes.CDLL] = {}
 _default: ctypes.CDLL | None = None
 
 
 def load_kernel_library(path: Path | None = None) -> ctypes.CDLL:
-    """Builds (if needed) and loads the library once per process, RTLD_GLOBAL, after ExecuTorch's pybindings so
-    its EXECUTORCH_LIBRARY registrations land in the same operator registry (libexecutorch.so) they use."""
+    """Builds (if needed; a cache hit is checksum-verified) and loads the library once per process per content hash
+    (the standalone session's registry, shared with every artifact it opens), RTLD_GLOBAL, after ExecuTorch's
+    pybindings so its EXECUTORCH_LIBRARY registrations land in the operator registry (libexecutorch.so) they use."""
     global _default
     explicit = path is not None
     if not explicit and _default is not None:
         return _default  # the hot path (tests, benchmarks): no hashing, no compiler probe
     from executorch.extension.pybindings import portable_lib  # noqa: F401  (loads libexecutorch.so first)
 
+    from edgekit_executorch.standalone_session import load_library
+
     path = Path(path) if path is not None else build_kernel_library()
-    key = str(path.resolve())
     with _lock:
-        if key not in _loaded:
-            lib = ctypes.CDLL(key, mode=ctypes.RTLD_GLOBAL)
-            _declare(lib)
-            _loaded[key] = lib
+        lib = load_library(path.resolve())
+        _declare(lib)
         if not explicit:
-            _default = _loaded[key]
-        return _loaded[key]
+            _default = lib
+        return lib
 
 
 def runtime_libraries() -> list[Path]:
-    """What an int8-KV-cache .pte needs loaded before it runs (record as metadata `custom_op_libraries`)."""
+    """The verified cached builds an edgekit-kernel .pte needs loaded before it runs; the export copies them into
+    the artifact's kernels/ and records those copies as metadata `custom_op_libraries`."""
     return [build_kernel_library()]
 
 
