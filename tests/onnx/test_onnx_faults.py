@@ -335,3 +335,18 @@ def test_a_real_full_tmpfs_during_export(tiny_model, small_tmpfs):
     with pytest.raises(DiskFullError, match=r"no space left writing to .*small"):
         _export(tiny_model("llama"), small_tmpfs / "out")
     assert list(small_tmpfs.iterdir()) == []
+
+
+def test_an_unusable_cache_folder_is_an_error_naming_the_setting(tiny_model, tmp_path, monkeypatch):
+    """edgekit's kernels (and ONNX Runtime's headers they compile against) live in the cache: a cache folder that
+    cannot be created is the user's setting to fix, said so before any download or compile, nothing at the output."""
+    from edgekit.errors import ExportError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.delenv("EDGEKIT_ORT_INCLUDE_DIR", raising=False)
+    with pytest.raises(ExportError, match="set EDGEKIT_CACHE_DIR to a writable folder"):
+        edgekit.export(tiny_model("llama"), "iot", quant="int4", linear_kernel="edgekit", max_seq_len=MAX_SEQ_LEN,
+                       out=tmp_path / "out", show_progress=False)
+    assert not (tmp_path / "out").exists()

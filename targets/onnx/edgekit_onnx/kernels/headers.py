@@ -22,7 +22,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from edgekit.errors import MissingDependency
+from edgekit.errors import ExportError, MissingDependency
 from edgekit.kernels.build import cache_root
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,11 @@ def fetch(url: str = DEB_URL, sha256: str = DEB_SHA256) -> Path:
     dest = cached_dir()
     if all((dest / name).is_file() for name in NEEDED):
         return dest
+    try:   # before the download: an unusable cache folder is the user's setting to fix, not a network problem
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create the ONNX Runtime headers' cache folder {dest.parent} ({e.strerror or e}); "
+                          "set EDGEKIT_CACHE_DIR to a writable folder") from e
     log.info("fetching ONNX Runtime %s headers from %s", VERSION, url)
     try:
         with urllib.request.urlopen(url, timeout=60) as resp:
