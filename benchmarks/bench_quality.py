@@ -1,0 +1,232 @@
+"""Quality beside size and speed: the embedded SmolLM2-135M GGUF through each target's schemes, and the peers.
+
+    python benchmarks/bench_quality.py [--rows onnx,executorch,llama-cpp] [--max-tokens N] [--rounds 3]
+
+Every row is measured the same way: teacher-forced over the text that ships with edgekit (edgekit/evaldata, 5,362
+SmolLM2 tokens of prose and worked problems) in windows of 256 tokens, in the artifact's own runtime, against the eager
+fp32 graph of the same GGUF (edgekit.quality: mean KL(fp32 || artifact) per token, share of tokens with the same top
+token, both perplexities). Decode speed: 64-token prefill then 32 greedy steps, the rows interleaved round after round
+in one process (the machine's bandwidth drifts by tens of percent within minutes; only figures of one run compare).
+llama.cpp runs in its peer venv (benchmarks/peers/tools.py) behind benchmarks/peers/lcpp_logits.py: the package's
+Q4_1 file as it is, and requantized by llama.cpp itself to Q4_0 and Q4_K_M.
+Writes benchmarks/results/quality.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+sys.path.insert(0, str(BENCH_DIR / "peers"))
+import common
+
+log = logging.getLogger("bench_quality")
+WORK = BENCH_DIR / ".cache" / "quality"
+RESULTS = BENCH_DIR / "results" / "quality.md"
+WINDOW = 256
+THREADS = 2
+
+
+@dataclass
+class Row:
+    label: str
+    target: str                  # edgekit target name, or "llama-cpp"
+    quant: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+    session: Any = None
+
+
+def edgekit_rows(targets: set[str]) -> list[Row]:
+    rows = []
+    if "onnx" in targets:
+        rows += [Row("int4 default (block 128, level 4)", "onnx", "int4", note="the target's default before"),
+                 Row("int4 as the demo exported it", "onnx", "int4",
+                     {"block_size": 32, "output_bits": 8, "linear_kernel": "edgekit"}, "block 32, 8-bit output"),
+                 Row("source, stock MatMulNBits (level 4)", "onnx", "source", note="the file's grids, ORT's ops"),
+                 Row("source, stock, float activations (level 1)", "onnx", "source", {"accuracy_level": 1}),
+                 Row("source + edgekit LinearQ4 (default, demo)", "onnx", "source", {"linear_kernel": "edgekit"},
+                     "the file's Q4_1 grids with fp16 d/m, int8 activations per 32")]
+    if "executorch" in targets:
+        rows += [Row("8da4w default", "executorch", "8da4w"),
+                 Row("8da4w as the demo exports it", "executorch", "8da4w",
+                     {"output_bits": 8, "linear_kernel": "edgekit"}, "8-bit output layer, edgekit kernel")]
+        from edgekit.targets.registry import get_target
+
+        if "source" in get_target("executorch").capabilities.quant_schemes:
+            rows.append(Row("source + edgekit kernel", "executorch", "source", {"linear_kernel": "edgekit"}))
+    if "coreml" in targets:
+        rows.append(Row("w4 (Core ML evaluator on Linux)", "coreml", "w4"))
+    return rows
+
+
+def export_row(model, row: Row) -> None:
+    import edgekit
+    from edgekit.targets.registry import get_target
+
+    out = WORK / "exports" / row.label.replace(" ", "_").replace("/", "-")
+    t0 = time.perf_counter()
+    art = edgekit.export(model, row.target, quant=row.quant, max_seq_len=WINDOW, last_logits_only=False, out=out,
+                         force=True, validate=False, evaluate=False, show_progress=False, **row.options)
+    row.figures["export_s"] = time.perf_counter() - t0
+    row.figures["bytes"] = sum(f.stat().st_size for f in Path(art.path).rglob("*") if f.is_file())
+    row.session = get_target(row.target).session(art)
+
+
+class LlamaCppSession:
+    """The Session contract over lcpp_logits.py in the llama-cpp venv (full logits of every fed position)."""
+
+    last_logits_only = False
+
+    def __init__(self, python: Path, gguf: Path):
+        self.max_seq_len = WINDOW
+        self.proc = subprocess.Popen([str(python), str(BENCH_DIR / "peers" / "lcpp_logits.py"), str(gguf),
+                                      str(WINDOW), str(THREADS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        self.tmp = tempfile.mkdtemp(prefix="lcpp-logits-")
+
+    def ask(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        ans = json.loads(self.proc.stdout.readline())
+        if not ans.get("ok"):
+            raise RuntimeError(f"llama.cpp: {ans.get('error')}")
+        return ans
+
+    def reset(self) -> None:
+        self.ask({"op": "reset"})
+
+    def forward(self, tokens: np.ndarray, input_pos: np.ndarray) -> np.ndarray:
+        out = os.path.join(self.tmp, "logits.npy")
+        self.ask({"op": "forward", "tokens": [int(t) for t in np.asarray(tokens)[0]], "out": out})
+        return np.load(out)[None]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def llama_cpp_rows(gguf: Path) -> list[Row]:
+    import tools
+
+    py = tools.PEERS["llama-cpp"].python()
+    rows = [Row("llama.cpp: the package's Q4_1 file as it is", "llama-cpp", "Q4_1", note=str(gguf.name))]
+    rows[0].session = LlamaCppSession(py, gguf)
+    rows[0].figures["bytes"] = gguf.stat().st_size
+    for ftype in ("Q4_0", "Q4_K_M"):
+        dst = WORK / "lcpp" / f"smollm2-{ftype}.gguf"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not dst.exists():
+            rows[0].session.ask({"op": "quantize", "src": str(gguf), "dst": str(dst), "ftype": ftype})
+        row = Row(f"llama.cpp: requantized to {ftype}", "llama-cpp", ftype, note="llama_model_quantize")
+        row.session, row.figures["bytes"] = LlamaCppSession(py, dst), dst.stat().st_size
+        rows.append(row)
+    return rows
+
+
+def evaluate_row(model, row: Row, max_tokens: int | None) -> None:
+    from edgekit.evaldata import eval_text
+    from edgekit.quality.evaluate import run
+
+    txt = eval_text()
+    tokens = model.tokenizer.encode(txt.text)
+    labels = {"runtime": row.target, "target": row.target, "quant": row.quant, "text_id": txt.id,
+              "text_sha256": txt.sha256, "reference": "SmolLM2-135M GGUF, eager fp32"}
+    rep = run(row.session, model, tokens, model.tokenizer, window=WINDOW, labels=labels, max_tokens=max_tokens,
+              worst=1, show_progress=False)
+    row.figures.update({"mean_kl": rep.mean_kl, "same_top": rep.same_top, "ppl": rep.perplexity,
+                        "ref_ppl": rep.reference_perplexity, "tokens": rep.tokens})
+    print(f"{row.label}: KL {rep.mean_kl:.4f}  same top {rep.same_top:.1%}  ppl {rep.perplexity:.2f} "
+          f"(fp32 {rep.reference_perplexity:.2f})  {row.figures['bytes'] / 1e6:.0f} MB", flush=True)
+
+
+def decode_rounds(rows: list[Row], rounds: int, prompt: int = 64, steps: int = 32) -> None:
+    """Decode tok/s of every row, interleaved round after round."""
+    ids = np.arange(1, prompt + 1, dtype=np.int64)[None]
+    for _ in range(rounds):
+        for row in rows:
+            s = row.session
+            s.reset()
+            s.forward(ids, np.arange(prompt, dtype=np.int64))
+            t0 = time.perf_counter()
+            for pos in range(prompt, prompt + steps):
+                s.forward(np.array([[7]], dtype=np.int64), np.array([pos], dtype=np.int64))
+            row.figures.setdefault("decode", []).append(steps / (time.perf_counter() - t0))
+
+
+def write_results(rows: list[Row], facts: dict[str, Any], argv: list[str]) -> None:
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    how = (f"`python benchmarks/bench_quality.py {' '.join(argv)}` on {when}. Reference: the eager fp32 graph of the "
+           f"same GGUF. Text: edgekit/evaldata (shipped), windows of {WINDOW} tokens, half of each as context. Decode: "
+           f"64-token prefill, 32 greedy steps, {THREADS} threads, rows interleaved per round (median and range).")
+    lines = ["# Quality beside size and speed: SmolLM2-135M (the embedded Q4_1 GGUF)", "", how, "",
+             "| row | target | bytes | mean KL | same top | perplexity (fp32) | decode tok/s | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        f = r.figures
+        dec = sorted(f.get("decode", []))
+        speed = f"{dec[len(dec) // 2]:.0f} ({dec[0]:.0f}-{dec[-1]:.0f})" if dec else "-"
+        kl = f"{f['mean_kl']:.4f}" if "mean_kl" in f else f.get("error", "-")
+        same = f"{f['same_top']:.1%}" if "same_top" in f else "-"
+        ppl = f"{f['ppl']:.2f} ({f['ref_ppl']:.2f})" if "ppl" in f else "-"
+        lines.append(f"| {r.label} | {r.target} | {f.get('bytes', 0) / 1e6:.1f} MB | {kl} | {same} | {ppl} | "
+                     f"{speed} | {r.note} |")
+    lines += ["", common.facts_markdown(facts), ""]
+    RESULTS.write_text("\n".join(lines))
+    print(f"wrote {RESULTS}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rows", default="onnx,executorch,llama-cpp",
+                   help="comma list of: onnx, executorch, coreml, llama-cpp")
+    p.add_argument("--max-tokens", type=int, default=None, help="score at most this many tokens per row")
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import torch
+
+    import edgekit
+    from edgekit.model.load import resolve_builtin
+
+    torch.set_num_threads(THREADS)
+    wanted = set(args.rows.split(","))
+    model = edgekit.load("smollm2-135m")
+    rows = edgekit_rows(wanted)
+    for row in rows:
+        print(f"export: {row.label}", flush=True)
+        export_row(model, row)
+    if "llama-cpp" in wanted:
+        try:
+            rows += llama_cpp_rows(resolve_builtin("smollm2-135m"))
+        except Exception as e:  # noqa: BLE001 - a peer that cannot be installed is reported, not fatal
+            print(f"llama.cpp unavailable: {e}", flush=True)
+    for row in rows:
+        try:
+            evaluate_row(model, row, args.max_tokens)
+        except Exception as e:  # noqa: BLE001 - one failing row is reported in the table
+            row.figures["error"] = f"{type(e).__name__}: {e}"[:120]
+            print(f"{row.label}: FAILED {row.figures['error']}", flush=True)
+    decode_rounds([r for r in rows if "error" not in r.figures], args.rounds)
+    write_results(rows, common.machine_facts(), argv if argv is not None else sys.argv[1:])
+    for r in rows:
+        if isinstance(r.session, LlamaCppSession):
+            r.session.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
