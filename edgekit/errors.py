@@ -60,3 +60,11 @@ class PromptError(EdgekitError):
 
 class NumericalError(EdgekitError):
     """A model produced NaN or Inf while running (logits of a prefill or decode step)."""
+
+
+class EvaluationError(EdgekitError):
+    """A quality evaluation cannot run: no reference model, a text too short for one window, a session that fails."""
+
+
+class QualityError(ParityError):
+    """An export's quality on the shipped text (KL against the unquantized model) is beyond its scheme's bound."""
