@@ -52,11 +52,11 @@ def run(session: Any, model: EdgeModel, tokens: list[int], tokenizer: Any, *, wi
                        max_windows=max_windows, worst=worst, labels=labels, on_window=tick)
 
 
-def labels(art: Artifact, txt: EvalText, model: EdgeModel) -> dict[str, str]:
+def labels(art: Artifact, txt: EvalText, model: EdgeModel, target: Any = None) -> dict[str, str]:
     from edgekit.bundle.facts import target_entry
 
     md = art.metadata
-    return {"runtime": target_entry(_target(art), md)["runtime"], "target": art.target,
+    return {"runtime": target_entry(target or _target(art), md)["runtime"], "target": art.target,
             "quant": str(md.get("quant", "?")), "text_id": txt.id, "text_sha256": txt.sha256,
             "reference": f"{model.name} ({Path(str(model.source)).name}), eager fp32"}
 

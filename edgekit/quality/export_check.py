@@ -30,8 +30,8 @@ def evaluate_export(target: Target, artifact: Artifact, model: EdgeModel, spec: 
     txt = eval_text()
     tokenizer = model.tokenizer
     report = run(target.session(artifact), model, tokenizer.encode(txt.text), tokenizer, window=spec.max_seq_len,
-                 labels=labels(artifact, txt, model), max_tokens=EXPORT_EVAL_TOKENS, max_windows=EXPORT_EVAL_WINDOWS, worst=3,
-                 show_progress=False)
+                 labels=labels(artifact, txt, model, target), max_tokens=EXPORT_EVAL_TOKENS,
+                 max_windows=EXPORT_EVAL_WINDOWS, worst=3, show_progress=False)
     log.info("quality of %s (%s): %s", artifact.target, spec.quant, report.summary())
     try:
         gate.check(report, spec.quant)
