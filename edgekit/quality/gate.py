@@ -31,11 +31,11 @@ class Bound:
 
 # scheme class -> bound; see docs/quality.md for the measurements behind each number
 BOUNDS: dict[str, Bound] = {
-    "float32": Bound("float32", kl=1e-4, relative=1e-3),
-    "float16": Bound("float16", kl=2e-3, relative=1e-2),
-    "8-bit": Bound("8-bit", kl=0.05, relative=0.05),
-    "4-bit": Bound("4-bit", kl=1.0, relative=0.25),
-    "below 4-bit": Bound("below 4-bit", kl=2.0, relative=0.4),
+    "float32": Bound("float32", kl=1e-4, relative=1e-4),
+    "float16": Bound("float16", kl=1e-2, relative=2e-3),
+    "8-bit": Bound("8-bit", kl=0.05, relative=0.01),
+    "4-bit": Bound("4-bit", kl=1.0, relative=0.12),
+    "below 4-bit": Bound("below 4-bit", kl=2.0, relative=0.25),
 }
 # schemes the targets name today; other names are classed by the weight bits their name carries
 SCHEME_CLASS = {"fp32": "float32", "fp16": "float16", "bf16": "float16", "w8": "8-bit", "int8": "8-bit",

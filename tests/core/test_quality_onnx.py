@@ -50,7 +50,7 @@ def test_bundle_manifest_carries_the_quality(onnx_artifacts):
 
 def test_bundle_and_artifact_evaluate_alike_against_the_recorded_checkpoint(onnx_artifacts):
     model, full, _, bundle = onnx_artifacts
-    by_art = evaluate(full, max_tokens=BUDGET, show_progress=False)          # reference: the recorded checkpoint
+    by_art = edgekit.evaluate(full, max_tokens=BUDGET, show_progress=False)  # reference: the recorded checkpoint
     by_bundle = evaluate(bundle.path, max_tokens=BUDGET, show_progress=False)
     by_model = evaluate(full.path, reference=model, max_tokens=BUDGET, show_progress=False)
     assert by_art.tokens == by_bundle.tokens == by_model.tokens > 0
