@@ -26,7 +26,8 @@ def evaluate_export(target: Target, artifact: Artifact, model: EdgeModel, spec: 
     if not model.has_tokenizer:
         log.warning("%s has no tokenizer, so the export's quality on the shipped text is not measured (no gate)",
                     model.name)
-        return {"skipped": f"{model.name} has no tokenizer to encode the evaluation text with"}
+        artifact.metadata["quality"] = {"skipped": f"{model.name} has no tokenizer to encode the evaluation text with"}
+        return artifact.metadata["quality"]
     txt = eval_text()
     tokenizer = model.tokenizer
     report = run(target.session(artifact), model, tokenizer.encode(txt.text), tokenizer, window=spec.max_seq_len,

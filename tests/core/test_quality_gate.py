@@ -125,3 +125,13 @@ def test_validate_false_skips_evaluation_unless_asked(tiny_model, fake, tmp_path
     assert "quality" not in art.metadata
     art = _export(tiny_model("llama"), EagerTarget(), tmp_path / "b", validate=False, evaluate=True)
     assert art.metadata["quality"]["gate"]["passed"]
+
+
+def test_model_without_tokenizer_is_exported_with_the_reason_recorded(tiny_model, fake, tmp_path, caplog):
+    import dataclasses
+
+    fake()
+    bare = dataclasses.replace(tiny_model("llama"), _tokenizer=None, _tokenizer_problem="no tokenizer.json")
+    art = _export(bare, EagerTarget(), tmp_path / "bare")
+    assert "no tokenizer" in art.metadata["quality"]["skipped"]
+    assert "not measured" in caplog.text
