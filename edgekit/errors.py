@@ -77,3 +77,11 @@ class ProfileSettingError(EdgekitError):
 class RefusedFileError(EdgekitError):
     """A file an artifact or bundle names that edgekit will not load: an absolute path, one outside its folder, a
     native library other than the one it recorded, or another build of a kernel library already loaded."""
+
+
+class EvaluationError(EdgekitError):
+    """A quality evaluation cannot run: no reference model, a text too short for one window, a session that fails."""
+
+
+class QualityError(ParityError):
+    """An export's quality on the shipped text (KL against the unquantized model) is beyond its scheme's bound."""
