@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from edgekit.model.edge_model import EdgeModel
     from edgekit_executorch.session import ExecuTorchSession
 
-QUANT_SCHEMES = ("fp32", "w8", "8da4w")
+QUANT_SCHEMES = ("fp32", "w8", "8da4w", "source")
 OPTIONS = ("group_size", "embedding_bits", "output_bits", "custom_sdpa", "linear_kernel", "attention_kernel")
 FP32_TOLERANCE = 1e-4
 QUANT_TOLERANCE = 1e-2
@@ -66,6 +66,10 @@ class ExecuTorchTarget:
         # bad options fail before any heavy work
         qp = plan(spec.quant, spec.options, linear_in_features(model.config))
         resolve_attention(spec.options, spec.kv_cache, qp.linear_kernel)
+        if qp.scheme == "source":
+            from edgekit_executorch.source_q4 import require_source
+
+            require_source(model)
         metadata = export_pte(model, spec, Path(out))
         metadata.update(runtime="executorch", runtime_version=_executorch_version(), backend="xnnpack",
                         io={"inputs": {"tokens": "int64[1,T]", "input_pos": "int64[T]"},
