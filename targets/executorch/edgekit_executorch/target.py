@@ -53,7 +53,10 @@ class ExecuTorchTarget:
               "library in the app: custom_op_libraries), attention_kernel llama|edgekit (fp32 cache: ExecuTorch's "
               "custom_sdpa or edgekit::attention; default edgekit with linear_kernel edgekit, else llama); "
               "kv_cache int8: int8 K/V with one fp32 scale per (position, kv head), run by edgekit's own kernel "
-              "library (edgekit::attention / update_int8_cache, loaded from custom_op_libraries)",
+              "library (edgekit::attention / update_int8_cache, loaded from custom_op_libraries); "
+              "quant source (a quantized GGUF): its 4-bit grids as stored in edgekit's int4 kernel, activations "
+              "int8 per group, its Q8_0 / Q4_0 table as stored, a head that is not 4-bit re-quantized to int8 per "
+              "channel (artifact metadata source_grids); the file fixes group_size / embedding_bits / output_bits",
     )
 
     def export(self, model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
