@@ -114,6 +114,9 @@ def use_source_kernels(decoder: nn.Module, model, report: SourceReport) -> dict[
     if grid is not None:
         weights = Q4Weights([decoder.output], grid=grid.as_pack_args(), scale_dtype=fp16, act_per_group=True)
         decoder.output = FusedQ4Output(decoder.norm, decoder.output, weights)
+        if grid.input_copies > 1:
+            decoder.output = RepeatedInput(decoder.output, grid.input_copies)
+            report.split_8bit.append("output")
         decoder.norm = nn.Identity()
         _note(report, grid, "output")
         counts["fused_output"] = 1
@@ -138,7 +141,21 @@ def use_reference_grids(decoder: nn.Module, model) -> None:
             setattr(parent, n, GridLinear(grid.weight(), getattr(parent, n).bias, grid.group))
     grid = output_grid(model.config, model.source_quant)
     if grid is not None:
-        decoder.output = GridLinear(grid.weight(), None, grid.group)   # a tied head: the table stays as it is
+        # a tied head: the table stays as it is
+        decoder.output = GridLinear(grid.folded_weight(), None, grid.group)
+
+
+class RepeatedInput(nn.Module):
+    """A FusedQ4Output over [x, x, ...] (a split 8-bit grid): its RMSNorm weight repeated likewise, so the norm of the
+    copies (the same mean square) is the copies of the norm."""
+
+    def __init__(self, output: nn.Module, copies: int):
+        super().__init__()
+        output.norm = output.norm.repeat(copies)
+        self.inner, self.copies = output, copies
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(torch.cat([x] * self.copies, dim=-1))
 
 
 def _note_floats(decoder: nn.Module, model, report: SourceReport) -> None:

@@ -9,8 +9,12 @@ a symmetric part takes minimum -8 * scale beside an asymmetric one (exact: a pow
 The rest is what ExecuTorch can hold of the file:
 - the token embedding: a symmetric 8- or 4-bit table (Q8_0, Q4_0) as stored, in quantized_decomposed's
   group-wise embedding kernels (codes - 2**(bits-1) as int8, one fp32 scale per group: exact);
-- an output layer that is not 4-bit (SmolLM2's tied Q8_0 head): XNNPACK has no group-wise 8-bit GEMM, so it is
-  re-quantized to int8 per output channel (HQQ scales, int8 activations per token); the artifact's metadata lists it;
+- a symmetric 8-bit output layer (SmolLM2's tied Q8_0 head) exactly, in the int4 kernel: a code q = 16 hi + lo
+  gives w = s (q - 128) = (16 s) hi - 128 s + s lo, two 4-bit grids with minimums (-128 s and 0) side by side along
+  K, run over [x, x] in one call (split_q8: every product exact in fp16 / fp32, activations per group as for Q8_0 x
+  Q8_0 in llama.cpp). XNNPACK has no group-wise 8-bit GEMM: per channel it cost SmolLM2 KL ~0.01;
+- any other output layer (Q6_K, Q5_0, ...): re-quantized to int8 per output channel (HQQ scales, int8 activations
+  per token in XNNPACK); the artifact's metadata lists it;
 - a linear that is not 4-bit in the file (Q5_0, Q8_0, Q6_K, ...) stays float: its exact dequantization.
 """
 from __future__ import annotations
@@ -42,6 +46,7 @@ class KernelGrid:
     mins: torch.Tensor | None
     sources: tuple[str, ...]
     rows: tuple[int, ...]           # each part's row count, in order
+    input_copies: int = 1           # 2: the grid is [hi | lo] of an 8-bit one along K, run over [x, x] (split_q8)
 
     def as_pack_args(self) -> tuple:
         return self.codes, self.scales, self.group, self.mins
@@ -53,6 +58,15 @@ class KernelGrid:
         if self.mins is not None:
             w = w + self.mins.half().float()[..., None]
         return w.reshape(n, k)
+
+    def folded_weight(self) -> torch.Tensor:
+        """float32 [N, K / input_copies]: the weight x is multiplied with (a split 8-bit grid's halves summed: the
+        file's own dequantization, exactly)."""
+        w = self.weight()
+        if self.input_copies == 1:
+            return w
+        k = w.shape[1] // self.input_copies
+        return sum(w[:, i * k:(i + 1) * k] for i in range(self.input_copies))
 
     def exact_in_fp16(self) -> bool:
         parts = [self.scales] + ([] if self.mins is None else [self.mins])
@@ -82,6 +96,19 @@ def kernel_grid(parts: list[QuantizedTensor]) -> KernelGrid | None:
                       tuple(sorted({t.source for t in parts})), tuple(t.shape[0] for t in parts))
 
 
+def split_q8(t: QuantizedTensor) -> KernelGrid | None:
+    """A symmetric 8-bit tensor (Q8_0) as two 4-bit grids [hi | lo] along K (see the module docstring), or None when
+    it is not one or 16 s / 128 s would leave fp16's range."""
+    if t.bits != 8 or t.mins is not None or t.group_size not in KERNEL_GROUPS:
+        return None
+    s = t.scales
+    if float(s.abs().max()) * 128 > float(torch.finfo(torch.float16).max):
+        return None
+    hi, lo = t.codes >> 4, t.codes & 15
+    return KernelGrid(torch.cat([hi, lo], 1), torch.cat([16 * s, s], 1), t.group_size,
+                      torch.cat([-128 * s, torch.zeros_like(s)], 1), (t.source,), (t.shape[0],), input_copies=2)
+
+
 def layer_grids(cfg, source: dict[str, QuantizedTensor], i: int) -> dict[str, KernelGrid]:
     """Layer i's fused linears (FUSED's keys) whose parts are all 4-bit in the checkpoint."""
     out = {}
@@ -96,7 +123,7 @@ def layer_grids(cfg, source: dict[str, QuantizedTensor], i: int) -> dict[str, Ke
 
 def output_grid(cfg, source: dict[str, QuantizedTensor]) -> KernelGrid | None:
     t = source.get(EMBEDDING if cfg.tie_word_embeddings else OUTPUT)
-    return None if t is None else kernel_grid([t])
+    return None if t is None else kernel_grid([t]) or split_q8(t)
 
 
 def require_source(model) -> dict[str, QuantizedTensor]:
@@ -130,10 +157,12 @@ class SourceReport:
     float: list[str] = field(default_factory=list)
     requantized: dict[str, str] = field(default_factory=dict)
     scales_rounded_to_fp16: list[str] = field(default_factory=list)
+    split_8bit: list[str] = field(default_factory=list)   # 8-bit grids run as [hi | lo] 4-bit halves (split_q8)
 
     def as_metadata(self) -> dict:
         return {"kept": sorted(self.kept), "float": sorted(self.float), "requantized": self.requantized,
-                "scales_rounded_to_fp16": self.scales_rounded_to_fp16, "activations": "int8 per group (Q8_1)"}
+                "scales_rounded_to_fp16": self.scales_rounded_to_fp16, "split_8bit": self.split_8bit,
+                "activations": "int8 per group of the weight's group (llama.cpp's Q8_1)"}
 
 
 class GridLinear(nn.Module):
