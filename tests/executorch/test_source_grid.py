@@ -25,7 +25,7 @@ pytest.importorskip("executorch")
 
 SEQ = 40
 MAX_SEQ_LEN = 48
-# q|k|v and gate|up mix Q4_1 with Q4_0 parts (minimum -8 * scale); a Q8_0 table (tied: its head re-quantized)
+# q|k|v and gate|up mix Q4_1 with Q4_0 parts (minimum -8 * scale); a Q8_0 table (tied: its head split in nibbles)
 FUSED = {"attn_q.weight": Q.Q4_1, "attn_k.weight": Q.Q4_0, "attn_v.weight": Q.Q4_1, "attn_output.weight": Q.Q4_1,
          "ffn_gate.weight": Q.Q4_1, "ffn_up.weight": Q.Q4_0, "ffn_down.weight": Q.Q4_1, "token_embd.weight": Q.Q8_0,
          "output.weight": Q.Q4_1}
@@ -96,10 +96,17 @@ def test_pte_holds_the_files_codes_and_minimums(source_exports):
         assert t.numpy().tobytes() in data                   # the file's codes, d and m, byte for byte
     table = sq["tok_embeddings.weight"]
     assert (table.codes.to(torch.int16) - 128).to(torch.int8).numpy().tobytes() in data   # Q8_0 codes as stored
+    # the tied Q8_0 head: its codes' high and low nibbles as two 4-bit grids (16 d, min -128 d | d, min 0)
+    hi_lo = torch.cat([table.codes >> 4, table.codes & 15], 1)
+    s = table.scales
+    head = q4.pack(hi_lo, torch.cat([16 * s, s], 1), 32, mins=torch.cat([-128 * s, 0 * s], 1),
+                   scale_dtype=torch.float16)
+    assert head[0].numpy().tobytes() in data and head[3].view(torch.int16).numpy().tobytes() in data
     grids = art.metadata["source_grids"]
     assert grids["kept"] == ["gguf:Q4_0", "gguf:Q4_1", "gguf:Q8_0"] and grids["float"] == []
-    assert list(grids["requantized"]) == ["output"]          # the tied Q8_0 head: int8 per channel
+    assert grids["requantized"] == {} and grids["split_8bit"] == ["output"]
     assert grids["scales_rounded_to_fp16"] == []
+    assert art.metadata["delegation"].get("delegated_nodes", 0) == 0, art.metadata["delegation"]   # no XNNPACK
 
 
 def test_layers_that_cannot_fuse_run_single_kernels(source_exports):
