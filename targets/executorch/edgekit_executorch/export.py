@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 PTE_NAME = "model.pte"
 
 
-def build_decoder(model: EdgeModel, spec: TargetSpec, for_export: bool) -> nn.Module:
+def build_decoder(model: EdgeModel, spec: TargetSpec, for_export: bool, report=None) -> nn.Module:
     """A fresh decoder copy, quantized per the spec; for export its attention uses ExecuTorch's LLM ops.
 
     reference() calls this with for_export=False: the same quantized weights, edgekit's eager attention.
+    report: quant 'source' records in it what the file's grids became (source_q4.SourceReport).
     """
     qp = quant.plan(spec.quant, spec.options, quant.linear_in_features(model.config))
     decoder, sources = decoder_without_float_copy(model, spec)
@@ -37,6 +38,8 @@ def build_decoder(model: EdgeModel, spec: TargetSpec, for_export: bool) -> nn.Mo
         from edgekit.kernels import use_int8_kv_cache  # issue 6: swaps every attention.attend for the int8 one
 
         use_int8_kv_cache(decoder)
+    if qp.scheme == "source":
+        return build_source_decoder(model, spec, qp, decoder, sources, for_export, report)
     with torch.no_grad():
         quant.apply(decoder, qp, sources)
     if not for_export:   # the eager reference: each weight dequantized once (torchao re-makes it on every call)
@@ -63,6 +66,36 @@ def build_decoder(model: EdgeModel, spec: TargetSpec, for_export: bool) -> nn.Mo
         use_linear_mean_norms(decoder)
         use_linear_rope(decoder)
     return decoder.eval()
+
+
+def build_source_decoder(model: EdgeModel, spec: TargetSpec, qp: quant.QuantPlan, decoder: nn.Module,
+                         sources: quant.Sources, for_export: bool, report=None) -> nn.Module:
+    """build_decoder for quant 'source' (source_q4.py): the file's grids; `report` (a SourceReport) collects what
+    was kept, left float and re-quantized."""
+    from torchao.utils import unwrap_tensor_subclass
+
+    from edgekit_executorch.source_decoder import quantize_tables, use_reference_grids, use_source_kernels
+    from edgekit_executorch.source_q4 import SourceReport
+
+    report = SourceReport() if report is None else report
+    with torch.no_grad():
+        quantize_tables(decoder, model, report)
+        quant.materialize(decoder, sources)
+    if not for_export:
+        from edgekit_executorch.eager_reference import dequantize_once
+
+        use_reference_grids(decoder, model)
+        dequantize_once(decoder)
+        return decoder.eval()
+    attention = resolve_attention(spec.options, spec.kv_cache, qp.linear_kernel)
+    if attention in ("llama", "edgekit"):
+        from edgekit_executorch.attention import use_custom_sdpa
+
+        use_custom_sdpa(decoder, attention)
+    with torch.no_grad():
+        log.debug("quant 'source' kernels: %s", use_source_kernels(decoder, model, report))
+    pages.release(model.weights.values())
+    return unwrap_tensor_subclass(decoder).eval()
 
 
 def decoder_without_float_copy(model: EdgeModel, spec: TargetSpec) -> tuple[nn.Module, quant.Sources]:
@@ -151,8 +184,13 @@ def export_pte(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, Any]:
     stages = progress.current()
     qp = quant.plan(spec.quant, spec.options, quant.linear_in_features(model.config))
     libraries = custom_op_libraries(spec, qp, out)   # compiled (or taken from the cache) before any heavy work
+    report = None
+    if qp.scheme == "source":
+        from edgekit_executorch.source_q4 import SourceReport
+
+        report = SourceReport()
     with stages.stage("quantize"):
-        decoder = build_decoder(model, spec, for_export=True)
+        decoder = build_decoder(model, spec, for_export=True, report=report)
         attention_layers = count_cache_attention(decoder)
     with stages.stage("capture"):
         try:
@@ -171,8 +209,9 @@ def export_pte(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, Any]:
         del edge
         with (out / PTE_NAME).open("wb") as f:
             prog.write_to_file(f)
+    extra = {} if report is None else {"source_grids": report.as_metadata()}
     return {"max_seq_len": spec.max_seq_len, "last_logits_only": spec.last_logits_only,
-            "quantization": qp.describe(), "delegation": summary,
+            "quantization": qp.describe(), **extra, "delegation": summary,
             "attention": _attention_kind(spec, qp, attention_layers),
             "pte_bytes": (out / PTE_NAME).stat().st_size,
             "constant_methods": constant_methods(model, spec),

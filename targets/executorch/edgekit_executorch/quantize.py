@@ -8,6 +8,8 @@ optimum-executorch, built here from a chunked HQQ that gives the same codes and 
          ExecuTorch's partitioner delegates (a weight-only dequant + linear would stay in portable kernels), so the
          activations are quantized dynamically per token to int8 inside the op (qd8-f32-qc8w).
 - 8da4w: int8 dynamic (per token) activations x int4 weights, groups of `group_size` (32, 64 or 128) input channels.
+- source: a quantized checkpoint's own grids (a GGUF's blocks) kept as stored, in edgekit's int4 kernel with
+         activations per group (source_q4.py); the file fixes groups and bits.
 Options: `embedding_bits` (8: per row, 4: groups of 32) quantizes the token embedding (weight-only;
 ExecuTorch's quantized embedding kernels), `output_bits` (8: per channel, 4: groups of `group_size`) the output layer
 (it follows the scheme by default; fp32 keeps it float unless asked).
@@ -25,7 +27,7 @@ from edgekit.errors import UnsupportedOption
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("fp32", "w8", "8da4w")
+SCHEMES = ("fp32", "w8", "8da4w", "source")
 GROUP_SIZES = (32, 64, 128)
 BITS = (4, 8)
 OPTIONS = ("group_size", "embedding_bits", "output_bits", "linear_kernel")
@@ -63,6 +65,8 @@ def plan(scheme: str, options: dict[str, Any], in_features: tuple[int, ...] = ()
     if scheme not in SCHEMES:
         raise UnsupportedOption(f"quant scheme {scheme!r} is not supported by the executorch target; "
                                 f"supported: {', '.join(SCHEMES)}")
+    if scheme == "source":
+        return _source_plan(options)
     group = options.get("group_size")
     if group is not None and scheme != "8da4w":
         raise UnsupportedOption(f"group_size applies to 8da4w only (scheme {scheme!r} is per channel)")
@@ -88,6 +92,21 @@ def plan(scheme: str, options: dict[str, Any], in_features: tuple[int, ...] = ()
         raise UnsupportedOption(f"linear_kernel 'edgekit' runs 8da4w linears only (scheme {scheme!r}); use "
                                 "--quant 8da4w or leave linear_kernel unset")
     return QuantPlan(scheme, group, emb, out, out_group, kernel)
+
+
+def _source_plan(options: dict[str, Any]) -> QuantPlan:
+    """The checkpoint fixes the groups and bits; its asymmetric 4-bit grids (GGUF Q4_1) need edgekit's kernel, which
+    holds per-group minimums (XNNPACK's int4 GEMM is symmetric)."""
+    fixed = sorted(k for k in ("group_size", "embedding_bits", "output_bits") if options.get(k) is not None)
+    if fixed:
+        raise UnsupportedOption(f"{', '.join(fixed)} cannot be set with quant 'source', which keeps the checkpoint's "
+                                "own grids (its groups and bits); use quant '8da4w' to choose them")
+    kernel = str(options.get("linear_kernel") or "edgekit")
+    if kernel != "edgekit":
+        raise UnsupportedOption(f"linear_kernel {kernel!r} cannot run quant 'source': XNNPACK's int4 GEMM has no "
+                                "per-group minimums (a GGUF's Q4_1) nor fp16 scales; use linear_kernel 'edgekit' "
+                                "(the default with quant 'source') or quant '8da4w'")
+    return QuantPlan("source", None, None, None, None, "edgekit")
 
 
 ACTIVATION_QUANT = "int8_asym_per_token"  # torchao's tag for 8da: int8 dynamic per-token activations

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from edgekit.model.edge_model import EdgeModel
     from edgekit_executorch.session import ExecuTorchSession
 
-QUANT_SCHEMES = ("fp32", "w8", "8da4w")
+QUANT_SCHEMES = ("fp32", "w8", "8da4w", "source")
 OPTIONS = ("group_size", "embedding_bits", "output_bits", "custom_sdpa", "linear_kernel", "attention_kernel")
 FP32_TOLERANCE = 1e-4
 QUANT_TOLERANCE = 1e-2
@@ -53,7 +53,10 @@ class ExecuTorchTarget:
               "library in the app: custom_op_libraries), attention_kernel llama|edgekit (fp32 cache: ExecuTorch's "
               "custom_sdpa or edgekit::attention; default edgekit with linear_kernel edgekit, else llama); "
               "kv_cache int8: int8 K/V with one fp32 scale per (position, kv head), run by edgekit's own kernel "
-              "library (edgekit::attention / update_int8_cache, loaded from custom_op_libraries)",
+              "library (edgekit::attention / update_int8_cache, loaded from custom_op_libraries); "
+              "quant source (a quantized GGUF): its 4-bit grids as stored in edgekit's int4 kernel, activations "
+              "int8 per group, its Q8_0 / Q4_0 table as stored, a head that is not 4-bit re-quantized to int8 per "
+              "channel (artifact metadata source_grids); the file fixes group_size / embedding_bits / output_bits",
     )
 
     def export(self, model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
@@ -66,6 +69,10 @@ class ExecuTorchTarget:
         # bad options fail before any heavy work
         qp = plan(spec.quant, spec.options, linear_in_features(model.config))
         resolve_attention(spec.options, spec.kv_cache, qp.linear_kernel)
+        if qp.scheme == "source":
+            from edgekit_executorch.source_q4 import require_source
+
+            require_source(model)
         metadata = export_pte(model, spec, Path(out))
         metadata.update(runtime="executorch", runtime_version=_executorch_version(), backend="xnnpack",
                         io={"inputs": {"tokens": "int64[1,T]", "input_pos": "int64[T]"},

@@ -20,31 +20,41 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgekit_executorch.kernels.linear_q4 import is_8da4w, pack
+from edgekit_executorch.kernels.linear_q4 import is_8da4w, pack, trailing_args
 
 
 class Q4Weights(nn.Module):
-    """The packed weights of one or more 4-bit linears stacked by rows (same input width and group): from torchao
-    8da4w linears (the constructor) or from quantized tensors in edgekit.quant's convention (`from_quantized`: codes
-    0..15 with per-group minimums, e.g. a GGUF Q4_1 file's grid, or symmetric)."""
+    """The packed weights of one or more 8da4w linears stacked by rows (same input width and group).
 
-    def __init__(self, linears: list[nn.Linear]):
+    `mins` / `scale_dtype` (q4.pack's): with mins the linears' codes must be unsigned 0..15 and w = s * code + m.
+    `grid` (codes, scales, group, mins) instead of the linears' torchao weights: a checkpoint's own grid (quant
+    'source', source_q4.py), the linears then give only their biases; act_per_group quantizes activations per group."""
+
+    def __init__(self, linears: list[nn.Linear], mins: torch.Tensor | None = None,
+                 scale_dtype: torch.dtype = torch.bfloat16, grid: tuple | None = None, act_per_group: bool = False):
         super().__init__()
-        weights = [lin.weight for lin in linears]
-        groups = {int(w.block_size[-1]) for w in weights}
-        if len(groups) != 1 or len({w.shape[1] for w in weights}) != 1:
-            raise ValueError("stacked linears need one input width and one group size")
-        # one linear (wo, w2, the output layer): no concatenated copy of its codes (150M for a 150k vocabulary)
-        codes = weights[0].qdata if len(weights) == 1 else torch.cat([w.qdata for w in weights])
-        scales = torch.cat([w.scale.to(torch.float32).reshape(w.shape[0], -1) for w in weights])
-        self._set(codes, scales, None, groups.pop(), _stacked_bias([lin.bias for lin in linears],
-                                                                    [lin.out_features for lin in linears]),
-                  torch.bfloat16)
+        self.act_per_group = act_per_group
+        if grid is None:
+            codes, scales, self.group_size = self._stacked(linears)
+        else:
+            codes, scales, self.group_size, mins = grid
+        self.out_features = codes.shape[0]
+        packed, s16, rowsum, *tiled_mins = pack(codes, scales, self.group_size, mins, scale_dtype)
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales", s16)
+        self.register_buffer("rowsum", rowsum)
+        self.register_buffer("mins", tiled_mins[0] if tiled_mins else None)
+        biases = [lin.bias for lin in linears]
+        bias = None
+        if any(b is not None for b in biases):
+            bias = torch.cat([b.detach().float() if b is not None else torch.zeros(lin.out_features)
+                              for b, lin in zip(biases, linears)])
+        self.register_buffer("bias", bias)
 
     @classmethod
     def from_quantized(cls, tensors: list, biases: list[torch.Tensor | None] | None = None,
-                       scale_dtype: torch.dtype | None = None) -> Q4Weights:
-        """Stacks 4-bit quantized tensors (codes uint8 0..15, scales, mins or None, bits, group_size: QuantizedTensor)
+                       scale_dtype: torch.dtype | None = None, act_per_group: bool = False) -> Q4Weights:
+        """Stacks 4-bit quantized tensors (edgekit.quant's QuantizedTensor: codes uint8 0..15, scales, mins or None)
         by rows; scale_dtype None: fp16 or bf16 when one holds every scale and min exactly, else fp16."""
         from edgekit.kernels.q4 import lossless_scale_dtype
 
@@ -55,35 +65,34 @@ class Q4Weights(nn.Module):
         mins = None if tensors[0].mins is None else cat([t.mins for t in tensors])
         if mins is None:   # the symmetric convention w = s * (codes - 8) -> the kernel's signed codes
             codes = codes.to(torch.int16).sub(8).to(torch.int8)
-        self = cls.__new__(cls)
-        nn.Module.__init__(self)
-        bias = _stacked_bias(biases or [None] * len(tensors), [t.codes.shape[0] for t in tensors])
-        self._set(codes, scales, mins, tensors[0].group_size, bias,
-                  scale_dtype or lossless_scale_dtype(scales, mins) or torch.float16)
-        return self
+        holders = [_BiasOnly(b, t.codes.shape[0]) for b, t in zip(biases or [None] * len(tensors), tensors)]
+        return cls(holders, scale_dtype=scale_dtype or lossless_scale_dtype(scales, mins) or torch.float16,
+                   grid=(codes, scales, tensors[0].group_size, mins), act_per_group=act_per_group)
 
-    def _set(self, codes, scales, mins, group: int, bias, scale_dtype: torch.dtype) -> None:
-        self.group_size = group
-        self.out_features = codes.shape[0]
-        packed, s16, rowsum, *tiled_mins = pack(codes, scales, group, mins, scale_dtype)
-        self.register_buffer("packed", packed)
-        self.register_buffer("scales", s16)
-        self.register_buffer("rowsum", rowsum)
-        self.register_buffer("mins", tiled_mins[0] if tiled_mins else None)
-        self.register_buffer("bias", bias)
+    @staticmethod
+    def _stacked(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        weights = [lin.weight for lin in linears]
+        groups = {int(w.block_size[-1]) for w in weights}
+        if len(groups) != 1 or len({w.shape[1] for w in weights}) != 1:
+            raise ValueError("stacked linears need one input width and one group size")
+        # one linear (wo, w2, the output layer): no concatenated copy of its codes (150M for a 150k vocabulary)
+        codes = weights[0].qdata if len(weights) == 1 else torch.cat([w.qdata for w in weights])
+        scales = torch.cat([w.scale.to(torch.float32).reshape(w.shape[0], -1) for w in weights])
+        return codes, scales, groups.pop()
 
     def args(self) -> tuple:
         return self.packed, self.scales, self.rowsum, self.bias, self.group_size
 
     def extra(self) -> tuple:
-        """The trailing `mins` argument of the fused ops, only when there are minimums (else the original arity)."""
-        return () if self.mins is None else (self.mins,)
+        """The fused ops' trailing (mins, act_per_group), only as far as they are set (else the original arity)."""
+        return trailing_args(self.mins, self.act_per_group)
 
 
-def _stacked_bias(biases: list, rows: list[int]) -> torch.Tensor | None:
-    if all(b is None for b in biases):
-        return None
-    return torch.cat([b.detach().float() if b is not None else torch.zeros(n) for b, n in zip(biases, rows)])
+class _BiasOnly:
+    """What Q4Weights reads of a linear when its grid comes from elsewhere: the bias and the row count."""
+
+    def __init__(self, bias: torch.Tensor | None, out_features: int):
+        self.bias, self.out_features = bias, out_features
 
 
 def _norm_weight(norm: nn.Module) -> torch.Tensor:
@@ -91,14 +100,17 @@ def _norm_weight(norm: nn.Module) -> torch.Tensor:
 
 
 class FusedQ4Block(nn.Module):
-    def __init__(self, block: nn.Module):
+    """`weights` (qkv, wo, gate_up, down -> Q4Weights) when they are made elsewhere (quant 'source'); else the
+    block's 8da4w linears are packed."""
+
+    def __init__(self, block: nn.Module, weights: dict[str, Q4Weights] | None = None):
         super().__init__()
         att, ff = block.attention, block.feed_forward
         self.q_heads, self.kv_heads, self.head_dim = att.n_heads, att.n_kv_heads, att.head_dim
-        self.qkv = Q4Weights([att.wq, att.wk, att.wv])
-        self.wo = Q4Weights([att.wo])
-        self.gate_up = Q4Weights([ff.w1, ff.w3])
-        self.down = Q4Weights([ff.w2])
+        if weights is None:
+            weights = {"qkv": Q4Weights([att.wq, att.wk, att.wv]), "wo": Q4Weights([att.wo]),
+                       "gate_up": Q4Weights([ff.w1, ff.w3]), "down": Q4Weights([ff.w2])}
+        self.qkv, self.wo, self.gate_up, self.down = (weights[k] for k in ("qkv", "wo", "gate_up", "down"))
         self.register_buffer("attention_norm", _norm_weight(block.attention_norm))
         self.register_buffer("ffn_norm", _norm_weight(block.ffn_norm))
         self.attention_eps, self.ffn_eps = float(block.attention_norm.eps), float(block.ffn_norm.eps)
@@ -129,9 +141,9 @@ class FusedQ4Block(nn.Module):
 class FusedQ4Output(nn.Module):
     """The final RMSNorm and the 8da4w output layer in one call (the decoder's own norm becomes Identity)."""
 
-    def __init__(self, norm: nn.Module, output: nn.Linear):
+    def __init__(self, norm: nn.Module, output: nn.Linear, weights: Q4Weights | None = None):
         super().__init__()
-        self.weights = Q4Weights([output])
+        self.weights = Q4Weights([output]) if weights is None else weights
         self.register_buffer("norm", _norm_weight(norm))
         self.eps = float(norm.eps)
 

@@ -34,16 +34,17 @@ from edgekit.kernels.q4 import (  # noqa: F401  (the layout and the op's meaning
 
 _lib = torch.library.Library("edgekit", "FRAGMENT")
 _lib.define("linear_q4(Tensor x, Tensor packed, Tensor scales, Tensor rowsum, Tensor? bias, int group_size, "
-            "int out_features, Tensor? mins=None) -> Tensor")
+            "int out_features, Tensor? mins=None, bool act_per_group=False) -> Tensor")
 _lib.define("linear_q4.out(Tensor x, Tensor packed, Tensor scales, Tensor rowsum, Tensor? bias, int group_size, "
-            "int out_features, Tensor? mins=None, *, Tensor(a!) out) -> Tensor(a!)")
+            "int out_features, Tensor? mins=None, bool act_per_group=False, *, Tensor(a!) out) -> Tensor(a!)")
 _FUSED = ("Tensor x, Tensor packed, Tensor scales, Tensor rowsum, Tensor? bias, int group_size, int out_features, "
-          "Tensor? norm_weight, float norm_eps, bool swiglu, Tensor? residual, Tensor? mins=None")
+          "Tensor? norm_weight, float norm_eps, bool swiglu, Tensor? residual, Tensor? mins=None, "
+          "bool act_per_group=False")
 _lib.define(f"fused_linear_q4({_FUSED}) -> Tensor")
 _lib.define(f"fused_linear_q4.out({_FUSED}, *, Tensor(a!) out) -> Tensor(a!)")
 _QKV = ("Tensor x, Tensor packed, Tensor scales, Tensor rowsum, Tensor? bias, int group_size, Tensor norm_weight, "
         "float norm_eps, Tensor cos, Tensor sin, int q_heads, int kv_heads, int head_dim, Tensor? q_norm_weight, "
-        "Tensor? k_norm_weight, Tensor? mins=None")
+        "Tensor? k_norm_weight, Tensor? mins=None, bool act_per_group=False")
 _lib.define(f"qkv_rope_q4({_QKV}) -> Tensor")
 _lib.define(f"qkv_rope_q4.out({_QKV}, *, Tensor(a!) out) -> Tensor(a!)")
 
@@ -54,20 +55,21 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps))
 
 
-def et_linear_q4(x, packed, scales, rowsum, bias, group_size, out_features, mins=None) -> torch.Tensor:
-    """edgekit::linear_q4's reference: per-token activations (the ExecuTorch op's mode)."""
-    return reference_linear_q4(x, packed, scales, rowsum, bias, group_size, out_features, mins=mins)
+def et_linear_q4(x, packed, scales, rowsum, bias, group_size, out_features, mins=None,
+                 act_per_group=False) -> torch.Tensor:
+    """edgekit::linear_q4's reference: activations per token (8da4w), or per group of `group_size` (act_per_group)."""
+    return reference_linear_q4(x, packed, scales, rowsum, bias, group_size, out_features, act_per_group, mins=mins)
 
 
 def reference_fused_linear_q4(x, packed, scales, rowsum, bias, group_size, out_features, norm_weight, norm_eps,
-                              swiglu, residual, mins=None) -> torch.Tensor:
+                              swiglu, residual, mins=None, act_per_group=False) -> torch.Tensor:
     """silu(x[..., :K]) * x[..., K:] (swiglu), then RMSNorm (norm_weight), then the 8da4w linear, then + residual."""
     if swiglu:
         gate, up = x.chunk(2, dim=-1)
         x = nn.functional.silu(gate) * up
     if norm_weight is not None:
         x = rms_norm(x, norm_weight, norm_eps)
-    y = reference_linear_q4(x, packed, scales, rowsum, bias, group_size, out_features, mins=mins)
+    y = reference_linear_q4(x, packed, scales, rowsum, bias, group_size, out_features, act_per_group, mins=mins)
     return y if residual is None else y + residual
 
 
@@ -77,12 +79,13 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def reference_qkv_rope_q4(x, packed, scales, rowsum, bias, group_size, norm_weight, norm_eps, cos, sin, q_heads,
-                          kv_heads, head_dim, q_norm_weight, k_norm_weight, mins=None) -> torch.Tensor:
+                          kv_heads, head_dim, q_norm_weight, k_norm_weight, mins=None,
+                          act_per_group=False) -> torch.Tensor:
     """RMSNorm, then the [q | k | v] projection, then per-head RMSNorm of q and k (Qwen3) and rotary on q and k, as
     edgekit.model.graph.Attention computes them; returns [..., (Hq + 2 Hkv) * D]."""
     n = (q_heads + 2 * kv_heads) * head_dim
     y = reference_linear_q4(rms_norm(x, norm_weight, norm_eps), packed, scales, rowsum, bias, group_size, n,
-                            mins=mins)
+                            act_per_group, mins=mins)
     lead = y.shape[:-1]
     heads = y.reshape(*lead, q_heads + 2 * kv_heads, head_dim)
     q, k, v = heads.split((q_heads, kv_heads, kv_heads), dim=-2)
@@ -95,16 +98,16 @@ def reference_qkv_rope_q4(x, packed, scales, rowsum, bias, group_size, norm_weig
 
 
 def _fused_fake(x, packed, scales, rowsum, bias, group_size, out_features, norm_weight, norm_eps, swiglu, residual,
-                mins=None):
+                mins=None, act_per_group=False):
     return x.new_empty((*x.shape[:-1], out_features), dtype=torch.float32)
 
 
 def _qkv_fake(x, packed, scales, rowsum, bias, group_size, norm_weight, norm_eps, cos, sin, q_heads, kv_heads,
-              head_dim, q_norm_weight, k_norm_weight, mins=None):
+              head_dim, q_norm_weight, k_norm_weight, mins=None, act_per_group=False):
     return x.new_empty((*x.shape[:-1], (q_heads + 2 * kv_heads) * head_dim), dtype=torch.float32)
 
 
-def _linear_q4_fake(x, packed, scales, rowsum, bias, group_size, out_features, mins=None):
+def _linear_q4_fake(x, packed, scales, rowsum, bias, group_size, out_features, mins=None, act_per_group=False):
     return x.new_empty((*x.shape[:-1], out_features), dtype=torch.float32)
 
 
@@ -117,13 +120,16 @@ class Q4Linear(nn.Module):
     """An 8da4w linear whose weight lives in the kernel's layout; forward is one edgekit::linear_q4 call.
 
     codes / scales / group / mins / scale_dtype as q4.pack takes them: signed codes without mins, unsigned codes
-    0..15 with mins (w = scales * codes + mins, GGUF's Q4_1 grid; fp16 keeps a GGUF's d and m exactly)."""
+    0..15 with mins (w = scales * codes + mins, GGUF's Q4_1 grid; fp16 keeps a GGUF's d and m exactly).
+    act_per_group: activations quantized per group of `group` inputs (llama.cpp's Q8_1) instead of per token."""
 
     def __init__(self, codes: torch.Tensor, scales: torch.Tensor, group: int, bias: torch.Tensor | None,
-                 mins: torch.Tensor | None = None, scale_dtype: torch.dtype = torch.bfloat16):
+                 mins: torch.Tensor | None = None, scale_dtype: torch.dtype = torch.bfloat16,
+                 act_per_group: bool = False):
         super().__init__()
         self.out_features, self.in_features = codes.shape
         self.group_size = group
+        self.act_per_group = act_per_group
         packed, s16, rowsum, *tiled_mins = pack(codes, scales, group, mins, scale_dtype)
         self.register_buffer("packed", packed)
         self.register_buffer("scales", s16)
@@ -144,11 +150,16 @@ class Q4Linear(nn.Module):
                    scale_dtype or lossless_scale_dtype(t.scales, t.mins) or torch.float16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mins is None:   # the op's original arity: graphs without mins stay as they were
-            return torch.ops.edgekit.linear_q4(x, self.packed, self.scales, self.rowsum, self.bias, self.group_size,
-                                               self.out_features)
         return torch.ops.edgekit.linear_q4(x, self.packed, self.scales, self.rowsum, self.bias, self.group_size,
-                                           self.out_features, self.mins)
+                                           self.out_features, *trailing_args(self.mins, self.act_per_group))
+
+
+def trailing_args(mins: torch.Tensor | None, act_per_group: bool) -> tuple:
+    """The ops' optional trailing (mins, act_per_group), only as far as they differ from the defaults: graphs without
+    minimums or per-group activations keep the op's original arity."""
+    if act_per_group:
+        return mins, True
+    return () if mins is None else (mins,)
 
 
 def use_q4_linears(decoder: nn.Module) -> int:

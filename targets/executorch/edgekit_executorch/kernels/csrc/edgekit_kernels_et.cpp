@@ -240,7 +240,7 @@ edgekit::q4::LinearArgs make_args(const Tensor& x, int64_t k, const Tensor& pack
 
 Tensor& linear_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& packed, const Tensor& scales,
                       const Tensor& rowsum, const std::optional<Tensor>& bias, int64_t group_size,
-                      int64_t out_features, const std::optional<Tensor>& mins, Tensor& out) {
+                      int64_t out_features, const std::optional<Tensor>& mins, bool act_per_group, Tensor& out) {
   ET_KERNEL_CHECK_MSG(ctx, linear_q4_args_ok(x, packed, scales, rowsum, bias, group_size, out_features, mins),
                       InvalidArgument, out, "edgekit::linear_q4: expects f32 x [..., K], uint8 packed [N_pad*K/2], "
                       "bf16 or fp16 scales [N_pad*K/G], f32 rowsum [N_pad], optional f32 bias [N], optional mins of "
@@ -248,6 +248,7 @@ Tensor& linear_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& 
   ET_KERNEL_CHECK(ctx, resize_last(x, out_features, out), InvalidArgument, out);
   OpEvent event(ctx, "edgekit::linear_q4.out");
   auto a = make_args(x, x.size(x.dim() - 1), packed, scales, rowsum, bias, group_size, out_features, mins, out);
+  a.act_per_group = act_per_group;
   edgekit::q4::linear(a, PoolParallel{});
   return out;
 }
@@ -257,7 +258,7 @@ Tensor& fused_linear_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Te
                             const Tensor& rowsum, const std::optional<Tensor>& bias, int64_t group_size,
                             int64_t out_features, const std::optional<Tensor>& norm_weight, double norm_eps,
                             bool swiglu, const std::optional<Tensor>& residual,
-                            const std::optional<Tensor>& mins, Tensor& out) {
+                            const std::optional<Tensor>& mins, bool act_per_group, Tensor& out) {
   const int64_t xk = x.dim() >= 1 ? x.size(x.dim() - 1) : 0;
   const int64_t k = swiglu ? xk / 2 : xk;
   bool ok = x.dim() >= 1 && (!swiglu || xk % 2 == 0) && k > 0 && f32_of(norm_weight, k) &&
@@ -275,6 +276,7 @@ Tensor& fused_linear_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Te
   ET_KERNEL_CHECK(ctx, resize_last(x, out_features, out), InvalidArgument, out);
   OpEvent event(ctx, "edgekit::fused_linear_q4.out");
   auto a = make_args(x, k, packed, scales, rowsum, bias, group_size, out_features, mins, out);
+  a.act_per_group = act_per_group;
   a.swiglu = swiglu;
   a.norm_w = norm_weight.has_value() ? norm_weight->const_data_ptr<float>() : nullptr;
   a.norm_eps = static_cast<float>(norm_eps);
@@ -289,7 +291,7 @@ Tensor& qkv_rope_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor
                         const Tensor& norm_weight, double norm_eps, const Tensor& cos, const Tensor& sin,
                         int64_t q_heads, int64_t kv_heads, int64_t head_dim,
                         const std::optional<Tensor>& q_norm_weight, const std::optional<Tensor>& k_norm_weight,
-                        const std::optional<Tensor>& mins, Tensor& out) {
+                        const std::optional<Tensor>& mins, bool act_per_group, Tensor& out) {
   const int64_t n = (q_heads + 2 * kv_heads) * head_dim;
   bool ok = q_heads > 0 && kv_heads > 0 && head_dim > 0 && head_dim % 2 == 0 &&
             linear_q4_args_ok(x, packed, scales, rowsum, bias, group_size, n, mins);
@@ -303,6 +305,7 @@ Tensor& qkv_rope_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor
   ET_KERNEL_CHECK(ctx, resize_last(x, n, out), InvalidArgument, out);
   OpEvent event(ctx, "edgekit::qkv_rope_q4.out");
   auto a = make_args(x, k, packed, scales, rowsum, bias, group_size, n, mins, out);
+  a.act_per_group = act_per_group;
   a.norm_w = norm_weight.const_data_ptr<float>();
   a.norm_eps = static_cast<float>(norm_eps);
   a.cos = cos.const_data_ptr<float>();
