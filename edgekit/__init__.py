@@ -18,6 +18,14 @@ def export(model, target: str, **spec):
     return _export(model, target, **spec)
 
 
+def evaluate(artifact_or_bundle, reference=None, text=None, **options):
+    """KL / same top token / perplexity of an artifact or bundle against the unquantized model on real text; see
+    edgekit.quality.evaluate.evaluate."""
+    from edgekit.quality.evaluate import evaluate as _evaluate
+
+    return _evaluate(artifact_or_bundle, reference=reference, text=text, **options)
+
+
 def __getattr__(name: str):
     # edgekit.bundle (callable: edgekit.bundle(model, target=...)) and edgekit.Bundle, imported on first use
     if name in ("bundle", "Bundle"):
@@ -34,5 +42,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
 
 
-__all__ = ["Bundle", "EdgeModel", "EdgekitError", "ModelConfig", "ProfileReport", "__version__", "bundle", "export",
+__all__ = ["Bundle", "EdgeModel", "EdgekitError", "ModelConfig", "ProfileReport", "__version__", "bundle", "evaluate",
+           "export",
            "get_target", "load", "profile", "targets"]

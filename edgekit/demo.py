@@ -35,6 +35,7 @@ class TargetRun:
     options: dict[str, Any] = field(default_factory=dict)  # the target options the export was made with
     bundle: str = ""
     validation: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)   # the export's figures on the shipped text
     export_s: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     profile: dict[str, Any] | None = None
@@ -285,6 +286,7 @@ class _Exports:
                                                                  self.max_seq_len, self.force, run.options)
             b = Bundle.open(path)
         run.bundle, run.validation = str(b.path), dict(b.manifest.get("validation") or {})
+        run.quality = dict(b.manifest.get("quality") or {})
         stages = b.manifest["artifact"]["metadata"].get("stage_seconds") or {}
         run.stage_seconds.update({f"export.{k}": v for k, v in stages.items()})
         run.stage_seconds[EXPORT_STAGE] = run.export_s  # the worker's own wall time, not the wait for it
@@ -333,14 +335,22 @@ def _num(d: dict[str, Any] | None, key: str) -> str:
     return f"{v:.1f}" if isinstance(v, (int, float)) else "-"
 
 
+def _quality_cells(q: dict[str, Any]) -> tuple[str, str, str]:
+    if "mean_kl" not in q:
+        return "-", "-", "-"
+    return (f"{q['mean_kl']:.3g}", f"{q['same_top']:.0%}",
+            f"{q['perplexity']:.1f} ({q['reference_perplexity']:.1f})")
+
+
 def _print_summary(runs: list[TargetRun], summary: dict[str, Any]) -> None:
     t = Table(title="edgekit demo")
-    for col in ("target", "quant", "options", "max |Δlogit|", "answer = eager", "decode tok/s", "ttft ms", "status"):
+    for col in ("target", "quant", "options", "max |Δlogit|", "KL vs fp32", "same top", "perplexity (fp32)",
+                "answer = eager", "decode tok/s", "ttft ms", "status"):
         t.add_column(col)
     for r in runs:
         v = r.validation.get("max_abs_logit_diff")
         opts = ", ".join(f"{k}={v}" for k, v in r.options.items()) or "-"
-        t.add_row(r.target, r.quant, opts, f"{v:.3g}" if isinstance(v, float) else "-",
+        t.add_row(r.target, r.quant, opts, f"{v:.3g}" if isinstance(v, float) else "-", *_quality_cells(r.quality),
                   "-" if r.eager_answer_match is None else ("yes" if r.eager_answer_match else "no"),
                   _num(r.profile, "decode_tokens_per_s") if r.profile else ("not here" if r.profile_skipped else "-"),
                   _num(r.profile, "ttft_ms") if r.profile else "-",

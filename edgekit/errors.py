@@ -72,3 +72,11 @@ class NumericalError(EdgekitError):
 
 class ProfileSettingError(EdgekitError):
     """A profile setting that cannot be measured (a prompt longer than the bundle holds, zero runs, no time)."""
+
+
+class EvaluationError(EdgekitError):
+    """A quality evaluation cannot run: no reference model, a text too short for one window, a session that fails."""
+
+
+class QualityError(ParityError):
+    """An export's quality on the shipped text (KL against the unquantized model) is beyond its scheme's bound."""

@@ -34,11 +34,13 @@ def model_facts(model: EdgeModel) -> dict[str, Any]:
 def export(model: EdgeModel | str | Path, target: str, *, quant: str | None = None, max_seq_len: int | None = None,
            kv_cache: str = "fp32", last_logits_only: bool = False, out: str | Path | None = None,
            validate: bool = True, keep_failed: bool = False, force: bool = False, show_progress: bool | None = None,
-           **options: Any) -> Artifact:
+           evaluate: bool | None = None, **options: Any) -> Artifact:
     """Export `model` for `target` into the folder `out`; validated against the PyTorch reference unless validate=False.
 
     Nothing half-written is left at `out`: the files are written into a temp folder beside it and renamed on success.
     A ParityError leaves nothing behind unless keep_failed=True (then the files stay at `<out>.failed`).
+    evaluate (default: as validate) measures the artifact against the unquantized model on the shipped text into
+    metadata["quality"] and fails with QualityError (a ParityError) beyond its scheme's bound (edgekit.quality.gate).
     """
     from edgekit.model.load import load
 
@@ -56,11 +58,12 @@ def export(model: EdgeModel | str | Path, target: str, *, quant: str | None = No
     with write_errors(out.parent):
         out.parent.mkdir(parents=True, exist_ok=True)
         return _export_into(model, tgt, spec, out, validate=validate, keep_failed=keep_failed, force=force,
-                            protected=protected, show_progress=show_progress)
+                            protected=protected, show_progress=show_progress,
+                            evaluate=validate if evaluate is None else evaluate)
 
 
 def _export_into(model: EdgeModel, tgt: Any, spec: TargetSpec, out: Path, *, validate: bool, keep_failed: bool,
-                 force: bool, protected: list[Path], show_progress: bool | None) -> Artifact:
+                 force: bool, protected: list[Path], show_progress: bool | None, evaluate: bool = False) -> Artifact:
     clean_stale(out)  # .partial folders of killed exports into the same place (their process is gone)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -76,6 +79,11 @@ def _export_into(model: EdgeModel, tgt: Any, spec: TargetSpec, out: Path, *, val
 
                 with stages.stage("validate"):
                     artifact.metadata["validation"] = compare(tgt, artifact, model, spec)
+            if evaluate:
+                from edgekit.quality.export_check import evaluate_export
+
+                with stages.stage("evaluate"):
+                    evaluate_export(tgt, artifact, model, spec)
         artifact.metadata["stage_seconds"] = dict(stages.timings)
         # what was validated, so bundling this folder later can tell whether its files are still these
         artifact.metadata[FILE_HASHES] = artifact_file_hashes(tmp, artifact.files)

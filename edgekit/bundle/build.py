@@ -242,5 +242,8 @@ def manifest_for(name: str, art: Artifact, tgt: Target, tok: Tokenizer, tok_file
         "runner": {"file": runner, "entry": RUNNER_ENTRY} if runner else None,
         "files": {},
         "validation": md.get("validation") or {},
+        # KL / same top token / perplexity against the unquantized model on the shipped text (edgekit.quality);
+        # null when the export was not evaluated
+        "quality": md.get("quality"),
     }
     return doc

@@ -17,8 +17,9 @@ from edgekit.cli.common import MODEL_ARG, console, human_bytes
 @click.option("--name", default=None, help="Bundle name (default <model>-<target>-<quant>; one target only).")
 @click.option("--out", "-o", type=click.Path(), default="dist", show_default=True, help="Folder to write bundles in.")
 @click.option("--no-validate", is_flag=True, help="Skip the export's parity check (not recommended).")
+@click.option("--no-eval", is_flag=True, help="Skip measuring quality on the shipped text (and its gate), for speed.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at the output path.")
-def command(model, target, targets, quant, max_seq_len, kv_cache, options, as_zip, name, out, no_validate,
+def command(model, target, targets, quant, max_seq_len, kv_cache, options, as_zip, name, out, no_validate, no_eval,
             force) -> None:
     """Export MODEL (a checkpoint, built-in name, or an exported artifact folder) into app-ready bundle(s)."""
     from pathlib import Path
@@ -31,11 +32,13 @@ def command(model, target, targets, quant, max_seq_len, kv_cache, options, as_zi
         raise click.UsageError("give one of --target NAME or --targets all|a,b (optional for an artifact folder)")
     made = bundle(model, target=target or (targets.split(",") if targets else None), out=out, quant=quant,
                   max_seq_len=max_seq_len, kv_cache=kv_cache, zip=as_zip, name=name, force=force, validate=not no_validate,
-                  **parse_options(options))
+                  **({"evaluate": False} if no_eval else {}), **parse_options(options))
     for b in made if isinstance(made, list) else [made]:
         m = b.manifest
         size = sum(f["bytes"] for f in m["files"].values())
         v = m["validation"]
         fig = f", max |Δlogit| {v['max_abs_logit_diff']:.3g}" if "max_abs_logit_diff" in v else ""
+        q = m.get("quality") or {}
+        fig += f", KL {q['mean_kl']:.3g}, same top {q['same_top']:.0%}" if "mean_kl" in q else ""
         console.print(f"[green]wrote[/] {b.source} ({m['target']['name']}, {m['quant']}, {len(m['files'])} files, "
                       f"{human_bytes(size)}{fig})")

@@ -30,18 +30,24 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--option", "-O", "options", multiple=True, metavar="NAME=VALUE", help="Target-specific option.")
 @click.option("--out", "-o", type=click.Path(), default=None, help="Output folder.")
 @click.option("--no-validate", is_flag=True, help="Skip the parity check (not recommended).")
+@click.option("--no-eval", is_flag=True, help="Skip measuring quality on the shipped text (and its gate), for speed.")
 @click.option("--keep-failed", is_flag=True, help="Keep an artifact that failed validation, for debugging.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
-def command(model, target, quant, max_seq_len, kv_cache, last_logits_only, options, out, no_validate, keep_failed,
-            force) -> None:
+def command(model, target, quant, max_seq_len, kv_cache, last_logits_only, options, out, no_validate, no_eval,
+            keep_failed, force) -> None:
     """Export MODEL for a target; the artifact is validated in its own runtime."""
     import edgekit
 
     art = edgekit.export(model, target, quant=quant, max_seq_len=max_seq_len, kv_cache=kv_cache,
                          last_logits_only=last_logits_only, out=out, validate=not no_validate,
-                         keep_failed=keep_failed, force=force, **parse_options(options))
+                         keep_failed=keep_failed, force=force, **({"evaluate": False} if no_eval else {}),
+                         **parse_options(options))
     v = art.metadata.get("validation", {})
     console.print(f"[green]wrote[/] {art.path} ({', '.join(art.files)})")
     if v:
         console.print(f"validation: max |Δlogit| {v['max_abs_logit_diff']:.3g} (tolerance {v['tolerance']:.3g})"
                       + (f", top-1 agreement with fp32 {v['top1_agreement_vs_fp32']:.0%}" if 'top1_agreement_vs_fp32' in v else ""))
+    q = art.metadata.get("quality") or {}
+    if "mean_kl" in q:
+        console.print(f"quality on {q['text_id']} ({q['tokens']} tokens): KL {q['mean_kl']:.4g}, same top token "
+                      f"{q['same_top']:.1%}, perplexity {q['perplexity']:.2f} (fp32 {q['reference_perplexity']:.2f})")

@@ -31,17 +31,29 @@ class BundleRef:
             meta = m.get("metadata", {})
             return {"path": str(self.source), "name": self.source.name, "kind": "artifact",
                     "manifest_sha256": self.manifest_sha256, "target": self.target,
-                    "quant": meta.get("quant"), "max_seq_len": meta.get("max_seq_len"), "bytes": self.bytes()}
+                    "quant": meta.get("quant"), "max_seq_len": meta.get("max_seq_len"), "bytes": self.bytes(),
+                    "quality": quality_summary(meta.get("quality"))}
         t = m["target"]
         return {"path": str(self.source), "name": m["name"], "kind": "bundle", "manifest_sha256": self.manifest_sha256,
                 "target": t["name"], "platform": t.get("platform"), "runtime": t.get("runtime"),
                 "runtime_version": t.get("runtime_version"), "quant": m.get("quant"), "kv_cache": m.get("kv_cache"),
                 "max_seq_len": m.get("max_seq_len"), "model": {k: m["model"].get(k) for k in
                                                                ("name", "family", "parameters", "source")},
-                "bytes": self.bytes()}
+                "bytes": self.bytes(), "quality": quality_summary(m.get("quality"))}
 
     def bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+
+QUALITY_KEYS = ("mean_kl", "same_top", "perplexity", "reference_perplexity", "tokens", "text_id", "text_sha256",
+                "runtime")
+
+
+def quality_summary(q: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The export's quality figures (edgekit.quality) a report shows beside its speed; None when not measured."""
+    if not isinstance(q, dict) or "mean_kl" not in q:
+        return None
+    return {k: q.get(k) for k in QUALITY_KEYS}
 
 
 def open_bundle(path: str | Path, check_target: bool = False) -> BundleRef:
