@@ -53,14 +53,20 @@ def bundle(source: EdgeModel | Artifact | str | Path, target: str | list[str] | 
            out: str | Path = "dist", quant: str | None = None, max_seq_len: int | None = None,
            kv_cache: str | None = None, last_logits_only: bool = True, zip: bool = False, force: bool = False,
            name: str | None = None, validate: bool = True, tokenizer: Tokenizer | None = None,
-           show_progress: bool | None = None, **options: Any) -> Bundle | list[Bundle]:
+           show_progress: bool | None = None, sign_key: str | Path | None = None,
+           **options: Any) -> Bundle | list[Bundle]:
     """Write an app-ready bundle into the folder `out` (as `<name>/` or `<name>.zip`); returns the opened Bundle.
 
     `source` is an EdgeModel, a checkpoint path / built-in name (exported on the way, once per target, from one
     load), an Artifact, or an artifact folder. `target` is a name, alias, list, or "all" (a list if several).
     Nothing half-written is ever left at the output path; an existing one is refused unless force=True.
+    `sign_key` (an Ed25519 private key, PEM; needs `pip install edgekit[sign]`) adds manifest.sig.
     """
     out_dir = Path(out)
+    if sign_key is not None:
+        from edgekit.bundle.signing import check_keys_usable
+
+        check_keys_usable(sign_key=sign_key)  # before any (slow) export
     if isinstance(source, (str, Path)) and (Path(source) / "artifact.json").is_file():
         source = Artifact.load(source)
     if isinstance(source, Artifact):
@@ -71,7 +77,8 @@ def bundle(source: EdgeModel | Artifact | str | Path, target: str | list[str] | 
                               f"({source.path}); export again with them, or bundle the model instead")
         if target is not None and resolve_targets(target)[0].name != source.target:
             raise BundleError(f"the artifact at {source.path} is for target {source.target!r}, not {target!r}")
-        b = _bundle_artifact(source, out_dir, zip=zip, force=force, name=name, tokenizer=tokenizer)
+        b = _bundle_artifact(source, out_dir, zip=zip, force=force, name=name, tokenizer=tokenizer,
+                             sign_key=sign_key)
         return b
     from edgekit.model.edge_model import EdgeModel
     from edgekit.model.load import load
@@ -89,7 +96,8 @@ def bundle(source: EdgeModel | Artifact | str | Path, target: str | list[str] | 
         plan.append((t, q, final))
     made = [_export_and_bundle(model, tok, t, q, final, force=force, zip=zip, max_seq_len=max_seq_len,
                                kv_cache=kv_cache or "fp32", last_logits_only=last_logits_only, validate=validate,
-                               show_progress=show_progress, options=options) for t, q, final in plan]
+                               show_progress=show_progress, options=options, sign_key=sign_key)
+            for t, q, final in plan]
     return made[0] if isinstance(target, str) and target != "all" and "," not in target else made
 
 
@@ -98,7 +106,8 @@ def _final_path(out_dir: Path, name: str, zip: bool) -> Path:
 
 
 def _export_and_bundle(model: EdgeModel, tok: Tokenizer, tgt: Target, quant: str, final: Path, *, force: bool,
-                       zip: bool, validate: bool, options: dict[str, Any], **spec: Any) -> Bundle:
+                       zip: bool, validate: bool, options: dict[str, Any], sign_key: str | Path | None,
+                       **spec: Any) -> Bundle:
     from edgekit.export_api import export
 
     with write_errors(final.parent):
@@ -107,12 +116,12 @@ def _export_and_bundle(model: EdgeModel, tok: Tokenizer, tgt: Target, quant: str
         with staging_dir(final) as stage:
             art = export(model, tgt.name, quant=quant, out=stage / "artifact", validate=validate, **spec, **options)
             folder = stage / final.name.removesuffix(".zip")
-            assemble(folder, art, tgt, tok, move=True)
+            assemble(folder, art, tgt, tok, move=True, sign_key=sign_key)
             return finalize(folder, final, zip=zip, force=force, protected=[model.source])
 
 
 def _bundle_artifact(art: Artifact, out_dir: Path, *, zip: bool, force: bool, name: str | None,
-                     tokenizer: Tokenizer | None) -> Bundle:
+                     tokenizer: Tokenizer | None, sign_key: str | Path | None = None) -> Bundle:
     from edgekit.bundle.artifact_files import check_unchanged
     from edgekit.targets.registry import get_target
 
@@ -127,7 +136,7 @@ def _bundle_artifact(art: Artifact, out_dir: Path, *, zip: bool, force: bool, na
         clean_stale(final)
         with staging_dir(final) as stage:
             folder = stage / final.name.removesuffix(".zip")
-            assemble(folder, art, tgt, tok, move=False)
+            assemble(folder, art, tgt, tok, move=False, sign_key=sign_key)
             return finalize(folder, final, zip=zip, force=force, protected=[art.path])
 
 
@@ -161,8 +170,10 @@ def _place(src: Path, dst: Path, move: bool) -> None:
         shutil.copy2(src, dst)
 
 
-def assemble(folder: Path, art: Artifact, tgt: Target, tok: Tokenizer, *, move: bool) -> dict[str, Any]:
-    """Lay the bundle out in `folder` (artifact files, tokenizer, kernels, runner, README, manifest)."""
+def assemble(folder: Path, art: Artifact, tgt: Target, tok: Tokenizer, *, move: bool,
+             sign_key: str | Path | None = None) -> dict[str, Any]:
+    """Lay the bundle out in `folder` (artifact files, tokenizer, kernels, runner, README, manifest, its pin and
+    optional signature)."""
     from edgekit.bundle.readme import render_readme
 
     folder.mkdir(parents=True)
@@ -181,6 +192,13 @@ def assemble(folder: Path, art: Artifact, tgt: Target, tok: Tokenizer, *, move: 
     (folder / "README.md").write_text(render_readme(doc), encoding="utf-8")
     doc["files"] = file_table(folder)
     (folder / MANIFEST).write_text(json.dumps(doc, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    from edgekit.bundle.pin import write_pin
+
+    write_pin(folder)
+    if sign_key is not None:
+        from edgekit.bundle.signing import sign_folder
+
+        sign_folder(folder, sign_key)
     return doc
 
 

@@ -10,7 +10,12 @@ from edgekit.errors import BundleError
 from edgekit.hashing import file_sha256
 
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 1
+PIN = "manifest.sha256"        # sha256 of manifest.json's bytes (edgekit.bundle.pin)
+SIGNATURE = "manifest.sig"     # optional Ed25519 signature of them (edgekit.bundle.signing)
+# Files beside manifest.json that describe it, so they cannot be entries of its own `files` table.
+SIDECARS = (MANIFEST, PIN, SIGNATURE)
+# 2: manifest.sha256 is required, and every path the manifest names must be a hashed entry of `files`.
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,7 @@ def _check_consistency(doc: dict[str, Any], where: str) -> None:
     problems = []
     for rel in doc["artifact"]["files"]:
         if not isinstance(rel, str) or not (rel in files or any(k.startswith(rel.rstrip("/") + "/") for k in files)):
-            problems.append(f"artifact file {rel!r} is not listed in 'files'")
+            problems.append(f"artifact.files entry {rel!r} is not listed in 'files'")
     if doc["artifact"]["main"] not in doc["artifact"]["files"]:
         problems.append(f"artifact.main {doc['artifact']['main']!r} is not one of artifact.files")
     if doc["tokenizer"]["file"] not in files:
@@ -146,12 +151,13 @@ def _short(v: Any) -> str:
 
 
 def walk_files(root: Path) -> list[str]:
-    """Every regular file under root as a sorted forward-slash relative path (the manifest itself excluded)."""
+    """Every regular file under root as a sorted forward-slash relative path (the manifest and its pin and
+    signature excluded)."""
     out = []
     for dirpath, _dirs, names in os.walk(root):
         for n in names:
             rel = (Path(dirpath) / n).relative_to(root).as_posix()
-            if rel != MANIFEST:
+            if rel not in SIDECARS:
                 out.append(rel)
     return sorted(out)
 

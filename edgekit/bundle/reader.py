@@ -36,12 +36,18 @@ def cache_root() -> Path:
 class Bundle:
     """A verified bundle. `path` is its folder (for a .zip: the unpacked copy; `source` is the zip)."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], source: Path, report: Report):
+    def __init__(self, path: Path, manifest: dict[str, Any], source: Path, report: Report,
+                 public_key: str | Path | None = None):
         self.path, self.manifest, self.source, self.report = path, manifest, source, report
+        self.public_key = public_key
 
     @classmethod
-    def open(cls, path: str | Path, *, check_target: bool = True, cache_dir: str | Path | None = None) -> Bundle:
-        """Open and verify a bundle folder or .zip: schema, every file's hash and size, the target installed.
+    def open(cls, path: str | Path, *, check_target: bool = True, cache_dir: str | Path | None = None,
+             public_key: str | Path | None = None) -> Bundle:
+        """Open and verify a bundle folder or .zip: the manifest's pin, schema, every named path inside the bundle
+        and hashed, every file's hash and size, the target installed. With `public_key` (Ed25519 PEM; needs
+        `pip install edgekit[sign]`) manifest.sig must be its valid signature. An unpacked .zip that fails is
+        removed from the cache.
 
         Raises BundleError naming the problem (or UnknownTarget listing the installed targets).
         """
@@ -50,7 +56,11 @@ class Bundle:
         source = Path(path)
         if not source.exists():
             raise BundleError(f"{source} does not exist; give a bundle folder or .zip")
-        folder = source
+        if public_key is not None:
+            from edgekit.bundle.signing import check_keys_usable
+
+            check_keys_usable(public_key=public_key)  # MissingDependency before a (long) unpack
+        folder, root = source, None
         if source.is_file():
             from edgekit.bundle.zipio import unpack
 
@@ -63,8 +73,15 @@ class Bundle:
                 raise OutputPathError(f"cannot unpack {source} into the cache folder {root} ({e.strerror}: "
                                       f"{e.filename}); set EDGEKIT_CACHE_DIR to a writable folder (or pass "
                                       "cache_dir=)") from None
-        report = verify_folder(folder, check_target=check_target)
-        return cls(folder, report.manifest, source, report)
+        try:
+            report = verify_folder(folder, check_target=check_target, public_key=public_key)
+        except BaseException:
+            if root is not None:   # never keep (or later reuse) an unpacked copy that did not verify
+                from edgekit.bundle.zipio import remove_unpacked
+
+                remove_unpacked(folder, root)
+            raise
+        return cls(folder, report.manifest, source, report, public_key)
 
     def __repr__(self) -> str:
         return f"Bundle({self.name!r}, target={self.manifest['target']['name']!r}, path={str(self.path)!r})"
@@ -120,5 +137,5 @@ class Bundle:
 
     def verify(self) -> Report:
         """Verify again (the files may have changed since open)."""
-        self.report = verify_folder(self.path)
+        self.report = verify_folder(self.path, public_key=self.public_key)
         return self.report

@@ -1,4 +1,5 @@
-"""Check a bundle folder against its manifest: schema, every file's size and sha256, nothing missing or unlisted."""
+"""Check a bundle folder against its manifest: the manifest's pin (and signature, when a public key is given),
+schema, every named path inside the bundle and hashed, every file's size and sha256, nothing missing or unlisted."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.bundle.manifest import MANIFEST, check_schema, walk_files
+from edgekit.bundle.paths import check_paths
+from edgekit.bundle.pin import read_pinned
 from edgekit.errors import BundleError
 from edgekit.hashing import file_sha256
 
@@ -26,12 +29,16 @@ class Report:
     checks: list[str] = field(default_factory=list)
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
+def read_manifest(folder: Path, public_key: str | Path | None = None) -> dict[str, Any]:
+    """The manifest, parsed from the very bytes its pin (and signature) were checked against."""
     path = folder / MANIFEST
-    if not path.is_file():
-        raise BundleError(f"{folder} is not an edgekit bundle: it has no {MANIFEST}")
+    data = read_pinned(folder)
+    if public_key is not None:
+        from edgekit.bundle.signing import check_signature
+
+        check_signature(folder, data, public_key)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise BundleError(f"{path} is not valid JSON ({e}); the bundle is damaged") from None
     check_schema(doc, str(path))
@@ -39,15 +46,21 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return doc
 
 
-def verify_folder(folder: str | Path, *, check_target: bool = True) -> Report:
-    """Verify everything in `folder`; the first problem class found raises BundleError naming every bad file."""
+def verify_folder(folder: str | Path, *, check_target: bool = True, public_key: str | Path | None = None) -> Report:
+    """Verify everything in `folder`; the first problem class found raises BundleError naming every bad file.
+
+    With `public_key` (an Ed25519 PEM), manifest.sig must be its valid signature of manifest.json."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BundleError(f"{folder} is not a bundle folder (or .zip)")
-    doc = read_manifest(folder)
-    report = Report(path=folder, manifest=doc, checks=[f"manifest schema {doc['schema_version']}"])
-    listed: dict[str, dict[str, Any]] = doc["files"]
     _refuse_links(folder)
+    doc = read_manifest(folder, public_key)
+    checks = [f"manifest schema {doc['schema_version']}", "manifest.json matches manifest.sha256"]
+    if public_key is not None:
+        checks.append(f"manifest.sig valid for {public_key}")
+    report = Report(path=folder, manifest=doc, checks=checks)
+    listed: dict[str, dict[str, Any]] = doc["files"]
+    report.checks.append(f"{check_paths(folder, doc)} named paths inside the bundle and hashed")
     missing = [rel for rel in listed if not (folder / rel).is_file()]
     if missing:
         raise BundleError(f"bundle {folder} is incomplete: missing file(s) {', '.join(sorted(missing))}")

@@ -13,7 +13,11 @@ from edgekit.errors import BundleError
 from edgekit.hashing import file_sha256
 
 log = logging.getLogger(__name__)
-_MAX_UNPACKED = 64 << 30   # refuse zip bombs claiming more than 64 GB
+# Zip-bomb bounds, checked on the entry headers before anything is written and again on the bytes inflated.
+MAX_ENTRIES = 10_000                 # a bundle holds tens of files (an .mlpackage a few hundred)
+MAX_UNPACKED_BYTES = 64 << 30        # more than any phone model
+MAX_RATIO = 200                      # inflated/compressed per entry: weights barely compress, JSON ~10x
+RATIO_FLOOR_BYTES = 1 << 20          # entries smaller than this cannot hurt, whatever their ratio
 
 
 def write_zip(folder: Path, dest: Path) -> None:
@@ -38,6 +42,9 @@ def zip_sha256(path: Path) -> str:
 def _entries(zf: zipfile.ZipFile, zpath: Path) -> tuple[str, list[zipfile.ZipInfo]]:
     """The common top folder ('' if none) and the file entries; refuses unsafe names, links and bombs."""
     infos = zf.infolist()
+    if len(infos) > MAX_ENTRIES:
+        raise BundleError(f"{zpath} has {len(infos)} entries, more than a bundle holds (at most {MAX_ENTRIES}); "
+                          "refused as a possible zip bomb (nothing unpacked)")
     total = 0
     for info in infos:
         name = info.filename.rstrip("/") if info.is_dir() else info.filename
@@ -45,9 +52,14 @@ def _entries(zf: zipfile.ZipFile, zpath: Path) -> tuple[str, list[zipfile.ZipInf
             raise BundleError(f"{zpath}: entry {info.filename!r} points outside its folder; refused (nothing unpacked)")
         if stat.S_ISLNK(info.external_attr >> 16):
             raise BundleError(f"{zpath}: entry {info.filename!r} is a symbolic link; refused (nothing unpacked)")
+        if info.file_size > RATIO_FLOOR_BYTES and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise BundleError(f"{zpath}: entry {info.filename!r} inflates {info.compress_size} bytes to "
+                              f"{info.file_size} (ratio above {MAX_RATIO}); refused as a possible zip bomb "
+                              "(nothing unpacked)")
         total += info.file_size
-    if total > _MAX_UNPACKED:
-        raise BundleError(f"{zpath} claims {total} unpacked bytes (more than {_MAX_UNPACKED}); refused")
+    if total > MAX_UNPACKED_BYTES:
+        raise BundleError(f"{zpath} claims {total} unpacked bytes (at most {MAX_UNPACKED_BYTES}); refused as a "
+                          "possible zip bomb (nothing unpacked)")
     files = [i for i in infos if not i.is_dir()]
     names = [i.filename for i in files]
     if MANIFEST in names:
@@ -70,14 +82,16 @@ def unpack(zpath: Path, cache_root: Path) -> Path:
         top, files = _entries(zf, zpath)
         key = zip_sha256(zpath)[:20]
         dest_root = cache_root / key
-        folder = dest_root / (top or zpath.stem)
+        name = top or zpath.stem
+        folder = dest_root / (name if safe_relpath(name) and "/" not in name else "bundle")
         if (folder / MANIFEST).is_file():
             return folder  # already unpacked; the caller verifies every hash anyway
         cache_root.mkdir(parents=True, exist_ok=True)
         tmp = cache_root / f".{key}.partial-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            base = (tmp / (top or zpath.stem)).resolve()
+            base = (tmp / folder.name).resolve()
+            inflated = 0
             for info in files:
                 rel = info.filename[len(top) + 1:] if top else info.filename
                 target = (base / rel).resolve()
@@ -85,7 +99,7 @@ def unpack(zpath: Path, cache_root: Path) -> Path:
                     raise BundleError(f"{zpath}: entry {info.filename!r} points outside its folder; refused")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, target.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 22)
+                    inflated = _copy_bounded(src, dst, inflated, zpath)
             shutil.rmtree(dest_root, ignore_errors=True)
             tmp.rename(dest_root)
         except zipfile.BadZipFile as e:
@@ -99,6 +113,27 @@ def unpack(zpath: Path, cache_root: Path) -> Path:
             raise
     log.info("unpacked %s into %s", zpath, folder)
     return folder
+
+
+def _copy_bounded(src, dst, inflated: int, zpath: Path) -> int:
+    """Copy one entry, counting inflated bytes against MAX_UNPACKED_BYTES whatever the headers claimed."""
+    while block := src.read(1 << 22):
+        inflated += len(block)
+        if inflated > MAX_UNPACKED_BYTES:
+            raise BundleError(f"{zpath} inflates to more than {MAX_UNPACKED_BYTES} bytes; refused as a possible "
+                              "zip bomb (the partial copy is removed)")
+        dst.write(block)
+    return inflated
+
+
+def remove_unpacked(folder: Path, cache_root: Path) -> None:
+    """Remove an unpacked copy (its cache_root/<key>/ folder) that failed verification; only ever inside
+    cache_root."""
+    key_dir = folder.parent
+    root = cache_root.resolve()
+    if key_dir.resolve().parent == root and key_dir.resolve() != root:
+        shutil.rmtree(key_dir, ignore_errors=True)
+        log.info("removed %s, which failed verification", key_dir)
 
 
 def zlib_error() -> type[Exception]:

@@ -19,8 +19,10 @@ from edgekit.cli.common import MODEL_ARG, console, human_bytes
 @click.option("--no-validate", is_flag=True, help="Skip the export's parity check (not recommended).")
 @click.option("--no-eval", is_flag=True, help="Skip measuring quality on the shipped text (and its gate), for speed.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at the output path.")
+@click.option("--sign-key", type=click.Path(), default=None, metavar="PRIVATE.pem",
+              help="Sign manifest.json with this Ed25519 private key (writes manifest.sig; pip install edgekit[sign]).")
 def command(model, target, targets, quant, max_seq_len, kv_cache, options, as_zip, name, out, no_validate, no_eval,
-            force) -> None:
+            force, sign_key) -> None:
     """Export MODEL (a checkpoint, built-in name, or an exported artifact folder) into app-ready bundle(s)."""
     from pathlib import Path
 
@@ -32,7 +34,7 @@ def command(model, target, targets, quant, max_seq_len, kv_cache, options, as_zi
         raise click.UsageError("give one of --target NAME or --targets all|a,b (optional for an artifact folder)")
     made = bundle(model, target=target or (targets.split(",") if targets else None), out=out, quant=quant,
                   max_seq_len=max_seq_len, kv_cache=kv_cache, zip=as_zip, name=name, force=force, validate=not no_validate,
-                  **({"evaluate": False} if no_eval else {}), **parse_options(options))
+                  sign_key=sign_key, **({"evaluate": False} if no_eval else {}), **parse_options(options))
     for b in made if isinstance(made, list) else [made]:
         m = b.manifest
         size = sum(f["bytes"] for f in m["files"].values())

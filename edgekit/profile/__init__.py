@@ -47,9 +47,12 @@ def profile(bundle: str | Path, device: str = "local", *, prompt_lengths: Sequen
         raise EdgekitError("compare_last needs the history (history=False was given)")
     settings = Settings(tuple(int(n) for n in prompt_lengths), int(decode_tokens), int(runs), int(warmup),
                         threads, op_profile=op_profile, timeout_s=float(timeout))
-    kind = _kind(device)
-    ref = open_bundle(bundle, check_target=kind == "local" and not session_module)
+    # Verified (pin, paths, every file's hash) and the settings checked against it before any device is opened:
+    # only checked bundle code runs, and an impossible setting costs no device work.
+    ref = open_bundle(bundle)
     settings.check_fits(ref.summary().get("max_seq_len"), f"{ref.path.name} (max_seq_len)")
+    if _kind(device) == "local" and not session_module:
+        ref.require_target()
     dev = open_device(device, runner=str(runner) if runner else None, python=python, **device_options)
     runner = runner or dev.options.get("runner")
     try:

@@ -25,6 +25,12 @@ class BundleRef:
     def target(self) -> str:
         return self.manifest["target"]["name"] if self.kind == "bundle" else self.manifest["target"]
 
+    def require_target(self) -> None:
+        """UnknownTarget (listing the installed ones) unless this bundle's target plugin is installed."""
+        from edgekit.targets.registry import get_target
+
+        get_target(self.target)
+
     def summary(self) -> dict[str, Any]:
         m = self.manifest
         if self.kind == "artifact":
@@ -57,7 +63,8 @@ def quality_summary(q: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def open_bundle(path: str | Path, check_target: bool = False) -> BundleRef:
-    """Open (and, for bundles, verify every file's hash) a bundle folder/.zip, or an exported artifact folder."""
+    """Open and verify a bundle folder/.zip (edgekit.bundle.Bundle.open: pin, paths, every file's hash), or an
+    exported artifact folder (its recorded file hashes, where it has them)."""
     source = Path(path)
     if not source.exists():
         raise BundleError(f"{source} does not exist; give a bundle folder or .zip (edgekit bundle ...)")
@@ -65,7 +72,11 @@ def open_bundle(path: str | Path, check_target: bool = False) -> BundleRef:
         meta = source / "artifact.json"
         if not meta.exists():
             raise BundleError(f"{source} holds neither manifest.json (a bundle) nor artifact.json (an export)")
+        from edgekit.bundle.artifact_files import check_unchanged
+        from edgekit.targets.base import Artifact
+
         raw = meta.read_bytes()
+        check_unchanged(Artifact.load(source))
         return BundleRef(source, source, json.loads(raw), hashlib.sha256(raw).hexdigest(), "artifact")
     from edgekit.bundle import Bundle
 
@@ -74,16 +85,29 @@ def open_bundle(path: str | Path, check_target: bool = False) -> BundleRef:
     return BundleRef(b.path, source, b.manifest, hashlib.sha256(raw).hexdigest(), "bundle", b)
 
 
+def shipped_session(ref: BundleRef) -> str | None:
+    """The bundle-relative name of the standalone session the bundle ships (verified like every file), if any:
+    the manifest's `runner.file`, else a `standalone_session.py` among its hashed files. Never for an artifact
+    folder, whose hashes cover only the artifact's own files."""
+    if ref.kind != "bundle":
+        return None
+    runner = ref.manifest.get("runner") or {}
+    if runner.get("file"):
+        return runner["file"]   # checked by verify: relative, inside the bundle, a hashed entry of `files`
+    return STANDALONE if STANDALONE in ref.manifest["files"] else None
+
+
 def standalone_module(ref: BundleRef, override: str | Path | None = None) -> Path:
-    """The standalone_session.py to push: `override`, else one shipped in the bundle, else the target's own."""
+    """The standalone_session.py to run or push: `override` (the user's --session-module), else the bundle's own
+    hashed copy (shipped_session), else the installed target's (Target.standalone_session())."""
     if override:
         p = Path(override).expanduser()
         if not p.is_file():
             raise DeviceError(f"session module {p} does not exist")
         return p
-    shipped = ref.path / STANDALONE
-    if shipped.is_file():
-        return shipped
+    shipped = shipped_session(ref)
+    if shipped is not None:
+        return ref.path / shipped
     from edgekit.targets.registry import get_target
 
     target = get_target(ref.target)
@@ -93,3 +117,33 @@ def standalone_module(ref: BundleRef, override: str | Path | None = None) -> Pat
         raise DeviceError(f"target {ref.target!r} provides no standalone session, so its bundles cannot run on a "
                           "board through edgekit's runner; use --device local or an adb runner binary")
     return Path(found)
+
+
+def load_session_module(ref: BundleRef, override: str | Path | None = None) -> Any:
+    """Import the module standalone_module() names. The bundle's own copy is imported from bytes read once and
+    checked against the manifest's sha256 at that moment, so a file swapped after verification never runs."""
+    import importlib.util
+    import sys
+    import types
+
+    path = standalone_module(ref, override)
+    name = f"edgekit_standalone_{ref.target}"
+    shipped = None if override else shipped_session(ref)
+    if shipped is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    entry = ref.manifest["files"].get(shipped)
+    if entry is None:   # verify refuses this; kept for a manifest edited after it was opened
+        raise BundleError(f"the bundle's session {shipped!r} is not a hashed entry of its manifest; refused")
+    data = path.read_bytes()
+    want = entry["sha256"]
+    if hashlib.sha256(data).hexdigest() != want:
+        raise BundleError(f"{path} changed after the bundle was verified (sha256 differs from the manifest); "
+                          "refused; re-bundle it or restore the file")
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module   # dataclasses and pickling look the module up by name
+    exec(compile(data, str(path), "exec"), module.__dict__)  # noqa: S102 - the verified bytes, nothing else
+    return module

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import DeviceError, ProfileSettingError
-from edgekit.profile.bundles import BundleRef, standalone_module
+from edgekit.profile.bundles import BundleRef, load_session_module, shipped_session, standalone_module
 from edgekit.profile.devices import CommandTimeout, Device
 
 log = logging.getLogger("edgekit.profile")
@@ -92,18 +92,20 @@ class Collected:
 
 
 def run_local(ref: BundleRef, settings: Settings, session_module: str | None, on_event: EventFn | None) -> Collected:
-    """In this process, through the bundle's target Session (per-op profile through its standalone session)."""
+    """In this process, through ONE standalone session module for every timed and per-op run: `session_module`
+    (the user's), else the bundle's own hashed copy (checked again as it is imported), else the installed target's.
+    Only a target with no standalone session at all is timed through its host Session (Target.session)."""
     from edgekit.profile.runner import measure
 
-    got = Collected(runner={"kind": "in-process", "session": "target Session"})
-    module = _load_standalone(ref, session_module)
+    module, source = _load_standalone(ref, session_module)
+    got = Collected(runner={"kind": "in-process", "session": source})
 
     def open_session(profile_dir: str | None = None) -> Any:
-        if profile_dir is None and not session_module and ref.opened is not None and settings.threads is None:
+        if module is not None:
+            return module.open_session(str(ref.path), threads=settings.threads, profile_dir=profile_dir)
+        if profile_dir is None and ref.opened is not None and settings.threads is None:
             return ref.opened.session()
-        if module is None:
-            raise DeviceError("no standalone session for this target: per-op profiling and --threads unavailable")
-        return module.open_session(str(ref.path), threads=settings.threads, profile_dir=profile_dir)
+        raise DeviceError("no standalone session for this target: per-op profiling and --threads unavailable")
 
     if ref.kind == "artifact" and module is None:
         raise DeviceError(f"{ref.path} is an artifact folder whose target has no standalone session; bundle it first")
@@ -118,17 +120,17 @@ def run_local(ref: BundleRef, settings: Settings, session_module: str | None, on
     return got
 
 
-def _load_standalone(ref: BundleRef, override: str | None) -> Any:
+def _load_standalone(ref: BundleRef, override: str | None) -> tuple[Any, str]:
+    """(module or None, what it is: 'session module <path>' / 'bundle <file> (sha256-checked)' / 'target <path>' /
+    'target Session')."""
     try:
         path = standalone_module(ref, override)
     except DeviceError:
-        return None
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"edgekit_standalone_{ref.target}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+        return None, "target Session"
+    shipped = None if override else shipped_session(ref)
+    source = (f"session module {path}" if override else f"bundle {shipped} (sha256-checked)" if shipped
+              else f"target {path}")
+    return load_session_module(ref, override), source
 
 
 def _vocab(manifest: dict[str, Any]) -> int | None:

@@ -39,7 +39,7 @@ class FakeTarget:
             time.sleep(float(spec.options["slow_export"]))
         (out / "config.json").write_text(json.dumps(asdict(model.config)))
         return Artifact(path=out, target=self.name, files=["weights.safetensors", "config.json"],
-                        metadata={"custom_op_libraries": ["fake_kernel.cpp"],
+                        metadata={"custom_op_libraries": ["kernels/fake_kernel.cpp"],
                                   "io": {"inputs": {"tokens": "int64[1,T]", "input_pos": "int64[T]"},
                                          "outputs": {"logits": "float32[1,T,V]"}}})
 
@@ -57,6 +57,7 @@ class FakeTarget:
         from edgekit.model.graph import build_decoder
         from edgekit.runtime.session import EagerSession
 
+        load_libraries(artifact)
         raw = json.loads((artifact.path / "config.json").read_text())
         raw["rope_scaling"] = RopeScaling(**raw["rope_scaling"]) if raw.get("rope_scaling") else None
         raw["eos_token_ids"] = tuple(raw["eos_token_ids"])
@@ -70,6 +71,16 @@ class FakeTarget:
 
     def standalone_session(self) -> Path:
         return STANDALONE
+
+
+def load_libraries(artifact: Artifact) -> None:
+    """What real targets do with custom_op_libraries: dlopen each native library (relative to the folder, or
+    absolute) into the process. Sources (.cpp) are for device builds only."""
+    import ctypes
+
+    for lib in artifact.metadata.get("custom_op_libraries", []):
+        if str(lib).endswith(".so"):
+            ctypes.CDLL(str(artifact.path / lib))
 
 
 class FakePhoneTarget(FakeTarget):

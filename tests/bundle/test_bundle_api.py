@@ -16,7 +16,7 @@ from edgekit.bundle.readme import sample_code
 def test_manifest_has_every_contract_key(fake_bundle):
     doc = json.loads((fake_bundle / "manifest.json").read_text())
     check_schema(doc)
-    assert doc["schema_version"] == SCHEMA_VERSION == 1
+    assert doc["schema_version"] == SCHEMA_VERSION == 2
     assert doc["target"] == {"name": "faketarget", "aliases": ["fake"], "platform": "linux",
                              "runtime": "fake-runtime", "runtime_version": "0.0", "min_runtime_version": None,
                              "min_os": "Linux (any)"}

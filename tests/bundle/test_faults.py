@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from manifest_edit import edit_manifest
 
 from edgekit.bundle import Bundle
 from edgekit.errors import BundleError, OutputPathError, UnknownTarget
@@ -19,10 +20,7 @@ HERE = Path(__file__).parent
 
 
 def _edit_manifest(folder: Path, change) -> None:
-    path = folder / "manifest.json"
-    doc = json.loads(path.read_text())
-    change(doc)
-    path.write_text(json.dumps(doc))
+    edit_manifest(folder, change)  # pin rewritten: the checks below the pin must catch each edit
 
 
 def test_a_good_bundle_verifies(fake_bundle):
@@ -69,8 +67,8 @@ def test_a_missing_manifest(bundle_copy):
 
 
 def test_a_newer_schema_is_refused(bundle_copy):
-    _edit_manifest(bundle_copy, lambda d: d.update(schema_version=2))
-    with pytest.raises(BundleError, match=r"schema version 2, newer than this edgekit reads \(1\.\.1\); upgrade"):
+    _edit_manifest(bundle_copy, lambda d: d.update(schema_version=3))
+    with pytest.raises(BundleError, match=r"schema version 3, newer than this edgekit reads \(1\.\.2\); upgrade"):
         Bundle.open(bundle_copy)
 
 

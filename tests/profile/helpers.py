@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.bundle.manifest import file_table
+from edgekit.bundle.manifest import SCHEMA_VERSION, file_table
+from edgekit.bundle.pin import write_pin
 
 HERE = Path(__file__).parent
 TOY_SESSION = HERE / "toy_session.py"
@@ -34,7 +35,7 @@ def make_toy_bundle(folder: Path, delay_ms: float = 0.0, vocab: int = 512, max_s
     if pad_bytes:
         (folder / "padding.bin").write_bytes(os.urandom(pad_bytes))
     manifest = {
-        "schema_version": 1, "edgekit_version": "0.1.0",
+        "schema_version": SCHEMA_VERSION, "edgekit_version": "0.1.0",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(), "name": f"toy-{folder.name}",
         "model": {"name": "toy", "family": "toy", "parameters": vocab * 32, "source": "tests", "source_sha256": None,
                   "vocab_size": vocab},
@@ -49,6 +50,7 @@ def make_toy_bundle(folder: Path, delay_ms: float = 0.0, vocab: int = 512, max_s
     }
     manifest["files"] = file_table(folder)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_pin(folder)
     return folder
 
 

@@ -1,4 +1,4 @@
-"""This host: profiling runs in this process's runtimes, through the bundle's target Session."""
+"""This host: profiling runs in this process's runtimes, through the standalone session edgekit.profile.harness picks."""
 from __future__ import annotations
 
 import os
