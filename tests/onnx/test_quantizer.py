@@ -106,3 +106,19 @@ def test_bad_values_name_what_is_accepted(tiny_model, tmp_path):
                        calibration=str(tmp_path / "missing.txt"), max_seq_len=SEQ, out=tmp_path / "a",
                        show_progress=False)
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("case", ["qwen3", "llama"])   # tied (the table gathers from the head's codes), untied
+def test_quantizer_output_layer(tiny_model, tmp_path, case):
+    model = tiny_model(case)
+    art = edgekit.export(model, "onnx", quant="int4", block_size=32, accuracy_level=1, quantizer="gptq",
+                         quantizer_output=True, max_seq_len=SEQ, out=tmp_path / "a", show_progress=False)
+    plan = plan_for("int4", {"block_size": 32, "accuracy_level": 1, "quantizer": "gptq", "quantizer_output": True},
+                    linear_in_features(model.config))
+    head = "tok_embeddings.weight" if model.config.tie_word_embeddings else "output.weight"
+    tensors, _ = quantizer_tensors(model, plan)
+    init = _initializers(art)
+    got = dequantize(init["/lm_head.weight_Q4"], init["/lm_head.weight_scales"], 4, model.config.hidden_size)
+    assert np.array_equal(got, tensors[head].dequantize().numpy())
+    with pytest.raises(UnsupportedOption, match="quantizer_output needs"):
+        plan_for("int4", {"quantizer_output": True})

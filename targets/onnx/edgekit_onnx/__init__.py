@@ -36,7 +36,7 @@ class OnnxTarget:
         per_op_profiling=True,
         host_runnable=True,
         options=("block_size", "accuracy_level", "embedding_bits", "output_bits", "external_data", "threads",
-                 "linear_kernel", "quantizer", "calibration"),
+                 "linear_kernel", "quantizer", "calibration", "quantizer_output"),
         # int4 block 128 garbles SmolLM2-135M's answers even with an 8-bit output layer ("Le Grand Jardin, it's the
         # capital of France."); block 32 + 8-bit output answers "The capital of France is Paris, ..." (block 32 is also
         # the better block on teacher-forced top-1: 60 % vs 53 % for block 128)

@@ -50,6 +50,7 @@ class QuantPlan:
     linear_kernel: str = "mlas"         # "edgekit": every 4-bit linear and table in edgekit's kernel (LinearQ4)
     quantizer: str = "rtn"              # int4 linears: "rtn" (ORT's routine), "search" or "gptq" (edgekit.quant)
     calibration: str | None = None      # gptq: a UTF-8 text file; None: the calibration text shipped with edgekit
+    quantizer_output: bool = False      # the 4-bit output layer by the quantizer too (a tied table shares its codes)
 
     @property
     def float_dtype(self) -> str:
@@ -111,8 +112,12 @@ def plan_for(scheme: str, options: dict[str, Any], in_features: tuple[int, ...] 
                                 f"({', '.join(map(str, in_features))}), which linear_kernel 'edgekit' needs; "
                                 f"accepted here: {', '.join(map(str, fits)) or 'none (use linear_kernel mlas)'}")
     quantizer, calibration = _quantizer(options, quantized)
+    head = str(options.get("quantizer_output", False)).lower() in ("1", "true", "yes")
+    if head and (quantizer == "rtn" or out is None or int(out) != 4 or kernel != "mlas"):
+        raise UnsupportedOption("quantizer_output needs quantizer 'search' or 'gptq', output_bits 4 and linear_kernel "
+                                f"'mlas' (got quantizer {quantizer!r}, output_bits {out!r}, linear_kernel {kernel!r})")
     return QuantPlan(scheme, block, level, None if emb is None else int(emb), None if out is None else int(out),
-                     kernel, quantizer, calibration)
+                     kernel, quantizer, calibration, head)
 
 
 def _quantizer(options: dict[str, Any], quantized: bool) -> tuple[str, str | None]:
@@ -130,7 +135,8 @@ def _quantizer(options: dict[str, Any], quantized: bool) -> tuple[str, str | Non
 
 def _source_plan(options: dict[str, Any]) -> QuantPlan:
     """The checkpoint's own groups and bits: only who quantizes activations is left to choose."""
-    fixed = sorted(set(options) & {"block_size", "embedding_bits", "output_bits", "quantizer", "calibration"})
+    fixed = sorted(set(options) & {"block_size", "embedding_bits", "output_bits", "quantizer", "calibration",
+                                   "quantizer_output"})
     if fixed:
         raise UnsupportedOption(f"{', '.join(fixed)} cannot be set with quant 'source', which keeps the checkpoint's "
                                 "own grids (its groups and bits); use quant 'int4' to choose them")

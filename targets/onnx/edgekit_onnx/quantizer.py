@@ -3,7 +3,8 @@
 The QuantizedTensors go into the graph exactly as quant 'source' carries a GGUF's (source_grid.to_grid ->
 MatMulNBits, or LinearQ4 with linear_kernel 'edgekit'), and the reference graph carries their dequantization, so
 validation compares like with like. The output layer and the embedding table stay on ORT's grid (the output_bits /
-embedding_bits options), as with quantizer 'rtn'.
+embedding_bits options), as with quantizer 'rtn', unless quantizer_output: then the output layer is the quantizer's
+too (and a tied embedding gathers from its codes).
 """
 from __future__ import annotations
 
@@ -32,23 +33,24 @@ def quantizer_tensors(model: EdgeModel, plan: QuantPlan) -> tuple[dict[str, Quan
 
     grid = WeightGrid(plan.linear_bits, plan.block_size, symmetric=True, search=plan.quantizer == "search")
     cal = calibration_for(plan.calibration) if plan.quantizer == "gptq" else None
-    key = (id(model), id(model.weights), grid, plan.quantizer, None if cal is None else cal.sha256)
+    key = (id(model), id(model.weights), grid, plan.quantizer, None if cal is None else cal.sha256,
+           plan.quantizer_output)
     if _LAST and _LAST[0][0] == key:
         return _LAST[0][1], _LAST[0][2]
     if cal is not None:
         from edgekit.quant.calibrate import gptq_weights
 
-        tensors = gptq_weights(model, grid, cal)
+        tensors = gptq_weights(model, grid, cal, include_output=plan.quantizer_output)
         meta = {"quantizer": "gptq", "calibration": {"id": cal.id, "sha256": cal.sha256,
                                                      "tokens": len(model.tokenizer.encode(cal.text))}}
     else:
-        tensors = _searched(model, grid)
+        tensors = _searched(model, grid, plan.quantizer_output)
         meta = {"quantizer": "search"}
     _LAST[:] = [(key, tensors, meta)]
     return tensors, meta
 
 
-def _searched(model: EdgeModel, grid) -> dict[str, QuantizedTensor]:
+def _searched(model: EdgeModel, grid, head: bool) -> dict[str, QuantizedTensor]:
     """Per-group scale search (edgekit.quant.rtn), each row zero-padded to whole groups as MatMulNBits packs it."""
     from edgekit.quant.gptq import padded_width
     from edgekit.quant.rtn import quantize_tensor
@@ -56,7 +58,7 @@ def _searched(model: EdgeModel, grid) -> dict[str, QuantizedTensor]:
 
     out = {}
     for name, parts in fused_parts(model.config).items():
-        if not name.startswith("/model/layers."):
+        if not (name.startswith("/model/layers.") or (head and name == "/lm_head")):
             continue
         for p in parts:
             w = model.weights[p].detach().float()

@@ -149,5 +149,11 @@ def build_reference(model: EdgeModel, spec: TargetSpec, plan: QuantPlan) -> Deco
     if plan.quantizer != "rtn":
         from edgekit_onnx.quantizer import quantizer_grids
 
-        dec = source_reference(dec, model, plan, quantizer_grids(model, plan)[0])
+        grids = quantizer_grids(model, plan)[0]
+        dec = source_reference(dec, model, plan, grids)
+        head = grids.get("/lm_head")
+        if head is not None and model.config.tie_word_embeddings and head.correction is None and head.default_zero:
+            # the artifact's table gathers from the output layer's codes (builder._embedding): so does the reference
+            table = head.main_weight()[:, :head.in_features].contiguous()
+            dec.tok_embeddings = nn.Embedding.from_pretrained(table, freeze=True)
     return dec
