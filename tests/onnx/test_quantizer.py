@@ -108,17 +108,18 @@ def test_bad_values_name_what_is_accepted(tiny_model, tmp_path):
     assert not (tmp_path / "a").exists()
 
 
-@pytest.mark.parametrize("case", ["qwen3", "llama"])   # tied (the table gathers from the head's codes), untied
-def test_quantizer_output_layer(tiny_model, tmp_path, case):
+# tied (the table gathers from the head's codes; at block 128 its 64-wide rows are padded, as SmolLM2's 576), untied
+@pytest.mark.parametrize(("case", "block"), [("qwen3", 32), ("qwen3", 128), ("llama", 32)])
+def test_quantizer_output_layer(tiny_model, tmp_path, case, block):
     model = tiny_model(case)
-    art = edgekit.export(model, "onnx", quant="int4", block_size=32, accuracy_level=1, quantizer="gptq",
+    art = edgekit.export(model, "onnx", quant="int4", block_size=block, accuracy_level=1, quantizer="gptq",
                          quantizer_output=True, max_seq_len=SEQ, out=tmp_path / "a", show_progress=False)
-    plan = plan_for("int4", {"block_size": 32, "accuracy_level": 1, "quantizer": "gptq", "quantizer_output": True},
+    plan = plan_for("int4", {"block_size": block, "accuracy_level": 1, "quantizer": "gptq", "quantizer_output": True},
                     linear_in_features(model.config))
     head = "tok_embeddings.weight" if model.config.tie_word_embeddings else "output.weight"
     tensors, _ = quantizer_tensors(model, plan)
     init = _initializers(art)
     got = dequantize(init["/lm_head.weight_Q4"], init["/lm_head.weight_scales"], 4, model.config.hidden_size)
-    assert np.array_equal(got, tensors[head].dequantize().numpy())
+    assert np.array_equal(got, tensors[head].dequantize()[:, :model.config.hidden_size].numpy())
     with pytest.raises(UnsupportedOption, match="quantizer_output needs"):
         plan_for("int4", {"quantizer_output": True})

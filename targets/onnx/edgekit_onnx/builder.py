@@ -372,14 +372,19 @@ def embeds_from(g: GraphBuilder, name: str) -> bool:
 
 def _grid_embedding(g: GraphBuilder, name: str, grid: Any) -> str:
     """GatherBlockQuantized on the checkpoint's own codes: [V, H/block, block*bits/8], quantize_axis 2."""
-    vocab, hidden = grid.shape
+    vocab, padded = grid.shape
+    hidden = grid.in_features   # codes zero-padded to whole groups beyond it: sliced off after the gather
     data = g.grid_data(name, grid)
     scales = g.float_tensor("model.embed_tokens.weight_scales",
                             torch.from_numpy(grid.scales.reshape(vocab, -1, 1).copy()))
     extra = {"bits": grid.bits} if grid.bits != 4 else {}
     rows = g.node("GatherBlockQuantized", [data, "input_ids", scales], "/model/embed_tokens/GatherBlockQuantized",
                   domain="com.microsoft", block_size=grid.group, gather_axis=0, quantize_axis=2, **extra)[0]
-    return g.node("Reshape", [rows, g.const_i64(f"shape_0_0_{hidden}", [0, 0, hidden])], "/model/embed_tokens/Reshape")[0]
+    x = g.node("Reshape", [rows, g.const_i64(f"shape_0_0_{padded}", [0, 0, padded])], "/model/embed_tokens/Reshape")[0]
+    if padded == hidden:
+        return x
+    return g.node("Slice", [x, g.const_i64("zero", [0]), g.const_i64(f"end_{hidden}", [hidden]),
+                            g.const_i64("minus_1", [-1])], "/model/embed_tokens/Slice")[0]
 
 
 def _attention(g: GraphBuilder, kv: FloatKVCache, i: int, h: str, w: dict[str, torch.Tensor], lin: Callable) -> str:
