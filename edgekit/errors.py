@@ -85,3 +85,7 @@ class EvaluationError(EdgekitError):
 
 class QualityError(ParityError):
     """An export's quality on the shipped text (KL against the unquantized model) is beyond its scheme's bound."""
+
+
+class CalibrationError(EdgekitError):
+    """A calibrated quantizer's option or text is not usable (an unreadable or too short calibration file)."""

@@ -36,7 +36,7 @@ class OnnxTarget:
         per_op_profiling=True,
         host_runnable=True,
         options=("block_size", "accuracy_level", "embedding_bits", "output_bits", "external_data", "threads",
-                 "linear_kernel"),
+                 "linear_kernel", "quantizer", "calibration", "quantizer_output"),
         # int4 block 128 garbles SmolLM2-135M's answers even with an 8-bit output layer ("Le Grand Jardin, it's the
         # capital of France."); block 32 + 8-bit output answers "The capital of France is Paris, ..." (block 32 is also
         # the better block on teacher-forced top-1: 60 % vs 53 % for block 128)
@@ -46,7 +46,9 @@ class OnnxTarget:
         notes="KV cache in the activation dtype (fp32, or fp16 for quant fp16); kv_cache int8 (quant fp32 or int4): "
               "int8 K/V + fp32 scale per (position, kv head) in plain ONNX ops, no genai_config.json; linear_kernel "
               "mlas|edgekit (int4: edgekit runs the int4 linears and a 4-bit embedding in edgekit's kernel library, "
-              "faster, shipped inside the export folder and named in genai_config.json)",
+              "faster, shipped inside the export folder and named in genai_config.json); quantizer rtn|search|gptq (int4: "
+              "ORT's round-to-nearest, edgekit's per-group scale search, or GPTQ on calibration text, "
+              "calibration=FILE or the shipped text)",
     )
 
     def export(self, model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:

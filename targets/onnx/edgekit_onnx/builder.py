@@ -152,7 +152,7 @@ class GraphBuilder:
     def grid_linear(self, name: str, x: str, grid: Any) -> str:
         """MatMulNBits on the checkpoint's own codes and scales (+ uint8 zero points where a code was widened), plus,
         for an asymmetric grid, the per-group correction: ReduceSum of x per group, then a small MatMul."""
-        n, k = grid.shape
+        n, k = grid.shape[0], grid.in_features
         inputs = [x, self.grid_data(name, grid), self.float_tensor(f"{name}.weight_scales", torch.from_numpy(grid.scales))]
         if not grid.default_zero:
             inputs.append(f"{name}.weight_zero_points")
@@ -161,6 +161,8 @@ class GraphBuilder:
                       block_size=grid.group, accuracy_level=grid_accuracy_level(grid, self.plan))[0]
         if grid.correction is None:
             return y
+        if grid.in_features % grid.group:
+            raise ValueError(f"{name}: a grid with minimums needs a group size dividing K={k}, not {grid.group}")
         groups = k // grid.group
         xg = self.node("Reshape", [x, self.const_i64(f"shape_0_0_{groups}_{grid.group}", [0, 0, groups, grid.group])],
                        f"{name}/group_sum/Reshape")[0]
@@ -237,13 +239,15 @@ def _pack(weight: torch.Tensor, bits: int, block_size: int) -> tuple[np.ndarray,
     return np.concatenate([p for p, _ in parts]), np.concatenate([s for _, s in parts])
 
 
-def quantize_weights(cfg: ModelConfig, w: dict[str, torch.Tensor], plan: QuantPlan) -> dict[str, tuple]:
+def quantize_weights(cfg: ModelConfig, w: dict[str, torch.Tensor], plan: QuantPlan,
+                     skip: set[str] | None = None) -> dict[str, tuple]:
     """The quantize stage: block-wise packing of every quantized linear and of the embedding table (edgekit's tiled
-    layout for what its kernel runs, MatMulNBits' layout otherwise)."""
+    layout for what its kernel runs, MatMulNBits' layout otherwise); `skip`: linears that come as grids instead."""
     def pack(weight: torch.Tensor, bits: int) -> tuple:
         return pack_tiled(weight, plan.block_size) if plan.tiled(bits) else _pack(weight, bits, plan.block_size)
 
-    packed = {name: pack(make(), bits) for name, make, _, bits in linear_table(cfg, w, plan) if bits is not None}
+    packed = {name: pack(make(), bits) for name, make, _, bits in linear_table(cfg, w, plan)
+              if bits is not None and name not in (skip or ())}
     if plan.embedding_bits is not None and not shares_embedding_table(cfg, plan):
         packed["/model/embed_tokens"] = pack(w["tok_embeddings.weight"], plan.embedding_bits)
     return packed
@@ -368,14 +372,19 @@ def embeds_from(g: GraphBuilder, name: str) -> bool:
 
 def _grid_embedding(g: GraphBuilder, name: str, grid: Any) -> str:
     """GatherBlockQuantized on the checkpoint's own codes: [V, H/block, block*bits/8], quantize_axis 2."""
-    vocab, hidden = grid.shape
+    vocab, padded = grid.shape
+    hidden = grid.in_features   # codes zero-padded to whole groups beyond it: sliced off after the gather
     data = g.grid_data(name, grid)
     scales = g.float_tensor("model.embed_tokens.weight_scales",
                             torch.from_numpy(grid.scales.reshape(vocab, -1, 1).copy()))
     extra = {"bits": grid.bits} if grid.bits != 4 else {}
     rows = g.node("GatherBlockQuantized", [data, "input_ids", scales], "/model/embed_tokens/GatherBlockQuantized",
                   domain="com.microsoft", block_size=grid.group, gather_axis=0, quantize_axis=2, **extra)[0]
-    return g.node("Reshape", [rows, g.const_i64(f"shape_0_0_{hidden}", [0, 0, hidden])], "/model/embed_tokens/Reshape")[0]
+    x = g.node("Reshape", [rows, g.const_i64(f"shape_0_0_{padded}", [0, 0, padded])], "/model/embed_tokens/Reshape")[0]
+    if padded == hidden:
+        return x
+    return g.node("Slice", [x, g.const_i64("zero", [0]), g.const_i64(f"end_{hidden}", [hidden]),
+                            g.const_i64("minus_1", [-1])], "/model/embed_tokens/Slice")[0]
 
 
 def _attention(g: GraphBuilder, kv: FloatKVCache, i: int, h: str, w: dict[str, torch.Tensor], lin: Callable) -> str:

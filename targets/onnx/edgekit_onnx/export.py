@@ -39,9 +39,15 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     external = ext == "always" or serialize.needs_external_data(estimate, serialize.EXTERNAL_THRESHOLD)
     packed: dict[str, tuple] = {}
     grids, float_weights = source_grids(model, plan)
+    quantizer_meta: dict[str, Any] = {}
+    if plan.quantizer != "rtn":
+        from edgekit_onnx.quantizer import quantizer_grids
+
+        with progress.current().stage(plan.quantizer):
+            grids, quantizer_meta = quantizer_grids(model, plan)
     if plan.linear_bits or plan.embedding_bits or plan.output_bits:
         with progress.current().stage("quantize"):
-            packed = quantize_weights(cfg, model.weights, plan)
+            packed = quantize_weights(cfg, model.weights, plan, skip=set(grids))
         pages.release(model.weights.values())   # packed: the checkpoint's pages go back (what build reads re-faults)
     sink = TensorSink(out / (MODEL_FILE + DATA_SUFFIX) if external else None)
     try:
@@ -61,7 +67,11 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     files += kernel_files
     metadata = _metadata(model, spec, plan, op_counts, sink.total_bytes, external)
     metadata["custom_op_libraries"] = kernel_files
-    if grids:
+    if quantizer_meta:
+        metadata["quantizer"] = quantizer_meta
+    elif plan.scheme == "int4":
+        metadata["quantizer"] = {"quantizer": "rtn"}
+    if grids and plan.scheme == "source":
         # LinearQ4 stores scales and minimums as fp16: a GGUF's Q4_0 / Q4_1 d and m exactly, K-quants' d * sc not
         rounded = [n for n, g in grids.items() if plan.edgekit_kernel and g.bits == 4 and not g.exact_in_fp16()]
         metadata["source_grids"] = {"kept": sorted({src for g in grids.values() for src in g.sources}),

@@ -25,6 +25,9 @@ from edgekit.errors import UnsupportedOption
 QUANT_SCHEMES = ("fp32", "fp16", "int4", "source")
 LINEAR_KERNELS = ("mlas", "edgekit")   # who runs the int4 linears: ORT's MatMulNBits (MLAS), or edgekit's kernel
 BLOCK_SIZES = (32, 64, 128)
+# who picks the int4 linears' codes: ORT's own round-to-nearest, edgekit's per-group scale search, or GPTQ on
+# calibration text (edgekit/quant/gptq.py); the last two go into the graph as grids (edgekit_onnx/source_grid.py)
+QUANTIZERS = ("rtn", "search", "gptq")
 ACCURACY_LEVELS = (0, 1, 4)       # MatMulNBits: 0 unset (= fp32), 1 fp32 activations, 4 int8 activations
 LAYER_BITS = (4, 8)
 # Block 128 by default: on this x86 machine MLAS' int8-activation kernels ran a Qwen2.5-0.5B decode step 1.4x faster
@@ -45,6 +48,9 @@ class QuantPlan:
     embedding_bits: int | None = None   # None: float embedding (Gather); 8 / 4: GatherBlockQuantized (or GatherQ4)
     output_bits: int | None = None      # None: float lm_head (MatMul); 8 / 4: MatMulNBits (or LinearQ4 at 4)
     linear_kernel: str = "mlas"         # "edgekit": every 4-bit linear and table in edgekit's kernel (LinearQ4)
+    quantizer: str = "rtn"              # int4 linears: "rtn" (ORT's routine), "search" or "gptq" (edgekit.quant)
+    calibration: str | None = None      # gptq: a UTF-8 text file; None: the calibration text shipped with edgekit
+    quantizer_output: bool = False      # the 4-bit output layer by the quantizer too (a tied table shares its codes)
 
     @property
     def float_dtype(self) -> str:
@@ -105,13 +111,32 @@ def plan_for(scheme: str, options: dict[str, Any], in_features: tuple[int, ...] 
         raise UnsupportedOption(f"block_size={block} does not divide every linear's input width "
                                 f"({', '.join(map(str, in_features))}), which linear_kernel 'edgekit' needs; "
                                 f"accepted here: {', '.join(map(str, fits)) or 'none (use linear_kernel mlas)'}")
+    quantizer, calibration = _quantizer(options, quantized)
+    head = str(options.get("quantizer_output", False)).lower() in ("1", "true", "yes")
+    if head and (quantizer == "rtn" or out is None or int(out) != 4 or kernel != "mlas"):
+        raise UnsupportedOption("quantizer_output needs quantizer 'search' or 'gptq', output_bits 4 and linear_kernel "
+                                f"'mlas' (got quantizer {quantizer!r}, output_bits {out!r}, linear_kernel {kernel!r})")
     return QuantPlan(scheme, block, level, None if emb is None else int(emb), None if out is None else int(out),
-                     kernel)
+                     kernel, quantizer, calibration, head)
+
+
+def _quantizer(options: dict[str, Any], quantized: bool) -> tuple[str, str | None]:
+    quantizer = str(options.get("quantizer", "rtn"))
+    if quantizer not in QUANTIZERS:
+        raise UnsupportedOption(f"quantizer={quantizer!r} is not supported by target 'onnx'; "
+                                f"accepted: {', '.join(QUANTIZERS)}")
+    if quantizer != "rtn" and not quantized:
+        raise UnsupportedOption(f"quantizer={quantizer!r} chooses int4 codes: it needs quant 'int4'")
+    calibration = options.get("calibration")
+    if calibration is not None and quantizer != "gptq":
+        raise UnsupportedOption(f"calibration={calibration!r} is read by quantizer 'gptq' only, not {quantizer!r}")
+    return quantizer, None if calibration is None else str(calibration)
 
 
 def _source_plan(options: dict[str, Any]) -> QuantPlan:
     """The checkpoint's own groups and bits: only who quantizes activations is left to choose."""
-    fixed = sorted(set(options) & {"block_size", "embedding_bits", "output_bits"})
+    fixed = sorted(set(options) & {"block_size", "embedding_bits", "output_bits", "quantizer", "calibration",
+                                   "quantizer_output"})
     if fixed:
         raise UnsupportedOption(f"{', '.join(fixed)} cannot be set with quant 'source', which keeps the checkpoint's "
                                 "own grids (its groups and bits); use quant 'int4' to choose them")

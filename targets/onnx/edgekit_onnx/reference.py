@@ -75,13 +75,15 @@ class GridLinear(nn.Module):
         return y
 
 
-def source_reference(dec: Decoder, model: EdgeModel, plan: QuantPlan) -> Decoder:
+def source_reference(dec: Decoder, model: EdgeModel, plan: QuantPlan, grids: dict | None = None) -> Decoder:
     """The decoder with every linear the export keeps on the file's grid swapped for its GridLinear (the rows of
-    its fused grid: the same zero points, group and correction as the artifact)."""
+    its fused grid: the same zero points, group and correction as the artifact). `grids`: those of quantizer
+    'search' / 'gptq' (default: the checkpoint's own, quant 'source')."""
     from edgekit_onnx.builder import grid_accuracy_level
     from edgekit_onnx.source_grid import fused_parts, grids_for
 
-    grids, _ = grids_for(model.config, model.source_quant)
+    if grids is None:
+        grids, _ = grids_for(model.config, model.source_quant)
     owners = {"attention": ("wq", "wk", "wv", "wo"), "feed_forward": ("w1", "w2", "w3")}
     for name, parts in fused_parts(model.config).items():
         if name not in grids or name == "/model/embed_tokens":
@@ -90,13 +92,14 @@ def source_reference(dec: Decoder, model: EdgeModel, plan: QuantPlan) -> Decoder
         kernel = plan.edgekit_kernel and grid.bits == 4   # LinearQ4: fp16 grid, int8 activations per group
         main = grid.kernel_weight() if kernel else grid.main_weight()
         corr = None if grid.correction is None or kernel else torch.from_numpy(grid.correction)
+        k = grid.in_features   # codes zero-padded to whole groups beyond it (quantizer 'gptq' / 'search')
         for part in parts:
-            n = model.source_quant[part].shape[0]
+            n = (model.source_quant[part] if plan.scheme == "source" else model.weights[part]).shape[0]
+            linear = _decoder_linear(dec, part, owners)
             rows = slice(row, row + n)
             row += n
-            linear = _decoder_linear(dec, part, owners)
             bias = getattr(linear, "bias", None)
-            new = GridLinear(main[rows], None if corr is None else corr[rows], bias, grid.group,
+            new = GridLinear(main[rows, :k].contiguous(), None if corr is None else corr[rows], bias, grid.group,
                              kernel or grid_accuracy_level(grid, plan) == 4)
             _set_decoder_linear(dec, part, new)
     return dec
@@ -142,4 +145,15 @@ def build_reference(model: EdgeModel, spec: TargetSpec, plan: QuantPlan) -> Deco
         use_int8_kv_cache(dec)
     if plan.scheme == "source":
         return source_reference(dec, model, plan)
-    return quantized_reference(dec, plan)
+    dec = quantized_reference(dec, plan)
+    if plan.quantizer != "rtn":
+        from edgekit_onnx.quantizer import quantizer_grids
+
+        grids = quantizer_grids(model, plan)[0]
+        dec = source_reference(dec, model, plan, grids)
+        head = grids.get("/lm_head")
+        if head is not None and model.config.tie_word_embeddings and head.correction is None and head.default_zero:
+            # the artifact's table gathers from the output layer's codes (builder._embedding): so does the reference
+            table = head.main_weight()[:, :head.in_features].contiguous()
+            dec.tok_embeddings = nn.Embedding.from_pretrained(table, freeze=True)
+    return dec

@@ -38,6 +38,11 @@ class Grid:
     sources: tuple[str, ...]
     offset: np.ndarray | None = None   # float32 [N, K / group]: w = scales * codes + offset (4-bit carriers only),
                                        # the file's own minimums, -8 * scale for symmetric parts (exact: a power of 2)
+    width: int | None = None           # the linear's K when the codes are zero-padded to whole groups (None: K)
+
+    @property
+    def in_features(self) -> int:
+        return self.width or self.codes.shape[1]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -112,8 +117,9 @@ def _check(t: QuantizedTensor, name: str) -> None:
                                 "'int4' or 'fp32' instead")
 
 
-def to_grid(parts: list[QuantizedTensor], names: list[str]) -> Grid:
-    """The parts (row blocks of one fused linear, e.g. q|k|v) on one MatMulNBits grid, each exactly as stored."""
+def to_grid(parts: list[QuantizedTensor], names: list[str], width: int | None = None) -> Grid:
+    """The parts (row blocks of one fused linear, e.g. q|k|v) on one MatMulNBits grid, each exactly as stored.
+    `width`: the linear's K when the parts' codes are zero-padded up to whole groups (edgekit.quant.gptq pads so)."""
     for t, name in zip(parts, names, strict=True):
         _check(t, name)
     if len({t.shape[1] for t in parts}) != 1:
@@ -141,7 +147,8 @@ def to_grid(parts: list[QuantizedTensor], names: list[str]) -> Grid:
         corr.append(cor)
     correction = np.concatenate(corr) if any(t.mins is not None for t in parts) else None
     return Grid(bits, group, np.concatenate(codes), np.concatenate(scales), np.concatenate(zero), correction,
-                tuple(sorted({t.source for t in parts})), np.concatenate(offset) if bits == 4 else None)
+                tuple(sorted({t.source for t in parts})), np.concatenate(offset) if bits == 4 else None,
+                None if width == parts[0].shape[1] else width)
 
 
 def fused_parts(cfg) -> dict[str, list[str]]:
