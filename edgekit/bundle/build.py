@@ -204,15 +204,17 @@ def assemble(folder: Path, art: Artifact, tgt: Target, tok: Tokenizer, *, move: 
 
 def _place_asset(asset: Path, art_dir: Path, folder: Path) -> str:
     """An asset inside the artifact folder keeps its relative path (the metadata may refer to it); others go to
-    kernels/. Returns the bundle-relative path."""
-    if not asset.exists():
-        raise BundleError(f"the target lists device asset {asset}, which does not exist")
+    kernels/. Returns the bundle-relative path. An artifact's own file may have been moved into the bundle already
+    (bundling straight from an export moves the files rather than copying them)."""
     try:
-        rel = asset.resolve().relative_to(art_dir.resolve()).as_posix()
+        rel = asset.absolute().relative_to(art_dir.absolute()).as_posix()
     except ValueError:
         rel = f"kernels/{asset.name}"
-    if not (folder / rel).exists():
-        _place(asset, folder / rel, move=False)
+    if (folder / rel).exists():
+        return rel
+    if not asset.exists():
+        raise BundleError(f"the target lists device asset {asset}, which does not exist")
+    _place(asset, folder / rel, move=False)
     return rel
 
 

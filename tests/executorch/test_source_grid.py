@@ -136,3 +136,21 @@ def test_source_needs_a_quantized_checkpoint(tiny_model, tmp_path):
         edgekit.export(tiny_model("llama"), "android", quant="source", max_seq_len=MAX_SEQ_LEN, out=tmp_path / "a",
                        show_progress=False)
     assert not (tmp_path / "a").exists()
+
+
+def test_a_bundle_made_straight_from_the_model_carries_its_kernel_library(source_exports, tmp_path):
+    """Bundling from a model exports into the bundle's staging folder and moves the artifact's files in: the kernel
+    library (one of them) must arrive once, named by the manifest, and the bundle verify and run."""
+    import numpy as np
+
+    from edgekit.bundle import Bundle
+
+    model, _ = source_exports["qwen3"]
+    b = edgekit.bundle(model, target="android", out=tmp_path, max_seq_len=MAX_SEQ_LEN, show_progress=False,
+                       validate=False)
+    opened = Bundle.open(b.path)
+    lib = "kernels/libedgekit_kernels.so"
+    assert opened.manifest["kernels"] == [lib] and lib in opened.manifest["files"]
+    assert opened.manifest["quant"] == "source"   # the default for a quantized checkpoint
+    logits = opened.session().forward(np.array([[1, 2, 3]], dtype=np.int64), np.arange(3, dtype=np.int64))
+    assert np.isfinite(np.asarray(logits)).all()
