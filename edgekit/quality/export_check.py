@@ -35,7 +35,7 @@ def evaluate_export(target: Target, artifact: Artifact, model: EdgeModel, spec: 
                  max_windows=EXPORT_EVAL_WINDOWS, worst=3, show_progress=False)
     log.info("quality of %s (%s): %s", artifact.target, spec.quant, report.summary())
     try:
-        gate.check(report, spec.quant)
+        gate.check(report, spec.quant, spec.kv_cache)
     finally:   # a failed gate's figures stay with the artifact kept by keep_failed=True
         artifact.metadata["quality"] = report.to_dict()
     return artifact.metadata["quality"]

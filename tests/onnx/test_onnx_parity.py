@@ -87,7 +87,8 @@ def test_int4_metadata_and_format(onnx_export):
     art = onnx_export("llama", "int4")
     meta = art.metadata
     assert meta["quantization"] == {"scheme": "int4", "block_size": 128, "accuracy_level": 4, "embedding_bits": 4,
-                                    "output_bits": 4, "linear_kernel": "mlas"}
+                                    "output_bits": 4, "linear_kernel": "mlas", "quantizer": "rtn",
+                                    "calibration": None, "quantizer_output": False}
     assert meta["min_onnxruntime"] == "1.22" and meta["ir_version"] == 9 and meta["opsets"]["ai.onnx"] == 17
     proto = onnx.load(str(art.path / "model.onnx"), load_external_data=False)
     assert proto.ir_version == 9
