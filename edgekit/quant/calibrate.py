@@ -7,10 +7,8 @@ input share one Hessian (q|k|v; gate|up), and are quantized as one matrix (rows 
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +16,7 @@ import torch
 from torch import nn
 
 from edgekit.errors import CalibrationError
+from edgekit.evaldata import EvalText
 from edgekit.quant.gptq import gptq_quantize
 from edgekit.quant.tensor import QuantizedTensor
 
@@ -33,16 +32,8 @@ GROUPS = (("attention", "wq", ("wq", "wk", "wv")), ("attention", "wo", ("wo",)),
           ("feed_forward", "w1", ("w1", "w3")), ("feed_forward", "w2", ("w2",)))
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """A calibration text: where it came from (a file path or "edgekit-calibration") and the sha256 of its bytes."""
-
-    id: str
-    text: str
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+# a calibration text is an EvalText (id: a file path or the shipped text's id, the text, its sha256)
+Calibration = EvalText
 
 
 def calibration_for(path: str | Path | None) -> Calibration:
