@@ -18,6 +18,7 @@ from edgekit.model.edge_model import EdgeModel
 from edgekit.outputs import check_output_path, edgekit_output_kind, place, write_errors
 from edgekit.targets.base import Artifact, TargetSpec, default_quant
 from edgekit.targets.registry import get_target
+from edgekit.targets.schemes import bind
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +50,23 @@ def export(model: EdgeModel | str | Path, target: str, *, quant: str | None = No
         # A target that computes in half precision gets the weights in it: no full fp32 copy held during export.
         wanted = tgt.capabilities.load_dtype
         model = load(model, dtype=None if wanted == "stored" else getattr(torch, wanted))
-    spec = TargetSpec(quant=quant or default_quant(tgt.capabilities, model), max_seq_len=max_seq_len or min(512, model.default_max_seq_len),
-                      kv_cache=kv_cache, last_logits_only=last_logits_only, options=dict(options))
+    bound = bind(tgt.name, tgt.capabilities, quant or default_quant(tgt.capabilities, model), dict(options))
+    spec = TargetSpec(quant=bound.quant, max_seq_len=max_seq_len or min(512, model.default_max_seq_len),
+                      kv_cache=kv_cache, last_logits_only=last_logits_only, options=bound.options)
     spec.check_against(tgt, model)
-    out = Path(out) if out is not None else Path(f"{model.name}-{tgt.name}-{spec.quant}")
+    out = Path(out) if out is not None else Path(f"{model.name}-{tgt.name}-{bound.record['name']}")
     protected = [model.source]  # --force never replaces the checkpoint being read (or a folder above it)
     check_output_path(out, force, protected)
     with write_errors(out.parent):
         out.parent.mkdir(parents=True, exist_ok=True)
         return _export_into(model, tgt, spec, out, validate=validate, keep_failed=keep_failed, force=force,
                             protected=protected, show_progress=show_progress,
-                            evaluate=validate if evaluate is None else evaluate)
+                            evaluate=validate if evaluate is None else evaluate, scheme=bound.record)
 
 
 def _export_into(model: EdgeModel, tgt: Any, spec: TargetSpec, out: Path, *, validate: bool, keep_failed: bool,
-                 force: bool, protected: list[Path], show_progress: bool | None, evaluate: bool = False) -> Artifact:
+                 force: bool, protected: list[Path], show_progress: bool | None, evaluate: bool = False,
+                 scheme: dict[str, Any] | None = None) -> Artifact:
     clean_stale(out)  # .partial folders of killed exports into the same place (their process is gone)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -74,6 +77,8 @@ def _export_into(model: EdgeModel, tgt: Any, spec: TargetSpec, out: Path, *, val
         with progress.activate(stages):
             artifact = tgt.export(model, spec, tmp)
             artifact.metadata.update(_common_metadata(model, tgt.name, spec))
+            # the shared scheme asked for and what this target made of it (edgekit.targets.schemes)
+            artifact.metadata["quant_scheme"] = scheme
             if validate:
                 from edgekit.validate import compare
 

@@ -14,6 +14,7 @@ from edgekit.bundle.staging import clean_stale, finalize, staging_dir
 from edgekit.errors import BundleError
 from edgekit.outputs import check_output_path, write_errors
 from edgekit.targets.base import Artifact, default_quant
+from edgekit.targets.schemes import check_all
 
 if TYPE_CHECKING:
     from edgekit.bundle.reader import Bundle
@@ -88,6 +89,8 @@ def bundle(source: EdgeModel | Artifact | str | Path, target: str | list[str] | 
     tgts = resolve_targets(target)
     if name and len(tgts) > 1:
         raise BundleError(f"name={name!r} names one bundle but {len(tgts)} targets were asked for; leave name unset")
+    if quant is not None:
+        check_all(tgts, quant)   # every target holds the scheme, or none is exported
     plan = []
     for t in tgts:  # check every output path before the first (slow) export
         q = quant or default_quant(t.capabilities, model)
@@ -128,7 +131,7 @@ def _bundle_artifact(art: Artifact, out_dir: Path, *, zip: bool, force: bool, na
     tgt = get_target(art.target)
     art = check_unchanged(art)   # validation figures only travel with the files they were measured on
     model_name = art.metadata.get("model", {}).get("name") or art.path.name
-    final = _final_path(out_dir, name or bundle_name(model_name, tgt, art.metadata.get("quant", "fp32")), zip)
+    final = _final_path(out_dir, name or bundle_name(model_name, tgt, scheme_name(art.metadata)), zip)
     check_output_path(final, force, [art.path])  # never replaces the artifact being bundled
     tok = tokenizer or tokenizer_for_artifact(art)
     with write_errors(final.parent):
@@ -232,6 +235,11 @@ def _json_default(o: Any) -> Any:
     return _jsonable(o)
 
 
+def scheme_name(md: dict[str, Any]) -> str:
+    """The quant name an export was asked for (a shared scheme's, or the target's own)."""
+    return (md.get("quant_scheme") or {}).get("name") or md.get("quant", "fp32")
+
+
 def manifest_for(name: str, art: Artifact, tgt: Target, tok: Tokenizer, tok_files: list[str],
                  kernels: list[str], runner: str | None) -> dict[str, Any]:
     """The manifest (schema SCHEMA_VERSION) without `files`, which is filled once every file is written."""
@@ -247,7 +255,10 @@ def manifest_for(name: str, art: Artifact, tgt: Target, tok: Tokenizer, tok_file
         "model": model_entry(md, tok),
         "target": target_entry(tgt, md),
         "artifact": {"files": list(art.files), "main": art.files[0], "target": art.target, "metadata": md},
-        "quant": md.get("quant", "fp32"),
+        "quant": scheme_name(md),
+        # what the scheme means (grids, activations) and what this target made of it: its own quant name, the
+        # options the scheme set and those the user changed on top (edgekit.targets.schemes)
+        "quant_scheme": md.get("quant_scheme"),
         "kv_cache": md.get("kv_cache", "fp32"),
         "max_seq_len": int(md["max_seq_len"]),
         "last_logits_only": bool(md.get("last_logits_only", False)),

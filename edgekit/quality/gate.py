@@ -41,7 +41,7 @@ BOUNDS: dict[str, Bound] = {
     "below 4-bit": Bound("below 4-bit", kl=2.0, relative=0.25),
 }
 # schemes the targets name today; other names are classed by the weight bits their name carries
-SCHEME_CLASS = {"fp32": "float32", "fp16": "float16", "bf16": "float16", "w8": "8-bit", "int8": "8-bit",
+SCHEME_CLASS = {"fp32": "float32", "fp16": "float16", "bf16": "float16", "w8": "8-bit", "8da8w": "8-bit", "int8": "8-bit",
                 "w4": "4-bit", "int4": "4-bit", "8da4w": "4-bit", "source": "source"}
 
 

@@ -34,11 +34,15 @@ def _builtin() -> None:
         register_scheme(QuantScheme(name, float_dtype=name, description=desc))
     register_scheme(QuantScheme("w8", WeightGrid(8, None), description="8-bit symmetric per-channel weights, "
                                 "float activations"))
+    register_scheme(QuantScheme("8da8w", WeightGrid(8, None), activations="int8_token",
+                                description="int8 activations per token (dynamic), 8-bit symmetric per-channel "
+                                "weights (XNNPACK's qd8-f32-qc8w)"))
     for g in (32, 64, 128):
         register_scheme(QuantScheme(f"w4_g{g}", WeightGrid(4, g, search=True),
                                     description=f"4-bit symmetric weights in groups of {g}, scales searched per "
                                     "group; float activations"))
-    register_scheme(QuantScheme("w4", WeightGrid(4, 32, search=True), description="the same as w4_g32"))
+    register_scheme(QuantScheme("w4", WeightGrid(4, 32), description="4-bit symmetric weights in groups of 32 by "
+                                "round-to-nearest (each runtime's own routine); float activations"))
     register_scheme(QuantScheme("w4_g128_rtn", WeightGrid(4, 128),
                                 description="4-bit symmetric groups of 128 by round-to-nearest (XNNPACK's stock "
                                 "layout and rounding); float activations"))
@@ -53,8 +57,9 @@ def _builtin() -> None:
                                 description="int8 activations per block of 32 inputs (like llama.cpp's Q8_1), 4-bit "
                                 "symmetric weights in groups of 32"))
     register_scheme(QuantScheme("source", WeightGrid(4, 32, symmetric=False, search=True), keep_source=True,
-                                description="a GGUF's own quantized tensors as stored; any other weight 4-bit with "
-                                "a minimum per group of 32; float activations"))
-
+                                activations="int8_group", activation_group_size=32,
+                                description="a quantized checkpoint's own tensors as stored (a GGUF's blocks); "
+                                "activations int8 per block of the weight's group where the target's kernels take "
+                                "them so (llama.cpp's Q8_1), else float"))
 
 _builtin()

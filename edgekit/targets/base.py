@@ -37,6 +37,10 @@ class Capabilities:
     # options that make the default scheme faster with the same answers, at a cost for the app (e.g. a kernel library
     # it must load); `edgekit demo` exports with them unless told --stock-kernels
     speed_options: tuple[tuple[str, Any], ...] = ()
+    # the shared schemes (edgekit.quant.registry) this target holds, each as one of its own quant names with the
+    # options that give it the scheme's meaning (edgekit.targets.schemes); a registered name listed in quant_schemes
+    # without a binding here is held as that quant with no options
+    scheme_bindings: tuple[Any, ...] = ()
 
 
 SOURCE_SCHEME = "source"   # keep a quantized checkpoint's own grids (a GGUF's blocks) as stored

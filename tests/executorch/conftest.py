@@ -36,10 +36,10 @@ def smollm2_artifact(smollm2, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def w8_variant(tiny_model, tmp_path_factory):
-    """One export through the other paths: w8, 4-bit embedding, 8-bit output layer, edgekit's own attention
+    """One export through the other paths: 8da8w, 4-bit embedding, 8-bit output layer, edgekit's own attention
     (index_copy cache + SDPA, no ExecuTorch LLM ops), full logits."""
     import edgekit
 
     out = tmp_path_factory.mktemp("et-qwen2-w8") / "artifact"
-    return edgekit.export(tiny_model("qwen2"), "android", quant="w8", max_seq_len=MAX_SEQ_LEN, out=out,
+    return edgekit.export(tiny_model("qwen2"), "android", quant="8da8w", max_seq_len=MAX_SEQ_LEN, out=out,
                           show_progress=False, embedding_bits=4, output_bits=8, custom_sdpa=False)

@@ -15,7 +15,7 @@ from edgekit.errors import OutputPathError, UnsupportedOption
 
 
 def test_unsupported_scheme_lists_supported(tiny_model, tmp_path):
-    with pytest.raises(UnsupportedOption, match=r"'w4'.*supported: fp32, w8, 8da4w"):
+    with pytest.raises(UnsupportedOption, match=r"'w4'.*supported: fp32, 8da8w, 8da4w"):
         edgekit.export(tiny_model("llama"), "android", quant="w4", out=tmp_path / "a")
     assert not (tmp_path / "a").exists()
 
@@ -39,8 +39,8 @@ def test_bad_options(tiny_model, tmp_path, options, match):
 
 
 def test_edgekit_linear_kernel_needs_8da4w(tiny_model, tmp_path):
-    with pytest.raises(UnsupportedOption, match=r"linear_kernel 'edgekit' runs 8da4w linears only.*'w8'"):
-        edgekit.export(tiny_model("llama"), "android", quant="w8", out=tmp_path / "a", linear_kernel="edgekit")
+    with pytest.raises(UnsupportedOption, match=r"linear_kernel 'edgekit' runs 8da4w linears only.*'8da8w'"):
+        edgekit.export(tiny_model("llama"), "android", quant="8da8w", out=tmp_path / "a", linear_kernel="edgekit")
     assert not any(tmp_path.iterdir())
 
 

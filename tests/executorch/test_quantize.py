@@ -106,7 +106,7 @@ def test_8da4w_defaults(in_features, group):
 @pytest.mark.parametrize(("case", "scheme", "options"), [
     ("qwen3", "8da4w", {"group_size": 32, "embedding_bits": 4}),    # tied head, 4-bit table
     ("llama", "8da4w", {"group_size": 32, "embedding_bits": 8, "output_bits": 8}),
-    ("qwen2", "w8", {"embedding_bits": 8}),                         # biases
+    ("qwen2", "8da8w", {"embedding_bits": 8}),                       # biases
 ])
 def test_reference_dequantized_once_is_bit_identical(tiny_model, case, scheme, options):
     """The eager reference holds each weight dequantized once (torchao re-dequantizes on every call): same logits,

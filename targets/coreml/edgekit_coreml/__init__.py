@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.targets.base import Artifact, Capabilities
+from edgekit.targets.schemes import SchemeBinding
 
 if TYPE_CHECKING:
     from torch import nn
@@ -41,6 +42,9 @@ class CoreMLTarget:
         host_runnable=True,   # Core ML on macOS; the numpy ML-program evaluator elsewhere (slow, correctness only)
         options=("min_ios", "granularity", "block_size"),
         default_quant="fp16",
+        # the shared schemes: w8 per channel and w4 in blocks of 32, both by coremltools' round-to-nearest
+        scheme_bindings=(SchemeBinding("fp16", "fp16"), SchemeBinding("w8", "w8", (("granularity", "per_channel"),)),
+                         SchemeBinding("w4", "w4", (("granularity", "per_block"), ("block_size", 32)))),
         notes=KV_NOTE,
         load_dtype="float16",  # Core ML computes in fp16: a checkpoint path is loaded straight to fp16 (RSS)
     )

@@ -4,7 +4,7 @@ optimum-executorch, built here from a chunked HQQ that gives the same codes and 
 (tests/executorch/test_quantize.py checks both equalities).
 
 - fp32:  no quantization.
-- w8:    int8 per-output-channel weights in every linear. XNNPACK has no fp32-activation x int8-weight GEMM that
+- 8da8w: int8 per-output-channel weights in every linear. XNNPACK has no fp32-activation x int8-weight GEMM that
          ExecuTorch's partitioner delegates (a weight-only dequant + linear would stay in portable kernels), so the
          activations are quantized dynamically per token to int8 inside the op (qd8-f32-qc8w).
 - 8da4w: int8 dynamic (per token) activations x int4 weights, groups of `group_size` (32, 64 or 128) input channels.
@@ -27,7 +27,7 @@ from edgekit.errors import UnsupportedOption
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("fp32", "w8", "8da4w", "source")
+SCHEMES = ("fp32", "8da8w", "8da4w", "source")
 GROUP_SIZES = (32, 64, 128)
 BITS = (4, 8)
 OPTIONS = ("group_size", "embedding_bits", "output_bits", "linear_kernel")
@@ -82,7 +82,7 @@ def plan(scheme: str, options: dict[str, Any], in_features: tuple[int, ...] = ()
         emb = 4
     emb = None if emb is None else int(emb)
     if out is None:
-        out = {"fp32": None, "w8": 8, "8da4w": 4}[scheme]
+        out = {"fp32": None, "8da8w": 8, "8da4w": 4}[scheme]
     out = int(out) if out is not None else None
     out_group = None if out in (None, 8) else (group or 32)
     kernel = str(options.get("linear_kernel") or "xnnpack")

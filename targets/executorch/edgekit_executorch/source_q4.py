@@ -131,7 +131,7 @@ def require_source(model) -> dict[str, QuantizedTensor]:
     if not source:
         raise UnsupportedOption(f"quant 'source' keeps a quantized checkpoint's own grids, and {str(model.source)!r} "
                                 "was loaded from float weights (an HF folder or a float GGUF); use quant '8da4w' (or "
-                                "'w8' / 'fp32')")
+                                "'8da8w' / 'fp32')")
     return source
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import MissingDependency
 from edgekit.targets.base import Artifact, Capabilities, TargetSpec
+from edgekit.targets.schemes import SchemeBinding
 
 if TYPE_CHECKING:
     from torch import nn
@@ -16,7 +17,11 @@ if TYPE_CHECKING:
     from edgekit.model.edge_model import EdgeModel
     from edgekit_executorch.session import ExecuTorchSession
 
-QUANT_SCHEMES = ("fp32", "w8", "8da4w", "source")
+QUANT_SCHEMES = ("fp32", "8da8w", "8da4w", "source")
+# the shared schemes (edgekit.quant.registry) and the options that give each its meaning here; 8da4w is groups of 32
+# everywhere (optimum-executorch's recipe too), not this target's old largest-dividing group
+SCHEME_BINDINGS = (SchemeBinding("fp32", "fp32"), SchemeBinding("8da8w", "8da8w"),
+                   SchemeBinding("8da4w", "8da4w", (("group_size", 32),)), SchemeBinding("source", "source"))
 OPTIONS = ("group_size", "embedding_bits", "output_bits", "custom_sdpa", "linear_kernel", "attention_kernel")
 FP32_TOLERANCE = 1e-4
 QUANT_TOLERANCE = 1e-2
@@ -43,11 +48,12 @@ class ExecuTorchTarget:
         host_runnable=True,
         options=OPTIONS,
         default_quant="8da4w",
+        scheme_bindings=SCHEME_BINDINGS,
         # the 8da4w output layer at 8 bits: SmolLM2-135M's teacher-forced top-1 agreement with fp32 ~40 % -> ~53 %
         quality_options=(("output_bits", 8),),
         speed_options=(("linear_kernel", "edgekit"),),
         load_dtype="stored",  # a bf16 checkpoint path stays bf16: quantization reads it chunk by chunk (RSS)
-        notes="options: group_size 32|64|128 (8da4w; default: the largest dividing every linear), embedding_bits 8|4 "
+        notes="options: group_size 32|64|128 (8da4w; default 32), embedding_bits 8|4 "
               "(8da4w default 4), output_bits 8|4, custom_sdpa true|false, linear_kernel xnnpack|edgekit (8da4w: "
               "edgekit runs the int4 linears in edgekit's own kernel, faster, but the .pte then needs edgekit's kernel "
               "library in the app: custom_op_libraries), attention_kernel llama|edgekit (fp32 cache: ExecuTorch's "

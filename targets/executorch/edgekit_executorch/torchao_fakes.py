@@ -83,7 +83,7 @@ def _with_mode(fake_mode, fn, args, kwargs):
 
 
 def check() -> None:
-    """Compare the fake rules with the real ops on concrete tensors (the shapes 8da4w and w8 use)."""
+    """Compare the fake rules with the real ops on concrete tensors (the shapes 8da4w and 8da8w use)."""
     from torchao.quantization.quant_primitives import MappingType
 
     x = torch.randn(3, 5, 64)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.targets.base import Artifact, Capabilities, TargetSpec
+from edgekit.targets.schemes import SchemeBinding
 
 if TYPE_CHECKING:
     from torch import nn
@@ -22,6 +23,21 @@ __all__ = ["OnnxTarget"]
 # max|a|/127, emulated exactly: 2e-7 on the tiny models). That rounding is chaotic on real weights: a summation-order
 # difference upstream flips a rounding, so on SmolLM2 (logits up to ~25) the artifact sits 0.4-0.7 from the emulated
 # reference (and 0.8 from a non-emulated one; int4-vs-fp32 is ~14). Hence 1.0 at level 4, 1e-3 with fp32 activations.
+# the shared schemes (edgekit.quant.registry) as this target's int4 (MatMulNBits) with the options that give each its
+# meaning: accuracy level 1 = float activations, 4 = int8 per block; quantizer_output puts the output layer (and a tied
+# table, which shares its codes) on the scheme's searched grid too. "int4" (block 128, int8 activations) stays ONNX's own.
+def _w4(block: int, quantizer: str, level: int = 1) -> tuple[tuple[str, Any], ...]:
+    head = (("quantizer_output", True),) if quantizer != "rtn" else ()
+    return (("block_size", block), ("accuracy_level", level), ("quantizer", quantizer), ("embedding_bits", 4),
+            ("output_bits", 4), ("linear_kernel", "mlas"), *head)
+
+
+SCHEME_BINDINGS = (SchemeBinding("fp32", "fp32"), SchemeBinding("fp16", "fp16"), SchemeBinding("source", "source"),
+                   SchemeBinding("w4", "int4", _w4(32, "rtn")),
+                   *(SchemeBinding(f"w4_g{g}", "int4", _w4(g, "search")) for g in (32, 64, 128)),
+                   SchemeBinding("w4_g128_rtn", "int4", _w4(128, "rtn")),
+                   SchemeBinding("8da4w_g32a", "int4", _w4(32, "search", level=4)))
+
 TOLERANCES = {"fp32": 1e-4, "int4": 1e-3, "int4-int8-activations": 1.0, "fp16": 5e-2}
 
 
@@ -43,6 +59,7 @@ class OnnxTarget:
         quality_options=(("output_bits", 8), ("block_size", 32)),
         speed_options=(("linear_kernel", "edgekit"),),
         default_quant="int4",
+        scheme_bindings=SCHEME_BINDINGS,
         notes="KV cache in the activation dtype (fp32, or fp16 for quant fp16); kv_cache int8 (quant fp32 or int4): "
               "int8 K/V + fp32 scale per (position, kv head) in plain ONNX ops, no genai_config.json; linear_kernel "
               "mlas|edgekit (int4: edgekit runs the int4 linears and a 4-bit embedding in edgekit's kernel library, "
