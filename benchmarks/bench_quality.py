@@ -1,6 +1,7 @@
 """Quality beside size and speed: the embedded SmolLM2-135M GGUF through each target's schemes, and the peers.
 
-    python benchmarks/bench_quality.py [--rows onnx,executorch,llama-cpp] [--max-tokens N] [--rounds 3]
+    python benchmarks/bench_quality.py [--rows onnx,executorch,coreml,llama-cpp,optimum-executorch,onnxruntime-genai]
+                                       [--max-tokens N] [--rounds 3] [--reuse]
 
 Every row is measured the same way: teacher-forced over the text that ships with edgekit (edgekit/evaldata, 5,362
 SmolLM2 tokens of prose and worked problems) in windows of 256 tokens, in the artifact's own runtime, against the eager
@@ -8,7 +9,10 @@ fp32 graph of the same GGUF (edgekit.quality: mean KL(fp32 || artifact) per toke
 token, both perplexities). Decode speed: 64-token prefill then 32 greedy steps, the rows interleaved round after round
 in one process (the machine's bandwidth drifts by tens of percent within minutes; only figures of one run compare).
 llama.cpp runs in its peer venv (benchmarks/peers/tools.py) behind benchmarks/peers/lcpp_logits.py: the package's
-Q4_1 file as it is, and requantized by llama.cpp itself to Q4_0 and Q4_K_M.
+Q4_1 file as it is, and requantized by llama.cpp itself to Q4_0 and Q4_K_M. optimum-executorch (8da4w group 32,
+8-bit embedding) and onnxruntime-genai's builder (int4) export an HF folder of the GGUF's exact weights
+(benchmarks/peers/hf_folder.py, checked against edgekit's eager graph) and run in their own runtimes behind
+benchmarks/peers/peer_logits.py.
 Writes benchmarks/results/quality.md.
 """
 from __future__ import annotations
@@ -48,6 +52,7 @@ class Row:
     note: str = ""
     figures: dict[str, Any] = field(default_factory=dict)
     session: Any = None
+    bench_argv: list[str] | None = None   # a peer's own speed script (prints JSON with decode_tok_s)
 
 
 def edgekit_rows(targets: set[str]) -> list[Row]:
@@ -90,24 +95,26 @@ def export_row(model, row: Row, reuse: bool) -> None:
     row.session = get_target(row.target).session(art)
 
 
-class LlamaCppSession:
-    """The Session contract over lcpp_logits.py in the llama-cpp venv (full logits of every fed position)."""
+class PeerSession:
+    """The Session contract over a peer's logits server in the peer's venv (lcpp_logits.py, peer_logits.py: full
+    logits of every fed position)."""
 
     last_logits_only = False
 
-    def __init__(self, python: Path, gguf: Path):
+    def __init__(self, argv: list[str]):
         self.max_seq_len = WINDOW
-        self.proc = subprocess.Popen([str(python), str(BENCH_DIR / "peers" / "lcpp_logits.py"), str(gguf),
-                                      str(WINDOW), str(THREADS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True)
-        self.tmp = tempfile.mkdtemp(prefix="lcpp-logits-")
+        self.proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.tmp = tempfile.mkdtemp(prefix="peer-logits-")
 
     def ask(self, req: dict[str, Any]) -> dict[str, Any]:
         self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
-        ans = json.loads(self.proc.stdout.readline())
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the logits server {self.proc.args[1]} exited ({self.proc.wait()})")
+        ans = json.loads(line)
         if not ans.get("ok"):
-            raise RuntimeError(f"llama.cpp: {ans.get('error')}")
+            raise RuntimeError(f"{Path(self.proc.args[1]).name}: {ans.get('error')}")
         return ans
 
     def reset(self) -> None:
@@ -123,12 +130,16 @@ class LlamaCppSession:
         self.proc.wait(timeout=60)
 
 
+def lcpp_session(python: Path, gguf: Path) -> PeerSession:
+    return PeerSession([python, BENCH_DIR / "peers" / "lcpp_logits.py", gguf, WINDOW, THREADS])
+
+
 def llama_cpp_rows(gguf: Path) -> list[Row]:
     import tools
 
     py = tools.PEERS["llama-cpp"].python()
     rows = [Row("llama.cpp: the package's Q4_1 file as it is", "llama-cpp", "Q4_1", note=str(gguf.name))]
-    rows[0].session = LlamaCppSession(py, gguf)
+    rows[0].session = lcpp_session(py, gguf)
     rows[0].figures["bytes"] = gguf.stat().st_size
     for ftype in ("Q4_0", "Q4_K_M"):
         dst = WORK / "lcpp" / f"smollm2-{ftype}.gguf"
@@ -136,7 +147,49 @@ def llama_cpp_rows(gguf: Path) -> list[Row]:
         if not dst.exists():
             rows[0].session.ask({"op": "quantize", "src": str(gguf), "dst": str(dst), "ftype": ftype})
         row = Row(f"llama.cpp: requantized to {ftype}", "llama-cpp", ftype, note="llama_model_quantize")
-        row.session, row.figures["bytes"] = LlamaCppSession(py, dst), dst.stat().st_size
+        row.session, row.figures["bytes"] = lcpp_session(py, dst), dst.stat().st_size
+        rows.append(row)
+    return rows
+
+
+HF_FOLDER = WORK / "smollm2-hf"
+
+
+def hf_folder(model) -> Path:
+    """SmolLM2's HF folder with the GGUF's exact weights (peers/hf_folder.py), written once and checked."""
+    import hf_folder as hf
+
+    if not (HF_FOLDER / "model.safetensors").exists():
+        tmp = HF_FOLDER.with_name(HF_FOLDER.name + ".tmp")
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        hf.write_folder(model, tmp)
+        hf.check_folder(model, tmp, model.tokenizer.encode("The capital of France is Paris, and 12 * 7 = 84."))
+        tmp.rename(HF_FOLDER)
+    return HF_FOLDER
+
+
+def hf_peer_rows(model, wanted: set[str]) -> list[Row]:
+    """optimum-executorch (8da4w group 32, 8-bit embedding) and onnxruntime-genai's builder (int4), each exported by
+    the peer from the same weights as an HF folder and run in the peer's own runtime."""
+    import hashlib
+
+    import tools
+
+    folder = hf_folder(model)
+    sha = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    rows = []
+    for name, kind, main in (("optimum-executorch", "et", None), ("onnxruntime-genai", "ort", "model.onnx")):
+        if name not in wanted:
+            continue
+        peer = tools.PEERS[name]
+        art = peer.export(folder, sha)
+        path = Path(art.path) / main if main else Path(art.path)
+        row = Row(f"{name}: {art.layout}", name, art.layout, note=art.command)
+        row.session = PeerSession([peer.python(), BENCH_DIR / "peers" / "peer_logits.py", kind, path, THREADS])
+        row.figures["bytes"] = art.size_bytes
+        row.bench_argv = [str(a) for a in peer.bench_argv(art, 64, 32, THREADS, 1)]
         rows.append(row)
     return rows
 
@@ -162,6 +215,10 @@ def decode_rounds(rows: list[Row], rounds: int, prompt: int = 64, steps: int = 3
     ids = np.arange(1, prompt + 1, dtype=np.int64)[None]
     for _ in range(rounds):
         for row in rows:
+            if row.bench_argv:   # a peer, timed by its own runner in its own venv (the same prompt and steps)
+                out = subprocess.run(row.bench_argv, capture_output=True, text=True, check=True).stdout
+                row.figures.setdefault("decode", []).append(json.loads(out.strip().splitlines()[-1])["decode_tok_s"])
+                continue
             s = row.session
             s.reset()
             s.forward(ids, np.arange(prompt, dtype=np.int64))
@@ -195,8 +252,9 @@ def write_results(rows: list[Row], facts: dict[str, Any], argv: list[str]) -> No
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--rows", default="onnx,executorch,llama-cpp",
-                   help="comma list of: onnx, executorch, coreml, llama-cpp")
+    p.add_argument("--rows", default="onnx,executorch,coreml,llama-cpp,optimum-executorch,onnxruntime-genai",
+                   help="comma list of: onnx, executorch, coreml, llama-cpp, optimum-executorch, "
+                   "onnxruntime-genai")
     p.add_argument("--max-tokens", type=int, default=None, help="score at most this many tokens per row")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--reuse", action="store_true", help="reuse exports already in benchmarks/.cache/quality")
@@ -219,19 +277,25 @@ def main(argv: list[str] | None = None) -> int:
             rows += llama_cpp_rows(resolve_builtin("smollm2-135m"))
         except Exception as e:  # noqa: BLE001 - a peer that cannot be installed is reported, not fatal
             print(f"llama.cpp unavailable: {e}", flush=True)
+    if wanted & {"optimum-executorch", "onnxruntime-genai"}:
+        try:
+            rows += hf_peer_rows(model, wanted)
+        except Exception as e:  # noqa: BLE001 - a peer that cannot be installed or export is reported, not fatal
+            print(f"HF peers unavailable: {type(e).__name__}: {e}", flush=True)
     for row in rows:
         try:
             evaluate_row(model, row, args.max_tokens)
         except Exception as e:  # noqa: BLE001 - one failing row is reported in the table
             row.figures["error"] = f"{type(e).__name__}: {e}"[:120]
             print(f"{row.label}: FAILED {row.figures['error']}", flush=True)
-    # llama.cpp rows run behind a logits server (a .npy of every position's logits per call): their decode speed is
-    # that pipe's, not llama.cpp's (benchmarks/run.py measures llama.cpp's own speed)
-    decode_rounds([r for r in rows if "error" not in r.figures and not isinstance(r.session, LlamaCppSession)],
+    # peer rows run behind a logits server (a .npy of every position's logits per call), whose speed would be that
+    # pipe's: a peer with a speed script of its own (benchmarks/peers/*_bench.py) is timed by it instead
+    decode_rounds([r for r in rows if "error" not in r.figures and (r.bench_argv or
+                                                                    not isinstance(r.session, PeerSession))],
                   args.rounds)
     write_results(rows, common.machine_facts(), argv if argv is not None else sys.argv[1:])
     for r in rows:
-        if isinstance(r.session, LlamaCppSession):
+        if isinstance(r.session, PeerSession):
             r.session.close()
     return 0
 
