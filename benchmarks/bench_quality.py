@@ -186,7 +186,8 @@ def hf_peer_rows(model, wanted: set[str]) -> list[Row]:
         peer = tools.PEERS[name]
         art = peer.export(folder, sha)
         path = Path(art.path) / main if main else Path(art.path)
-        row = Row(f"{name}: {art.layout}", name, art.layout, note=art.command)
+        row = Row(f"{name}: {art.layout}", name, art.layout, note="the peer's own export of the HF folder")
+        row.figures["command"] = art.command
         row.session = PeerSession([peer.python(), BENCH_DIR / "peers" / "peer_logits.py", kind, path, THREADS])
         row.figures["bytes"] = art.size_bytes
         row.bench_argv = [str(a) for a in peer.bench_argv(art, 64, 32, THREADS, 1)]
@@ -245,6 +246,9 @@ def write_results(rows: list[Row], facts: dict[str, Any], argv: list[str]) -> No
         ppl = f"{f['ppl']:.2f} ({f['ref_ppl']:.2f})" if "ppl" in f else "-"
         lines.append(f"| {r.label} | {r.target} | {f.get('bytes', 0) / 1e6:.1f} MB | {kl} | {same} | {ppl} | "
                      f"{speed} | {r.note} |")
+    commands = [f"- {r.label}: `{r.figures['command']}`" for r in rows if "command" in r.figures]
+    if commands:
+        lines += ["", "Peer exports:", *commands]
     lines += ["", common.facts_markdown(facts), ""]
     RESULTS.write_text("\n".join(lines))
     print(f"wrote {RESULTS}")
