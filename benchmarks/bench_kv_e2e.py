@@ -1,4 +1,4 @@
-"""End-to-end decode speed with the int8 vs the fp32 KV cache (issue 6): the Qwen2.5-0.5B-shaped random checkpoint,
+"""End-to-end decode speed with the int8 vs the fp32 KV cache: the Qwen2.5-0.5B-shaped random checkpoint,
 exported per target with both caches, a 2048-token prompt prefilled, then single-token decode steps timed.
 
 Decode tok/s = 1 / median wall time of one decode step (positions 2048.., the text teacher-forced from random ids).
@@ -81,7 +81,7 @@ def cache_bytes(art) -> int:
 
 
 def write_results(rows: list[dict], cmd: str, load: tuple[float, float, float]) -> None:
-    lines = ["# End-to-end decode with the int8 KV cache (issue 6)", "",
+    lines = ["# End-to-end decode with the int8 KV cache", "",
              (f"Qwen2.5-0.5B-shaped random checkpoint, {PROMPT}-token prompt prefilled in one chunk, then single-token "
              "decode steps; decode tok/s = 1 / median step time. Weights in each target's default scheme "
              "(onnx int4, executorch 8da4w), last-position logits only. fp32 cache: onnx GroupQueryAttention, "

@@ -1,4 +1,5 @@
-"""manifest.json: the versioned schema shared by bundles (issue 7) and the profiler (issue 8), built and checked here."""
+"""manifest.json: the versioned schema shared by bundles and the profiler (which reads a bundle on devices that never
+exported it), built and checked here."""
 from __future__ import annotations
 
 import os

@@ -1,7 +1,8 @@
-"""Quantized attention: op definitions (torch.library) and the PyTorch reference; no compiled code here.
+"""edgekit's quantized kernels, runtime-free: the op definitions (torch.library) with their PyTorch references, the
+int4 packing (q4.py), and the C++ cores every runtime binding includes (csrc/: the int4 linear and its tiles).
 
-`use_int8_kv_cache(decoder)` installs the int8 KV cache. The compiled kernels live in the ExecuTorch plugin
-(`edgekit_executorch.kernels`), the only runtime that loads them.
+`use_int8_kv_cache(decoder)` installs the int8 KV cache. The bindings that register the compiled cores with a
+runtime live in its plugin (`edgekit_executorch.kernels`, `edgekit_onnx.kernels`); `build.py` compiles and caches them.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ TEXT = ("The history of the printing press begins in the fifteenth century, when
         "them. Literacy rose, vernacular languages gained prestige, and the modern idea of authorship took "
         "shape as printers began to credit writers on title pages. ")
 N_TOKENS, PREFILL = 256, 128
-MIN_AGREEMENT = 0.99   # issue 6: top-1 agreement of the int8-cache export with the fp32-cache export
+MIN_AGREEMENT = 0.99   # top-1 agreement of the int8-cache export with the fp32-cache export
 
 
 def smollm2_tokens(model) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""What onnxruntime's CPU GroupQueryAttention does with an int8 KV cache (issue 6's ONNX question), pinned as tests.
+"""What onnxruntime's CPU GroupQueryAttention does with an int8 KV cache (why the ONNX int8 cache is plain ops), pinned as tests.
 
 Finding with onnxruntime 1.32: int8 caches RUN on CPU with k_quant_type/v_quant_type PER_TENSOR or PER_CHANNEL,
 kv_cache_bit_width=8 and k_scale/v_scale inputs, and match attention over the dequantized caches; the new K/V are

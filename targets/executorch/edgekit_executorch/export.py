@@ -35,7 +35,7 @@ def build_decoder(model: EdgeModel, spec: TargetSpec, for_export: bool, report=N
     qp = quant.plan(spec.quant, spec.options, quant.linear_in_features(model.config))
     decoder, sources = decoder_without_float_copy(model, spec)
     if spec.kv_cache == "int8":
-        from edgekit.kernels import use_int8_kv_cache  # issue 6: swaps every attention.attend for the int8 one
+        from edgekit.kernels import use_int8_kv_cache  # swaps every attention.attend for the int8 one
 
         use_int8_kv_cache(decoder)
     if qp.scheme == "source":
@@ -242,7 +242,7 @@ KERNELS_DIR = "kernels"
 
 
 def custom_op_libraries(spec: TargetSpec, qp: quant.QuantPlan, out: Path) -> list[str]:
-    """Kernel libraries the runtime must load before this .pte: edgekit's kernels, for the int8 KV cache (issue 6),
+    """Kernel libraries the runtime must load before this .pte: edgekit's kernels, for the int8 KV cache,
     the int4 linears (linear_kernel 'edgekit') or the attention (attention_kernel 'edgekit'). Each is copied into
     out/kernels/ and named by that folder-relative path, so the artifact (and a bundle of it) runs on a machine that
     never built them, from the copy its hashes cover."""
@@ -252,7 +252,7 @@ def custom_op_libraries(spec: TargetSpec, qp: quant.QuantPlan, out: Path) -> lis
             "int8", "edgekit"):
         return []
     try:
-        from edgekit_executorch.kernels import runtime_libraries  # provided by the kernels package (issue 6)
+        from edgekit_executorch.kernels import runtime_libraries  # provided by the kernels package
     except ImportError as e:
         raise UnsupportedOption("kv_cache 'int8', linear_kernel 'edgekit' and attention_kernel 'edgekit' need "
                                 "edgekit_executorch.kernels.runtime_libraries() (edgekit's kernel library), which is "

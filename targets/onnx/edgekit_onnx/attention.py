@@ -57,7 +57,7 @@ def kv_cache_lowering(kind: str) -> FloatKVCache:
     """The lowering for TargetSpec.kv_cache; "fp32" means a cache in the activation dtype (fp32 or fp16)."""
     from edgekit.errors import UnsupportedOption
 
-    if kind == "int8":   # issue 6: int8 cache + per-(position, kv head) scales in plain ONNX ops
+    if kind == "int8":   # int8 cache + per-(position, kv head) scales in plain ONNX ops: GroupQueryAttention has no int8 cache on CPU
         from edgekit_onnx.int8_kv import Int8KVCache
 
         return Int8KVCache()
