@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from edgekit.consoles import make_console
 from edgekit.errors import EdgekitError
 
 log = logging.getLogger(__name__)
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 # The first scheme a target offers from this list is the demo's default: 4-bit weights where the target has them.
 QUANT_PREFERENCE = ("8da4w", "int4", "w4")

@@ -6,17 +6,17 @@ import logging
 import sys
 
 import click
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from edgekit.consoles import make_console
 from edgekit.errors import EdgekitError
 
 # module (in edgekit.cli) -> command name; each module defines `command`
 COMMANDS = ["info", "targets_cmd", "generate", "export_cmd", "bundle_cmd", "verify", "run", "profile_cmd",
             "devices", "report", "demo", "eval_cmd"]
 
-err_console = Console(stderr=True)
+err_console = make_console(stderr=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

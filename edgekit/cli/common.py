@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 
-console = Console()
+from edgekit.consoles import make_console
+
+console = make_console()
 
 MODEL_ARG = click.argument("model", metavar="MODEL")
 SAMPLING_OPTIONS = [

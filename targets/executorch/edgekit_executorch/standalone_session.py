@@ -8,6 +8,7 @@ numpy and the standard library. Device runners (ssh boards), bundles and the hos
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -116,13 +117,40 @@ def _prepare_runtime(folder: Path, metadata: dict) -> None:
         load_library(path, sha)
 
 
+@contextlib.contextmanager
+def native_output_to_log():
+    """ExecuTorch's C++ runtime logs to the process's stderr as it starts (`[cpuinfo_utils.cpp:…]`, `[threadpool.cpp:…]
+    Resetting threadpool`), between an app's own lines. With EDGEKIT_QUIET_THIRD_PARTY=1 (edgekit's CLI sets it unless
+    -vv) those lines go to EDGEKIT_NATIVE_LOG (default: edgekit-native.log in the temp folder) instead; only the
+    runtime's start-up calls run inside this, so nothing of Python's own is redirected for long."""
+    if os.environ.get("EDGEKIT_QUIET_THIRD_PARTY") != "1":
+        yield
+        return
+    import tempfile
+
+    path = os.environ.get("EDGEKIT_NATIVE_LOG") or os.path.join(tempfile.gettempdir(), "edgekit-native.log")
+    try:
+        log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:          # an unwritable log path: keep the lines on stderr rather than fail the session
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(log_fd, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(log_fd)
+
+
 class PteSession:
     """One loaded `forward` method; its KV cache lives in the method's mutable buffers."""
 
     def __init__(self, folder: str | Path, threads: int | None = None, profile_dir: str | Path | None = None,
                  doc: dict | None = None):
-        from executorch.runtime import Runtime
-
         self.folder = Path(folder)
         doc = doc if doc is not None else read_artifact_meta(self.folder)  # doc: an artifact not yet saved
         self.metadata = doc.get("metadata", {})
@@ -130,14 +158,17 @@ class PteSession:
         self.max_seq_len = int(self.metadata["max_seq_len"])
         self.last_logits_only = bool(self.metadata.get("last_logits_only", False))
         self.profile_dir = Path(profile_dir) if profile_dir is not None else None
-        _prepare_runtime(self.folder, self.metadata)
-        if threads:
-            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+        with native_output_to_log():
+            from executorch.runtime import Runtime
 
-            _unsafe_reset_threadpool(int(threads))
-        self._runtime = Runtime.get()
-        self._programs: list = []  # programs run so far (their ETDumps), when profiling
-        self._load()
+            _prepare_runtime(self.folder, self.metadata)
+            if threads:
+                from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+                _unsafe_reset_threadpool(int(threads))
+            self._runtime = Runtime.get()
+            self._programs: list = []  # programs run so far (their ETDumps), when profiling
+            self._load()
 
     def _load(self) -> None:
         program = self._runtime.load_program(self.pte, enable_etdump=self.profile_dir is not None)
