@@ -81,6 +81,18 @@ class ModelConfig:
             raise CheckpointError(f"config.json lacks the field {e.args[0]!r}, which a {fam.name} model needs") from None
 
     # ---- derived facts --------------------------------------------------
+    def features(self) -> frozenset[str]:
+        """The model features a graph builder must implement to compute this model (beyond the plain pre-norm decoder
+        with RoPE, GQA and a SwiGLU MLP). Each target declares the ones its builder implements
+        (Capabilities.model_features) and export refuses a model needing one it lacks: a builder that did not know a
+        feature would otherwise ignore it and compute another model."""
+        found = {name for name, on in (("qk_norm", self.qk_norm), ("attention_bias", self.attention_bias),
+                                       ("tied_embeddings", self.tie_word_embeddings),
+                                       ("rope_freq_factors", self.rope_freq_factors is not None)) if on}
+        if self.rope_scaling is not None:
+            found.add(f"rope_scaling_{self.rope_scaling.rope_type}")
+        return frozenset(found)
+
     @property
     def q_dim(self) -> int:
         return self.num_heads * self.head_dim

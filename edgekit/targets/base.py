@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from edgekit.model.edge_model import EdgeModel
 
 ARTIFACT_META = "artifact.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class Capabilities:
     # options that give it the scheme's meaning (edgekit.targets.schemes); a registered name listed in quant_schemes
     # without a binding here is held as that quant with no options
     scheme_bindings: tuple[Any, ...] = ()
+    # the model features (ModelConfig.features) this target's graph builder implements; None: not declared (a plugin
+    # written before the contract; it is trusted, with a log line)
+    model_features: tuple[str, ...] | None = None
 
 
 SOURCE_SCHEME = "source"   # keep a quantized checkpoint's own grids (a GGUF's blocks) as stored
@@ -84,10 +89,26 @@ class TargetSpec:
         if not 2 <= self.max_seq_len <= limit:
             raise UnsupportedOption(f"max_seq_len {self.max_seq_len} is outside what the model supports: 2..{limit} "
                                     f"(its max_position_embeddings)")
+        check_features(target, model)
         unknown = sorted(set(self.options) - set(caps.options))
         if unknown:
             raise UnsupportedOption(f"option(s) {', '.join(unknown)} are not known to target {target.name!r}; "
                                     f"known: {', '.join(caps.options) or 'none'}")
+
+
+def check_features(target: Target, model: EdgeModel) -> None:
+    """UnsupportedOption when the model needs a feature the target's builder does not implement, naming both."""
+    declared = target.capabilities.model_features
+    needed = model.config.features()
+    if declared is None:
+        log.info("target %s does not declare the model features it implements; %s needs %s", target.name,
+                 model.name, ", ".join(sorted(needed)) or "none")
+        return
+    missing = sorted(needed - set(declared))
+    if missing:
+        raise UnsupportedOption(f"{model.name} needs {', '.join(missing)}, which target {target.name!r} does not "
+                                f"implement (it implements: {', '.join(sorted(declared)) or 'none'}); export it to a "
+                                "target that does")
 
 
 @dataclass

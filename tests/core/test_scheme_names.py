@@ -106,3 +106,29 @@ def test_executorch_8da4w_is_groups_of_32(tiny_model, tmp_path):
     q = art.metadata["quantization"]
     assert (art.metadata["quant"], q["group_size"], q["output_group_size"]) == ("8da4w", 32, 32)
     assert art.metadata["quant_scheme"]["name"] == "8da4w"
+
+
+# ---- the model-feature contract: a builder that lacks a feature refuses the model instead of ignoring it ----------
+def test_every_target_refuses_a_model_feature_its_builder_lacks(tiny_model, tmp_path, monkeypatch):
+    from edgekit.model.config import ModelConfig
+
+    model = tiny_model("qwen3")
+    real = ModelConfig.features
+    assert {"qk_norm", "tied_embeddings"} <= real(model.config)
+    monkeypatch.setattr(ModelConfig, "features", lambda self: real(self) | {"sliding_window_attention"})
+    for name in INSTALLED:
+        with pytest.raises(UnsupportedOption, match=rf"needs sliding_window_attention, which target {name!r} does "
+                                                    r"not implement \(it implements: .*qk_norm"):
+            edgekit.export(model, name, out=tmp_path / name, show_progress=False)
+        assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("case", ["llama", "qwen2", "qwen3"])
+def test_the_tiny_models_features_are_all_implemented_everywhere(tiny_model, case):
+    from edgekit.targets.base import check_features
+
+    model = tiny_model(case)
+    assert model.config.features(), f"{case} needs no feature: the contract would not be exercised"
+    for t in INSTALLED.values():
+        assert t.capabilities.model_features is not None, f"{t.name} does not declare its model features"
+        check_features(t, model)

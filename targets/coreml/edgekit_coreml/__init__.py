@@ -42,6 +42,8 @@ class CoreMLTarget:
         host_runnable=True,   # Core ML on macOS; the numpy ML-program evaluator elsewhere (slow, correctness only)
         options=("min_ios", "granularity", "block_size"),
         default_quant="fp16",
+        # what its builder implements (the RoPE tables, scaled or not, come from edgekit.model.graph.rope_tables)
+        model_features=("qk_norm", "attention_bias", "tied_embeddings", "rope_freq_factors", "rope_scaling_llama3"),
         # the shared schemes: w8 per channel and w4 in blocks of 32, both by coremltools' round-to-nearest
         scheme_bindings=(SchemeBinding("fp16", "fp16"), SchemeBinding("w8", "w8", (("granularity", "per_channel"),)),
                          SchemeBinding("w4", "w4", (("granularity", "per_block"), ("block_size", 32)))),

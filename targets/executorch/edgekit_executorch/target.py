@@ -48,6 +48,8 @@ class ExecuTorchTarget:
         host_runnable=True,
         options=OPTIONS,
         default_quant="8da4w",
+        # what its builder implements (the RoPE tables, scaled or not, come from edgekit.model.graph.rope_tables)
+        model_features=("qk_norm", "attention_bias", "tied_embeddings", "rope_freq_factors", "rope_scaling_llama3"),
         scheme_bindings=SCHEME_BINDINGS,
         # the 8da4w output layer at 8 bits: SmolLM2-135M's teacher-forced top-1 agreement with fp32 ~40 % -> ~53 %
         quality_options=(("output_bits", 8),),
