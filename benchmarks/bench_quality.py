@@ -229,7 +229,7 @@ def decode_rounds(rows: list[Row], rounds: int, prompt: int = 64, steps: int = 3
             row.figures.setdefault("decode", []).append(steps / (time.perf_counter() - t0))
 
 
-def write_results(rows: list[Row], facts: dict[str, Any], argv: list[str]) -> None:
+def write_results(rows: list[Row], facts: dict[str, Any], argv: list[str], out: Path = RESULTS) -> None:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     how = (f"`python benchmarks/bench_quality.py {' '.join(argv)}` on {when}. Reference: the eager fp32 graph of the "
            f"same GGUF. Text: edgekit/evaldata (shipped), windows of {WINDOW} tokens, half of each as context. Decode: "
@@ -250,8 +250,8 @@ def write_results(rows: list[Row], facts: dict[str, Any], argv: list[str]) -> No
     if commands:
         lines += ["", "Peer exports:", *commands]
     lines += ["", common.facts_markdown(facts), ""]
-    RESULTS.write_text("\n".join(lines))
-    print(f"wrote {RESULTS}")
+    out.write_text("\n".join(lines))
+    print(f"wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=None, help="score at most this many tokens per row")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--reuse", action="store_true", help="reuse exports already in benchmarks/.cache/quality")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"results file (default: {RESULTS.relative_to(BENCH_DIR.parent)} for a run of every row, "
+                   "else results/quality-<rows>.md, so a partial run never replaces the full table)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
@@ -297,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     decode_rounds([r for r in rows if "error" not in r.figures and (r.bench_argv or
                                                                     not isinstance(r.session, PeerSession))],
                   args.rounds)
-    write_results(rows, common.machine_facts(), argv if argv is not None else sys.argv[1:])
+    every = set(p.get_default("rows").split(","))
+    out = args.out or (RESULTS if wanted >= every else RESULTS.with_name(f"quality-{'-'.join(sorted(wanted))}.md"))
+    write_results(rows, common.machine_facts(), argv if argv is not None else sys.argv[1:], out)
     for r in rows:
         if isinstance(r.session, PeerSession):
             r.session.close()
