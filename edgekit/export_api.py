@@ -17,6 +17,7 @@ from edgekit.hashing import file_sha256
 from edgekit.model.edge_model import EdgeModel
 from edgekit.outputs import check_output_path, edgekit_output_kind, place, write_errors
 from edgekit.targets.base import Artifact, TargetSpec, default_quant
+from edgekit.targets.options import coerce
 from edgekit.targets.registry import get_target
 from edgekit.targets.schemes import bind
 
@@ -51,8 +52,9 @@ def export(model: EdgeModel | str | Path, target: str, *, quant: str | None = No
         wanted = tgt.capabilities.load_dtype
         model = load(model, dtype=None if wanted == "stored" else getattr(torch, wanted))
     bound = bind(tgt.name, tgt.capabilities, quant or default_quant(tgt.capabilities, model), dict(options))
+    typed = coerce(tgt.name, tgt.capabilities, bound.options)   # "32" -> 32, "true" -> True; bad values fail here
     spec = TargetSpec(quant=bound.quant, max_seq_len=max_seq_len or min(512, model.default_max_seq_len),
-                      kv_cache=kv_cache, last_logits_only=last_logits_only, options=bound.options)
+                      kv_cache=kv_cache, last_logits_only=last_logits_only, options=typed)
     spec.check_against(tgt, model)
     out = Path(out) if out is not None else Path(f"{model.name}-{tgt.name}-{bound.record['name']}")
     protected = [model.source]  # --force never replaces the checkpoint being read (or a folder above it)

@@ -6,21 +6,46 @@ from edgekit.cli.common import MODEL_ARG, console
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict:
-    import json
-
+    """-O NAME=VALUE pairs as strings: the target's declared option types convert them (edgekit.targets.options),
+    so '32' is an int only where the option is one."""
     out = {}
     for pair in pairs:
         if "=" not in pair:
             raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--option")
         k, v = pair.split("=", 1)
-        try:
-            out[k.replace("-", "_")] = json.loads(v)
-        except ValueError:
-            out[k.replace("-", "_")] = v
+        out[k.replace("-", "_")] = v
     return out
 
 
+def print_target_options(name: str) -> None:
+    """The quant names and -O options of one target, typed (edgekit.targets.options)."""
+    from rich.table import Table
+
+    from edgekit.targets.options import help_rows
+    from edgekit.targets.registry import get_target
+    from edgekit.targets.schemes import accepted
+
+    tgt = get_target(name)
+    console.print(f"[bold]{tgt.name}[/] ({tgt.platform}): --quant {' | '.join(accepted(tgt.capabilities))} "
+                  f"(default {tgt.capabilities.default_quant})")
+    table = Table(title=f"-O options of {tgt.name}")
+    for col in ("option", "accepted", "default", "what it does"):
+        table.add_column(col)
+    for row in help_rows(tgt.capabilities):
+        table.add_row(*row)
+    console.print(table)
+
+
+def _help_target(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is None or ctx.resilient_parsing:
+        return
+    print_target_options(value)
+    ctx.exit(0)
+
+
 @click.command("export")
+@click.option("--help-target", metavar="TARGET", expose_value=False, is_eager=True, callback=_help_target,
+              help="Show TARGET's quant schemes and -O options (typed, with defaults), then exit.")
 @MODEL_ARG
 @click.option("--target", "-t", required=True, help="Target name or alias (edgekit targets lists them).")
 @click.option("--quant", "-q", default=None, help="Quantization scheme (default: the target's).")

@@ -47,3 +47,7 @@ def command(as_json: bool) -> None:
         holders = [t.name for t in found if n in accepted(t.capabilities)]
         shared.add_row(n, get_scheme(n).description, ", ".join(holders) or "-")
     console.print(shared)
+    from edgekit.cli.export_cmd import print_target_options
+
+    for t in found:
+        print_target_options(t.name)

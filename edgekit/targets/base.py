@@ -27,7 +27,9 @@ class Capabilities:
     dynamic_shapes: bool = True                  # one artifact for any prefill length
     per_op_profiling: bool = False
     host_runnable: bool = True                   # can a Session run it on this kind of host at all
-    options: tuple[str, ...] = ()                # names of target-specific options accepted in TargetSpec.options
+    # the target-specific options TargetSpec.options accepts: edgekit.targets.options.Option (typed, with accepted
+    # values, default and help) or, from a plugin written before them, bare names (untyped strings)
+    options: tuple[Any, ...] = ()
     default_quant: str = "fp32"
     notes: str = ""
     # dtype export() loads a checkpoint path in: a torch dtype name, or "stored" (each tensor as the checkpoint stores
@@ -90,10 +92,9 @@ class TargetSpec:
             raise UnsupportedOption(f"max_seq_len {self.max_seq_len} is outside what the model supports: 2..{limit} "
                                     f"(its max_position_embeddings)")
         check_features(target, model)
-        unknown = sorted(set(self.options) - set(caps.options))
-        if unknown:
-            raise UnsupportedOption(f"option(s) {', '.join(unknown)} are not known to target {target.name!r}; "
-                                    f"known: {', '.join(caps.options) or 'none'}")
+        from edgekit.targets.options import coerce
+
+        coerce(target.name, caps, self.options)   # unknown names and bad values, naming what is accepted
 
 
 def check_features(target: Target, model: EdgeModel) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.targets.base import Artifact, Capabilities
+from edgekit.targets.options import Option
 from edgekit.targets.schemes import SchemeBinding
 
 if TYPE_CHECKING:
@@ -40,7 +41,11 @@ class CoreMLTarget:
         dynamic_shapes=True,
         per_op_profiling=False,
         host_runnable=True,   # Core ML on macOS; the numpy ML-program evaluator elsewhere (slow, correctness only)
-        options=("min_ios", "granularity", "block_size"),
+        options=(Option("min_ios", "int", None, 18, "the oldest iOS the model loads on (18 or later: the KV "
+                        "cache lives in Core ML states)"),
+                 Option("granularity", "str", ("per_block", "per_channel"), None, "w8 / w4 scales: per channel "
+                        "(w8's default) or per block of the input axis (w4's default)"),
+                 Option("block_size", "int", (16, 32, 64, 128), 32, "per_block: input channels per block")),
         default_quant="fp16",
         # what its builder implements (the RoPE tables, scaled or not, come from edgekit.model.graph.rope_tables)
         model_features=("qk_norm", "attention_bias", "tied_embeddings", "rope_freq_factors", "rope_scaling_llama3"),

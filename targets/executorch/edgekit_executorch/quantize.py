@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 SCHEMES = ("fp32", "8da8w", "8da4w", "source")
 GROUP_SIZES = (32, 64, 128)
 BITS = (4, 8)
-OPTIONS = ("group_size", "embedding_bits", "output_bits", "linear_kernel")
 LINEAR_KERNELS = ("xnnpack", "edgekit")  # who runs an 8da4w linear: XNNPACK's GEMM, or edgekit::linear_q4
 QPARAMS_ALGORITHM = "hqq_scale_only"  # what ExecuTorch's and optimum-executorch's LLM exports use
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import MissingDependency
 from edgekit.targets.base import Artifact, Capabilities, TargetSpec
+from edgekit.targets.options import Option
 from edgekit.targets.schemes import SchemeBinding
 
 if TYPE_CHECKING:
@@ -22,7 +23,17 @@ QUANT_SCHEMES = ("fp32", "8da8w", "8da4w", "source")
 # everywhere (optimum-executorch's recipe too), not this target's old largest-dividing group
 SCHEME_BINDINGS = (SchemeBinding("fp32", "fp32"), SchemeBinding("8da8w", "8da8w"),
                    SchemeBinding("8da4w", "8da4w", (("group_size", 32),)), SchemeBinding("source", "source"))
-OPTIONS = ("group_size", "embedding_bits", "output_bits", "custom_sdpa", "linear_kernel", "attention_kernel")
+OPTIONS = (
+    Option("group_size", "int", (32, 64, 128), 32, "8da4w: input channels per int4 weight group"),
+    Option("embedding_bits", "int", (4, 8), None, "the token embedding's bits (8da4w: 4 in groups of 32; fp32 / "
+           "8da8w: float unless set)"),
+    Option("output_bits", "int", (4, 8), None, "the output layer's bits (8: per channel; default: as the scheme)"),
+    Option("custom_sdpa", "bool", None, True, "attention in ExecuTorch's llama ops (false: plain graph attention)"),
+    Option("linear_kernel", "str", ("xnnpack", "edgekit"), None, "who runs the int4 linears (8da4w: xnnpack; "
+           "source: edgekit, the only one with per-group minimums)"),
+    Option("attention_kernel", "str", ("llama", "edgekit"), None, "fp32 cache: ExecuTorch's custom_sdpa or "
+           "edgekit::attention (default edgekit with linear_kernel edgekit, else llama)"),
+)
 FP32_TOLERANCE = 1e-4
 QUANT_TOLERANCE = 1e-2
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.targets.base import Artifact, Capabilities, TargetSpec
+from edgekit.targets.options import Option
 from edgekit.targets.schemes import SchemeBinding
 
 if TYPE_CHECKING:
@@ -38,6 +39,24 @@ SCHEME_BINDINGS = (SchemeBinding("fp32", "fp32"), SchemeBinding("fp16", "fp16"),
                    SchemeBinding("w4_g128_rtn", "int4", _w4(128, "rtn")),
                    SchemeBinding("8da4w_g32a", "int4", _w4(32, "search", level=4)))
 
+OPTIONS = (
+    Option("block_size", "int", (32, 64, 128), 128, "int4: weights per MatMulNBits block (edgekit's kernel: the "
+           "largest dividing every linear unless set)"),
+    Option("accuracy_level", "int", (0, 1, 4), 4, "MatMulNBits: 0 unset (fp32), 1 fp32 activations, 4 int8 "
+           "activations per block"),
+    Option("embedding_bits", "int", (4, 8), None, "the token table's bits (int4: 4; fp32: float unless set)"),
+    Option("output_bits", "int", (4, 8), None, "the output layer's bits (int4: 4; fp32: float unless set)"),
+    Option("external_data", "str", ("auto", "always"), "auto", "weights in model.onnx.data: beyond protobuf's 2 GB "
+           "limit, or always"),
+    Option("threads", "int", None, None, "ONNX Runtime intra-op threads (genai_config.json; default: the runtime's)"),
+    Option("linear_kernel", "str", ("mlas", "edgekit"), "mlas", "who runs the int4 linears: MatMulNBits, or "
+           "edgekit's LinearQ4 (faster; its library ships in the export)"),
+    Option("quantizer", "str", ("rtn", "search", "gptq"), "rtn", "int4: who picks the codes: ORT's "
+           "round-to-nearest, edgekit's per-group scale search, or GPTQ on calibration text"),
+    Option("calibration", "path", None, None, "gptq: a UTF-8 text file (default: the text shipped with edgekit)"),
+    Option("quantizer_output", "bool", None, False, "the 4-bit output layer by the quantizer too"),
+)
+
 TOLERANCES = {"fp32": 1e-4, "int4": 1e-3, "int4-int8-activations": 1.0, "fp16": 5e-2}
 
 
@@ -51,8 +70,7 @@ class OnnxTarget:
         dynamic_shapes=True,
         per_op_profiling=True,
         host_runnable=True,
-        options=("block_size", "accuracy_level", "embedding_bits", "output_bits", "external_data", "threads",
-                 "linear_kernel", "quantizer", "calibration", "quantizer_output"),
+        options=OPTIONS,
         # int4 block 128 garbles SmolLM2-135M's answers even with an 8-bit output layer ("Le Grand Jardin, it's the
         # capital of France."); block 32 + 8-bit output answers "The capital of France is Paris, ..." (block 32 is also
         # the better block on teacher-forced top-1: 60 % vs 53 % for block 128)
