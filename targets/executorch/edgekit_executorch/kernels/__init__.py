@@ -76,5 +76,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.edgekit_linear_q4_fused.argtypes = ([p] * 6 + [i64] * 4 + [ctypes.c_int, p, ctypes.c_float] + [p] * 5 +
                                             [i64] * 3 + [ctypes.c_int, p, ctypes.c_int, ctypes.c_int])
     lib.edgekit_linear_q4_fused.restype = ctypes.c_int
+    lib.edgekit_linear_q8.argtypes = [p] * 4 + [ctypes.c_float, p] + [i64] * 4 + [ctypes.c_int] * 2
+    lib.edgekit_linear_q8.restype = ctypes.c_int
     lib.edgekit_linear_q4_isa.restype = ctypes.c_char_p
     lib.edgekit_kernels_threads.restype = ctypes.c_int64
