@@ -25,6 +25,9 @@
 // G inputs of a token is quantized on its own, symmetric: a_b = max|x| / 127, q = clamp(round(x * (1 / a_b)), -128,
 // 127) (round half to even; q = 0 where a_b = 0); y[m, n] = sum_b a_b s_b sum_{k in b} q[m, k] code[n, k] (+ bias),
 // with minimums sum_b a_b (s_b sum_{k in b} q nib + m_b qsum_b): m_b times the group's sum of dequantized x.
+//
+// int8 weights (int8 = true, GGUF's Q8_0): the same per-group activations times int8 codes with one scale per group,
+// in linear_q8_tiles.h's layout (a tied table's head reads the embedding's own constant).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -77,6 +80,8 @@ struct LinearArgs {
   bool act_per_group = false;  // activations per group of G, symmetric (see above), instead of per token asymmetric
   const uint16_t* mins = nullptr;  // per-group minimums in the scales' layout and dtype: codes 0..15, w = s code + m
   bool fp16 = false;               // scales (and mins) are fp16, else bf16
+  // int8 codes (GGUF Q8_0, linear_q8_tiles.h's layout) instead of int4: needs act_per_group, no mins; rowsum unused
+  bool int8 = false;
   // fused prologue, applied to each token's row before it is quantized (in this order):
   bool swiglu = false;            // row = silu(x[:K]) * x[K:2K]
   const float* norm_w = nullptr;  // RMSNorm: row = norm_w * (row * rsqrt(mean(row^2) + eps))
@@ -200,6 +205,7 @@ inline void quantize_row_groups(const float* x, int64_t K, int64_t G, int8_t* q,
 }  // namespace edgekit
 
 #include "linear_q4_tiles.h"  // the tile loops: scalar definition and the AVX-512 / AVX2 / NEON paths
+#include "linear_q8_tiles.h"  // the int8 (Q8_0) tile loops
 
 namespace edgekit {
 namespace q4 {
@@ -208,7 +214,7 @@ namespace q4 {
 template <bool kPortable>
 void run_tiles(const LinearArgs& a, const int8_t* q, const int32_t* qsum, const float* gscale, const float* qmin,
                const QuantRow* rows, int64_t t0, int64_t t1) {
-  const int64_t KB = a.K / a.G, tile_bytes = kTile * a.K / 2;
+  const int64_t KB = a.K / a.G, tile_bytes = a.int8 ? kTile * a.K : kTile * a.K / 2;
   for (int64_t t = t0; t < t1; ++t) {
     const uint8_t* w = a.packed + t * tile_bytes;
     const uint16_t* s = a.scales + t * KB * kTile;
@@ -229,14 +235,21 @@ void run_tiles(const LinearArgs& a, const int8_t* q, const int32_t* qsum, const 
       const float* const* gs = gscale == nullptr ? nullptr : gp;
       const float* const* qf = qmin == nullptr ? nullptr : fp;
       float acc[kTokens][kTile] = {};
-      if (kPortable) tile_portable(w, s, mn, a.fp16, qp, sp, gs, qf, mt, a.K, a.G, acc);
-      else tile_simd(w, s, mn, a.fp16, qp, sp, gs, qf, mt, a.K, a.G, acc);
+      if (a.int8) {
+        const int8_t* w8 = reinterpret_cast<const int8_t*>(w);
+        if (kPortable) tile8_portable(w8, s, a.fp16, qp, gs, mt, a.K, a.G, acc);
+        else tile8_simd(w8, s, a.fp16, qp, gs, mt, a.K, a.G, acc);
+      } else if (kPortable) {
+        tile_portable(w, s, mn, a.fp16, qp, sp, gs, qf, mt, a.K, a.G, acc);
+      } else {
+        tile_simd(w, s, mn, a.fp16, qp, sp, gs, qf, mt, a.K, a.G, acc);
+      }
       for (int64_t m = 0; m < mt; ++m) {
         const QuantRow r = rows[m0 + m];
         float* y = a.y + (m0 + m) * a.N;
         for (int64_t j = 0; j < kTile && t * kTile + j < a.N; ++j) {
           const int64_t n = t * kTile + j;
-          float v = r.sx * (acc[m][j] - static_cast<float>(r.zp) * a.rowsum[n]);
+          float v = a.rowsum == nullptr ? r.sx * acc[m][j] : r.sx * (acc[m][j] - static_cast<float>(r.zp) * a.rowsum[n]);
           if (a.bias) v += a.bias[n];
           if (a.residual) v += a.residual[(m0 + m) * a.N + n];
           y[n] = v;

@@ -14,6 +14,7 @@ from edgekit_executorch.source_q4 import (
     OUTPUT,
     GridLinear,
     KernelGrid,
+    Q8Grid,
     SourceReport,
     embedding_weight,
     kernel_grid,
@@ -90,7 +91,7 @@ def use_source_kernels(decoder: nn.Module, model, report: SourceReport) -> dict[
     from edgekit_executorch.kernels.linear_q4 import Q4Linear
 
     fp16 = torch.float16
-    counts = {"fused_layers": 0, "q4_linears": 0, "fused_output": 0}
+    counts = {"fused_layers": 0, "q4_linears": 0, "fused_output": 0, "shared_table": 0}
     for i, block in enumerate(decoder.layers):
         grids, fuses = layer_plan(model, i, block)
         if fuses:
@@ -111,12 +112,11 @@ def use_source_kernels(decoder: nn.Module, model, report: SourceReport) -> dict[
             _note(report, grid, f"layers.{i}.{owner}.{n}")
             counts["q4_linears"] += 1
     grid = output_grid(model.config, model.source_quant)
-    if grid is not None:
+    if isinstance(grid, Q8Grid):
+        counts.update(use_q8_output(decoder, model, grid, report))
+    elif grid is not None:
         weights = Q4Weights([decoder.output], grid=grid.as_pack_args(), scale_dtype=fp16, act_per_group=True)
         decoder.output = FusedQ4Output(decoder.norm, decoder.output, weights)
-        if grid.input_copies > 1:
-            decoder.output = RepeatedInput(decoder.output, grid.input_copies)
-            report.split_8bit.append("output")
         decoder.norm = nn.Identity()
         _note(report, grid, "output")
         counts["fused_output"] = 1
@@ -141,21 +141,26 @@ def use_reference_grids(decoder: nn.Module, model) -> None:
             setattr(parent, n, GridLinear(grid.weight(), getattr(parent, n).bias, grid.group))
     grid = output_grid(model.config, model.source_quant)
     if grid is not None:
-        # a tied head: the table stays as it is
-        decoder.output = GridLinear(grid.folded_weight(), None, grid.group)
+        # a tied head: the table stays as it is (its lookup is exact either way)
+        decoder.output = GridLinear(grid.weight(), None, grid.group)
 
 
-class RepeatedInput(nn.Module):
-    """A FusedQ4Output over [x, x, ...] (a split 8-bit grid): its RMSNorm weight repeated likewise, so the norm of the
-    copies (the same mean square) is the copies of the norm."""
+def use_q8_output(decoder: nn.Module, model, grid: Q8Grid, report: SourceReport) -> dict[str, int]:
+    """An 8-bit output layer (with the final norm) in edgekit::linear_q8; a tied table's lookup then reads the same
+    constant (edgekit::embedding_q8), so the .pte stores the table once."""
+    from edgekit_executorch.kernels.linear_q8 import Q8Embedding, Q8Output, Q8Table
 
-    def __init__(self, output: nn.Module, copies: int):
-        super().__init__()
-        output.norm = output.norm.repeat(copies)
-        self.inner, self.copies = output, copies
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(torch.cat([x] * self.copies, dim=-1))
+    table = Q8Table(grid.codes, grid.scales, grid.group)
+    decoder.output = Q8Output(decoder.norm, table)
+    decoder.norm = nn.Identity()
+    report.int8_kernel.append("output")
+    _note(report, grid, "output")
+    shared = 0
+    if model.config.tie_word_embeddings:
+        decoder.tok_embeddings = Q8Embedding(table)
+        report.shared_table = EMBEDDING
+        shared = 1
+    return {"fused_output": 1, "shared_table": shared}
 
 
 def _note_floats(decoder: nn.Module, model, report: SourceReport) -> None:

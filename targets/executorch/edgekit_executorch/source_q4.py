@@ -8,11 +8,13 @@ a symmetric part takes minimum -8 * scale beside an asymmetric one (exact: a pow
 
 The rest is what ExecuTorch can hold of the file:
 - the token embedding: a symmetric 8- or 4-bit table (Q8_0, Q4_0) as stored, in quantized_decomposed's
-  group-wise embedding kernels (codes - 2**(bits-1) as int8, one fp32 scale per group: exact);
-- a symmetric 8-bit output layer (SmolLM2's tied Q8_0 head) exactly, in the int4 kernel: a code q = 16 hi + lo
-  gives w = s (q - 128) = (16 s) hi - 128 s + s lo, two 4-bit grids with minimums (-128 s and 0) side by side along
-  K, run over [x, x] in one call (split_q8: every product exact in fp16 / fp32, activations per group as for Q8_0 x
-  Q8_0 in llama.cpp). XNNPACK has no group-wise 8-bit GEMM: per channel it cost SmolLM2 KL ~0.01;
+  group-wise embedding kernels (codes - 2**(bits-1) as int8, one fp32 scale per group: exact), or, tied to an 8-bit
+  head, in edgekit::embedding_q8 over the head's own constant (below);
+- a symmetric 8-bit output layer (SmolLM2's tied Q8_0 head) exactly, in edgekit's int8 kernel (edgekit::linear_q8:
+  the file's int8 codes and fp16 scales, activations per group as for Q8_0 x Q8_0 in llama.cpp). A tied table is one
+  constant: the token lookup reads the same packed codes (edgekit::embedding_q8), so the .pte holds the file's table
+  once (SmolLM2-135M: 30 MB, where an int8 copy for quantized_decomposed's embedding beside a [hi | lo] nibble split
+  for the int4 kernel took 63 MB). XNNPACK has no group-wise 8-bit GEMM: per channel it cost SmolLM2 KL ~0.01;
 - any other output layer (Q6_K, Q5_0, ...): re-quantized to int8 per output channel (HQQ scales, int8 activations
   per token in XNNPACK); the artifact's metadata lists it;
 - a linear that is not 4-bit in the file (Q5_0, Q8_0, Q6_K, ...) stays float: its exact dequantization.
@@ -46,7 +48,6 @@ class KernelGrid:
     mins: torch.Tensor | None
     sources: tuple[str, ...]
     rows: tuple[int, ...]           # each part's row count, in order
-    input_copies: int = 1           # 2: the grid is [hi | lo] of an 8-bit one along K, run over [x, x] (split_q8)
 
     def as_pack_args(self) -> tuple:
         return self.codes, self.scales, self.group, self.mins
@@ -58,15 +59,6 @@ class KernelGrid:
         if self.mins is not None:
             w = w + self.mins.half().float()[..., None]
         return w.reshape(n, k)
-
-    def folded_weight(self) -> torch.Tensor:
-        """float32 [N, K / input_copies]: the weight x is multiplied with (a split 8-bit grid's halves summed: the
-        file's own dequantization, exactly)."""
-        w = self.weight()
-        if self.input_copies == 1:
-            return w
-        k = w.shape[1] // self.input_copies
-        return sum(w[:, i * k:(i + 1) * k] for i in range(self.input_copies))
 
     def exact_in_fp16(self) -> bool:
         parts = [self.scales] + ([] if self.mins is None else [self.mins])
@@ -96,17 +88,35 @@ def kernel_grid(parts: list[QuantizedTensor]) -> KernelGrid | None:
                       tuple(sorted({t.source for t in parts})), tuple(t.shape[0] for t in parts))
 
 
-def split_q8(t: QuantizedTensor) -> KernelGrid | None:
-    """A symmetric 8-bit tensor (Q8_0) as two 4-bit grids [hi | lo] along K (see the module docstring), or None when
-    it is not one or 16 s / 128 s would leave fp16's range."""
+@dataclass(frozen=True)
+class Q8Grid:
+    """A symmetric 8-bit tensor (Q8_0) for edgekit's int8 kernel: int8 codes (stored code - 128), w = s * code."""
+
+    codes: torch.Tensor             # int8 [N, K]
+    scales: torch.Tensor            # float32 [N, K / group], exact in fp16 for Q8_0
+    group: int
+    sources: tuple[str, ...]
+    mins = None
+
+    def weight(self) -> torch.Tensor:
+        """float32 [N, K]: the file's dequantization with the scales as the kernel stores them (fp16)."""
+        n, k = self.codes.shape
+        w = self.codes.to(torch.float32).view(n, k // self.group, self.group) * self.scales.half().float()[..., None]
+        return w.reshape(n, k)
+
+    def exact_in_fp16(self) -> bool:
+        return torch.equal(self.scales.half().float(), self.scales)
+
+
+def q8_grid(t: QuantizedTensor) -> Q8Grid | None:
+    """A symmetric 8-bit tensor (Q8_0) on the int8 kernel's grid, or None when it is not one, its group does not suit
+    the kernel or a scale would leave fp16's range."""
     if t.bits != 8 or t.mins is not None or t.group_size not in KERNEL_GROUPS:
         return None
-    s = t.scales
-    if float(s.abs().max()) * 128 > float(torch.finfo(torch.float16).max):
+    if float(t.scales.abs().max()) > float(torch.finfo(torch.float16).max):
         return None
-    hi, lo = t.codes >> 4, t.codes & 15
-    return KernelGrid(torch.cat([hi, lo], 1), torch.cat([16 * s, s], 1), t.group_size,
-                      torch.cat([-128 * s, torch.zeros_like(s)], 1), (t.source,), (t.shape[0],), input_copies=2)
+    codes = (t.codes.to(torch.int16) - 128).to(torch.int8)
+    return Q8Grid(codes, t.scales, t.group_size, (t.source,))
 
 
 def layer_grids(cfg, source: dict[str, QuantizedTensor], i: int) -> dict[str, KernelGrid]:
@@ -121,9 +131,10 @@ def layer_grids(cfg, source: dict[str, QuantizedTensor], i: int) -> dict[str, Ke
     return out
 
 
-def output_grid(cfg, source: dict[str, QuantizedTensor]) -> KernelGrid | None:
+def output_grid(cfg, source: dict[str, QuantizedTensor]) -> KernelGrid | Q8Grid | None:
+    """The output layer's grid: 4-bit in the int4 kernel, symmetric 8-bit in the int8 one; None for any other."""
     t = source.get(EMBEDDING if cfg.tie_word_embeddings else OUTPUT)
-    return None if t is None else kernel_grid([t]) or split_q8(t)
+    return None if t is None else kernel_grid([t]) or q8_grid(t)
 
 
 def require_source(model) -> dict[str, QuantizedTensor]:
@@ -157,11 +168,13 @@ class SourceReport:
     float: list[str] = field(default_factory=list)
     requantized: dict[str, str] = field(default_factory=dict)
     scales_rounded_to_fp16: list[str] = field(default_factory=list)
-    split_8bit: list[str] = field(default_factory=list)   # 8-bit grids run as [hi | lo] 4-bit halves (split_q8)
+    int8_kernel: list[str] = field(default_factory=list)   # 8-bit grids in edgekit's int8 kernel (linear_q8)
+    shared_table: str | None = None   # a tied table stored once, read by the lookup and the head
 
     def as_metadata(self) -> dict:
         return {"kept": sorted(self.kept), "float": sorted(self.float), "requantized": self.requantized,
-                "scales_rounded_to_fp16": self.scales_rounded_to_fp16, "split_8bit": self.split_8bit,
+                "scales_rounded_to_fp16": self.scales_rounded_to_fp16, "int8_kernel": self.int8_kernel,
+                "shared_table": self.shared_table,
                 "activations": "int8 per group of the weight's group (llama.cpp's Q8_1)"}
 
 

@@ -2,7 +2,8 @@
 (`edgekit::attention.out`, int8 or fp32 caches), the int8 cache write (`edgekit::update_int8_cache.out`), the fused
 projection's cache write + attention (`edgekit::qkv_cache_attention.out`, cache_attention.py); the 8da4w linear
 (`edgekit::linear_q4.out`) and its fused layer forms (`edgekit::fused_linear_q4.out`, `edgekit::qkv_rope_q4.out`), each
-with an optional trailing `Tensor? mins=None` (per-group minimums: GGUF Q4_1's grid) and bf16 or fp16 scales.
+with an optional trailing `Tensor? mins=None` (per-group minimums: GGUF Q4_1's grid) and bf16 or fp16 scales; a Q8_0
+table's head and lookup over one constant (`edgekit::linear_q8.out`, `edgekit::embedding_q8.out`, linear_q8.py).
 
 Sources in csrc/: attention_core.h (ExecuTorch-free core, with isa_portable.h / isa_avx2.h / isa_neon.h) and
 edgekit_kernels_et.cpp; the int4 linear core linear_q4.h is the core's (edgekit/kernels/csrc, shared with the ONNX
@@ -76,5 +77,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.edgekit_linear_q4_fused.argtypes = ([p] * 6 + [i64] * 4 + [ctypes.c_int, p, ctypes.c_float] + [p] * 5 +
                                             [i64] * 3 + [ctypes.c_int, p, ctypes.c_int, ctypes.c_int])
     lib.edgekit_linear_q4_fused.restype = ctypes.c_int
+    lib.edgekit_linear_q8.argtypes = [p] * 4 + [ctypes.c_float, p] + [i64] * 4 + [ctypes.c_int] * 2
+    lib.edgekit_linear_q8.restype = ctypes.c_int
     lib.edgekit_linear_q4_isa.restype = ctypes.c_char_p
     lib.edgekit_kernels_threads.restype = ctypes.c_int64

@@ -17,7 +17,7 @@ CSRC = Path(__file__).with_name("csrc")
 LIB_NAME = "libedgekit_kernels.so"
 ET_SOURCE = "edgekit_kernels_et.cpp"
 SOURCES = ("attention_core.h", "isa_portable.h", "isa_avx2.h", "isa_neon.h", ET_SOURCE)
-CORE_SOURCES = ("linear_q4.h", "linear_q4_tiles.h", "guided_split.h")   # shared with the ONNX Runtime kernels: edgekit/kernels/csrc
+CORE_SOURCES = ("linear_q4.h", "linear_q4_tiles.h", "linear_q8_tiles.h", "guided_split.h")   # shared with the ONNX Runtime kernels: edgekit/kernels/csrc
 
 
 def source_paths() -> list[Path]:

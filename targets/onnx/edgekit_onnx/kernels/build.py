@@ -12,7 +12,7 @@ from edgekit_onnx.kernels import LIB_NAME, headers
 
 CSRC = Path(__file__).with_name("csrc")
 SOURCE = CSRC / "edgekit_ort_ops.cpp"
-CORE_SOURCES = (CORE_CSRC / "linear_q4.h", CORE_CSRC / "linear_q4_tiles.h")
+CORE_SOURCES = (CORE_CSRC / "linear_q4.h", CORE_CSRC / "linear_q4_tiles.h", CORE_CSRC / "linear_q8_tiles.h")
 
 
 def source_paths() -> list[Path]:

@@ -1,5 +1,6 @@
 // ExecuTorch wrapper of the edgekit kernels: registers edgekit::attention.out, edgekit::qkv_cache_attention.out,
-// edgekit::update_int8_cache.out and the int4 linears (linear_q4.out and its fused forms) with the runtime
+// edgekit::update_int8_cache.out, the int4 linears (linear_q4.out and its fused forms) and the Q8_0 table's head and
+// lookup (linear_q8.out, embedding_q8.out: one constant for a tied embedding) with the runtime
 // (EXECUTORCH_LIBRARY) and exposes plain C entry points for ctypes (tests, benchmarks).
 // Multi-threaded through ExecuTorch's thread pool (parallel_for) when built with ET_USE_THREADPOOL.
 #include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
@@ -319,9 +320,66 @@ Tensor& qkv_rope_q4_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor
   return out;
 }
 
+// int8 table [N_pad*K] (linear_q8_tiles.h's layout) with bf16 or fp16 scales [N_pad*K/G]
+bool q8_table_ok(const Tensor& packed, const Tensor& scales, int64_t n, int64_t k, int64_t group) {
+  if (n <= 0 || k <= 0 || group <= 0 || group % 4 != 0 || group > 256 || k % group != 0) return false;
+  const int64_t npad = edgekit::q4::padded_rows(n);
+  const ScalarType st = scales.scalar_type();
+  return packed.scalar_type() == ScalarType::Char && packed.numel() == npad * k &&
+         (st == ScalarType::Half || st == ScalarType::BFloat16) && scales.numel() == npad * (k / group);
+}
+
+// Q8_0 head: optional RMSNorm prologue, activations per group of G (symmetric int8), y = x_fq @ w.T
+Tensor& linear_q8_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& packed, const Tensor& scales,
+                      int64_t group_size, int64_t out_features, const std::optional<Tensor>& norm_weight,
+                      double norm_eps, Tensor& out) {
+  const int64_t k = x.dim() >= 1 ? x.size(x.dim() - 1) : 0;
+  const bool ok = x.dim() >= 1 && x.scalar_type() == ScalarType::Float && group_size % 8 == 0 &&
+                  q8_table_ok(packed, scales, out_features, k, group_size) && f32_of(norm_weight, k);
+  ET_KERNEL_CHECK_MSG(ctx, ok, InvalidArgument, out, "edgekit::linear_q8: expects f32 x [..., K], int8 packed "
+                      "[N_pad*K], bf16 or fp16 scales [N_pad*K/G], optional f32 norm_weight [K]; G in 8..256 dividing K");
+  ET_KERNEL_CHECK(ctx, resize_last(x, out_features, out), InvalidArgument, out);
+  OpEvent event(ctx, "edgekit::linear_q8.out");
+  edgekit::q4::LinearArgs a{x.const_data_ptr<float>(), reinterpret_cast<const uint8_t*>(packed.const_data_ptr()),
+                            static_cast<const uint16_t*>(scales.const_data_ptr()), nullptr, nullptr,
+                            out.mutable_data_ptr<float>(), x.numel() / k, k, out_features, group_size};
+  a.int8 = true;
+  a.act_per_group = true;
+  a.fp16 = scales.scalar_type() == ScalarType::Half;
+  a.norm_w = norm_weight.has_value() ? norm_weight->const_data_ptr<float>() : nullptr;
+  a.norm_eps = static_cast<float>(norm_eps);
+  edgekit::q4::linear(a, PoolParallel{});
+  return out;
+}
+
+// rows of the same table, dequantized: out [..., K] = s * code of row indices[...]
+Tensor& embedding_q8_out(KernelRuntimeContext& ctx, const Tensor& packed, const Tensor& scales, const Tensor& indices,
+                         int64_t num_embeddings, int64_t embedding_dim, int64_t group_size, Tensor& out) {
+  bool ok = indices.scalar_type() == ScalarType::Long &&
+            q8_table_ok(packed, scales, num_embeddings, embedding_dim, group_size);
+  const int64_t* idx = ok ? indices.const_data_ptr<int64_t>() : nullptr;
+  for (int64_t i = 0; ok && i < indices.numel(); ++i) ok = idx[i] >= 0 && idx[i] < num_embeddings;
+  ET_KERNEL_CHECK_MSG(ctx, ok, InvalidArgument, out, "edgekit::embedding_q8: expects int8 packed [N_pad*K], bf16 or "
+                      "fp16 scales [N_pad*K/G], int64 indices within [0, N)");
+  executorch::aten::SizesType sizes[executorch::runtime::kTensorDimensionLimit];
+  for (int64_t i = 0; i < indices.dim(); ++i) sizes[i] = indices.size(i);
+  sizes[indices.dim()] = static_cast<executorch::aten::SizesType>(embedding_dim);
+  ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, {sizes, static_cast<size_t>(indices.dim() + 1)}) ==
+                  Error::Ok && out.scalar_type() == ScalarType::Float, InvalidArgument, out);
+  OpEvent event(ctx, "edgekit::embedding_q8.out");
+  const bool fp16 = scales.scalar_type() == ScalarType::Half;
+  for (int64_t i = 0; i < indices.numel(); ++i) {
+    edgekit::q4::embedding_row(packed.const_data_ptr<int8_t>(), static_cast<const uint16_t*>(scales.const_data_ptr()),
+                               fp16, idx[i], embedding_dim, group_size, out.mutable_data_ptr<float>() + i * embedding_dim);
+  }
+  return out;
+}
+
 }  // namespace
 
 EXECUTORCH_LIBRARY(edgekit, "attention.out", attention_out);
+EXECUTORCH_LIBRARY(edgekit, "linear_q8.out", linear_q8_out);
+EXECUTORCH_LIBRARY(edgekit, "embedding_q8.out", embedding_q8_out);
 EXECUTORCH_LIBRARY(edgekit, "linear_q4.out", linear_q4_out);
 EXECUTORCH_LIBRARY(edgekit, "fused_linear_q4.out", fused_linear_q4_out);
 EXECUTORCH_LIBRARY(edgekit, "qkv_rope_q4.out", qkv_rope_q4_out);
@@ -418,6 +476,21 @@ __attribute__((visibility("default"))) int edgekit_linear_q4_fused(
   a.mins = mins;
   a.fp16 = fp16 != 0;
   a.act_per_group = act_per_group != 0;
+  edgekit::q4::linear(a, PoolParallel{}, portable != 0);
+  return 0;
+}
+
+// The Q8_0 head (edgekit::linear_q8): x [M, K] -> y [M, N], optional RMSNorm prologue; portable != 0: scalar loops.
+__attribute__((visibility("default"))) int edgekit_linear_q8(const float* x, const int8_t* packed, const uint16_t* scales,
+                                                            const float* norm_w, float norm_eps, float* y, int64_t M,
+                                                            int64_t K, int64_t N, int64_t G, int fp16, int portable) {
+  if (M <= 0 || N <= 0 || G <= 0 || G % 8 != 0 || G > 256 || K % G != 0) return 1;
+  edgekit::q4::LinearArgs a{x, reinterpret_cast<const uint8_t*>(packed), scales, nullptr, nullptr, y, M, K, N, G};
+  a.int8 = true;
+  a.act_per_group = true;
+  a.fp16 = fp16 != 0;
+  a.norm_w = norm_w;
+  a.norm_eps = norm_eps;
   edgekit::q4::linear(a, PoolParallel{}, portable != 0);
   return 0;
 }
