@@ -31,16 +31,23 @@ class RMSNorm(nn.Module):
 
 def rope_tables(cfg: ModelConfig, max_seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin of shape [max_seq_len, head_dim] in the half-split (rotate_half) layout HF uses."""
+    inv_freq = rope_inv_freq(cfg)
+    t = torch.arange(max_seq_len, dtype=torch.int64, device="cpu").float()
+    freqs = torch.outer(t, inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """float32 [head_dim / 2]: the rotary frequencies (llama3 scaling and GGUF frequency factors applied); position p
+    turns by p * inv_freq."""
     d = cfg.head_dim
     inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64, device="cpu").float() / d))
     if cfg.rope_scaling is not None:
         inv_freq = _llama3_scaled(inv_freq, cfg)
     if cfg.rope_freq_factors is not None:
         inv_freq = inv_freq / torch.tensor(cfg.rope_freq_factors, dtype=torch.float32, device="cpu")
-    t = torch.arange(max_seq_len, dtype=torch.int64, device="cpu").float()
-    freqs = torch.outer(t, inv_freq)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
+    return inv_freq
 
 
 def _llama3_scaled(inv_freq: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:

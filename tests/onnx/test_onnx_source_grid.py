@@ -125,3 +125,96 @@ def test_a_quantized_checkpoint_keeps_its_grids_by_default(gguf_models, tiny_mod
     art = edgekit.export(tiny_model("llama"), "iot", max_seq_len=SEQ, out=tmp_path / "f", show_progress=False,
                          validate=False)
     assert art.metadata["quantization"]["scheme"] == "int4"   # a float checkpoint: the target's default
+
+
+# SmolLM2's layout: Q4_1 linears, a Q8_0 token embedding that is also the output layer (qwen3's tiny case is tied)
+TIED = {**{k: Q.Q4_1 for k in TYPES}, "token_embd.weight": Q.Q8_0}
+
+
+@pytest.fixture(scope="module")
+def tied_model(checkpoint_dir, tmp_path_factory):
+    path = write_gguf(checkpoint_dir("qwen3"), tmp_path_factory.mktemp("tied") / "tied.gguf", types=TIED)
+    model = edgekit.load(path)
+    assert model.config.tie_word_embeddings and model.source_quant["tok_embeddings.weight"].source == "gguf:Q8_0"
+    return model
+
+
+def _tensors(art):
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(art.path / "model.onnx"))
+    return m, {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+
+
+def _embedding_rows(art, model, ids):
+    """The embedding op's own output in the artifact's runtime (its node's output made a graph output)."""
+    import onnx
+    import onnxruntime as ort
+
+    m, _ = _tensors(art)
+    node = next(n for n in m.graph.node if n.name.startswith("/model/embed_tokens/G"))
+    m.graph.output.append(onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    for lib in art.metadata["custom_op_libraries"]:
+        opts.register_custom_ops_library(str(art.path / lib))
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    seq, cache = ids.shape[1], art.metadata["io"]["cache_shape"]   # empty caches of the static shape: a prefill
+    feeds = {i.name: np.zeros(cache, np.float32) for i in sess.get_inputs() if i.name.startswith("past_key_values")}
+    feeds.update(input_ids=ids, attention_mask=np.ones((1, seq), np.int64))
+    rows = sess.run([node.output[0]], feeds)[0]
+    return rows.reshape(1, seq, -1)[..., :model.config.hidden_size]
+
+
+@pytest.mark.parametrize("kernel", ["edgekit", "mlas"])
+def test_a_tied_q8_0_table_is_stored_once(tied_model, kernel, tmp_path):
+    """One copy of the table's codes and of its scales, read by the embedding and the output layer alike
+    (edgekit: GatherQ8 + LinearQ8 on fp16 scales; stock: GatherBlockQuantized + MatMulNBits, whose [V, H/32] scales
+    are a Reshape of the gather's [V, H/32, 1]); the table dequantizes to the file's weights exactly, and so do the
+    embedding rows the runtime gathers."""
+    model = tied_model
+    art = edgekit.export(model, "iot", quant="source", linear_kernel=kernel, max_seq_len=SEQ, last_logits_only=False,
+                         out=tmp_path / "a", show_progress=False)   # validated against the file's own weights
+    m, inits = _tensors(art)
+    vocab, hidden = model.config.vocab_size, model.config.hidden_size
+    tables = [n for n, a in inits.items() if a.dtype == np.uint8 and a.size == vocab * hidden]
+    assert len(tables) == 1, tables
+    by_name = {n.name: n for n in m.graph.node}
+    if kernel == "edgekit":
+        gather, head = by_name["/model/embed_tokens/GatherQ8"], by_name["/lm_head/LinearQ8"]
+        assert list(gather.input[:2]) == list(head.input[1:3]) and gather.input[0] == tables[0]
+        scales = inits[head.input[2]]
+        assert scales.dtype == np.float16 and scales.shape == (vocab, hidden // 32)
+    else:
+        gather, head = by_name["/model/embed_tokens/GatherBlockQuantized"], by_name["/lm_head/MatMulNBits"]
+        assert gather.input[0] == head.input[1] == tables[0]
+        assert by_name["/lm_head/scales_2d"].input[0] == gather.input[2] and head.input[2].startswith("/lm_head/")
+        scales = inits[gather.input[2]]
+        assert scales.dtype == np.float32 and scales.shape == (vocab, hidden // 32, 1)
+    n_scales = [n for n, a in inits.items() if a.size == vocab * hidden // 32]
+    assert n_scales == [head.input[2] if kernel == "edgekit" else gather.input[2]]   # no second copy of the scales
+    codes = inits[tables[0]].reshape(vocab, hidden // 32, 32).astype(np.float32) - 128
+    table = (codes * scales.astype(np.float32).reshape(vocab, -1, 1)).reshape(vocab, hidden)
+    want = model.weights["tok_embeddings.weight"].float().numpy()
+    assert np.array_equal(table, want)   # exact: an int8 code times the file's fp16 d
+    ids = np.array([[0, 5, vocab - 1, 5, 17]], dtype=np.int64)
+    assert np.array_equal(_embedding_rows(art, model, ids)[0], want[ids[0]])   # the rows as gathered, exact too
+    assert "/lm_head" not in art.metadata["source_grids"]["scales_rounded_to_fp16"]
+
+
+def test_the_edgekit_layout_holds_the_files_q4_1_weights(tied_model, tmp_path):
+    """LinearQ4's tiled codes, fp16 scales and minimums are the file's Q4_1 blocks: they dequantize to its weights
+    to float32 rounding (a relative 2^-23 per element), with no row sums stored."""
+    from edgekit.kernels import q4
+
+    model = tied_model
+    art = edgekit.export(model, "iot", quant="source", linear_kernel="edgekit", max_seq_len=SEQ, out=tmp_path / "a",
+                         show_progress=False, validate=False)
+    _, inits = _tensors(art)
+    assert not any(n.endswith("_rowsum") for n in inits)
+    name, a = "/model/layers.0/mlp/gate_up_proj", "layers.0.feed_forward."
+    want = torch.cat([model.weights[a + "w1.weight"], model.weights[a + "w3.weight"]]).float()
+    n, k = want.shape
+    t = {s: torch.from_numpy(inits[f"{name}.weight_T4{s}"].copy()) for s in ("", "_scales", "_mins")}
+    got = q4.unpack(t[""], t["_scales"], 32, n, k, mins=t["_mins"])
+    assert float((got - want).abs().max()) <= 2.0 ** -23 * float(want.abs().max())

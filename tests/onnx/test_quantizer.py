@@ -119,7 +119,11 @@ def test_quantizer_output_layer(tiny_model, tmp_path, case, block):
     head = "tok_embeddings.weight" if model.config.tie_word_embeddings else "output.weight"
     tensors, _ = quantizer_tensors(model, plan)
     init = _initializers(art)
-    got = dequantize(init["/lm_head.weight_Q4"], init["/lm_head.weight_scales"], 4, model.config.hidden_size)
+    # tied: one copy of the scales, GatherBlockQuantized's [V, K/block, 1], which MatMulNBits reads through a Reshape
+    tied = model.config.tie_word_embeddings
+    assert ("/lm_head.weight_scales" in init) != tied
+    scales = init["model.embed_tokens.weight_scales" if tied else "/lm_head.weight_scales"]
+    got = dequantize(init["/lm_head.weight_Q4"], scales.reshape(scales.shape[0], -1), 4, model.config.hidden_size)
     assert np.array_equal(got, tensors[head].dequantize()[:, :model.config.hidden_size].numpy())
     with pytest.raises(UnsupportedOption, match="quantizer_output needs"):
         plan_for("int4", {"quantizer_output": True})

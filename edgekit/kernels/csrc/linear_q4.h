@@ -73,7 +73,7 @@ struct LinearArgs {
   const float* x;         // [M, K] ([M, 2K] with swiglu)
   const uint8_t* packed;  // see the layout above
   const uint16_t* scales;  // bf16 bits, or fp16 bits when fp16
-  const float* rowsum;
+  const float* rowsum;    // [N_pad]; may be nullptr with act_per_group (its zero point is 0)
   const float* bias;      // [N] or nullptr
   float* y;               // [M, N]
   int64_t M, K, N, G;
@@ -249,7 +249,8 @@ void run_tiles(const LinearArgs& a, const int8_t* q, const int32_t* qsum, const 
         float* y = a.y + (m0 + m) * a.N;
         for (int64_t j = 0; j < kTile && t * kTile + j < a.N; ++j) {
           const int64_t n = t * kTile + j;
-          float v = a.rowsum == nullptr ? r.sx * acc[m][j] : r.sx * (acc[m][j] - static_cast<float>(r.zp) * a.rowsum[n]);
+          // no rowsum: per-group (symmetric) activations, whose zero point is 0
+          float v = r.sx * (a.rowsum != nullptr ? acc[m][j] - static_cast<float>(r.zp) * a.rowsum[n] : acc[m][j]);
           if (a.bias) v += a.bias[n];
           if (a.residual) v += a.residual[(m0 + m) * a.N + n];
           y[n] = v;

@@ -3,7 +3,8 @@
 Why direct: the graph is small and fixed (embedding, N x [RMSNorm, QKV, GQA, O, RMSNorm, SwiGLU], norm, lm_head),
 so writing it node by node gives exactly the fused ORT kernels we want (GroupQueryAttention with rotary,
 SimplifiedLayerNormalization / SkipSimplifiedLayerNormalization, MatMulNBits, GatherBlockQuantized; or, with
-linear_kernel 'edgekit', edgekit's LinearQ4 / GatherQ4 custom ops, SwiGLU fused into the down projection), takes seconds
+linear_kernel 'edgekit', edgekit's LinearQ4 / GatherQ4 custom ops, SwiGLU fused into the down projection, and for an
+8-bit grid LinearQ8 / GatherQ8), takes seconds
 and never materialises an fp32 copy of the network beyond one tensor at a time. The inputs/outputs follow
 onnxruntime-genai's decoder contract (input_ids, attention_mask, past_key_values.N.*, logits, present.N.*).
 """
@@ -19,7 +20,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper
 
-from edgekit.model.graph import rope_tables
+from edgekit.model.graph import rope_inv_freq
 from edgekit_onnx.attention import FloatKVCache, mask_to_gqa_lengths
 from edgekit_onnx.quant import QuantPlan, pack_blockwise, pack_tiled
 from edgekit_onnx.serialize import TensorSink
@@ -52,8 +53,8 @@ class GraphBuilder:
     k_dims: dict = field(default_factory=dict)     # name -> K (input features) of every linear
     out_dims: dict = field(default_factory=dict)   # name -> N (output features) of every linear
     shared: set = field(default_factory=set)       # initializers already written for another node
-    rowsums: dict = field(default_factory=dict)    # name -> row sums of a tiled table not yet written
     grids: dict = field(default_factory=dict)      # name -> source_grid.Grid: the checkpoint's own codes (quant 'source')
+    gather_scales: dict = field(default_factory=dict)   # grid name -> its scales as GatherBlockQuantized's [N, K/g, 1]
     _consts: set = field(default_factory=set)
 
     @property
@@ -89,6 +90,10 @@ class GraphBuilder:
         already). swiglu: x is [..., 2K] and the linear reads silu(x[..., :K]) * x[..., K:] (LinearQ4 only)."""
         if self.grid_tiled(name):
             return self.grid_tiled_linear(name, x, self.grids[name], bias, swiglu)
+        if self.grid_q8(name) and not swiglu:
+            y = self.grid_q8_linear(name, x, self.grids[name])
+            return y if bias is None else self.node("Add", [y, self.float_tensor(f"{name}.bias", bias)],
+                                                    f"{name}/Add")[0]
         if name in self.grids:
             if swiglu:
                 raise ValueError(f"{name}: a fused SwiGLU needs the edgekit kernel")
@@ -120,26 +125,55 @@ class GraphBuilder:
         """Whether grid `name` runs in edgekit's LinearQ4 (linear_kernel 'edgekit', a 4-bit grid)."""
         return self.plan.edgekit_kernel and name in self.grids and self.grids[name].bits == 4
 
+    def grid_tiled_tensors(self, name: str, grid: Any) -> list[str]:
+        """The grid's codes, fp16 scales (and minimums) in the kernel's tiled layout, written once: LinearQ4 and, for
+        a tied or quantized embedding, GatherQ4 read the same tensors. No row sums: per-group activations (the only
+        kind the ONNX graph runs) are symmetric and never read them."""
+        from edgekit.kernels import q4
+
+        data, s16, mins = f"{name}.weight_T4", f"{name}.weight_T4_scales", f"{name}.weight_T4_mins"
+        codes, scales, grid_mins = grid.kernel_form()
+        if data not in self.shared:
+            packed = q4.pack(codes, scales, grid.group, mins=grid_mins, scale_dtype=torch.float16)
+            self.sink.add(data, packed[0].numpy())
+            self.sink.add(s16, packed[1].numpy())
+            if grid_mins is not None:
+                self.sink.add(mins, packed[3].numpy())
+            self.shared.add(data)
+        return [data, s16] + ([mins] if grid_mins is not None else [])
+
     def grid_tiled_linear(self, name: str, x: str, grid: Any, bias: torch.Tensor | None, swiglu: bool) -> str:
         """LinearQ4 on the file's codes: fp16 scales (and minimums, for an asymmetric grid: GGUF's d and m exactly),
         int8 activations per group, as llama.cpp runs a Q4_1 x Q8_1 product."""
-        from edgekit.kernels import q4
-
-        codes, scales, mins = grid.kernel_form()
         n, k = grid.shape
-        packed = q4.pack(codes, scales, grid.group, mins=mins, scale_dtype=torch.float16)
-        data, s16, rowsum = f"{name}.weight_T4", f"{name}.weight_T4_scales", f"{name}.weight_T4_rowsum"
-        self.sink.add(data, packed[0].numpy())
-        self.sink.add(s16, packed[1].numpy())
-        self.sink.add(rowsum, packed[2].numpy())
-        inputs = [x, data, s16, rowsum, self.float_tensor(f"{name}.bias", bias) if bias is not None else ""]
-        if mins is not None:
-            inputs.append(f"{name}.weight_T4_mins")
-            self.sink.add(inputs[-1], packed[3].numpy())
+        tensors = self.grid_tiled_tensors(name, grid)
+        inputs = [x, tensors[0], tensors[1], "", self.float_tensor(f"{name}.bias", bias) if bias is not None else ""]
+        inputs += tensors[2:]
         while inputs[-1] == "":
             inputs.pop()
         return self.node("LinearQ4", inputs, f"{name}/LinearQ4", domain=KERNEL_DOMAIN, K=k, N=n,
                          group_size=grid.group, swiglu=int(swiglu), act_per_group=1)[0]
+
+    def grid_q8(self, name: str) -> bool:
+        """Whether grid `name` runs in edgekit's LinearQ8 / GatherQ8 (linear_kernel 'edgekit'; an 8-bit grid with the
+        default zero point and no correction, e.g. GGUF's Q8_0): its fp16 scales are stored once, for both ops."""
+        grid = self.grids.get(name)
+        return (self.plan.edgekit_kernel and grid is not None and grid.bits == 8 and grid.default_zero
+                and grid.correction is None)
+
+    def grid_q8_tensors(self, name: str, grid: Any) -> tuple[str, str]:
+        """The 8-bit codes (MatMulNBits' layout) and fp16 scales [N, K/group], written once."""
+        scales = f"{name}.weight_scales_fp16"
+        data = self.grid_data(name, grid)
+        if scales not in self.shared:
+            self.sink.add(scales, grid.scales.astype(np.float16))
+            self.shared.add(scales)
+        return data, scales
+
+    def grid_q8_linear(self, name: str, x: str, grid: Any) -> str:
+        data, scales = self.grid_q8_tensors(name, grid)
+        return self.node("LinearQ8", [x, data, scales], f"{name}/LinearQ8", domain=KERNEL_DOMAIN, K=grid.shape[1],
+                         N=grid.shape[0], group_size=grid.group)[0]
 
     def grid_data(self, name: str, grid: Any) -> str:
         """The grid's packed codes, written once (a tied output layer's also serve the embedding)."""
@@ -153,7 +187,12 @@ class GraphBuilder:
         """MatMulNBits on the checkpoint's own codes and scales (+ uint8 zero points where a code was widened), plus,
         for an asymmetric grid, the per-group correction: ReduceSum of x per group, then a small MatMul."""
         n, k = grid.shape[0], grid.in_features
-        inputs = [x, self.grid_data(name, grid), self.float_tensor(f"{name}.weight_scales", torch.from_numpy(grid.scales))]
+        if name in self.gather_scales:   # the embedding's [N, K/g, 1] scales, viewed as MatMulNBits' [N, K/g]
+            scales = self.node("Reshape", [self.gather_scales[name], self.const_i64(
+                f"shape_{n}_{grid.scales.shape[1]}", [n, grid.scales.shape[1]])], f"{name}/scales_2d")[0]
+        else:
+            scales = self.float_tensor(f"{name}.weight_scales", torch.from_numpy(grid.scales))
+        inputs = [x, self.grid_data(name, grid), scales]
         if not grid.default_zero:
             inputs.append(f"{name}.weight_zero_points")
             self.sink.add(inputs[-1], grid.packed_zero_points())
@@ -172,11 +211,12 @@ class GraphBuilder:
         return self.node("Add", [y, fix], f"{name}/corrected")[0]
 
     def tiled_tensors(self, name: str, weight: Callable[[], torch.Tensor]) -> tuple[str, str]:
-        """The tiled int4 codes and scales of `name`, written once (an output layer's serve the embedding too); the
-        row sums, which only LinearQ4 reads, wait in `rowsums` for tiled_linear."""
+        """The tiled int4 codes and scales of `name`, written once (an output layer's serve the embedding too). The
+        row sums pack_tiled also gives are dropped: LinearQ4 reads them only for per-token (asymmetric) activations,
+        and the graph runs per-group ones (act_per_group=1)."""
         data, scales = f"{name}.weight_T4", f"{name}.weight_T4_scales"
         if data not in self.shared:
-            packed, s16, self.rowsums[name] = self.packed.pop(name, None) or pack_tiled(weight(), self.plan.block_size)
+            packed, s16, _ = self.packed.pop(name, None) or pack_tiled(weight(), self.plan.block_size)
             self.sink.add(data, packed)
             self.sink.add(scales, s16, dtype=TensorProto.BFLOAT16)
             self.shared.add(data)
@@ -185,9 +225,7 @@ class GraphBuilder:
     def tiled_linear(self, name: str, x: str, weight: Callable[[], torch.Tensor], bias: torch.Tensor | None,
                      swiglu: bool) -> str:
         data, scales = self.tiled_tensors(name, weight)
-        rowsum = f"{name}.weight_T4_rowsum"
-        self.sink.add(rowsum, self.rowsums.pop(name))
-        inputs = [x, data, scales, rowsum] + ([self.float_tensor(f"{name}.bias", bias)] if bias is not None else [])
+        inputs = [x, data, scales] + (["", self.float_tensor(f"{name}.bias", bias)] if bias is not None else [])
         return self.node("LinearQ4", inputs, f"{name}/LinearQ4", domain=KERNEL_DOMAIN, K=self.k_dims[name],
                          N=self.out_dims[name], group_size=self.plan.block_size, swiglu=int(swiglu),
                          act_per_group=1)[0]
@@ -270,10 +308,7 @@ def build_graph(cfg: ModelConfig, weights: dict[str, torch.Tensor], plan: QuantP
                                                    ["batch_size", logits_len, cfg.vocab_size]))
     kv.declare_io(g, cfg)
     mask_to_gqa_lengths(g)
-    cos, sin = rope_tables(cfg, max_seq_len)
-    half = cfg.head_dim // 2
-    g.float_tensor(g.cos_cache, cos[:, :half].contiguous())
-    g.float_tensor(g.sin_cache, sin[:, :half].contiguous())
+    _rope_caches(g, max_seq_len)
 
     def lin(name: str, x: str, bias: torch.Tensor | None = None, swiglu: bool = False) -> str:
         make, bits = table[name]
@@ -305,6 +340,26 @@ def build_graph(cfg: ModelConfig, weights: dict[str, torch.Tensor], plan: QuantP
     model = helper.make_model(graph, opset_imports=opsets, producer_name="edgekit")
     model.ir_version = IR_VERSION
     return model, dict(g.op_counts)
+
+
+def _rope_caches(g: GraphBuilder, max_seq_len: int) -> None:
+    """GroupQueryAttention's cos / sin caches [max_seq_len, head_dim / 2], computed in the graph from the head_dim / 2
+    frequencies (the same fp32 product position * inv_freq as edgekit.model.graph.rope_tables): ONNX Runtime folds
+    these constant nodes into tables when the session loads, so the file holds 64 floats instead of
+    2 * max_seq_len * head_dim / 2 (64 KB at 256 positions of SmolLM2, 1 MB at 4096)."""
+    inv_freq = "rope_inv_freq"   # fp32 whatever the graph's float type: the product and cos / sin as rope_tables
+    g.sink.add(inv_freq, rope_inv_freq(g.cfg).to(torch.float32)[None].contiguous().numpy())
+    bounds = []
+    for name, value in (("start", 0.0), ("limit", float(max_seq_len)), ("delta", 1.0)):   # Range takes scalars
+        bounds += g.node("Constant", [], f"/rope/{name}", value=helper.make_tensor(name, TensorProto.FLOAT, [], [value]))
+    pos = g.node("Range", bounds, "/rope/positions")[0]
+    pos = g.node("Unsqueeze", [pos, g.const_i64("axes_1", [1])], "/rope/positions_column")[0]
+    freqs = g.node("Mul", [pos, inv_freq], "/rope/freqs")[0]
+    for op, out in (("Cos", g.cos_cache), ("Sin", g.sin_cache)):
+        y = g.node(op, [freqs], f"/rope/{op.lower()}")[0]
+        if g.elem_type != TensorProto.FLOAT:
+            y = g.node("Cast", [y], f"/rope/{op.lower()}_cast", to=g.elem_type)[0]
+        g.nodes.append(helper.make_node("Identity", [y], [out], name=f"/rope/{out}"))
 
 
 def shares_embedding_table(cfg: ModelConfig, plan: QuantPlan) -> bool:
@@ -362,25 +417,48 @@ def grid_accuracy_level(grid: Any, plan: QuantPlan) -> int:
 
 
 def embeds_from(g: GraphBuilder, name: str) -> bool:
-    """Whether the embedding can gather from grid `name` as it is (GatherBlockQuantized takes neither a correction
-    nor, here, zero points): its own grid, or a tied output layer's."""
+    """Whether the embedding can gather from grid `name` as it is (GatherBlockQuantized and GatherQ8 take neither a
+    correction nor, here, zero points; GatherQ4 takes a 4-bit grid's minimums): its own grid, or a tied output
+    layer's."""
     grid = g.grids[name]
     if name == "/lm_head" and not g.cfg.tie_word_embeddings:
         return False
+    if g.grid_tiled(name):   # GatherQ4 on the linear's own tiled tensors takes minimums too
+        return True
     return grid.correction is None and grid.default_zero
 
 
 def _grid_embedding(g: GraphBuilder, name: str, grid: Any) -> str:
-    """GatherBlockQuantized on the checkpoint's own codes: [V, H/block, block*bits/8], quantize_axis 2."""
+    """The embedding on the checkpoint's own codes, reading the very tensors the output layer reads when they are
+    tied (one copy of the table): edgekit's GatherQ4 (tiled, fp16 scales and minimums) or GatherQ8 (fp16 scales)
+    under linear_kernel 'edgekit', else GatherBlockQuantized ([V, H/block, block*bits/8], quantize_axis 2, fp32
+    scales [V, H/block, 1], which a tied MatMulNBits reads through a Reshape that ONNX Runtime folds at load)."""
     vocab, padded = grid.shape
     hidden = grid.in_features   # codes zero-padded to whole groups beyond it: sliced off after the gather
+    attrs = {"K": padded, "N": vocab, "group_size": grid.group}
+    if g.grid_tiled(name):
+        data, s16, *mins = g.grid_tiled_tensors(name, grid)
+        rows = g.node("GatherQ4", [data, s16, "input_ids", *mins], "/model/embed_tokens/GatherQ4",
+                      domain=KERNEL_DOMAIN, **attrs)[0]
+        return _slice_hidden(g, rows, padded, hidden)
+    if g.grid_q8(name):
+        data, s16 = g.grid_q8_tensors(name, grid)
+        rows = g.node("GatherQ8", [data, s16, "input_ids"], "/model/embed_tokens/GatherQ8", domain=KERNEL_DOMAIN,
+                      **attrs)[0]
+        return _slice_hidden(g, rows, padded, hidden)
     data = g.grid_data(name, grid)
     scales = g.float_tensor("model.embed_tokens.weight_scales",
                             torch.from_numpy(grid.scales.reshape(vocab, -1, 1).copy()))
+    if name == "/lm_head":
+        g.gather_scales[name] = scales
     extra = {"bits": grid.bits} if grid.bits != 4 else {}
     rows = g.node("GatherBlockQuantized", [data, "input_ids", scales], "/model/embed_tokens/GatherBlockQuantized",
                   domain="com.microsoft", block_size=grid.group, gather_axis=0, quantize_axis=2, **extra)[0]
     x = g.node("Reshape", [rows, g.const_i64(f"shape_0_0_{padded}", [0, 0, padded])], "/model/embed_tokens/Reshape")[0]
+    return _slice_hidden(g, x, padded, hidden)
+
+
+def _slice_hidden(g: GraphBuilder, x: str, padded: int, hidden: int) -> str:
     if padded == hidden:
         return x
     return g.node("Slice", [x, g.const_i64("zero", [0]), g.const_i64(f"end_{hidden}", [hidden]),

@@ -72,8 +72,10 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     elif plan.scheme == "int4":
         metadata["quantizer"] = {"quantizer": "rtn"}
     if grids and plan.scheme == "source":
-        # LinearQ4 stores scales and minimums as fp16: a GGUF's Q4_0 / Q4_1 d and m exactly, K-quants' d * sc not
-        rounded = [n for n, g in grids.items() if plan.edgekit_kernel and g.bits == 4 and not g.exact_in_fp16()]
+        # LinearQ4 / LinearQ8 store scales (and minimums) as fp16: a GGUF's Q4_0 / Q4_1 / Q8_0 d and m exactly,
+        # K-quants' d * sc not
+        rounded = [n for n, g in grids.items() if plan.edgekit_kernel and not g.exact_in_fp16()
+                   and (g.bits == 4 or (g.default_zero and g.correction is None))]
         metadata["source_grids"] = {"kept": sorted({src for g in grids.values() for src in g.sources}),
                                     "float": float_weights, "scales_rounded_to_fp16": rounded}
     if kv.name == "int8":

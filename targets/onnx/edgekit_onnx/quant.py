@@ -10,6 +10,10 @@ Quantization is symmetric: no zero points are stored, both ops then use their de
 MatMulNBits: a custom-op library (edgekit_onnx/kernels) with the same arithmetic as MatMulNBits at accuracy level 4
 (int8 activations per block, symmetric), its weights in the kernel's 16-row tiles with bf16 block scales
 (edgekit/kernels/q4.py). The codes are ORT's own (the same routine), so only the scales' rounding to bf16 differs.
+The graph runs LinearQ4 with per-group (symmetric) activations only, so the tiles' row sums are not stored.
+With quant 'source' the same option also runs a checkpoint's 8-bit grids in edgekit's LinearQ8 / GatherQ8: one copy
+of a tied Q8_0 table with its fp16 scales serves both the embedding and the output layer (MatMulNBits takes scales
+only in the activations' type, fp32, twice the bytes; builder.py).
 """
 from __future__ import annotations
 

@@ -11,6 +11,10 @@ for a 576 -> 1536 decode step here, and not at all at 8 bits). So the minimum is
 
 the second term a [.., K / group] x [K / group, N] MatMul on the per-group sums of x (one ReduceSum), small beside the
 weights. Each product is one float32 rounding away from the file's own, which is what "exact" can mean in float32.
+
+With linear_kernel 'edgekit' the 4-bit grids run in LinearQ4 (kernel_form: the minimums as they are, no correction)
+and the symmetric 8-bit ones (Q8_0) in LinearQ8 / GatherQ8 with fp16 scales: a GGUF's d exactly, so the artifact
+stores the file's codes, scales and minimums in as many bytes as the file does (builder.py).
 """
 from __future__ import annotations
 

@@ -12,16 +12,18 @@ from edgekit_onnx.kernels import LIB_NAME, headers
 
 CSRC = Path(__file__).with_name("csrc")
 SOURCE = CSRC / "edgekit_ort_ops.cpp"
+Q8_SOURCE = CSRC / "linear_q8.h"   # the 8-bit linear and gather (ONNX only)
 CORE_SOURCES = (CORE_CSRC / "linear_q4.h", CORE_CSRC / "linear_q4_tiles.h", CORE_CSRC / "linear_q8_tiles.h")
 
 
 def source_paths() -> list[Path]:
-    return [SOURCE, *CORE_SOURCES]
+    return [SOURCE, Q8_SOURCE, *CORE_SOURCES]
 
 
 def compile_command(cxx: str, out: Path, include: Path) -> list[str]:
-    return [cxx, "-std=c++17", "-O3", "-fPIC", "-shared", *core_build.isa_flags(), "-fvisibility=hidden", "-DNDEBUG",
-            f"-I{include}", f"-I{CORE_CSRC}", str(SOURCE), "-o", str(out)]
+    # -s: no symbol table in a library that ships inside every artifact folder (its exported entry points stay)
+    return [cxx, "-std=c++17", "-O3", "-fPIC", "-shared", "-s", *core_build.isa_flags(), "-fvisibility=hidden", "-DNDEBUG",
+            f"-I{include}", f"-I{CORE_CSRC}", f"-I{CSRC}", str(SOURCE), "-o", str(out)]
 
 
 def content_hash(cxx: str, include: Path) -> str:

@@ -1,15 +1,21 @@
 // ONNX Runtime custom-op library of edgekit's int4 kernels (domain "edgekit", CPU execution provider):
 //
-//   LinearQ4(X, packed, scales, rowsum[, bias][, mins]) -> Y   attributes K, N, group_size, swiglu (0|1),
+//   LinearQ4(X, packed, scales[, rowsum][, bias][, mins]) -> Y attributes K, N, group_size, swiglu (0|1),
 //                                                               act_per_group (0|1)
 //     the int4 linear of edgekit/kernels/q4.py: int4 weights in 16-row tiles with bf16 or fp16 group scales,
 //     symmetric, or with per-group minimums `mins` (the scales' dtype and layout; codes 0..15, w = s * code + m:
 //     GGUF's Q4_1 grid); int8 activations per group of group_size, symmetric (act_per_group = 1, the default:
 //     MatMulNBits' accuracy level 4) or per token, asymmetric (0: torchao's 8da4w); with swiglu = 1, X is [..., 2K]
-//     and the op first computes silu(X[..., :K]) * X[..., K:]. An absent bias before mins is an empty input name.
+//     and the op first computes silu(X[..., :K]) * X[..., K:]. An absent input before a present one is an empty
+//     name. rowsum (the zero-point term of per-token activations) is read only with act_per_group = 0: per-group
+//     activations are symmetric, so a graph that runs them leaves it out.
 //   GatherQ4(packed, scales, indices[, mins]) -> Y             attributes K, N, group_size
 //     rows of the same packed table dequantized (codes * scale (+ min)): the token embedding that shares the output
 //     layer's int4 weights.
+//   LinearQ8(X, packed, scales) -> Y                           attributes K, N, group_size
+//   GatherQ8(packed, scales, indices) -> Y                     attributes K, N, group_size
+//     the 8-bit linear (int8 activations per group) and row gather on one table in MatMulNBits' 8-bit layout with
+//     fp16 scales (linear_q8.h): a GGUF's Q8_0 token embedding that is also its output layer, stored once.
 //
 // Loaded with SessionOptions.register_custom_ops_library (or genai_config's session_options.custom_ops_library). The
 // library compiles against ONNX Runtime's C/C++ API headers only and links nothing of ONNX Runtime: RegisterCustomOps
@@ -27,6 +33,7 @@
 #include <vector>
 
 #include "linear_q4.h"
+#include "linear_q8.h"
 
 namespace {
 
@@ -165,20 +172,26 @@ struct LinearQ4Kernel {
   Ort::Status Compute(OrtKernelContext* context) {
     const char* op = "edgekit.LinearQ4";
     Ort::KernelContext ctx(context);
-    const Ort::ConstValue x = ctx.GetInput(0), packed = ctx.GetInput(1), scales = ctx.GetInput(2),
-                          rowsum = ctx.GetInput(3);
-    const std::optional<Ort::ConstValue> bias = optional_input(ctx, 4), mins = optional_input(ctx, 5);
+    const Ort::ConstValue x = ctx.GetInput(0), packed = ctx.GetInput(1), scales = ctx.GetInput(2);
+    const std::optional<Ort::ConstValue> rowsum = optional_input(ctx, 3), bias = optional_input(ctx, 4),
+                                         mins = optional_input(ctx, 5);
     for (const auto& [name, v, t] : {std::tuple{"X", &x, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT},
-                                     std::tuple{"packed", &packed, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8},
-                                     std::tuple{"rowsum", &rowsum, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT}}) {
+                                     std::tuple{"packed", &packed, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8}}) {
       Ort::Status st = check_type(op, name, *v, t);
       if (!st.IsOK()) return st;
+    }
+    if (rowsum.has_value()) {
+      Ort::Status st = check_type(op, "rowsum", *rowsum, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+      if (!st.IsOK()) return st;
+    } else if (per_group == 0) {
+      return invalid(std::string(op) + ": act_per_group=0 (asymmetric per-token activations) needs the rowsum input");
     }
     bool fp16 = false;
     const uint16_t* mins_ptr = nullptr;
     Ort::Status st = check_scales(op, scales, mins, &fp16, &mins_ptr);
     if (!st.IsOK()) return st;
-    st = check_table(op, K, N, G, element_count(packed), element_count(scales), element_count(rowsum));
+    st = check_table(op, K, N, G, element_count(packed), element_count(scales),
+                     rowsum.has_value() ? element_count(*rowsum) : -1);
     if (!st.IsOK()) return st;
     std::vector<int64_t> shape = x.GetTensorTypeAndShapeInfo().GetShape();
     const int64_t width = swiglu ? 2 * K : K;
@@ -199,7 +212,8 @@ struct LinearQ4Kernel {
     float* out = ctx.GetOutput(0, shape).GetTensorMutableData<float>();
     if (m == 0) return ok();
     edgekit::q4::LinearArgs a{x.GetTensorData<float>(), packed.GetTensorData<uint8_t>(),
-                              static_cast<const uint16_t*>(scales.GetTensorRawData()), rowsum.GetTensorData<float>(),
+                              static_cast<const uint16_t*>(scales.GetTensorRawData()),
+                              rowsum.has_value() ? rowsum->GetTensorData<float>() : nullptr,
                               b, out, m, K, N, G};
     a.swiglu = swiglu != 0;
     a.act_per_group = per_group != 0;
@@ -263,6 +277,87 @@ struct GatherQ4Kernel {
   }
 };
 
+// The 8-bit table of N rows, K inputs, groups of G (linear_q8.h): attribute and size checks.
+Ort::Status check_table8(const char* op, int64_t K, int64_t N, int64_t G, const Ort::ConstValue& packed,
+                         const Ort::ConstValue& scales) {
+  if (K <= 0 || N <= 0 || G <= 0 || G % 4 != 0 || G > 256 || K % G != 0) {
+    return invalid(std::string(op) + ": attributes need K > 0, N > 0 and group_size in 4..256, a multiple of 4 "
+                   "dividing K; got K=" + std::to_string(K) + " N=" + std::to_string(N) + " group_size=" +
+                   std::to_string(G));
+  }
+  Ort::Status st = check_type(op, "packed", packed, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
+  if (st.IsOK()) st = check_type(op, "scales", scales, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16);
+  if (!st.IsOK()) return st;
+  if (element_count(packed) != N * K || element_count(scales) != N * (K / G)) {
+    return invalid(std::string(op) + ": packed / scales hold " + std::to_string(element_count(packed)) + " / " +
+                   std::to_string(element_count(scales)) + " elements; N=" + std::to_string(N) + " K=" +
+                   std::to_string(K) + " group_size=" + std::to_string(G) + " needs " + std::to_string(N * K) +
+                   " / " + std::to_string(N * (K / G)));
+  }
+  return ok();
+}
+
+struct LinearQ8Kernel {
+  int64_t K, N, G;
+  explicit LinearQ8Kernel(const OrtKernelInfo* info)
+      : K(attr(info, "K", 0)), N(attr(info, "N", 0)), G(attr(info, "group_size", 0)) {}
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) { return guarded([&] { return Compute(context); }); }
+
+  Ort::Status Compute(OrtKernelContext* context) {
+    const char* op = "edgekit.LinearQ8";
+    Ort::KernelContext ctx(context);
+    const Ort::ConstValue x = ctx.GetInput(0), packed = ctx.GetInput(1), scales = ctx.GetInput(2);
+    Ort::Status st = check_type(op, "X", x, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+    if (st.IsOK()) st = check_table8(op, K, N, G, packed, scales);
+    if (!st.IsOK()) return st;
+    std::vector<int64_t> shape = x.GetTensorTypeAndShapeInfo().GetShape();
+    if (shape.empty() || shape.back() != K) {
+      return invalid(std::string(op) + ": X's last dimension must be K=" + std::to_string(K) + ", got " +
+                     (shape.empty() ? std::string("a scalar") : std::to_string(shape.back())));
+    }
+    const int64_t m = element_count(x) / K;
+    shape.back() = N;
+    float* out = ctx.GetOutput(0, shape).GetTensorMutableData<float>();
+    if (m == 0) return ok();
+    edgekit::q8::LinearArgs a{x.GetTensorData<float>(), packed.GetTensorData<uint8_t>(),
+                              static_cast<const uint16_t*>(scales.GetTensorRawData()), out, m, K, N, G};
+    edgekit::q8::linear(a, OrtParallel{context});
+    return ok();
+  }
+};
+
+struct GatherQ8Kernel {
+  int64_t K, N, G;
+  explicit GatherQ8Kernel(const OrtKernelInfo* info)
+      : K(attr(info, "K", 0)), N(attr(info, "N", 0)), G(attr(info, "group_size", 0)) {}
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) { return guarded([&] { return Compute(context); }); }
+
+  Ort::Status Compute(OrtKernelContext* context) {
+    const char* op = "edgekit.GatherQ8";
+    Ort::KernelContext ctx(context);
+    const Ort::ConstValue packed = ctx.GetInput(0), scales = ctx.GetInput(1), indices = ctx.GetInput(2);
+    Ort::Status st = check_table8(op, K, N, G, packed, scales);
+    if (st.IsOK()) st = check_type(op, "indices", indices, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64);
+    if (!st.IsOK()) return st;
+    std::vector<int64_t> shape = indices.GetTensorTypeAndShapeInfo().GetShape();
+    const int64_t count = element_count(indices);
+    const int64_t* ids = indices.GetTensorData<int64_t>();
+    for (int64_t i = 0; i < count; ++i) {
+      if (ids[i] < 0 || ids[i] >= N) {
+        return invalid(std::string(op) + ": index " + std::to_string(ids[i]) + " is outside the table's " +
+                       std::to_string(N) + " rows");
+      }
+    }
+    shape.push_back(K);
+    float* out = ctx.GetOutput(0, shape).GetTensorMutableData<float>();
+    edgekit::q8::gather(packed.GetTensorData<uint8_t>(), static_cast<const uint16_t*>(scales.GetTensorRawData()), ids,
+                        count, K, G, out);
+    return ok();
+  }
+};
+
 // Inputs whose element type is checked in Compute (bf16 or fp16) are declared UNDEFINED: any tensor type.
 struct LinearQ4Op : Ort::CustomOpBase<LinearQ4Op, LinearQ4Kernel, true> {
   OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
@@ -271,7 +366,7 @@ struct LinearQ4Op : Ort::CustomOpBase<LinearQ4Op, LinearQ4Kernel, true> {
   }
   const char* GetName() const { return "LinearQ4"; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  size_t GetInputTypeCount() const { return 6; }  // X, packed, scales, rowsum, bias?, mins?
+  size_t GetInputTypeCount() const { return 6; }  // X, packed, scales, rowsum?, bias?, mins?
   ONNXTensorElementDataType GetInputType(size_t i) const {
     static const ONNXTensorElementDataType types[] = {
         ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED,
@@ -279,7 +374,7 @@ struct LinearQ4Op : Ort::CustomOpBase<LinearQ4Op, LinearQ4Kernel, true> {
     return types[i];
   }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return i >= 4 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+    return i >= 3 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
   }
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
@@ -306,6 +401,27 @@ struct GatherQ4Op : Ort::CustomOpBase<GatherQ4Op, GatherQ4Kernel, true> {
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
 };
 
+// X, packed, scales / packed, scales, indices: every input required, types checked in Compute (clear messages).
+template <class Kernel>
+struct Q8Op : Ort::CustomOpBase<Q8Op<Kernel>, Kernel, true> {
+  const char* name;
+  bool gather;
+  Q8Op(const char* n, bool g) : name(n), gather(g) {}
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    *kernel = new Kernel(info);
+    return nullptr;
+  }
+  const char* GetName() const { return name; }
+  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  size_t GetInputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    if (gather) return i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 : ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    return i == 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT : ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
+
 }  // namespace
 
 extern "C" {
@@ -325,10 +441,13 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
   static Ort::CustomOpDomain* domain = nullptr;  // lives as long as the process: sessions keep pointers into it
   static LinearQ4Op linear_op;
   static GatherQ4Op gather_op;
+  static Q8Op<LinearQ8Kernel> linear8_op("LinearQ8", false);
+  static Q8Op<GatherQ8Kernel> gather8_op("GatherQ8", true);
   try {
     std::call_once(once, [] {
       domain = new Ort::CustomOpDomain("edgekit");
-      for (OrtCustomOp* op : {static_cast<OrtCustomOp*>(&linear_op), static_cast<OrtCustomOp*>(&gather_op)}) {
+      for (OrtCustomOp* op : {static_cast<OrtCustomOp*>(&linear_op), static_cast<OrtCustomOp*>(&gather_op),
+                              static_cast<OrtCustomOp*>(&linear8_op), static_cast<OrtCustomOp*>(&gather8_op)}) {
         // The headers stamp each op with their own API version (21); an older ORT rejects an op newer than itself,
         // so declare the version asked for above. No OrtCustomOp member added after it is used.
         op->version = kApiVersion;
@@ -344,5 +463,8 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
 
 // For tests and benchmarks: which SIMD path the int4 linear was built with.
 __attribute__((visibility("default"))) const char* edgekit_ort_q4_isa() { return edgekit::q4::isa_name(); }
+
+// Which path the 8-bit linear takes for groups of 32 (GGUF's Q8_0): "avx2" or "portable".
+__attribute__((visibility("default"))) const char* edgekit_ort_q8_isa() { return edgekit::q8::isa_name(32); }
 
 }  // extern "C"
