@@ -24,16 +24,16 @@ MAX_SEQ_LEN = 64
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"quant": "w8"}, "quant scheme 'w8' is not supported by target 'onnx'; supported: fp32, fp16, int4"),
-    ({"quant": "int4", "block_size": 48}, "block_size=48 is not supported by target 'onnx'; accepted: 32, 64, 128"),
-    ({"quant": "int4", "accuracy_level": 2}, "accuracy_level=2"),
-    ({"quant": "int4", "embedding_bits": 2}, "embedding_bits=2"),
+    ({"quant": "w8"}, "quant scheme 'w8' is not supported by target 'onnx' ('w8' is a shared scheme: 8-bit"),
+    ({"quant": "int4", "block_size": 48}, "block_size 48 is not supported; supported: 32, 64, 128 (option of target 'onnx')"),
+    ({"quant": "int4", "accuracy_level": 2}, "accuracy_level 2 is not supported; supported: 0, 1, 4"),
+    ({"quant": "int4", "embedding_bits": 2}, "embedding_bits 2 is not supported; supported: 4, 8"),
     ({"quant": "fp32", "block_size": 32}, "apply to quant 'int4' only"),
     ({"quant": "int4", "kv_cache": "int4"}, "kv cache 'int4' is not supported by target 'onnx'; supported: fp32, int8"),
     ({"quant": "int4", "group": 32}, "option(s) group are not known to target 'onnx'"),
-    ({"quant": "int4", "external_data": "never"}, "external_data='never'; accepted: auto, always"),
-    ({"quant": "int4", "linear_kernel": "xnnpack"}, ("linear_kernel='xnnpack' is not supported by target 'onnx'; "
-                                                     "accepted: mlas, edgekit")),
+    ({"quant": "int4", "external_data": "never"}, "external_data 'never' is not supported; supported: auto, always"),
+    ({"quant": "int4", "linear_kernel": "xnnpack"}, ("linear_kernel 'xnnpack' is not supported; supported: mlas, "
+                                                     "edgekit (option of target 'onnx')")),
     ({"quant": "fp32", "linear_kernel": "edgekit"}, "linear_kernel 'edgekit' runs int4 linears: it needs quant 'int4'"),
     ({"quant": "int4", "linear_kernel": "edgekit", "block_size": 128},   # the tiny llama is 64 wide, 160 inner
      ("block_size=128 does not divide every linear's input width (64, 160), which linear_kernel 'edgekit' needs; "
