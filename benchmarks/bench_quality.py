@@ -75,6 +75,8 @@ def edgekit_rows(targets: set[str]) -> list[Row]:
             rows.append(Row("source + edgekit kernel", "executorch", "source", {"linear_kernel": "edgekit"}))
     if "coreml" in targets:
         rows.append(Row("w4 (Core ML evaluator on Linux)", "coreml", "w4"))
+        rows.append(Row("source (Core ML evaluator on Linux)", "coreml", "source",
+                        note="the file's grids: int4 / int8 codes, fp16 d, Q4_1 minimum as a per-group correction"))
     return rows
 
 

@@ -50,3 +50,34 @@ def mil_function():
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def gguf_llama(checkpoint_dir, tmp_path_factory):
+    """The tiny llama checkpoint written as a GGUF of mixed block types: asymmetric Q4_1 (the embedding too, so its
+    gather carries the correction), symmetric Q4_0 / Q8_0 and a Q5_0 widened to int8."""
+    import sys
+    from pathlib import Path
+
+    from gguf import GGMLQuantizationType as Q
+
+    import edgekit
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+    from gguf_files import write_gguf
+
+    types = {"attn_q.weight": Q.Q4_1, "attn_k.weight": Q.Q4_0, "attn_v.weight": Q.Q8_0, "attn_output.weight": Q.Q4_1,
+             "ffn_gate.weight": Q.Q4_1, "ffn_up.weight": Q.Q4_1, "ffn_down.weight": Q.Q5_0,
+             "token_embd.weight": Q.Q4_1, "output.weight": Q.Q8_0}
+    path = write_gguf(checkpoint_dir("llama"), tmp_path_factory.mktemp("coreml-gguf") / "llama.gguf", types=types)
+    return edgekit.load(path)
+
+
+@pytest.fixture(scope="session")
+def coreml_source(gguf_llama, tmp_path_factory):
+    """gguf_llama exported with quant 'source' (validated by export against the reference, prefill + 8 steps)."""
+    import edgekit
+
+    out = tmp_path_factory.mktemp("coreml-source") / "artifact"
+    return edgekit.export(gguf_llama, "ios", quant="source", max_seq_len=MAX_SEQ_LEN, last_logits_only=False,
+                          out=out, show_progress=False)

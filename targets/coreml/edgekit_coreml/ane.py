@@ -45,7 +45,12 @@ def ane_report(prog, q: CoreMLQuant, function: str = "main") -> list[str]:
         dims = ", ".join(f"{t} ({d})" for t, d in big[:6])
         findings.append(f"dimension-limit: tensors with a dimension above {ANE_MAX_DIM}: {dims}; the ANE does not "
                         f"take them (split the vocabulary projection into chunks of <= {ANE_MAX_DIM})")
-    if q.granularity == "per_block":
+    if q.scheme == "source":
+        findings.append("per-block-quantization: the checkpoint's own int4 / int8 blocks "
+                        "(constexpr_blockwise_shift_scale, plus a per-group correction for grids with minimums) are "
+                        "decompressed efficiently on the GPU; the Neural Engine prefers per-channel (quant 'w8' / 'w4' "
+                        "-O granularity=per_channel re-quantize)")
+    elif q.granularity == "per_block":
         findings.append(f"per-block-quantization: int{q.bits} weights with blocks of {q.block_size} "
                         f"(constexpr_blockwise_shift_scale) are decompressed efficiently on the GPU; for the Neural "
                         f"Engine use per-channel (-O granularity=per_channel)")

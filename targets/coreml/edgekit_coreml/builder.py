@@ -13,12 +13,14 @@ x² overflows fp16 above |x| ≈ 256, which real residual streams exceed), outpu
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from edgekit.model.graph import MASKED, rope_tables
+from edgekit_coreml.source_grid import SourceGrid, describe, to_grid
 
 if TYPE_CHECKING:
     from edgekit.model.edge_model import EdgeModel
@@ -39,10 +41,15 @@ def _fp16(t: torch.Tensor) -> np.ndarray:
 
 
 class Weights:
-    """Emits each EdgeModel weight as a MIL const (fp16) or constexpr_blockwise_shift_scale (int8 / int4)."""
+    """Emits each EdgeModel weight as a MIL const (fp16) or constexpr_blockwise_shift_scale (int8 / int4): re-quantized
+    by the scheme, or under quant 'source' the checkpoint's own grid (source_grid.py), minimum as a correction."""
 
     def __init__(self, model: EdgeModel, q: CoreMLQuant):
         self.weights, self.q, self.cache = model.weights, q, {}
+        self.source = model.source_quant if q.scheme == "source" else {}
+        self.corrections: dict[str, Any] = {}            # name -> (fp16 const [N, K / group], group)
+        self.kept: dict[str, SourceGrid] = {}            # the grids emitted, data dropped (for the artifact's record)
+        self.floats: list[str] = []                       # 2-D weights the checkpoint stores as floats
 
     def fp16(self, name: str):
         from coremltools.converters.mil import Builder as mb
@@ -52,8 +59,44 @@ class Weights:
     def matrix(self, name: str):
         """A 2-D weight (linear, embedding, lm head): quantized when the scheme says so; built once per name."""
         if name not in self.cache:
-            self.cache[name] = self.fp16(name) if self.q.bits is None else self._quantized(name)
+            if name in self.source:
+                self.cache[name] = self._source(name)
+            elif self.q.bits is None:
+                if self.q.scheme == "source":
+                    self.floats.append(name)
+                self.cache[name] = self.fp16(name)
+            else:
+                self.cache[name] = self._quantized(name)
         return self.cache[name]
+
+    def linear(self, x, name: str, bias=None, out_name: str | None = None):
+        """x @ W.T (+ bias), with an asymmetric source grid's per-group correction: + groupsum(x) @ C.T."""
+        from coremltools.converters.mil import Builder as mb
+
+        weight = self.matrix(name)
+        corr = self.corrections.get(name)
+        named = {} if out_name is None else {"name": out_name}
+        if corr is None:
+            return mb.linear(x=x, weight=weight, bias=bias, **named)
+        c, group = corr
+        k = self.source[name].shape[1]
+        sums = mb.reduce_sum(x=mb.reshape(x=x, shape=[1, -1, k // group, group]), axes=[-1], keep_dims=False)
+        main = mb.linear(x=x, weight=weight, bias=bias)
+        return mb.add(x=main, y=mb.linear(x=sums, weight=c), **named)
+
+    def embed(self, tokens, name: str):
+        """The rows of an embedding table, with an asymmetric source grid's correction repeated over each group."""
+        from coremltools.converters.mil import Builder as mb
+
+        rows = mb.gather(x=self.matrix(name), indices=tokens, axis=0)
+        corr = self.corrections.get(name)
+        if corr is None:
+            return rows
+        c, group = corr
+        k = self.source[name].shape[1]
+        per_group = mb.expand_dims(x=mb.gather(x=c, indices=tokens, axis=0), axes=[-1])     # [1, T, K / group, 1]
+        spread = mb.reshape(x=mb.tile(x=per_group, reps=[1, 1, 1, group]), shape=[1, -1, k])
+        return mb.add(x=rows, y=spread)
 
     def _quantized(self, name: str):
         from coremltools.converters.mil import Builder as mb
@@ -79,6 +122,22 @@ class Weights:
                 raise UnsupportedOption(f"quant mode {self.q.mode!r} gives offsets; accepted: linear_symmetric")
             data[start:start + len(part)], scale[start:start + len(part)] = d, s
         return mb.constexpr_blockwise_shift_scale(data=data, scale=scale, name=name.replace(".", "_"))
+
+    def _source(self, name: str):
+        from coremltools.converters.mil import Builder as mb
+        from coremltools.converters.mil.mil import types
+
+        grid = to_grid(self.source[name], name)
+        data = np.empty(grid.shape, dtype=types.nptype_from_builtin(types.string_to_builtin(f"int{grid.bits}")))
+        data[...] = grid.data
+        stem = name.replace(".", "_")
+        if grid.correction is not None:
+            self.corrections[name] = (mb.const(val=grid.correction, name=stem + "_correction"), grid.group)
+        self.kept[name] = replace(grid, data=np.empty((0, 0), np.int8))
+        return mb.constexpr_blockwise_shift_scale(data=data, scale=grid.scale, name=stem)
+
+    def record(self) -> dict[str, list[str]]:
+        return describe(self.kept, self.floats)
 
 
 def rms_norm(x, weight, eps: float, name: str):
@@ -132,7 +191,7 @@ def attention(x, i: int, w: Weights, ctx: dict[str, Any]):
 
     def proj(name, n):
         bias = w.fp16(p + name + ".bias") if cfg.attention_bias else None
-        return heads(mb.linear(x=x, weight=w.matrix(p + name + ".weight"), bias=bias), n, d)
+        return heads(w.linear(x, p + name + ".weight", bias=bias), n, d)
 
     q, k, v = proj("wq", hq), proj("wk", hkv), proj("wv", hkv)
     if cfg.qk_norm:
@@ -144,7 +203,7 @@ def attention(x, i: int, w: Weights, ctx: dict[str, Any]):
     v_all = write_cache(ctx["states"][state_name(i, "v")], v, ctx["begin"], ctx["end"], hq, rep, size, d)
     y = mb.scaled_dot_product_attention(query=q, key=k_all, value=v_all, attn_mask=ctx["mask"])
     y = mb.reshape(x=mb.transpose(x=y, perm=[0, 2, 1, 3]), shape=[1, -1, hq * d])
-    return mb.linear(x=y, weight=w.matrix(p + "wo.weight"))
+    return w.linear(y, p + "wo.weight")
 
 
 def block(x, i: int, w: Weights, ctx: dict[str, Any]):
@@ -155,9 +214,9 @@ def block(x, i: int, w: Weights, ctx: dict[str, Any]):
     x = mb.add(x=x, y=attention(h, i, w, ctx))
     h = rms_norm(x, w.fp16(p + "ffn_norm.weight"), eps, f"layers_{i}_ffn_norm")
     f = p + "feed_forward."
-    gate = mb.silu(x=mb.linear(x=h, weight=w.matrix(f + "w1.weight")))
-    up = mb.linear(x=h, weight=w.matrix(f + "w3.weight"))
-    return mb.add(x=x, y=mb.linear(x=mb.mul(x=gate, y=up), weight=w.matrix(f + "w2.weight")))
+    gate = mb.silu(x=w.linear(h, f + "w1.weight"))
+    up = w.linear(h, f + "w3.weight")
+    return mb.add(x=x, y=w.linear(mb.mul(x=gate, y=up), f + "w2.weight"))
 
 
 def positions(tokens, input_pos, cfg, size: int):
@@ -180,8 +239,9 @@ def positions(tokens, input_pos, cfg, size: int):
                                      np.array([cfg.head_dim], np.int32)], axis=0)}
 
 
-def build_program(model: EdgeModel, spec: TargetSpec, q: CoreMLQuant):
-    """The iOS 18 MIL program of `model` (one function "main"), weights emitted layer by layer."""
+def build_program(model: EdgeModel, spec: TargetSpec, q: CoreMLQuant, record: dict | None = None):
+    """The iOS 18 MIL program of `model` (one function "main"), weights emitted layer by layer. Under quant 'source'
+    `record` (when given) receives which block types were kept and which weights stayed fp16."""
     import coremltools as ct
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import Function, Program, types
@@ -198,14 +258,16 @@ def build_program(model: EdgeModel, spec: TargetSpec, q: CoreMLQuant):
     with Function(specs, opset_version=ct.target.iOS18) as fn:
         ctx = {"cfg": cfg, "size": size, "states": fn.inputs,
                **positions(fn.inputs["tokens"], fn.inputs["input_pos"], cfg, size)}
-        x = mb.gather(x=w.matrix("tok_embeddings.weight"), indices=fn.inputs["tokens"], axis=0)
+        x = w.embed(fn.inputs["tokens"], "tok_embeddings.weight")
         for i in range(cfg.num_layers):
             x = block(x, i, w, ctx)
         x = rms_norm(x, w.fp16("norm.weight"), cfg.rms_norm_eps, "final_norm")
         if spec.last_logits_only:
             x = mb.slice_by_index(x=x, begin=[0, -1, 0], end=[0, 0, 0], end_mask=[True, True, True])
         head = "tok_embeddings.weight" if cfg.tie_word_embeddings else "output.weight"
-        fn.set_outputs([mb.linear(x=x, weight=w.matrix(head), name="logits")])
+        fn.set_outputs([w.linear(x, head, out_name="logits")])
+    if record is not None and q.scheme == "source":
+        record.update(w.record())
     prog = Program()
     prog.add_function("main", fn)
     return prog

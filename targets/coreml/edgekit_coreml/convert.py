@@ -65,7 +65,7 @@ def sigint_held() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def lower(model: EdgeModel, spec: TargetSpec, q: CoreMLQuant, ios: int):
+def lower(model: EdgeModel, spec: TargetSpec, q: CoreMLQuant, ios: int, record: dict | None = None):
     """Build the MIL program from the EdgeModel's weights (edgekit_coreml.builder), then ct.convert it to an ML
     program. The builder's program is fp16 and already quantized, so conversion only runs coremltools' passes and
     serializes (the returned MLModel keeps the pymil program for the ANE report)."""
@@ -79,7 +79,7 @@ def lower(model: EdgeModel, spec: TargetSpec, q: CoreMLQuant, ios: int):
         raise UnsupportedOption(f"min_ios {ios} is not known to coremltools {ct.__version__}; accepted: 18")
     stages = progress.current()
     with stages.stage("build"):
-        prog = build_program(model, spec, q)
+        prog = build_program(model, spec, q, record)
     seq = ct.RangeDim(lower_bound=1, upper_bound=spec.max_seq_len - 1, default=1)
     with stages.stage("lower"):
         return ct.convert(
@@ -118,10 +118,15 @@ def export_coreml(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, An
     """Write out/model.mlpackage; returns the artifact metadata."""
     ios = check_min_ios(spec.options)
     q = quant_for(spec.quant, spec.options)
+    if q.scheme == "source" and not getattr(model, "source_quant", None):
+        from edgekit_coreml.source_grid import source_grids
+
+        source_grids(model)   # raises: a float checkpoint has no grids of its own to keep
     stages = progress.current()
     t0 = time.perf_counter()
+    record: dict[str, list[str]] = {}
     try:
-        mlmodel = lower(model, spec, q, ios)
+        mlmodel = lower(model, spec, q, ios, record)
     except UnsupportedOption:
         raise
     except Exception as e:  # a conversion failure names the stage and the cause
@@ -134,7 +139,8 @@ def export_coreml(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, An
     findings = ane_report(mlmodel._mil_program, q)
     for f in findings:
         log.warning("Neural Engine: %s", f)
-    return {"format": "mlprogram", "file": MODEL_FILE, "min_ios": ios, "min_macos": 15,
+    extra = {"source_grids": record} if q.scheme == "source" else {}
+    return {**extra, "format": "mlprogram", "file": MODEL_FILE, "min_ios": ios, "min_macos": 15,
             "shape_strategy": "flexible sequence length (ct.RangeDim 1..max_seq_len-1), one function for prefill "
                               "and decode; not multifunction",
             "kv_cache_storage": "fp16 Core ML states [1, Hkv, max_seq_len, D] per layer (k and v)",

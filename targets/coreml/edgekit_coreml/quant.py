@@ -10,14 +10,14 @@ import torch
 
 from edgekit.errors import UnsupportedOption
 
-SCHEMES = ("fp16", "w8", "w4")
+SCHEMES = ("fp16", "w8", "w4", "source")
 GRANULARITIES = ("per_block", "per_channel")
 
 
 @dataclass(frozen=True)
 class CoreMLQuant:
-    scheme: str                 # "fp16" | "w8" | "w4"
-    bits: int | None            # None for fp16
+    scheme: str                 # "fp16" | "w8" | "w4" | "source"
+    bits: int | None            # None for fp16 and source (the checkpoint's own bits, per tensor)
     granularity: str | None     # "per_channel" | "per_block"
     block_size: int | None      # input-axis block for per_block
     mode: str = "linear_symmetric"
@@ -34,6 +34,12 @@ class CoreMLQuant:
 def quant_for(scheme: str, options: dict[str, Any]) -> CoreMLQuant:
     if scheme == "fp16":
         return CoreMLQuant("fp16", None, None, None)
+    if scheme == "source":
+        fixed = sorted(set(options) & {"granularity", "block_size"})
+        if fixed:
+            raise UnsupportedOption(f"{', '.join(fixed)} cannot be set with quant 'source', which keeps the "
+                                    "checkpoint's own grids (its groups and bits); use quant 'w4' or 'w8' to choose them")
+        return CoreMLQuant("source", None, "per_block", None, mode="source")
     if scheme not in SCHEMES:
         raise UnsupportedOption(f"quant scheme {scheme!r} is not supported by target 'coreml'; supported: "
                                 f"{', '.join(SCHEMES)}")
