@@ -51,7 +51,8 @@ class CoreMLTarget:
         model_features=("qk_norm", "attention_bias", "tied_embeddings", "rope_freq_factors", "rope_scaling_llama3"),
         # the shared schemes: w8 per channel and w4 in blocks of 32, both by coremltools' round-to-nearest
         scheme_bindings=(SchemeBinding("fp16", "fp16"), SchemeBinding("w8", "w8", (("granularity", "per_channel"),)),
-                         SchemeBinding("w4", "w4", (("granularity", "per_block"), ("block_size", 32)))),
+                         SchemeBinding("w4", "w4", (("granularity", "per_block"), ("block_size", 32))),
+                         SchemeBinding("source", "source")),
         notes=KV_NOTE,
         load_dtype="float16",  # Core ML computes in fp16: a checkpoint path is loaded straight to fp16 (RSS)
     )
