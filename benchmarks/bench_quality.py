@@ -86,15 +86,31 @@ def export_row(model, row: Row, reuse: bool) -> None:
     from edgekit.targets.registry import get_target
 
     out = WORK / "exports" / row.label.replace(" ", "_").replace("/", "-")
+    stamp = out.with_name(out.name + ".code-sha256")   # beside the folder: its bytes stay the artifact's
     t0 = time.perf_counter()
-    if reuse and (out / "artifact.json").exists():
+    if reuse and (out / "artifact.json").exists() and stamp.exists() and stamp.read_text() == code_stamp():
         art = Artifact.load(out)
     else:
         art = edgekit.export(model, row.target, quant=row.quant, max_seq_len=WINDOW, last_logits_only=False,
                              out=out, force=True, validate=False, evaluate=False, show_progress=False, **row.options)
         row.figures["export_s"] = time.perf_counter() - t0
+        stamp.write_text(code_stamp())
     row.figures["bytes"] = sum(f.stat().st_size for f in Path(art.path).rglob("*") if f.is_file())
     row.session = get_target(row.target).session(art)
+
+
+def code_stamp() -> str:
+    """sha256 of edgekit's and the targets' sources: --reuse keeps an export only if the code that made it is today's
+    (a process loads one build of a kernel library: an export kept from another checkout would be refused beside a
+    fresh one, and its figures would be another code's)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    root = BENCH_DIR.parent
+    for f in sorted(p for d in ("edgekit", "targets") for p in (root / d).rglob("*")
+                    if p.is_file() and p.suffix in (".py", ".h", ".hpp", ".cpp", ".c", ".txt", ".json")):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 class PeerSession:
@@ -263,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                    "onnxruntime-genai")
     p.add_argument("--max-tokens", type=int, default=None, help="score at most this many tokens per row")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--reuse", action="store_true", help="reuse exports already in benchmarks/.cache/quality")
+    p.add_argument("--reuse", action="store_true", 
+                   help="reuse exports in benchmarks/.cache/quality made by the same edgekit sources")
     p.add_argument("--out", type=Path, default=None,
                    help=f"results file (default: {RESULTS.relative_to(BENCH_DIR.parent)} for a run of every row, "
                    "else results/quality-<rows>.md, so a partial run never replaces the full table)")
