@@ -135,12 +135,27 @@ class Tokenizer:
 
     def save(self, folder: Path) -> list[str]:
         """Write tokenizer.json (+ chat_template.jinja); returns the file names written."""
-        (folder / "tokenizer.json").write_text(self.json)
+        (folder / "tokenizer.json").write_text(compact_json(self.json))
         written = ["tokenizer.json"]
         if self.chat_template:
             (folder / "chat_template.jinja").write_text(self.chat_template)
             written.append("chat_template.jinja")
         return written
+
+
+def compact_json(tokenizer_json: str) -> str:
+    """tokenizer.json with BPE merges as "a b" strings instead of ["a", "b"] pairs (tokenizers' earlier form, which
+    it, transformers and onnxruntime-genai all read): 4 bytes less per merge, 0.2 MB for a 49k-merge vocabulary, the
+    difference between an artifact at a GGUF's size and one above it. Kept as pairs if any merged token has a space
+    (the string form could not be split back)."""
+    doc = json.loads(tokenizer_json)
+    merges = (doc.get("model") or {}).get("merges")
+    if not merges or not all(isinstance(m, list) and len(m) == 2 for m in merges):
+        return tokenizer_json
+    if any(" " in a or " " in b for a, b in merges):
+        return tokenizer_json
+    doc["model"]["merges"] = [f"{a} {b}" for a, b in merges]
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
 def _tok_str(v: Any) -> str | None:

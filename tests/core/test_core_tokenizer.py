@@ -198,3 +198,26 @@ def test_gguf_sentencepiece_tokenizer_matches_transformers(with_merges, tmp_path
     assert_same_tokenizer(ours, theirs)
     assert_same_templates(ours, theirs)
     assert ours.add_bos and ours.encode("hi", add_special_tokens=True)[0] == 1  # llama.cpp's default for "llama"
+
+
+def test_saved_tokenizer_writes_merges_compactly_and_encodes_the_same(smollm2, tmp_path):
+    from edgekit.evaldata import eval_text
+
+    ours = smollm2.tokenizer
+    ours.save(tmp_path)
+    written = (tmp_path / "tokenizer.json").read_text()
+    merges = json.loads(written)["model"]["merges"]
+    assert all(isinstance(m, str) and m.count(" ") == 1 for m in merges)
+    assert len(written.encode()) <= len(ours.json.encode()) - 4 * len(merges)
+    again = Tokenizer.from_folder(tmp_path)
+    text = eval_text().text[:20000] + " Émile's café, 東京! 🙂"
+    assert again.encode(text) == ours.encode(text)
+
+
+def test_merges_whose_tokens_hold_a_space_stay_pairs():
+    from edgekit.model.tokenizer import compact_json
+
+    doc = {"model": {"type": "BPE", "merges": [["a b", "c"], ["d", "e"]]}}
+    assert json.loads(compact_json(json.dumps(doc)))["model"]["merges"] == [["a b", "c"], ["d", "e"]]
+    doc["model"]["merges"] = [["a", "c"], ["d", "e"]]
+    assert json.loads(compact_json(json.dumps(doc)))["model"]["merges"] == ["a c", "d e"]
