@@ -36,6 +36,9 @@ def cli(verbose: int) -> None:
         import warnings
 
         warnings.simplefilter("ignore")
+        # torch logs through a handler of its own (not propagated to ours): its pytree deprecation notices, raised by
+        # torchao's imports, would print between the progress lines
+        logging.getLogger("torch").setLevel(logging.ERROR)
         os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("PYTHONWARNINGS", "ignore")           # the same for worker processes (edgekit demo)
         os.environ.setdefault("EDGEKIT_QUIET_THIRD_PARTY", "1")

@@ -9,6 +9,7 @@ the way there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import threading
@@ -65,6 +66,24 @@ def sigint_held() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def pass_bars_off() -> Iterator[None]:
+    """coremltools draws a tqdm bar per MIL pass pipeline on stderr, between edgekit's own progress lines; they show
+    only when edgekit logs at debug level (`edgekit -vv`). tqdm reads TQDM_DISABLE once, when first imported (torch
+    imports it before any command runs), so the pipeline's own tqdm is switched off for the conversion instead."""
+    from coremltools.converters.mil.mil.passes import pass_pipeline
+
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    bar = pass_pipeline.tqdm
+    pass_pipeline.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        pass_pipeline.tqdm = bar
+
+
 def lower(model: EdgeModel, spec: TargetSpec, q: CoreMLQuant, ios: int, record: dict | None = None):
     """Build the MIL program from the EdgeModel's weights (edgekit_coreml.builder), then ct.convert it to an ML
     program. The builder's program is fp16 and already quantized, so conversion only runs coremltools' passes and
@@ -81,7 +100,7 @@ def lower(model: EdgeModel, spec: TargetSpec, q: CoreMLQuant, ios: int, record: 
     with stages.stage("build"):
         prog = build_program(model, spec, q, record)
     seq = ct.RangeDim(lower_bound=1, upper_bound=spec.max_seq_len - 1, default=1)
-    with stages.stage("lower"):
+    with stages.stage("lower"), pass_bars_off():
         return ct.convert(
             prog,
             inputs=[ct.TensorType(name=INPUTS[0], shape=(1, seq), dtype=np.int32),
