@@ -19,6 +19,22 @@ FAMILY_CASES = {
 }
 
 
+# `edgekit` commands run in-process (click's CliRunner) set these for their child processes; left in the worker's
+# environment they would quiet every later test's subprocesses, so each test starts from what the worker had
+_CLI_ENV = ("TQDM_DISABLE", "PYTHONWARNINGS", "EDGEKIT_QUIET_THIRD_PARTY")
+
+
+@pytest.fixture(autouse=True)
+def _cli_environment_stays_in_its_test():
+    before = {k: os.environ.get(k) for k in _CLI_ENV}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def checkpoint_dir(tmp_path_factory):
     """Factory: a tiny random checkpoint folder per case name, built once per session."""

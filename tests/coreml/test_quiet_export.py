@@ -2,15 +2,19 @@
 notices (raised by torchao's imports) stay out of the terminal unless -vv asks for the libraries' output."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 CHATTER = ("Running MIL", "passes/s", "_pytree.py")
+# the quiet switches the CLI sets for its own child processes; a CLI test run in this worker may have left them set
+QUIET_ENV = ("TQDM_DISABLE", "PYTHONWARNINGS", "EDGEKIT_QUIET_THIRD_PARTY")
 
 
 def _export(folder, out, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgekit", *flags, "export", str(folder), "-t", "ios", "-o", str(out),
-                           "--max-seq-len", "32", "--no-eval"], capture_output=True, text=True, timeout=600)
+                           "--max-seq-len", "32", "--no-eval"], capture_output=True, text=True, timeout=600,
+                          env={k: v for k, v in os.environ.items() if k not in QUIET_ENV})
 
 
 def test_ios_export_prints_no_library_chatter_unless_asked(checkpoint_dir, tmp_path):
