@@ -308,6 +308,19 @@ def genai_folder_as_written(folder: Path) -> Path:
     return out
 
 
+def lcpp_isa() -> tuple[str, str]:
+    """The ISA level ggml is built for on this CPU (from /proc/cpuinfo's flags) and the CMake flags that say it."""
+    try:
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        flags = set()
+    base = "-DGGML_NATIVE=OFF -DGGML_AMX_INT8=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+    if {"avx512f", "avx512_vnni"} <= flags:
+        return "avx512vnni", base + " -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON"
+    return "avx2", base + " -DGGML_AVX512=OFF"
+
+
 class LlamaCpp(Peer):
     name = "llama-cpp"
     label = f"llama.cpp via llama-cpp-python {LCPP_VERSION}"
@@ -321,10 +334,12 @@ class LlamaCpp(Peer):
                 "protobuf")
 
     def python(self) -> Path:
-        # ggml's native build (-march=native) takes this CPU's AMX path and crashes (SIGSEGV) at the first matmul:
-        # AVX-512 VNNI without AMX is what runs here
-        return ensure_venv(self.name, self.requirements, env={"CMAKE_BUILD_PARALLEL_LEVEL": "2", "CMAKE_ARGS": (
-            "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AMX_INT8=OFF")})
+        # ggml's native build (-march=native) takes an AMX CPU's AMX path and crashes (SIGSEGV) at the first matmul,
+        # so the ISA is named explicitly; a build for AVX-512 dies with SIGILL on an AVX2-only CPU, so the venv is
+        # per ISA level (the machines this runs on differ from day to day)
+        isa, args = lcpp_isa()
+        return ensure_venv(f"{self.name}-{isa}", self.requirements,
+                           env={"CMAKE_BUILD_PARALLEL_LEVEL": "2", "CMAKE_ARGS": args})
 
     def export(self, ckpt: Path, ckpt_sha: str, reuse: bool = True) -> PeerArtifact:
         py = self.python()
