@@ -78,6 +78,9 @@ def _export_into(model: EdgeModel, tgt: Any, spec: TargetSpec, out: Path, *, val
     try:
         with progress.activate(stages):
             artifact = tgt.export(model, spec, tmp)
+            if model.has_tokenizer and "tokenizer.json" not in artifact.files:
+                # the artifact carries its tokenizer and chat template: bundling it later needs no checkpoint
+                artifact.files += [f for f in model.tokenizer.save_with_config(tmp) if f not in artifact.files]
             artifact.metadata.update(_common_metadata(model, tgt.name, spec))
             # the shared scheme asked for and what this target made of it (edgekit.targets.schemes)
             artifact.metadata["quant_scheme"] = scheme

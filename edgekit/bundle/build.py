@@ -144,10 +144,15 @@ def _bundle_artifact(art: Artifact, out_dir: Path, *, zip: bool, force: bool, na
 
 
 def tokenizer_for_artifact(art: Artifact) -> Tokenizer:
-    """The tokenizer of the checkpoint the artifact came from (its recorded source), checked by sha256 where known."""
+    """The tokenizer the artifact carries; for an older artifact without one, its recorded checkpoint's (checked by
+    sha256 where known)."""
     from edgekit.hashing import file_sha256
     from edgekit.model.load import load
+    from edgekit.model.tokenizer import Tokenizer
 
+    if "tokenizer.json" in art.files:   # written by the export (covered by its file hashes): no checkpoint needed
+        return Tokenizer.from_folder(art.path, tuple(art.metadata.get("eos_ids", ())))
+    # an artifact made before exports carried their tokenizer: the checkpoint it records
     facts = art.metadata.get("model", {})
     src = Path(facts.get("source", ""))
     if not facts.get("source") or not src.exists():
@@ -157,8 +162,6 @@ def tokenizer_for_artifact(art: Artifact) -> Tokenizer:
         raise BundleError(f"{src} changed since the artifact at {art.path} was exported (sha256 differs); "
                           "re-export, or pass tokenizer= explicitly")
     if src.is_dir():
-        from edgekit.model.tokenizer import Tokenizer
-
         return Tokenizer.from_folder(src, tuple(art.metadata.get("eos_ids", ())))
     return load(src).tokenizer
 
@@ -184,9 +187,7 @@ def assemble(folder: Path, art: Artifact, tgt: Target, tok: Tokenizer, *, move: 
         if not (art.path / rel).exists():
             raise BundleError(f"the artifact at {art.path} lists {rel!r} but the file is not there")
         _place(art.path / rel, folder / rel, move)
-    from edgekit.bundle.facts import write_tokenizer
-
-    tok_files = write_tokenizer(tok, folder)
+    tok_files = tok.save_with_config(folder)
     kernels = [_place_asset(Path(asset), art.path, folder) for asset in tgt.device_assets(art) or []]
     runner = _standalone(tgt)
     if runner is not None:

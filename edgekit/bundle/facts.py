@@ -82,19 +82,3 @@ def chat_format(tok: Tokenizer) -> dict[str, str] | None:
         return None
     before, after = text.split(_SENTINEL)
     return {"before": before, "after": after}
-
-
-def write_tokenizer(tok: Tokenizer, folder: Path) -> list[str]:
-    """tokenizer.json, chat_template.jinja and a tokenizer_config.json (what transformers and swift-transformers'
-    AutoTokenizer.from(modelFolder:) read); returns the file names."""
-    import json
-
-    files = tok.save(folder)
-    if (folder / "tokenizer_config.json").exists():  # the artifact brought its own (a runtime may need its form)
-        return [*files, "tokenizer_config.json"]
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": tok.bos_token, "eos_token": tok.eos_token,
-              "add_bos_token": tok.add_bos, "chat_template": tok.chat_template,
-              "model_max_length": None}
-    (folder / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None},
-                                                             indent=2), encoding="utf-8")
-    return [*files, "tokenizer_config.json"]

@@ -142,6 +142,20 @@ class Tokenizer:
             written.append("chat_template.jinja")
         return written
 
+    def save_with_config(self, folder: Path) -> list[str]:
+        """save() plus a tokenizer_config.json (what transformers' and swift-transformers' AutoTokenizer read);
+        a tokenizer_config.json already in the folder (a runtime's own form: onnxruntime-genai's) is kept. Returns
+        the file names. Written by every export, so an artifact carries its tokenizer and bundling needs no
+        checkpoint."""
+        files = self.save(folder)
+        if not (folder / "tokenizer_config.json").exists():
+            config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": self.bos_token,
+                      "eos_token": self.eos_token, "add_bos_token": self.add_bos, "chat_template": self.chat_template,
+                      "model_max_length": None}
+            (folder / "tokenizer_config.json").write_text(
+                json.dumps({k: v for k, v in config.items() if v is not None}, indent=2), encoding="utf-8")
+        return [*files, "tokenizer_config.json"]
+
 
 def compact_json(tokenizer_json: str) -> str:
     """tokenizer.json with BPE merges as "a b" strings instead of ["a", "b"] pairs (tokenizers' earlier form, which

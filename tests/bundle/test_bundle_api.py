@@ -22,7 +22,8 @@ def test_manifest_has_every_contract_key(fake_bundle):
                              "min_os": "Linux (any)"}
     assert doc["model"]["family"] == "llama" and doc["model"]["parameters"] > 0
     assert doc["model"]["source"] == "llama"  # the checkpoint's name, not this machine's path
-    assert doc["artifact"]["files"] == ["weights.safetensors", "config.json"]
+    assert doc["artifact"]["files"] == ["weights.safetensors", "config.json", "tokenizer.json", "chat_template.jinja",
+                                        "tokenizer_config.json"]
     assert doc["artifact"]["main"] == "weights.safetensors"
     assert doc["quant"] == "fp32" and doc["kv_cache"] == "fp32" and doc["max_seq_len"] == 64
     assert doc["last_logits_only"] is True
@@ -148,10 +149,26 @@ def test_an_artifact_folder_bundles_without_the_model(tiny_llama, tmp_path):
 
     with pytest.raises(BundleError, match="max_seq_len cannot change an artifact that is already exported"):
         edgekit.bundle(art.path, out=tmp_path / "dist", max_seq_len=32)
-    b = edgekit.bundle(art.path, out=tmp_path / "dist")  # tokenizer from the artifact's recorded checkpoint
+    b = edgekit.bundle(art.path, out=tmp_path / "dist")  # the tokenizer the export wrote into the artifact
     assert b.manifest["max_seq_len"] == 48 and (art.path / "weights.safetensors").exists()  # copied, not moved
     assert b.generate("hello", max_new_tokens=6, temperature=0).token_ids == \
         tiny_llama.generate("hello", max_new_tokens=6, temperature=0, max_seq_len=48).token_ids
+
+
+def test_an_artifact_bundles_after_its_checkpoint_is_gone(checkpoint_dir, tmp_path):
+    import shutil
+
+    ckpt = shutil.copytree(checkpoint_dir("qwen3"), tmp_path / "ckpt")
+    model = edgekit.load(ckpt)
+    art = edgekit.export(model, "fake", max_seq_len=32, out=tmp_path / "art")
+    assert {"tokenizer.json", "tokenizer_config.json"} <= set(art.files)
+    assert set(art.files) <= set(art.metadata["file_hashes"])   # covered by the export's hashes like its weights
+    shutil.rmtree(ckpt)
+    b = edgekit.bundle(art.path, out=tmp_path / "dist")
+    text = "The capital of France is Paris. 12 * 7 = 84."
+    assert b.tokenizer.encode(text) == model.tokenizer.encode(text)
+    assert b.tokenizer.chat_template == model.tokenizer.chat_template
+    assert b.tokenizer.stop_ids == model.tokenizer.stop_ids
 
 
 def test_bad_target_and_name_requests(tiny_llama, tmp_path):

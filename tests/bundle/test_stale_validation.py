@@ -46,7 +46,9 @@ def validated_export(tiny_llama, tmp_path):
 
 def test_an_unchanged_export_folder_bundles_with_its_figures(validated_export, tmp_path):
     meta = json.loads((validated_export / "artifact.json").read_text())["metadata"]
-    assert set(meta["file_hashes"]) == {"weights.safetensors", "config.json"}
+    # the weights, the config and the tokenizer the export wrote beside them
+    assert set(meta["file_hashes"]) == {"weights.safetensors", "config.json", "tokenizer.json", "chat_template.jinja",
+                                        "tokenizer_config.json"}
     b = edgekit.bundle(validated_export, out=tmp_path / "dist")
     assert b.manifest["validation"] == meta["validation"]
 
