@@ -194,9 +194,11 @@ GGUF_PRE_SPLITS = {
     "qwen35": _QWEN35_SPLIT,
     **dict.fromkeys(("gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"), _GPT4O_SPLIT),
 }
-# pre-tokenizers whose split is GPT-2's own regex (tokenizers' ByteLevel default). llama.cpp's "smollm" splits digits
-# one by one before it; SmolLM's merges never join a digit to anything, so the tokens come out the same.
-GGUF_GPT2_REGEX_PRES = ("gpt2", "smollm")
+# pre-tokenizers whose split is GPT-2's own regex (tokenizers' ByteLevel default), and those that first cut every digit
+# apart (llama.cpp's "smollm", as SmolLM2's tokenizer.json does with Digits): without that cut "  99" is
+# [Ġ, Ġ, 9, 9] instead of llama.cpp's [ĠĠ, 9, 9] (transformers' GGUF loader misses it)
+GGUF_GPT2_REGEX_PRES = ("gpt2",)
+GGUF_DIGITS_THEN_GPT2_PRES = ("smollm",)
 GGUF_TOKENIZER_MODELS = ("gpt2", "llama")
 _CONTROL, _USER_DEFINED = 3, 4
 # the special ids a GGUF names; the end-of-generation ones among them (besides EOS) also stop generation
@@ -208,7 +210,7 @@ _GGUF_EOG_KEYS = ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
 def supported_gguf_pre_tokenizers() -> list[str]:
     """The tokenizer.ggml.pre values a byte-level ("gpt2") GGUF vocabulary may name: those edgekit splits exactly as
     llama.cpp does."""
-    return sorted({*GGUF_GPT2_REGEX_PRES, *GGUF_PRE_SPLITS})
+    return sorted({*GGUF_GPT2_REGEX_PRES, *GGUF_DIGITS_THEN_GPT2_PRES, *GGUF_PRE_SPLITS})
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -236,12 +238,18 @@ def _gguf_backend(meta: dict[str, Any]):
         raise TokenizerError(f"GGUF tokenizer model {kind!r} is not supported; supported: "
                              f"{', '.join(GGUF_TOKENIZER_MODELS)} (the model loads, generation needs a tokenizer)")
     _add_special_tokens(tok, meta)
-    split = GGUF_PRE_SPLITS.get(meta.get("tokenizer.ggml.pre")) if kind == "gpt2" else None
+    pre = meta.get("tokenizer.ggml.pre") if kind == "gpt2" else None
+    split = GGUF_PRE_SPLITS.get(pre)
     if split is not None:
         from tokenizers import Regex, pre_tokenizers
 
         tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
                                                      pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    elif pre in GGUF_DIGITS_THEN_GPT2_PRES:
+        from tokenizers import pre_tokenizers
+
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     return tok
 
 
@@ -249,7 +257,7 @@ def _check_pre(pre: Any) -> None:
     """A byte-level vocabulary's split regex decides its tokens; one we cannot reproduce is an error, not a guess
     (GPT-2's regex on a vocabulary learned with another gives other ids, silently). A sentencepiece ("llama")
     vocabulary has no split regex, so its pre is not checked, as llama.cpp ignores it."""
-    if pre not in GGUF_GPT2_REGEX_PRES and pre not in GGUF_PRE_SPLITS:
+    if pre not in supported_gguf_pre_tokenizers():
         raise TokenizerError(f"GGUF pre-tokenizer (tokenizer.ggml.pre) {pre!r} is not supported for a byte-level "
                              f"(gpt2) vocabulary; supported: {', '.join(supported_gguf_pre_tokenizers())}; "
                              "sentencepiece (llama) vocabularies need none (the model loads, generation needs a "

