@@ -197,7 +197,7 @@ GGUF_PRE_SPLITS = {
 # pre-tokenizers whose split is GPT-2's own regex (tokenizers' ByteLevel default), and those that first cut every digit
 # apart (llama.cpp's "smollm", as SmolLM2's tokenizer.json does with Digits): without that cut "  99" is
 # [Ġ, Ġ, 9, 9] instead of llama.cpp's [ĠĠ, 9, 9] (transformers' GGUF loader misses it)
-GGUF_GPT2_REGEX_PRES = ("gpt2",)
+GGUF_GPT2_REGEX_PRES = ("gpt-2", "gpt2")  # llama.cpp's name; and the one transformers' and edgekit's test writers use
 GGUF_DIGITS_THEN_GPT2_PRES = ("smollm",)
 GGUF_TOKENIZER_MODELS = ("gpt2", "llama")
 _CONTROL, _USER_DEFINED = 3, 4

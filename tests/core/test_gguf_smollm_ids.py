@@ -1,6 +1,6 @@
 """SmolLM2's GGUF vocabulary (pre-tokenizer "smollm": every digit cut apart before GPT-2's split) gives llama.cpp's
 ids exactly, recorded by tests/data/make_gguf_tokenizer_ids.py; the digit samples are where a plain GPT-2 split
-differs ("  99" is [ĠĠ, 9, 9], not [Ġ, Ġ, 9, 9])."""
+differs ("  99" is [ĠĠ, 9, 9], not [Ġ, Ġ, 9, 9]). The same vocabulary relabelled "gpt-2" checks GPT-2's split alone."""
 from __future__ import annotations
 
 import json
@@ -13,11 +13,18 @@ SAMPLES = json.loads(REFERENCE.read_text(encoding="utf-8"))["samples"]
 
 
 @pytest.fixture(scope="module")
-def tok(smollm2_path):
+def meta(smollm2_path):
     from edgekit.model.gguf_reader import metadata, open_gguf
+
+    return metadata(open_gguf(smollm2_path))
+
+
+@pytest.fixture(scope="module")
+def tok(meta):
     from edgekit.model.tokenizer import Tokenizer
 
-    return Tokenizer.from_gguf(metadata(open_gguf(smollm2_path)))
+    assert meta["tokenizer.ggml.pre"] == "smollm"
+    return Tokenizer.from_gguf(meta)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
@@ -26,3 +33,12 @@ def test_smollm2_ids_match_llama_cpp(name, tok):
     assert tok.encode(ref["text"]) == ref["ids"]  # exact, every id
     assert tok.encode(ref["text"], add_special_tokens=True) == ref["ids_bos"]
     assert tok.decode(ref["ids"]) == ref["text"]
+
+
+def test_gpt2_split_matches_llama_cpp(meta):
+    from edgekit.model.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_gguf({**meta, "tokenizer.ggml.pre": "gpt-2"})
+    for name, ref in SAMPLES.items():
+        assert tok.encode(ref["text"]) == ref["ids_gpt-2"], name
+    assert any(ref["ids_gpt-2"] != ref["ids"] for ref in SAMPLES.values())  # the samples do tell the splits apart

