@@ -4,7 +4,9 @@ Encoding follows transformers' semantics: `add_special_tokens=True` applies the 
 when the checkpoint asks for it: tokenizer.json's own post-processor for HF folders (transformers 5 ignores
 tokenizer_config's add_bos_token when tokenizer.json exists), or GGUF `add_bos_token` / `add_eos_token`, rebuilt
 the way transformers' `update_post_processor` does. A GGUF tokenizer is rebuilt the way transformers'
-GGUF integration builds it (byte-level BPE or sentencepiece BPE, control tokens special, user-defined added).
+GGUF integration builds it (byte-level BPE or sentencepiece BPE, control tokens special, user-defined added), except
+where that differs from llama.cpp, the tokenizer GGUF files are made for: control tokens outside the byte alphabet
+(DeepSeek-R1's <｜User｜>), SmolLM's digit split, Llama 3's ignore_merges (tests/data holds llama.cpp's ids).
 """
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ class Tokenizer:
 
     @classmethod
     def from_gguf(cls, meta: dict[str, Any], eos_token_ids: tuple[int, ...] = ()) -> Tokenizer:
-        """From GGUF metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`), as transformers builds it."""
+        """From GGUF metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`), giving llama.cpp's ids."""
         tokens = meta.get("tokenizer.ggml.tokens")
         if not tokens:
             raise TokenizerError("the GGUF file has no tokenizer.ggml.tokens; the model loads, but generation and "
@@ -212,8 +214,9 @@ _GGUF_EOG_KEYS = ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
 
 
 def supported_gguf_pre_tokenizers() -> list[str]:
-    """The tokenizer.ggml.pre values a byte-level ("gpt2") GGUF vocabulary may name: those edgekit splits exactly as
-    llama.cpp does."""
+    """The tokenizer.ggml.pre values a byte-level ("gpt2") GGUF vocabulary may name: each mapped to the split llama.cpp
+    uses for it (llama-vocab.cpp); deepseek-r1-qwen, smollm, gpt-2 and llama-bpe are checked against llama.cpp's ids
+    in tests/core/test_gguf_r1_header.py and test_gguf_smollm_ids.py."""
     return sorted({*GGUF_GPT2_REGEX_PRES, *GGUF_DIGITS_THEN_GPT2_PRES, *GGUF_PRE_SPLITS})
 
 
@@ -231,7 +234,8 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def _gguf_backend(meta: dict[str, Any]):
-    """A `tokenizers.Tokenizer` equal to the one transformers builds from this GGUF metadata."""
+    """A `tokenizers.Tokenizer` for this GGUF metadata: transformers' build, with llama.cpp's choices where they
+    differ (see the module docstring)."""
     kind = meta.get("tokenizer.ggml.model")
     if kind == "gpt2":
         _check_pre(meta.get("tokenizer.ggml.pre"))
