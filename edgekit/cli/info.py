@@ -23,9 +23,11 @@ def command(model: str, context: int, as_json: bool) -> None:
     t = Table(title=f"{info['name']}", show_header=False)
     for key in ("family", "architecture", "source_format", "source_quant", "parameters", "layers", "hidden_size",
                 "heads", "kv_heads", "head_dim", "vocab_size", "max_position_embeddings", "stored_dtype",
-                "tied_embeddings", "tokenizer", "chat_template", "bos", "stop_tokens"):
+                "tied_embeddings", "tokenizer", "chat_template", "bos", "stop_tokens", "tensor_data"):
         t.add_row(key, str(info[key]))
     console.print(t)
+    if info["tensor_data"] != "complete":
+        console.print(f"[yellow]tensor data {info['tensor_data']}[/]", markup=True, highlight=False)
     m = Table(title=f"memory (KV cache at {context} tokens)")
     for col in ("dtype", "weights", "kv cache", "total"):
         m.add_column(col, justify="right")

@@ -48,7 +48,9 @@ class GGUFTensor(NamedTuple):
     shape: np.ndarray     # GGUF order (fastest-moving dimension first), like gguf.ReaderTensor.shape
     data_offset: int
     n_bytes: int
-    data: np.ndarray      # memory-mapped: typed for float types, raw bytes [rows, row_bytes] for block types
+    # memory-mapped: typed for float types, raw bytes [rows, row_bytes] for block types; None when the file ends
+    # before this tensor's data does (a truncated download, a header-only file): its metadata stays readable
+    data: np.ndarray | None
 
 
 class GGUFFile:
@@ -83,18 +85,28 @@ class GGUFFile:
         align = int(self.values.get("general.alignment", 32))
         start = (pos + align - 1) // align * align
         self.tensors = []
+        self.size = len(self.buf)
+        self.data_end = start  # the byte after the last tensor's data: the size a complete file has (at least)
         for name, dims, qtype, offset in infos:
             block, type_size = GGML_QUANT_SIZES[qtype]
             n_elems = int(np.prod(dims)) if dims else 1
             n_bytes = n_elems * type_size // block
             np_shape = tuple(reversed(dims))
             begin = start + offset
+            self.data_end = max(self.data_end, begin + n_bytes)
             raw = self.buf[begin:begin + n_bytes]
-            if qtype.name in ("F32", "F16"):
+            if begin + n_bytes > self.size:
+                data = None
+            elif qtype.name in ("F32", "F16"):
                 data = raw.view(np.float32 if qtype.name == "F32" else np.float16).reshape(np_shape)
             else:
                 data = raw.reshape(*np_shape[:-1], np_shape[-1] // block * type_size)
             self.tensors.append(GGUFTensor(name, qtype, np.asarray(dims, dtype=np.uint64), begin, n_bytes, data))
+
+    @property
+    def truncated(self) -> bool:
+        """The file ends before its tensor data does: metadata and tensor table readable, weights not."""
+        return self.data_end > self.size
 
     def _string(self, pos: int) -> tuple[str, int]:
         (n,) = struct.unpack_from("<Q", self.buf, pos)
@@ -291,17 +303,54 @@ def _rope_freq_factors(reader) -> tuple[float, ...] | None:
     return None
 
 
-def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> EdgeModel:
-    """Load a GGUF file into an EdgeModel (weights dequantized to `dtype`); the tokenizer comes from its metadata."""
+def check_complete(path: Path, reader: GGUFFile) -> None:
+    """A CheckpointError if the file ends before its tensor data does, with both sizes: the usual cause is a download
+    cut short, and the sizes tell how much is missing."""
+    if reader.truncated:
+        raise CheckpointError(
+            f"{path.name} is truncated: its tensor table needs {reader.data_end:,} bytes, the file has "
+            f"{reader.size:,} ({reader.size / reader.data_end:.1%}); its metadata and tokenizer are readable "
+            "(edgekit info), its weights are not; accepted: the complete GGUF file")
+
+
+def _read_header(reader: GGUFFile) -> tuple[dict[str, Any], ModelConfig]:
     import dataclasses
 
-    reader = open_gguf(path)
     meta = metadata(reader)
     tensors = {t.name: (tuple(int(d) for d in reversed(t.shape.tolist())), t.tensor_type.name) for t in reader.tensors}
     cfg = config_from_gguf(meta, tensors)
-    factors = _rope_freq_factors(reader)
-    if factors is not None:
-        cfg = dataclasses.replace(cfg, rope_freq_factors=factors)
+    if not reader.truncated:  # the factors are tensor data
+        factors = _rope_freq_factors(reader)
+        if factors is not None:
+            cfg = dataclasses.replace(cfg, rope_freq_factors=factors)
+    return meta, cfg
+
+
+def _with_tokenizer(model: EdgeModel, meta: dict[str, Any]) -> EdgeModel:
+    try:
+        from edgekit.model.tokenizer import Tokenizer
+
+        model._tokenizer = Tokenizer.from_gguf(meta, model.config.eos_token_ids)
+    except EdgekitError as e:
+        model._tokenizer_problem = str(e)
+        log.warning("%s", e)
+    return model
+
+
+def load_gguf_header(path: Path) -> tuple[EdgeModel, GGUFFile]:
+    """A weightless EdgeModel (config and tokenizer from the metadata) and the reader, for describing a file, even
+    one whose tensor data is cut off; load_gguf is the one that gives weights."""
+    reader = open_gguf(path)
+    meta, cfg = _read_header(reader)
+    model = EdgeModel(config=cfg, weights={}, source=path, source_format="gguf", name=path.stem)
+    return _with_tokenizer(model, meta), reader
+
+
+def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> EdgeModel:
+    """Load a GGUF file into an EdgeModel (weights dequantized to `dtype`); the tokenizer comes from its metadata."""
+    reader = open_gguf(path)
+    check_complete(path, reader)
+    meta, cfg = _read_header(reader)
     weights, source_quant = {}, {}
     for canon, tensor, qt in iter_gguf_tensors(path, reader, cfg, dtype):
         weights[canon] = tensor
@@ -309,11 +358,4 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> EdgeModel:
             source_quant[canon] = qt
     model = EdgeModel(config=cfg, weights=weights, source=path, source_format="gguf", name=path.stem,
                       source_quant=source_quant)
-    try:
-        from edgekit.model.tokenizer import Tokenizer
-
-        model._tokenizer = Tokenizer.from_gguf(meta, cfg.eos_token_ids)
-    except EdgekitError as e:
-        model._tokenizer_problem = str(e)
-        log.warning("%s", e)
-    return model
+    return _with_tokenizer(model, meta)

@@ -6,9 +6,8 @@ from typing import Any
 
 def model_info(model_or_path: Any, context: int = 2048) -> dict[str, Any]:
     from edgekit.model.edge_model import EdgeModel
-    from edgekit.model.load import load
 
-    model = model_or_path if isinstance(model_or_path, EdgeModel) else load(model_or_path)
+    model, tensor_data = (model_or_path, "complete") if isinstance(model_or_path, EdgeModel) else _load(model_or_path)
     c = model.config
     tok = model._tokenizer
     memory = {}
@@ -25,5 +24,23 @@ def model_info(model_or_path: Any, context: int = 2048) -> dict[str, Any]:
         "chat_template": "yes" if tok and tok.chat_template else "no",
         "bos": tok.bos_token if tok else None,
         "stop_tokens": [tok.decode([i]) for i in model.stop_ids] if tok else list(model.stop_ids),
-        "context": context, "memory": memory,
+        "tensor_data": tensor_data, "context": context, "memory": memory,
     }
+
+
+def _load(path_or_name: Any) -> tuple[Any, str]:
+    """The model, and "complete" or the truncation as "truncated: N of M bytes present". A GGUF whose tensor data is
+    cut off (a partial download, a header-only file) is described from its metadata alone: everything here but the
+    weights comes from there."""
+    from edgekit.model.load import is_gguf_file, load, resolve
+
+    path = resolve(path_or_name)
+    if path.is_file() and is_gguf_file(path):
+        from edgekit.model.gguf_reader import load_gguf_header, open_gguf
+
+        reader = open_gguf(path)
+        if reader.truncated:
+            model, _ = load_gguf_header(path)
+            return model, (f"truncated: {reader.size:,} of {reader.data_end:,} bytes present "
+                           f"({reader.size / reader.data_end:.1%}); metadata only, the weights cannot be loaded")
+    return load(path), "complete"

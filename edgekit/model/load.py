@@ -35,20 +35,36 @@ def resolve_builtin(name: str) -> Path:
     raise CheckpointError(f"unknown built-in model {name!r}; built-in: {', '.join(BUILTIN)}")
 
 
-def load(path_or_name: str | Path, dtype: torch.dtype | None = torch.float32) -> EdgeModel:
-    """Load a checkpoint into an EdgeModel. Weights become `dtype` (fp32 by default) one tensor at a time; None keeps
-    each tensor's stored dtype (a GGUF file's quantized tensors are dequantized to fp32)."""
+def resolve(path_or_name: str | Path) -> Path:
+    """The checkpoint path a load() argument names: a built-in name's file, or the path itself if it exists."""
     if isinstance(path_or_name, str) and path_or_name in BUILTIN:
-        path = resolve_builtin(path_or_name)
-    else:
-        path = Path(path_or_name).expanduser()
+        return resolve_builtin(path_or_name)
+    path = Path(path_or_name).expanduser()
     if not path.exists():
         raise CheckpointError(f"{str(path)!r} does not exist; give a Hugging Face folder (config.json + safetensors), "
                               f"a .gguf file, or a built-in name ({', '.join(BUILTIN)})")
+    if path.is_file() and not is_gguf_file(path):
+        raise CheckpointError(f"{path.name} is neither a folder nor a .gguf file; accepted: a Hugging Face folder "
+                              "or a .gguf file")
+    return path
+
+
+def is_gguf_file(path: Path) -> bool:
+    """A .gguf name, or GGUF's magic bytes under another name (a file shipped as a package part, a download)."""
+    if path.suffix.lower() == ".gguf":
+        return True
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
+def load(path_or_name: str | Path, dtype: torch.dtype | None = torch.float32) -> EdgeModel:
+    """Load a checkpoint into an EdgeModel. Weights become `dtype` (fp32 by default) one tensor at a time; None keeps
+    each tensor's stored dtype (a GGUF file's quantized tensors are dequantized to fp32)."""
+    path = resolve(path_or_name)
     if path.is_file():
-        if path.suffix.lower() != ".gguf":
-            raise CheckpointError(f"{path.name} is neither a folder nor a .gguf file; accepted: a Hugging Face folder "
-                                  "or a .gguf file")
         from edgekit.model.families import GGUF_NAMES
         from edgekit.model.gguf_reader import load_gguf
 

@@ -4,7 +4,9 @@ Encoding follows transformers' semantics: `add_special_tokens=True` applies the 
 when the checkpoint asks for it: tokenizer.json's own post-processor for HF folders (transformers 5 ignores
 tokenizer_config's add_bos_token when tokenizer.json exists), or GGUF `add_bos_token` / `add_eos_token`, rebuilt
 the way transformers' `update_post_processor` does. A GGUF tokenizer is rebuilt the way transformers'
-GGUF integration builds it (byte-level BPE or sentencepiece BPE, control tokens special, user-defined added).
+GGUF integration builds it (byte-level BPE or sentencepiece BPE, control tokens special, user-defined added), except
+where that differs from llama.cpp, the tokenizer GGUF files are made for: control tokens outside the byte alphabet
+(DeepSeek-R1's <｜User｜>), SmolLM's digit split, Llama 3's ignore_merges (tests/data holds llama.cpp's ids).
 """
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ class Tokenizer:
 
     @classmethod
     def from_gguf(cls, meta: dict[str, Any], eos_token_ids: tuple[int, ...] = ()) -> Tokenizer:
-        """From GGUF metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`), as transformers builds it."""
+        """From GGUF metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`), giving llama.cpp's ids."""
         tokens = meta.get("tokenizer.ggml.tokens")
         if not tokens:
             raise TokenizerError("the GGUF file has no tokenizer.ggml.tokens; the model loads, but generation and "
@@ -89,15 +91,17 @@ class Tokenizer:
         kind = meta.get("tokenizer.ggml.model")
         backend = _gguf_backend(meta)  # raises TokenizerError naming the supported tokenizer models
 
-        def special(key: str) -> str | None:
+        def special(key: str) -> str | None:  # as the vocabulary spells it, so that it maps back to the file's id
             i = meta.get(f"tokenizer.ggml.{key}")
-            return tokens[i] if i is not None and 0 <= i < len(tokens) else None
+            return backend.id_to_token(i) if i is not None and 0 <= i < len(tokens) else None
 
         add_bos = meta.get("tokenizer.ggml.add_bos_token")
-        if add_bos is None and kind == "llama":
-            add_bos = True  # llama.cpp adds BOS to a sentencepiece vocabulary that does not say otherwise
+        if add_bos is None and (kind == "llama" or meta.get("tokenizer.ggml.pre") in GGUF_LLAMA3_STYLE_PRES):
+            add_bos = True  # llama.cpp's default for a sentencepiece vocabulary, and for Llama 3 style ones
+        # end-of-turn / end-of-message ids stop generation too (llama.cpp's llama_vocab_is_eog)
+        stops = tuple(eos_token_ids) + tuple(int(meta[k]) for k in _GGUF_EOG_KEYS if meta.get(k) is not None)
         return cls(backend.to_str(), meta.get("tokenizer.chat_template"), special("bos_token_id"),
-                   special("eos_token_id"), bool(add_bos), eos_token_ids,
+                   special("eos_token_id"), bool(add_bos), tuple(dict.fromkeys(stops)),
                    bool(meta.get("tokenizer.ggml.add_eos_token", False)), special("unknown_token_id"),
                    special("padding_token_id"))
 
@@ -107,8 +111,14 @@ class Tokenizer:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        """Token ids of `text`; add_special_tokens=True adds BOS/EOS exactly when transformers' tokenizer would."""
-        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+        """Token ids of `text`; add_special_tokens=True adds BOS/EOS when transformers' tokenizer would, except that
+        BOS is not added to a text that already starts with it (a rendered chat whose template writes
+        {{ bos_token }}, as DeepSeek-R1's does): two BOS in a row is a prompt the model never saw in training."""
+        ids = self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+        if (add_special_tokens and self.add_bos and self.bos_token and text.startswith(self.bos_token)
+                and ids[:2] == [self.bos_id, self.bos_id]):
+            del ids[0]
+        return ids
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
@@ -191,7 +201,7 @@ _TEKKEN_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{L
 _GPT4O_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
                 r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
                 r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-# tokenizer.ggml.pre -> the split regex its merges were learned with; other values keep GPT-2's ByteLevel regex
+# tokenizer.ggml.pre -> the split regex its merges were learned with (llama.cpp's regex for that pre-tokenizer type)
 GGUF_PRE_SPLITS = {
     **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
                      "jina-v5-nano", "dbrx", "smaug-bpe"), _LLAMA3_SPLIT),
@@ -200,8 +210,28 @@ GGUF_PRE_SPLITS = {
     "qwen35": _QWEN35_SPLIT,
     **dict.fromkeys(("gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"), _GPT4O_SPLIT),
 }
+# pre-tokenizers whose split is GPT-2's own regex (tokenizers' ByteLevel default), and those that first cut every digit
+# apart (llama.cpp's "smollm", as SmolLM2's tokenizer.json does with Digits): without that cut "  99" is
+# [Ġ, Ġ, 9, 9] instead of llama.cpp's [ĠĠ, 9, 9] (transformers' GGUF loader misses it)
+GGUF_GPT2_REGEX_PRES = ("gpt-2", "gpt2")  # llama.cpp's name; and the one transformers' and edgekit's test writers use
+GGUF_DIGITS_THEN_GPT2_PRES = ("smollm",)
 GGUF_TOKENIZER_MODELS = ("gpt2", "llama")
+# llama.cpp sets ignore_merges (a word that is a whole vocabulary entry is that token, whatever the merges would make:
+# Llama 3's tokenizer.json has "ignore_merges": true) and defaults add_bos to true for these (llama-vocab.cpp)
+GGUF_LLAMA3_STYLE_PRES = ("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
+                          "jina-v5-nano", "tekken")
 _CONTROL, _USER_DEFINED = 3, 4
+# the special ids a GGUF names; the end-of-generation ones among them (besides EOS) also stop generation
+_GGUF_NAMED_KEYS = ("bos_token_id", "eos_token_id", "eot_token_id", "eom_token_id", "unknown_token_id",
+                    "padding_token_id")
+_GGUF_EOG_KEYS = ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
+
+
+def supported_gguf_pre_tokenizers() -> list[str]:
+    """The tokenizer.ggml.pre values a byte-level ("gpt2") GGUF vocabulary may name: each mapped to the split llama.cpp
+    uses for it (llama-vocab.cpp); deepseek-r1-qwen, smollm, gpt-2 and llama-bpe are checked against llama.cpp's ids
+    in tests/core/test_gguf_r1_header.py and test_gguf_smollm_ids.py."""
+    return sorted({*GGUF_GPT2_REGEX_PRES, *GGUF_DIGITS_THEN_GPT2_PRES, *GGUF_PRE_SPLITS})
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -218,9 +248,11 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def _gguf_backend(meta: dict[str, Any]):
-    """A `tokenizers.Tokenizer` equal to the one transformers builds from this GGUF metadata."""
+    """A `tokenizers.Tokenizer` for this GGUF metadata: transformers' build, with llama.cpp's choices where they
+    differ (see the module docstring)."""
     kind = meta.get("tokenizer.ggml.model")
     if kind == "gpt2":
+        _check_pre(meta.get("tokenizer.ggml.pre"))
         tok = _byte_level_bpe(meta)
     elif kind == "llama":
         tok = _sentencepiece_bpe(meta)
@@ -228,13 +260,30 @@ def _gguf_backend(meta: dict[str, Any]):
         raise TokenizerError(f"GGUF tokenizer model {kind!r} is not supported; supported: "
                              f"{', '.join(GGUF_TOKENIZER_MODELS)} (the model loads, generation needs a tokenizer)")
     _add_special_tokens(tok, meta)
-    split = GGUF_PRE_SPLITS.get(meta.get("tokenizer.ggml.pre"))
+    pre = meta.get("tokenizer.ggml.pre") if kind == "gpt2" else None
+    split = GGUF_PRE_SPLITS.get(pre)
     if split is not None:
         from tokenizers import Regex, pre_tokenizers
 
         tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
                                                      pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    elif pre in GGUF_DIGITS_THEN_GPT2_PRES:
+        from tokenizers import pre_tokenizers
+
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     return tok
+
+
+def _check_pre(pre: Any) -> None:
+    """A byte-level vocabulary's split regex decides its tokens; one we cannot reproduce is an error, not a guess
+    (GPT-2's regex on a vocabulary learned with another gives other ids, silently). A sentencepiece ("llama")
+    vocabulary has no split regex, so its pre is not checked, as llama.cpp ignores it."""
+    if pre not in supported_gguf_pre_tokenizers():
+        raise TokenizerError(f"GGUF pre-tokenizer (tokenizer.ggml.pre) {pre!r} is not supported for a byte-level "
+                             f"(gpt2) vocabulary; supported: {', '.join(supported_gguf_pre_tokenizers())}; "
+                             "sentencepiece (llama) vocabularies need none (the model loads, generation needs a "
+                             "tokenizer)")
 
 
 def _merges(meta: dict[str, Any], vocab: dict[str, int]) -> list[tuple[str, str]]:
@@ -262,10 +311,16 @@ def _byte_level_bpe(meta: dict[str, Any]):
 
     spelling = bytes_to_unicode()
     alphabet = set(spelling.values())
-    vocab = {t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8")): i
+    types = meta.get("tokenizer.ggml.token_type") or ()
+    # control and user-defined tokens stay as written (llama.cpp matches them in the raw text and decodes them as
+    # is), even outside the byte alphabet: DeepSeek-R1's <｜User｜> (fullwidth bars) is one token, id 151644;
+    # ordinary tokens are byte-spelled already, a stray one gets respelled
+    raw = {i for i, kind in enumerate(types) if kind in (_CONTROL, _USER_DEFINED)}
+    vocab = {t if i in raw or set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8")): i
              for i, t in enumerate(meta["tokenizer.ggml.tokens"])}
     tok = _Tok(models.BPE(vocab=vocab, merges=_merges(meta, vocab), dropout=None, continuing_subword_prefix="",
-                          end_of_word_suffix="", fuse_unk=False))
+                          end_of_word_suffix="", fuse_unk=False,
+                          ignore_merges=meta.get("tokenizer.ggml.pre") in GGUF_LLAMA3_STYLE_PRES))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     return tok
@@ -285,20 +340,25 @@ def _sentencepiece_bpe(meta: dict[str, Any]):
 
 
 def _add_special_tokens(tok, meta: dict[str, Any]) -> None:
-    """Control tokens (and the named bos/eos/unk/pad) become special; user-defined ones (<think>) added tokens."""
+    """Control tokens (and the named bos/eos/eot/unk/pad) become special, user-defined ones (<think>) added tokens,
+    each under its own id: an added token spelled like a vocabulary entry takes that entry's id, and every one here is
+    (for a byte-level vocabulary, _byte_level_bpe keeps their spelling), so none lands past the embedding table."""
     from tokenizers import AddedToken
 
     tokens, types = meta["tokenizer.ggml.tokens"], meta.get("tokenizer.ggml.token_type") or ()
-    spelled = set(bytes_to_unicode().values()) if meta.get("tokenizer.ggml.model") == "gpt2" else None
-    control = [t for t, kind in zip(tokens, types) if kind == _CONTROL and (spelled is None or set(t) <= spelled)]
-    named = [tokens[meta[k]] for k in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-                                       "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id")
-             if meta.get(k) is not None and 0 <= meta[k] < len(tokens)]
-    special = list(dict.fromkeys(control + named))
+    named = [meta[f"tokenizer.ggml.{k}"] for k in _GGUF_NAMED_KEYS
+             if meta.get(f"tokenizer.ggml.{k}") is not None and 0 <= meta[f"tokenizer.ggml.{k}"] < len(tokens)]
+    special = list(dict.fromkeys([i for i, kind in enumerate(types) if kind == _CONTROL] + named))
+    user = [i for i, kind in enumerate(types) if kind == _USER_DEFINED and i not in special]
+    spelled = {i: tok.id_to_token(i) for i in special + user}  # the vocabulary's spelling of each
     if special:
-        tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in special])
-    vocab = tok.get_vocab()
-    user = [AddedToken(t, normalized=False, special=False) for t, kind in zip(tokens, types)
-            if kind == _USER_DEFINED and t in vocab]
+        tok.add_special_tokens([AddedToken(spelled[i], normalized=False, special=True) for i in special
+                                if spelled[i] is not None])
     if user:
-        tok.add_tokens(user)
+        tok.add_tokens([AddedToken(spelled[i], normalized=False, special=False) for i in user
+                        if spelled[i] is not None])
+    moved = [(tokens[i], i, spelled[i] and tok.token_to_id(spelled[i])) for i in special + user
+             if spelled[i] is None or tok.token_to_id(spelled[i]) != i]
+    if moved:  # a duplicate spelling: the vocabulary keeps one id for it, the other id could never be produced
+        raise TokenizerError(f"the GGUF vocabulary spells {len(moved)} special token(s) like another entry, e.g. "
+                             f"{moved[:3]} (token, id in the file, id it would get); accepted: one spelling per id")
