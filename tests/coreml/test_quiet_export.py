@@ -13,7 +13,7 @@ QUIET_ENV = ("TQDM_DISABLE", "PYTHONWARNINGS", "EDGEKIT_QUIET_THIRD_PARTY")
 
 def _export(folder, out, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgekit", *flags, "export", str(folder), "-t", "ios", "-o", str(out),
-                           "--max-seq-len", "32", "--no-eval"], capture_output=True, text=True, timeout=600,
+                           "--max-seq-len", "32", "--no-eval"], capture_output=True, text=True, timeout=600, check=False,
                           env={k: v for k, v in os.environ.items() if k not in QUIET_ENV})
 
 
