@@ -7,7 +7,8 @@ error RTN minimises; on real weights that is what the next layer (and the logits
 scale = (max - min) / (2**bits - 1). A group's scale is fixed from the (error-updated) weights when the sweep reaches
 its first column, as in the reference implementation; with act_order the columns go in order of decreasing H
 diagonal and every group's scale is fixed up front from the original weights ("static groups"), so the stored layout
-stays plain contiguous groups.
+stays plain contiguous groups. After the sweep (refine), each row's group scales are refitted to the codes by least
+squares in H's metric (refit_scales).
 
 K that the group size does not divide is padded with zero columns to whole groups (as ONNX Runtime's MatMulNBits
 packs a 576-wide row into 5 blocks of 128): the returned QuantizedTensor is then [N, K_padded], its first K columns
@@ -19,7 +20,10 @@ import torch
 
 from edgekit.quant.tensor import QuantizedTensor
 
-DAMP = 0.01         # H += DAMP * mean(diag H) * I before the sweep
+# H += DAMP * mean(diag H) * I before the sweep. 1 % kept over 10 %: SmolLM2-135M float weights, ONNX int4 g128
+# level 1, output layer by GPTQ too, refit on, shipped 3,944-token calibration text: mean KL 0.2274 at 1 % vs
+# 0.2339 at 10 % (RTN 0.5084; benchmarks/results/calib.md)
+DAMP = 0.01
 BLOCK = 128         # columns updated together (lazy batch updates): one rank-128 update of the rest per block
 _EPS = torch.finfo(torch.float32).smallest_normal
 
