@@ -140,3 +140,8 @@ def test_shipped_texts_are_separate_and_hashed():
     sentences = {s.strip() for s in re.split(r"(?<=[.?!])\s+", ev.text) if len(s.strip()) > 30}
     assert not [s for s in sentences if s in cal.text]
     assert ev.sha256 == eval_text().sha256 != cal.sha256 and len(ev.sha256) == 64
+
+
+def test_calibration_text_is_at_least_3000_smollm2_tokens(smollm2):
+    # GPTQ's per-layer Hessians come from it: 3,944 tokens (eight 512-token windows) since it was extended from 929
+    assert len(smollm2.tokenizer.encode(calibration_text().text)) >= 3000
