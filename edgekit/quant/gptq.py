@@ -95,7 +95,8 @@ def refit_scales(w: torch.Tensor, q: torch.Tensor, h: torch.Tensor, group_size: 
     not one group at a time on its diagonal block H_gg (s_g = q_g^T H_gg w / q_g^T H_gg q_g): the sweep has pushed
     each group's error into the later groups, and refitting one group while ignoring that coupling made the output
     error 1.25-1.28x larger than no refit with act_order on tests/core/test_quant_gptq.py's correlated layers (3
-    seeds); the joint fit cannot be worse than the old scales, which are one of the points it minimises over.
+    seeds), and on SmolLM2-135M ONNX int4 g128 its mean KL was 0.3531 against 0.2622 without refit and 0.2274 with
+    the joint fit; the joint fit cannot be worse than the old scales, which are one of the points it minimises over.
     With H = identity it is each group's own least-squares scale q_g . w_g / q_g . q_g.
     A group whose codes are all 0 keeps its scale (it has no say); a row whose fit is not positive definite or gives
     a scale <= 0 keeps its old scales. w, q float [N, G * group_size], h float64 square, scales [N, G] -> [N, G]."""
