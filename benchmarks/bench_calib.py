@@ -36,7 +36,8 @@ def main() -> None:
             print(json.dumps({"quantizer": qz, "output_too": bool(extra), "accuracy_level": level, "block": block,
                               "export_s": round(seconds, 1), "mean_kl": round(r.mean_kl, 4),
                               "same_top": round(r.same_top, 4), "perplexity": round(r.perplexity, 3),
-                              "reference_perplexity": round(r.reference_perplexity, 3), "tokens": r.tokens}),
+                              "reference_perplexity": round(r.reference_perplexity, 3), "tokens": r.tokens,
+                              "calibration": art.metadata.get("quantizer", {}).get("calibration")}),
                   flush=True)
 
 

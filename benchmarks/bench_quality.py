@@ -12,7 +12,8 @@ llama.cpp runs in its peer venv (benchmarks/peers/tools.py) behind benchmarks/pe
 Q4_1 file as it is, and requantized by llama.cpp itself to Q4_0 and Q4_K_M. optimum-executorch (8da4w group 32,
 8-bit embedding) and onnxruntime-genai's builder (int4) export an HF folder of the GGUF's exact weights
 (benchmarks/peers/hf_folder.py, checked against edgekit's eager graph) and run in their own runtimes behind
-benchmarks/peers/peer_logits.py.
+benchmarks/peers/peer_logits.py. The ONNX row "int4 block 128, GPTQ (float weights)" exports the GGUF's values as
+plain float weights (no grid kept, as from such an HF folder) with quantizer gptq, as benchmarks/bench_calib.py does.
 Writes benchmarks/results/quality.md.
 """
 from __future__ import annotations
@@ -53,6 +54,9 @@ class Row:
     figures: dict[str, Any] = field(default_factory=dict)
     session: Any = None
     bench_argv: list[str] | None = None   # a peer's own speed script (prints JSON with decode_tok_s)
+    # export from the GGUF's values as plain float weights (source_quant={}: no grid kept), as from an HF folder of
+    # the same weights; the eager fp32 reference is the same graph either way
+    float_weights: bool = False
 
 
 def edgekit_rows(targets: set[str]) -> list[Row]:
@@ -64,7 +68,11 @@ def edgekit_rows(targets: set[str]) -> list[Row]:
                  Row("source, stock MatMulNBits (level 4)", "onnx", "source", note="the file's grids, ORT's ops"),
                  Row("source, stock, float activations (level 1)", "onnx", "source", {"accuracy_level": 1}),
                  Row("source + edgekit LinearQ4 (default, demo)", "onnx", "source", {"linear_kernel": "edgekit"},
-                     "the file's Q4_1 grids with fp16 d/m, int8 activations per 32")]
+                     "the file's Q4_1 grids with fp16 d/m, int8 activations per 32"),
+                 Row("int4 block 128, GPTQ (float weights)", "onnx", "int4",
+                     {"block_size": 128, "accuracy_level": 1, "quantizer": "gptq", "quantizer_output": True},
+                     "symmetric g128 (XNNPACK's layout) from float weights, GPTQ on the shipped calibration text, "
+                     "output layer too (benchmarks/bench_calib.py's goal run)", float_weights=True)]
     if "executorch" in targets:
         rows += [Row("8da4w default", "executorch", "8da4w"),
                  Row("8da4w as the demo exports it", "executorch", "8da4w",
@@ -81,17 +89,20 @@ def edgekit_rows(targets: set[str]) -> list[Row]:
 
 
 def export_row(model, row: Row, reuse: bool) -> None:
+    import dataclasses
+
     import edgekit
     from edgekit.targets.base import Artifact
     from edgekit.targets.registry import get_target
 
+    src = dataclasses.replace(model, source_quant={}) if row.float_weights else model
     out = WORK / "exports" / row.label.replace(" ", "_").replace("/", "-")
     stamp = out.with_name(out.name + ".code-sha256")   # beside the folder: its bytes stay the artifact's
     t0 = time.perf_counter()
     if reuse and (out / "artifact.json").exists() and stamp.exists() and stamp.read_text() == code_stamp():
         art = Artifact.load(out)
     else:
-        art = edgekit.export(model, row.target, quant=row.quant, max_seq_len=WINDOW, last_logits_only=False,
+        art = edgekit.export(src, row.target, quant=row.quant, max_seq_len=WINDOW, last_logits_only=False,
                              out=out, force=True, validate=False, evaluate=False, show_progress=False, **row.options)
         row.figures["export_s"] = time.perf_counter() - t0
         stamp.write_text(code_stamp())

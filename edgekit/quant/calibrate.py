@@ -17,7 +17,7 @@ from torch import nn
 
 from edgekit.errors import CalibrationError
 from edgekit.evaldata import EvalText
-from edgekit.quant.gptq import gptq_quantize
+from edgekit.quant.gptq import DAMP, gptq_quantize
 from edgekit.quant.tensor import QuantizedTensor
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from edgekit.quant.scheme import WeightGrid
 
 log = logging.getLogger(__name__)
-WINDOW = 512          # tokens per calibration forward (the shipped text is ~1,000 SmolLM2 tokens: two windows)
+WINDOW = 512          # tokens per calibration forward (the shipped text is 3,944 SmolLM2 tokens: eight windows)
 MIN_TOKENS = 16
 # (module attribute of the linear whose input the group shares, the linears quantized together on that input)
 GROUPS = (("attention", "wq", ("wq", "wk", "wv")), ("attention", "wo", ("wo",)),
@@ -54,23 +54,25 @@ def calibration_for(path: str | Path | None) -> Calibration:
 
 
 def gptq_weights(model: EdgeModel, grid: WeightGrid, calibration: Calibration | None = None, *,
-                 include_output: bool = False, act_order: bool = True, damp: float = 0.01,
+                 include_output: bool = False, act_order: bool = True, damp: float = DAMP, refine: bool = True,
                  window: int = WINDOW, threads: int | None = 1) -> dict[str, QuantizedTensor]:
     """{canonical name: QuantizedTensor} for every linear of every layer (and the output layer with
     include_output: the tied embedding's matrix when tied), on `grid` (bits, group size, symmetric).
+    `damp`, `refine`: as edgekit.quant.gptq.gptq_quantize takes them.
     `threads`: torch threads while it runs (None: leave torch's setting); 1 by default because the column sweep's
     small kernels ran 11x slower on 2 contended OpenMP threads than on 1 here (0.63 s vs 7.1 s for a 3072 x 576)."""
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _gptq_weights(model, grid, calibration, include_output, act_order, damp, window)
+        return _gptq_weights(model, grid, calibration, include_output,
+                             {"act_order": act_order, "damp": damp, "refine": refine}, window)
     finally:
         torch.set_num_threads(previous)
 
 
 def _gptq_weights(model: EdgeModel, grid: WeightGrid, calibration: Calibration | None, include_output: bool,
-                  act_order: bool, damp: float, window: int) -> dict[str, QuantizedTensor]:
+                  opts: dict, window: int) -> dict[str, QuantizedTensor]:
     cal = calibration or calibration_for(None)
     cfg = model.config
     tokens = model.tokenizer.encode(cal.text)
@@ -87,13 +89,13 @@ def _gptq_weights(model: EdgeModel, grid: WeightGrid, calibration: Calibration |
             for owner, first, members in GROUPS:
                 mod = getattr(layer, owner)
                 names = [f"layers.{i}.{owner}.{m}.weight" for m in members]
-                out.update(_quantize_group(mod, members, names, hessians[f"{owner}.{first}"], grid, act_order, damp))
+                out.update(_quantize_group(mod, members, names, hessians[f"{owner}.{first}"], grid, opts))
             states = [(_run_layer(layer, x, dec), pos) for x, pos in states]
             log.info("gptq: layer %d/%d done (%.1f s)", i + 1, cfg.num_layers, time.perf_counter() - t0)
         if include_output:
             h = sum(_gram(dec.norm(x)) for x, _ in states)
             name = "tok_embeddings.weight" if cfg.tie_word_embeddings else "output.weight"
-            out[name] = _gptq(dec.output.weight, h, grid, act_order, damp)
+            out[name] = _gptq(dec.output.weight, h, grid, opts)
     return out
 
 
@@ -134,17 +136,17 @@ def _collect(layer: nn.Module, states: list, dec: nn.Module) -> dict[str, torch.
     return hessians
 
 
-def _gptq(w: torch.Tensor, h: torch.Tensor, grid: WeightGrid, act_order: bool, damp: float) -> QuantizedTensor:
-    return gptq_quantize(w, h, grid.bits, grid.group_size or w.shape[1], grid.symmetric, damp=damp,
-                         act_order=act_order)
+def _gptq(w: torch.Tensor, h: torch.Tensor, grid: WeightGrid, opts: dict) -> QuantizedTensor:
+    """`opts`: gptq_quantize's keyword options (act_order, damp, refine)."""
+    return gptq_quantize(w, h, grid.bits, grid.group_size or w.shape[1], grid.symmetric, **opts)
 
 
 def _quantize_group(owner: nn.Module, members: tuple[str, ...], names: list[str], h: torch.Tensor,
-                    grid: WeightGrid, act_order: bool, damp: float) -> dict[str, QuantizedTensor]:
+                    grid: WeightGrid, opts: dict) -> dict[str, QuantizedTensor]:
     """Quantize the members as one [sum N, K] matrix, split the rows back, and give the decoder copy the
     dequantized weights (new tensors: the model's own stay untouched) so later layers see the quantized ones."""
     linears = [getattr(owner, m) for m in members]
-    q = _gptq(torch.cat([lin.weight for lin in linears]), h, grid, act_order, damp)
+    q = _gptq(torch.cat([lin.weight for lin in linears]), h, grid, opts)
     parts, row = {}, 0
     for name, m, lin in zip(names, members, linears, strict=True):
         n, k = lin.weight.shape

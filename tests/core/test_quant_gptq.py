@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from edgekit.errors import CalibrationError, EdgekitError
 from edgekit.quant import WeightGrid, quantize_tensor
 from edgekit.quant.calibrate import calibration_for, gptq_weights
-from edgekit.quant.gptq import gptq_quantize
+from edgekit.quant.gptq import gptq_quantize, refit_scales
 
 
 def _output_error(x: torch.Tensor, w: torch.Tensor, q) -> float:
@@ -38,6 +38,36 @@ def test_gptq_output_error_below_rtn(symmetric, act_order):
     # a sweep that fed no error forward would be RTN itself (1.0x)
     bound = 0.5 if act_order else 0.95
     assert _output_error(x, w, q) < bound * _output_error(x, w, rtn)
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_scale_refit_lowers_output_error(act_order, seed):
+    x = _correlated(400, 256, seed)
+    w = torch.randn(96, 256, generator=torch.Generator().manual_seed(seed + 1)) * 0.05
+    plain = gptq_quantize(w, x.T @ x, 4, 128, True, act_order=act_order, refine=False)
+    refit = gptq_quantize(w, x.T @ x, 4, 128, True, act_order=act_order, refine=True)
+    assert torch.equal(plain.codes, refit.codes) and not torch.equal(plain.scales, refit.scales)
+    # measured: 0.97-0.98x of the unrefitted error in column order, 0.986-0.990x with act_order (damp 0.01 and
+    # 0.1); the joint fit minimises the damped objective, so it may exceed the undamped error only by rounding
+    assert _output_error(x, w, refit) <= _output_error(x, w, plain) * (1 + 1e-6)
+
+
+def test_scale_refit_with_identity_hessian_is_least_squares_per_group():
+    w = torch.randn(40, 96, generator=torch.Generator().manual_seed(3))
+    w[0, :32] = 0.0                                                    # a group whose codes are all zero
+    q = gptq_quantize(w, torch.eye(96), 4, 32, True, refine=True)
+    # identity H: no error to feed forward, so the codes are RTN's; the scales each group's least-squares fit
+    rtn = quantize_tensor(w, 4, 32, True)
+    assert torch.equal(q.codes, rtn.codes)
+    signed = (q.codes.float() - 8).reshape(40, 3, 32)
+    wg = w.reshape(40, 3, 32)
+    ls = (signed * wg).sum(-1) / (signed * signed).sum(-1)
+    ls[0, 0] = rtn.scales[0, 0]                                        # kept: no code to fit it to
+    torch.testing.assert_close(q.scales, ls, rtol=1e-5, atol=1e-9)
+    # the same through refit_scales directly, with any positive multiple of the identity
+    direct = refit_scales(w, signed.reshape(40, 96), 7.0 * torch.eye(96, dtype=torch.float64), 32, rtn.scales)
+    torch.testing.assert_close(direct, ls, rtol=1e-5, atol=1e-9)
 
 
 def test_padding_to_whole_groups_codes_zero():
