@@ -20,7 +20,10 @@ def test_export_validates(coreml_export, case, quant):
     v = art.metadata["validation"]
     assert v["max_abs_logit_diff"] <= 3e-2 and v["max_abs_logit_diff"] <= v["tolerance"]  # stated: 3e-2 on tiny
     assert v["top1_agreement_vs_reference"] == 1.0
-    assert art.files == ["model.mlpackage"] and (art.path / "model.mlpackage" / "Manifest.json").exists()
+    # the package plus the tokenizer it was exported with, so it bundles without its checkpoint
+    assert art.files == ["model.mlpackage", "tokenizer.json", "chat_template.jinja", "tokenizer_config.json"]
+    assert (art.path / "model.mlpackage" / "Manifest.json").exists()
+    assert all((art.path / name).is_file() for name in art.files[1:])
     assert art.metadata["quant"] == quant and art.metadata["quant_detail"]["scheme"] == quant
     if quant == "fp16":
         assert v["max_abs_logit_diff"] <= 2e-2  # the fp16 ML program vs the fp32 eager graph
