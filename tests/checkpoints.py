@@ -38,8 +38,11 @@ def make_tokenizer(out: Path, vocab_size: int = 512, chat_template: str = TEMPLA
 def make_checkpoint(out: Path, family: str, *, vocab_size: int = 512, hidden: int = 64, layers: int = 2,
                     heads: int = 4, kv_heads: int = 2, intermediate: int = 160, tied: bool | None = None,
                     max_pos: int = 512, shard_size: str | None = None, seed: int = 0, rope_scaling: bool = False,
-                    with_tokenizer: bool = True) -> Path:
-    """Write a random checkpoint of `family` ("llama" | "qwen2" | "qwen3") to `out`; returns `out`."""
+                    with_tokenizer: bool = True, sliding_window: int = 6, global_every: int = 3,
+                    query_pre_attn_scalar: int | None = None) -> Path:
+    """Write a random checkpoint of `family` ("llama" | "qwen2" | "qwen3" | "gemma3") to `out`; returns `out`.
+    gemma3: every `global_every`-th layer global (the real model: every 6th), the others sliding with a window of
+    `sliding_window`, query_pre_attn_scalar head_dim + 8 unless given, so each quirk is exercised."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(seed)
@@ -57,6 +60,15 @@ def make_checkpoint(out: Path, family: str, *, vocab_size: int = 512, hidden: in
     elif family == "qwen3":
         cfg, cls = Qwen3Config(**common, head_dim=hidden // heads, tie_word_embeddings=tied is not False,
                                rope_theta=1e6), Qwen3ForCausalLM
+    elif family == "gemma3":
+        from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+        types = ["full_attention" if (i + 1) % global_every == 0 else "sliding_attention" for i in range(layers)]
+        cfg = Gemma3TextConfig(**common, head_dim=hidden // heads, query_pre_attn_scalar=query_pre_attn_scalar or hidden // heads + 8,
+                               sliding_window=sliding_window, layer_types=types,
+                               rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                                "full_attention": {"rope_type": "default", "rope_theta": 1e6}})
+        cls = Gemma3ForCausalLM
     else:
         raise ValueError(family)
     model = cls(cfg).eval()

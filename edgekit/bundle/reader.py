@@ -28,7 +28,7 @@ def cache_root() -> Path:
         log.warning("EDGEKIT_CACHE is deprecated and will be ignored in a later release; set EDGEKIT_CACHE_DIR "
                     "(zip bundles unpack into $EDGEKIT_CACHE_DIR/bundles)")
         return Path(os.environ["EDGEKIT_CACHE"]) / "bundles"
-    from edgekit.profile.history import cache_dir
+    from edgekit.paths import cache_dir
 
     return cache_dir() / "bundles"
 

@@ -27,11 +27,10 @@ log = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
-    """$EDGEKIT_CACHE_DIR/kernels, else $XDG_CACHE_HOME/edgekit/kernels, else ~/.cache/edgekit/kernels."""
-    if os.environ.get("EDGEKIT_CACHE_DIR"):
-        return Path(os.environ["EDGEKIT_CACHE_DIR"]) / "kernels"
-    base = Path(os.environ["XDG_CACHE_HOME"]) if os.environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-    return base / "edgekit" / "kernels"
+    """The kernels folder of edgekit's cache (paths.cache_dir)."""
+    from edgekit.paths import cache_dir
+
+    return cache_dir() / "kernels"
 
 
 def find_compiler() -> str:

@@ -18,7 +18,7 @@ import torch
 from edgekit.errors import CheckpointError
 from edgekit.model import pages, shards
 from edgekit.model.config import ModelConfig
-from edgekit.model.families import FAMILIES, HF_NAMES, IGNORED_SUFFIXES, source_name_map
+from edgekit.model.families import FAMILIES, IGNORED_SUFFIXES, source_name_map
 
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -27,7 +27,8 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     h, kv, q, i, v, d = cfg.hidden_size, cfg.kv_dim, cfg.q_dim, cfg.intermediate_size, cfg.vocab_size, cfg.head_dim
     by_suffix = {
         "tok_embeddings.weight": (v, h), "norm.weight": (h,), "output.weight": (v, h),
-        "attention_norm.weight": (h,), "ffn_norm.weight": (h,),
+        "attention_norm.weight": (h,), "ffn_norm.weight": (h,), "post_attention_norm.weight": (h,),
+        "post_ffw_norm.weight": (h,),
         "attention.wq.weight": (q, h), "attention.wk.weight": (kv, h), "attention.wv.weight": (kv, h),
         "attention.wo.weight": (h, q), "attention.wq.bias": (q,), "attention.wk.bias": (kv,),
         "attention.wv.bias": (kv,), "attention.q_norm.weight": (d,), "attention.k_norm.weight": (d,),
@@ -96,7 +97,7 @@ def iter_safetensors(folder: Path, cfg: ModelConfig, dtype: torch.dtype | None) 
     """Yield (canonical name, tensor) for every tensor of the checkpoint, checking names and shapes; each tensor
     comes from exactly one shard (shards.py: the index decides, a tensor in two shards is an error)."""
     shapes = expected_shapes(cfg)
-    name_map = source_name_map(HF_NAMES, list(shapes))
+    name_map = source_name_map(FAMILIES[cfg.family].hf_names, list(shapes))
     weight_map = shards.read_index(folder)
     headers = {path: _check_complete(path) for path in shards.shard_files(folder, weight_map)}
     # tensors that are never read (ignored buffers, a tied head's second copy) are left out of the shard checks
@@ -113,12 +114,21 @@ def iter_safetensors(folder: Path, cfg: ModelConfig, dtype: torch.dtype | None) 
                 if canon is None or _skipped(src, cfg) or owner[src] != path:
                     continue
                 seen.add(canon)
-                yield canon, _read_tensor(f, mm, path, src, meta, dtype)
+                tensor = _read_tensor(f, mm, path, src, meta, dtype)
+                yield canon, _with_norm_offset(canon, tensor, FAMILIES[cfg.family].hf_norm_offset)
     missing = [n for n in shapes if n not in seen]
     if missing:
         src_names = {c: s for s, c in name_map.items()}
         raise CheckpointError(f"checkpoint in {folder} misses {len(missing)} tensor(s): "
                               + ", ".join(src_names.get(m, m) for m in missing[:8]))
+
+
+def _with_norm_offset(canon: str, tensor: torch.Tensor, offset: float) -> torch.Tensor:
+    """A norm weight as the multiplier edgekit's RMSNorm applies (families.Family.hf_norm_offset), added in fp32 as
+    the source model computes it."""
+    if not offset or not canon.endswith("norm.weight"):
+        return tensor
+    return (tensor.float() + offset).to(tensor.dtype)
 
 
 def _skipped(src: str, cfg: ModelConfig) -> bool:

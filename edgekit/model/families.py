@@ -4,7 +4,7 @@ Canonical names follow gpt-fast: tok_embeddings, layers.{i}.attention.wq ..., fe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgekit.errors import UnsupportedArchitecture
 
@@ -50,6 +50,20 @@ GGUF_NAMES: dict[str, str] = {
     "layers.{i}.feed_forward.w2.weight": "blk.{i}.ffn_down.weight",
 }
 
+# Gemma 3 wraps attention and the MLP in norms on both sides ("sandwich" norms): its HF `post_attention_layernorm`
+# is the norm after attention, not the MLP's pre-norm as in Llama, so the tables are per family.
+GEMMA3_HF_NAMES: dict[str, str] = {
+    **HF_NAMES,
+    "layers.{i}.ffn_norm.weight": "model.layers.{i}.pre_feedforward_layernorm.weight",
+    "layers.{i}.post_attention_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+    "layers.{i}.post_ffw_norm.weight": "model.layers.{i}.post_feedforward_layernorm.weight",
+}
+GEMMA3_GGUF_NAMES: dict[str, str] = {
+    **GGUF_NAMES,
+    "layers.{i}.post_attention_norm.weight": "blk.{i}.post_attention_norm.weight",
+    "layers.{i}.post_ffw_norm.weight": "blk.{i}.post_ffw_norm.weight",
+}
+
 # Source tensors that carry no weights (old checkpoints save rotary buffers); skipped, never an error.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -65,11 +79,17 @@ class Family:
     default_tied: bool
     # llama.cpp's converter permutes q/k rows of Llama models for its interleaved RoPE; we undo it on load.
     gguf_permuted_qk: bool
+    hf_names: dict[str, str] = field(default_factory=lambda: HF_NAMES, compare=False)
+    gguf_names: dict[str, str] = field(default_factory=lambda: GGUF_NAMES, compare=False)
+    # Added to every RMSNorm weight read from a Hugging Face checkpoint: Gemma stores w and computes x * (1 + w);
+    # edgekit's canonical norm weight is the multiplier itself (1 + w), which is also what llama.cpp's GGUF stores,
+    # so every graph builder's RMSNorm stays x * weight.
+    hf_norm_offset: float = 0.0
 
     def canonical_names(self, num_layers: int, tied: bool, bias: bool) -> list[str]:
         """Every canonical tensor name this family's checkpoint must provide."""
         names: list[str] = []
-        for tmpl in HF_NAMES:
+        for tmpl in self.hf_names:
             if tmpl.endswith(".bias") and not bias:
                 continue
             if "_norm." in tmpl and tmpl.startswith("layers.{i}.attention.") and not self.qk_norm:
@@ -89,6 +109,8 @@ FAMILIES: dict[str, Family] = {
         Family("llama", ("LlamaForCausalLM",), ("llama",), ("llama",), False, False, False, True),
         Family("qwen2", ("Qwen2ForCausalLM",), ("qwen2",), ("qwen2",), True, False, False, False),
         Family("qwen3", ("Qwen3ForCausalLM",), ("qwen3",), ("qwen3",), False, True, True, False),
+        Family("gemma3", ("Gemma3ForCausalLM",), ("gemma3_text",), ("gemma3",), False, True, True, False,
+               hf_names=GEMMA3_HF_NAMES, gguf_names=GEMMA3_GGUF_NAMES, hf_norm_offset=1.0),
     )
 }
 

@@ -23,9 +23,9 @@ import torch
 
 from edgekit.errors import CheckpointError, EdgekitError
 from edgekit.model.checkpoint import expected_shapes
-from edgekit.model.config import ModelConfig
+from edgekit.model.config import ModelConfig, every_nth_global, gemma3_quirks
 from edgekit.model.edge_model import EdgeModel
-from edgekit.model.families import FAMILIES, GGUF_NAMES, family_for_gguf, source_name_map
+from edgekit.model.families import FAMILIES, family_for_gguf, source_name_map
 from edgekit.model.gguf_blocks import BLOCK_TYPES, decode_gguf_blocks
 from edgekit.quant.tensor import QuantizedTensor
 
@@ -190,7 +190,9 @@ def config_from_gguf(meta: dict[str, Any], tensors: dict[str, tuple[tuple[int, .
     vocab = embd[0][0] if embd else (get("vocab_size", None, False) or len(tokens or ()))
     eos = [meta[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
                              "tokenizer.ggml.eom_token_id") if meta.get(k) is not None]
+    extra = _gemma3_fields(get, int(get("block_count")), head_dim) if fam.name == "gemma3" else {}
     return ModelConfig(
+        **extra,
         family=fam.name, architecture=fam.hf_architectures[0], vocab_size=int(vocab), hidden_size=hidden,
         intermediate_size=int(get("feed_forward_length")), num_layers=int(get("block_count")),
         num_heads=heads, num_kv_heads=int(kv_heads), head_dim=head_dim,
@@ -205,6 +207,20 @@ def config_from_gguf(meta: dict[str, Any], tensors: dict[str, tuple[tuple[int, .
     )
 
 
+def _gemma3_fields(get, layers: int, head_dim: int) -> dict[str, Any]:
+    """Gemma 3's quirks from GGUF metadata, filled in as llama.cpp does where the file is silent: the layer pattern
+    (every 6th layer global), the sliding layers' RoPE base (10,000) and the query scale (head_dim ** -0.5, llama.cpp's
+    rule for every Gemma 3 size but 27B, which uses hidden / heads and is far beyond an edge device)."""
+    pattern = get("attention.sliding_window_pattern", None, False)
+    if isinstance(pattern, list):  # newer converters store one flag per layer (true: sliding)
+        types = tuple("sliding_attention" if flag else "full_attention" for flag in pattern)
+    else:
+        types = every_nth_global(layers, int(pattern or 6))
+    return gemma3_quirks(hidden_size=int(get("embedding_length")), query_pre_attn_scalar=float(head_dim),
+                         sliding_window=get("attention.sliding_window", None, False), layer_types=types,
+                         rope_local_theta=float(get("rope.local.freq_base", 10000.0, False)))
+
+
 def dominant_type(tensors: dict[str, tuple[tuple[int, ...], str]]) -> str:
     """The GGML type holding most of the weights (by element count), e.g. "Q4_1"."""
     count: Counter[str] = Counter()
@@ -216,7 +232,7 @@ def dominant_type(tensors: dict[str, tuple[tuple[int, ...], str]]) -> str:
 def check_tensors(path: Path, reader, cfg: ModelConfig) -> dict[str, str]:
     """GGUF name -> canonical name, after checking names, shapes, types and that the data lies inside the file."""
     shapes = expected_shapes(cfg)
-    name_map = source_name_map(GGUF_NAMES, list(shapes))
+    name_map = source_name_map(FAMILIES[cfg.family].gguf_names, list(shapes))
     size = path.stat().st_size
     seen: dict[str, str] = {}
     for t in reader.tensors:

