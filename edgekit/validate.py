@@ -54,17 +54,21 @@ def check_finite(rows: np.ndarray, who: str, prompt_len: int) -> None:
                       f"first at {where}; the weights or the runtime compute garbage, so parity cannot be judged")
 
 
-NOISE_SCALE = 1e-6      # relative perturbation of the embedding output used to measure the reference's own noise
+NOISE_SCALE = 1e-6      # relative perturbation of the activations (noise_floor) used to measure the reference's own noise
 NOISE_MARGIN = 2.0      # an artifact may differ from the reference by this many times the reference's own noise
 
 
 def noise_floor(reference: torch.nn.Module, prompt: list[int], follow: list[int], seeds: int = 3) -> float | None:
     """How far the reference moves when its activations move by 1e-6 (relative): the precision any implementation
     of it can promise. Dynamic activation quantization (int8 per token) makes this large on real weights: a value on
-    a rounding boundary flips a whole quantization step, and 30 layers compound it. None if there is nothing to hook."""
+    a rounding boundary flips a whole quantization step, and 30 layers compound it. The jitter goes into the
+    embedding and into every RMSNorm's output: a norm divides by its input's size, so rounding in a small input
+    (Gemma's norm after attention) becomes relatively large, and a runtime's last-bit differences there are what the
+    quantization steps see. None if there is nothing to hook."""
     emb = getattr(reference, "tok_embeddings", None)
     if emb is None:
         return None
+    points = [emb] + [m for m in reference.modules() if type(m).__name__.endswith("RMSNorm")]
     session = EagerSession(reference)
     base = run_steps(session, prompt, follow)
     worst = 0.0
@@ -74,11 +78,12 @@ def noise_floor(reference: torch.nn.Module, prompt: list[int], follow: list[int]
         def jitter(_m, _i, out, gen=gen):
             return out * (1 + NOISE_SCALE * torch.randn(out.shape, generator=gen, dtype=out.dtype))
 
-        handle = emb.register_forward_hook(jitter)
+        handles = [m.register_forward_hook(jitter) for m in points]
         try:
             worst = max(worst, float(np.abs(run_steps(session, prompt, follow) - base).max()))
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
     return worst
 
 

@@ -37,9 +37,12 @@ class Int8CachedAttention(nn.Module):
     the two edgekit ops see only rotated tensors (`attend_int8`).
     """
 
-    def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, max_seq_len: int):
+    def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, max_seq_len: int,
+                 softmax_scale: float | None = None):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        # the op's softmax scale is 1/sqrt(D); another one (Gemma's query_pre_attn_scalar) is folded into q
+        self.q_factor = 1.0 if softmax_scale is None else softmax_scale * head_dim ** 0.5
         shape = (1, max_seq_len, n_kv_heads, head_dim)
         # names end in k_cache / v_cache / *cache so Decoder.reset_cache() zeroes them
         self.register_buffer("k_cache", torch.zeros(shape, dtype=torch.int8, device="cpu"), persistent=False)
@@ -52,6 +55,8 @@ class Int8CachedAttention(nn.Module):
 
     def forward(self, q, k, v, input_pos, mask):
         dtype, t = q.dtype, q.shape[1]
+        if self.q_factor != 1.0:
+            q = q * self.q_factor
         y = self.attend_int8(*(self.rotate(x.float()) for x in (q, k, v)), input_pos)   # [1, T, Hq, D], rotated
         return self.rotate(y).to(dtype).reshape(1, t, self.n_heads * self.head_dim)      # R @ R = I: rotated back
 
@@ -71,12 +76,17 @@ class Int8CachedAttention(nn.Module):
 
 
 def use_int8_kv_cache(decoder: nn.Module) -> nn.Module:
-    """Swap every `layers[i].attention.attend` of a Decoder for an Int8CachedAttention (in place); returns decoder.
+    """Swap every full-cache `layers[i].attention.attend` of a Decoder for an Int8CachedAttention (in place); returns
+    decoder. A sliding-window layer's ring (graph.RingCachedAttention) stays as it is: the op attends causally over
+    every row, not over a window.
 
     Call it on the target's own decoder copy (and in `reference()`), never on a decoder shared with other code.
     """
+    from edgekit.model.graph import CachedAttention
+
     cfg = decoder.config
     for layer in decoder.layers:
-        layer.attention.attend = Int8CachedAttention(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                                                     decoder.max_seq_len)
+        if isinstance(layer.attention.attend, CachedAttention):
+            layer.attention.attend = Int8CachedAttention(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                                                         decoder.max_seq_len, cfg.softmax_scale)
     return decoder

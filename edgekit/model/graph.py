@@ -123,7 +123,9 @@ class RingCachedAttention(nn.Module):
     only the last `window` positions keeps about that many, whatever the context length.
 
     The new K/V are attended together with the cache as it was (so a prefill longer than the window is exact: its
-    first tokens are attended before the ring drops them), then the last min(T, slots) of them are written.
+    first tokens are attended before the ring drops them), then the last min(T, slots) of them are written; the
+    earlier ones go to one spare row past the ring that is never attended, so the write has no length-dependent
+    shape (torch.export's dynamic length would otherwise need guards on min(T, slots)).
     `cache_fill` holds each row's position + 1 (0: empty), so resetting every cache buffer to zero empties it. Rows at
     or after the call's first position are stale (the caller went back) and masked; the ring holds
     config.RING_REWIND rows beyond the window, so going back that far (a rejected speculative draft) stays exact."""
@@ -132,8 +134,8 @@ class RingCachedAttention(nn.Module):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.scale, self.window, self.slots = cfg.softmax_scale, int(cfg.sliding_window), slots
-        self.kv_cache = KVCache(slots, cfg.num_kv_heads, cfg.head_dim, dtype)
-        self.register_buffer("cache_fill", torch.zeros(slots, dtype=torch.int64, device="cpu"), persistent=False)
+        self.kv_cache = KVCache(slots + 1, cfg.num_kv_heads, cfg.head_dim, dtype)  # + the spare row
+        self.register_buffer("cache_fill", torch.zeros(slots + 1, dtype=torch.int64, device="cpu"), persistent=False)
 
     def forward(self, q, k, v, input_pos, mask):
         """q: [1,T,Hq,D], k/v: [1,T,Hkv,D]; `mask` (the full-cache causal mask) is unused -> [1,T,Hq*D]."""
@@ -144,16 +146,17 @@ class RingCachedAttention(nn.Module):
         dist = input_pos[:, None] - key_pos[None, :]
         allowed = (key_pos[None, :] >= 0) & (dist >= 0) & (dist < self.window)
         attn_mask = torch.where(allowed, 0.0, MASKED).to(q.dtype)
-        rep = self.n_heads // self.n_kv_heads
-        k_all = torch.cat((self.kv_cache.k_cache, k), dim=1).transpose(1, 2).repeat_interleave(rep, dim=1)
-        v_all = torch.cat((self.kv_cache.v_cache, v), dim=1).transpose(1, 2).repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k_all, v_all, attn_mask=attn_mask, scale=self.scale)
-        keep = torch.sym_min(t, self.slots)
-        pos = input_pos.narrow(0, t - keep, keep)
-        slots = pos % self.slots
-        self.kv_cache.k_cache.index_copy_(1, slots, k.narrow(1, t - keep, keep))
-        self.kv_cache.v_cache.index_copy_(1, slots, v.narrow(1, t - keep, keep))
-        self.cache_fill.index_copy_(0, slots, pos + 1)
+        # [1, Hkv, rows + T, D]: grouped heads through SDPA's enable_gqa (repeat_interleave of a length-dependent
+        # tensor makes torch.export guard on its strides)
+        k_all = torch.cat((self.kv_cache.k_cache, k), dim=1).transpose(1, 2)
+        v_all = torch.cat((self.kv_cache.v_cache, v), dim=1).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k_all, v_all, attn_mask=attn_mask, scale=self.scale,
+                                           enable_gqa=self.n_heads != self.n_kv_heads)
+        keep = input_pos > input_pos.max() - self.slots  # the last `slots` positions of the call
+        rows = torch.where(keep, input_pos % self.slots, self.slots)
+        self.kv_cache.k_cache.index_copy_(1, rows, k)
+        self.kv_cache.v_cache.index_copy_(1, rows, v)
+        self.cache_fill.index_copy_(0, rows, torch.where(keep, input_pos + 1, 0))
         return y.transpose(1, 2).reshape(1, t, self.n_heads * self.head_dim)
 
 

@@ -44,11 +44,12 @@ def test_sliding_layers_keep_a_ring_of_window_and_rewind_rows(ckpt):
     dec = model.decoder(128)
     attends = [layer.attention.attend for layer in dec.layers]
     assert [type(a) for a in attends] == [RingCachedAttention, RingCachedAttention, CachedAttention]
-    assert attends[0].kv_cache.k_cache.shape[1] == 6 + RING_REWIND and attends[2].kv_cache.k_cache.shape[1] == 128
+    assert attends[0].kv_cache.k_cache.shape[1] == 6 + RING_REWIND + 1  # + the spare row for writes off the ring
+    assert attends[2].kv_cache.k_cache.shape[1] == 128
     # a cache shorter than the window rows needs no ring (the causal mask is the window's); a ring never holds more
     # rows than the cache would
     assert all(type(layer.attention.attend) is CachedAttention for layer in model.decoder(6).layers)
-    assert model.decoder(20).layers[0].attention.attend.kv_cache.k_cache.shape[1] == 20
+    assert model.decoder(20).layers[0].attention.attend.slots == 20
 
 
 @pytest.mark.parametrize("max_seq_len", [100, 64])  # the ring (38 rows) wraps in decode, by 62 and 26 positions
@@ -128,3 +129,16 @@ def test_gemma3_options_it_cannot_compute_are_refused(ckpt, field, value, accept
     with pytest.raises(CheckpointError, match=accepted) as e:
         ModelConfig.from_hf({**raw, field: value})
     assert field in str(e.value) or str(value) in str(e.value)
+
+
+@pytest.mark.parametrize("target", ["onnx", "coreml"])
+def test_builders_without_gemma3_refuse_it_naming_what_they_lack(ckpt, tmp_path, target):
+    """The ONNX and Core ML graph builders do not compute Gemma 3's quirks yet: export refuses before writing
+    anything, naming them, instead of computing another model."""
+    from edgekit.errors import UnsupportedOption
+
+    with pytest.raises(UnsupportedOption) as e:
+        edgekit.export(edgekit.load(ckpt("gemma3")), target, out=tmp_path / "a", show_progress=False)
+    for feature in ("act_gelu_tanh", "embed_scale", "sandwich_norms", "sliding_window"):
+        assert feature in str(e.value)
+    assert not (tmp_path / "a").exists()

@@ -75,7 +75,7 @@ class CustomSdpaAttention(nn.Module):
 
     def __init__(self, cached: nn.Module, position: StartPosition | None = None, reads_position: bool = True):
         super().__init__()
-        self.n_heads, self.head_dim = cached.n_heads, cached.head_dim
+        self.n_heads, self.head_dim, self.scale = cached.n_heads, cached.head_dim, cached.scale
         self.kv_cache = cached.kv_cache  # keeps the buffer names, so the runtime sees the same mutable state
         self.max_seq_len = int(cached.kv_cache.k_cache.shape[1])
         self.position = position or StartPosition()
@@ -92,15 +92,19 @@ class CustomSdpaAttention(nn.Module):
         return y.reshape(1, -1, self.n_heads * self.head_dim)  # -1: a reshape XNNPACK delegates (see LinearRope)
 
     def attend_cache(self, q, input_pos, start_pos):
-        return torch.ops.llama.custom_sdpa(q, self.kv_cache.k_cache, self.kv_cache.v_cache, start_pos, None, 0.0, True)
+        return torch.ops.llama.custom_sdpa(q, self.kv_cache.k_cache, self.kv_cache.v_cache, start_pos, None, 0.0, True,
+                                           self.scale)
 
 
 class EdgekitCacheAttention(CustomSdpaAttention):
     """The same cache writes (llama::update_cache); edgekit::attention attends over the fp32 caches."""
 
     def attend_cache(self, q, input_pos, start_pos):
-        return torch.ops.edgekit.attention(q.float(), self.kv_cache.k_cache, self.kv_cache.v_cache, None, None,
-                                           input_pos)
+        q = q.float()
+        factor = self.scale * self.head_dim ** 0.5  # the op's scale is 1/sqrt(D): another one is folded into q
+        if factor != 1.0:
+            q = q * factor
+        return torch.ops.edgekit.attention(q, self.kv_cache.k_cache, self.kv_cache.v_cache, None, None, input_pos)
 
 
 def use_custom_sdpa(decoder: nn.Module, kernel: str = "llama") -> int:
@@ -174,12 +178,14 @@ class LinearRope(nn.Module):
 
 
 def use_linear_rope(decoder: nn.Module) -> int:
-    """Swaps every layer's `attention.rope` for LinearRope; returns how many."""
-    from edgekit.model.graph import Rope
+    """Swaps every layer's `attention.rope` for LinearRope, except in sliding-window layers: their ring cache's plain
+    ops (graph.RingCachedAttention) stay outside XNNPACK, and with the rotation inside it the partitioner's subgraph
+    would depend on them both ways ("Invalid partition, found dependency cycles"). Returns how many."""
+    from edgekit.model.graph import RingCachedAttention, Rope
 
     swapped = 0
     for layer in decoder.layers:
-        if isinstance(layer.attention.rope, Rope):
+        if isinstance(layer.attention.rope, Rope) and not isinstance(layer.attention.attend, RingCachedAttention):
             layer.attention.rope = LinearRope(layer.attention.head_dim)
             swapped += 1
     return swapped

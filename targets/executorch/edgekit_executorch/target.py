@@ -59,8 +59,11 @@ class ExecuTorchTarget:
         host_runnable=True,
         options=OPTIONS,
         default_quant="8da4w",
-        # what its builder implements (the RoPE tables, scaled or not, come from edgekit.model.graph.rope_tables)
-        model_features=("qk_norm", "attention_bias", "tied_embeddings", "rope_freq_factors", "rope_scaling_llama3"),
+        # what its builder implements: the PyTorch graph itself, so every feature edgekit.model.graph computes (the
+        # RoPE tables come from rope_tables; a layer edgekit's fused kernels cannot compute stays unfused, a sliding
+        # layer keeps its ring as plain ops)
+        model_features=("qk_norm", "attention_bias", "tied_embeddings", "rope_freq_factors", "rope_scaling_llama3",
+                        "act_gelu_tanh", "embed_scale", "sandwich_norms", "query_scale", "sliding_window"),
         scheme_bindings=SCHEME_BINDINGS,
         # the 8da4w output layer at 8 bits: SmolLM2-135M's teacher-forced top-1 agreement with fp32 ~40 % -> ~53 %
         quality_options=(("output_bits", 8),),

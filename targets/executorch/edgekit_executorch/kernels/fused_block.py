@@ -163,8 +163,16 @@ def uses_cache_attention(attend: nn.Module) -> bool:
 
 
 def fusable(block: nn.Module) -> bool:
+    """A plain pre-norm SwiGLU layer at the decoder's default softmax scale: what the four kernel calls compute.
+    A Gemma layer (norms after attention and the MLP, GeGLU, its own scale, a sliding window) stays unfused."""
     att, ff = getattr(block, "attention", None), getattr(block, "feed_forward", None)
     if att is None or ff is None:
+        return False
+    plain = (isinstance(getattr(block, "post_attention_norm", nn.Identity()), nn.Identity)
+             and isinstance(getattr(block, "post_ffw_norm", nn.Identity()), nn.Identity)
+             and getattr(ff, "act", nn.functional.silu) is nn.functional.silu and not getattr(block, "sliding", False)
+             and abs(getattr(att.attend, "scale", att.head_dim ** -0.5) - att.head_dim ** -0.5) < 1e-12)
+    if not plain:
         return False
     linears = (att.wq, att.wk, att.wv, att.wo, ff.w1, ff.w3, ff.w2)
     same_eps = att.q_norm is None or float(att.q_norm.eps) == float(block.attention_norm.eps)
