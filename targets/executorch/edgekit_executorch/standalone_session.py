@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import hashlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -117,33 +118,109 @@ def _prepare_runtime(folder: Path, metadata: dict) -> None:
         load_library(path, sha)
 
 
+def native_log_path() -> Path:
+    """Where the runtime's own output goes when it is kept off the terminal: $EDGEKIT_NATIVE_LOG, else
+    edgekit-native.log in the user's cache folder ($EDGEKIT_CACHE_DIR, $XDG_CACHE_HOME/edgekit, ~/.cache/edgekit;
+    the same folder edgekit keeps its other caches in). Per user, so one user's file never blocks another's."""
+    if os.environ.get("EDGEKIT_NATIVE_LOG"):
+        return Path(os.environ["EDGEKIT_NATIVE_LOG"])
+    if os.environ.get("EDGEKIT_CACHE_DIR"):
+        base = Path(os.environ["EDGEKIT_CACHE_DIR"])
+    elif os.environ.get("XDG_CACHE_HOME"):
+        base = Path(os.environ["XDG_CACHE_HOME"]) / "edgekit"
+    else:
+        try:
+            base = Path.home() / ".cache" / "edgekit"
+        except RuntimeError:   # no home folder (a service account): the temp folder
+            import tempfile
+
+            base = Path(tempfile.gettempdir())
+    return base / "edgekit-native.log"
+
+
+_quiet_lock = threading.RLock()   # fds 1 and 2 belong to the whole process: one redirection at a time
+_quiet_depth = 0
+_announced: set = set()
+REPLAY_ON_ERROR = 8192            # bytes of the runtime's output shown on stderr when a call inside fails
+
+
 @contextlib.contextmanager
-def native_output_to_log():
-    """ExecuTorch's C++ runtime logs to the process's stderr as it starts (`[cpuinfo_utils.cpp:…]`, `[threadpool.cpp:…]
-    Resetting threadpool`), between an app's own lines. With EDGEKIT_QUIET_THIRD_PARTY=1 (edgekit's CLI sets it unless
-    -vv) those lines go to EDGEKIT_NATIVE_LOG (default: edgekit-native.log in the temp folder) instead; only the
-    runtime's start-up calls run inside this, so nothing of Python's own is redirected for long."""
+def quiet_native_output():
+    """Runs the block with the process's fds 1 and 2 pointing at native_log_path(), then puts them back (also when
+    the block raises).
+
+    ExecuTorch's C++ runtime writes straight to fd 2 (five `[cpuinfo_utils.cpp:…]` lines when its thread pool starts,
+    `[threadpool.cpp:…] Resetting threadpool`, errors of a failed load), below Python's logging and sys.stderr, so
+    only a redirection of the fd keeps those lines from landing between an app's own output; fd 1 goes along in case
+    a library prints there. It applies when EDGEKIT_QUIET_THIRD_PARTY=1 (edgekit's CLI sets
+    it unless -vv, which shows other libraries' output); otherwise the block runs untouched. Wrap only the native
+    calls (loading, resetting): Python's own warnings and errors raised inside also go to the file. If the block
+    raises, what the runtime wrote meanwhile is copied to stderr, since it usually says why. Nested uses redirect once.
+    """
+    global _quiet_depth
     if os.environ.get("EDGEKIT_QUIET_THIRD_PARTY") != "1":
         yield
         return
-    import tempfile
+    with _quiet_lock:
+        if _quiet_depth:
+            _quiet_depth += 1
+            try:
+                yield
+            finally:
+                _quiet_depth -= 1
+            return
+        path = native_log_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            log_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as e:    # an unwritable log path: keep the lines on the terminal rather than fail the session
+            logging.getLogger(__name__).debug("native output stays on the terminal: cannot open %s (%s)", path, e)
+            yield
+            return
+        if path not in _announced:   # once per process and file: sessions load again on every reset()
+            _announced.add(path)
+            logging.getLogger(__name__).debug("ExecuTorch runtime output goes to %s", path)
+        start = os.lseek(log_fd, 0, os.SEEK_END)
+        _flush()
+        saved = [os.dup(1), os.dup(2)]
+        failed = False
+        _quiet_depth = 1
+        try:
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            _quiet_depth = 0
+            _flush()   # what Python wrote inside goes to the file too, not to the terminal after the restore
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            if failed:
+                _replay(log_fd, start, path)
+            os.close(log_fd)
 
-    path = os.environ.get("EDGEKIT_NATIVE_LOG") or os.path.join(tempfile.gettempdir(), "edgekit-native.log")
-    try:
-        log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    except OSError:          # an unwritable log path: keep the lines on stderr rather than fail the session
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(log_fd, 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(log_fd)
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def _replay(log_fd: int, start: int, path: Path) -> None:
+    """Copies what was written to the log since `start` (at most its last REPLAY_ON_ERROR bytes) to stderr."""
+    with contextlib.suppress(OSError):
+        end = os.lseek(log_fd, 0, os.SEEK_END)
+        begin = max(start, end - REPLAY_ON_ERROR)
+        text = os.pread(log_fd, end - begin, begin).decode("utf-8", "replace") if end > begin else ""
+        if text:
+            sys.stderr.write(f"ExecuTorch runtime output before the error (also in {path}):\n{text}")
+            if not text.endswith("\n"):
+                sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 class PteSession:
@@ -158,21 +235,27 @@ class PteSession:
         self.max_seq_len = int(self.metadata["max_seq_len"])
         self.last_logits_only = bool(self.metadata.get("last_logits_only", False))
         self.profile_dir = Path(profile_dir) if profile_dir is not None else None
-        with native_output_to_log():
-            from executorch.runtime import Runtime
+        from executorch.runtime import Runtime
 
-            _prepare_runtime(self.folder, self.metadata)
+        _prepare_runtime(self.folder, self.metadata)   # imports and dlopen: Python's own messages stay visible
+        from executorch.extension.pybindings import portable_lib
+
+        # ExecuTorch starts its thread pool on first use (the first load, or the first forward of a program without
+        # a delegate), logging the CPU it found; start it here, inside the redirection, so no later call does
+        with quiet_native_output():
             if threads:
-                from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-
-                _unsafe_reset_threadpool(int(threads))
+                portable_lib._unsafe_reset_threadpool(int(threads))
+            elif hasattr(portable_lib, "_threadpool_get_thread_count"):
+                portable_lib._threadpool_get_thread_count()
             self._runtime = Runtime.get()
-            self._programs: list = []  # programs run so far (their ETDumps), when profiling
-            self._load()
+        self._programs: list = []  # programs run so far (their ETDumps), when profiling
+        self._load()
 
     def _load(self) -> None:
-        program = self._runtime.load_program(self.pte, enable_etdump=self.profile_dir is not None)
-        self._program, self._method = program, program.load_method("forward")
+        # reset() loads again; a load is rare and slow next to the redirection, and a failed one logs why here
+        with quiet_native_output():
+            program = self._runtime.load_program(self.pte, enable_etdump=self.profile_dir is not None)
+            self._program, self._method = program, program.load_method("forward")
         if self.profile_dir is not None:
             self._programs.append(program)
 
