@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from rich.console import Console
 
@@ -15,3 +16,20 @@ def make_console(stderr: bool = False) -> Console:
     tty = hasattr(stream, "isatty") and stream.isatty()
     width = None if tty or os.environ.get("COLUMNS") else PIPE_WIDTH
     return Console(stderr=stderr, width=width)
+
+
+def print_table(console: Console, table: Any) -> None:
+    """A rich Table at its own width in a pipe or CI log, so no cell is wrapped to fit the console width there (a
+    wrapped cell reads as two rows); in a terminal, the terminal's width as usual."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.measure import Measurement
+
+    need = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    width = console.width
+    console.width = max(width, need)   # print(width=...) is capped at the console's width, so widen it for this
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = width

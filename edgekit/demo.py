@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.table import Table
 
-from edgekit.consoles import make_console
+from edgekit.consoles import make_console, print_table
 from edgekit.errors import EdgekitError
 
 log = logging.getLogger(__name__)
@@ -290,9 +290,11 @@ class _Exports:
         stages = b.manifest["artifact"]["metadata"].get("stage_seconds") or {}
         run.stage_seconds.update({f"export.{k}": v for k, v in stages.items()})
         run.stage_seconds[EXPORT_STAGE] = run.export_s  # the worker's own wall time, not the wait for it
-        console.print(f"bundle {b.path} · export {run.export_s:.0f} s ("
-                      f"{', '.join(f'{k} {v:.0f} s' for k, v in stages.items())}) · validation "
-                      f"{json.dumps(run.validation, default=str)[:200]}")
+        # soft_wrap: a long path or list stays one line in a pipe (a terminal wraps it itself); a path is not markup
+        console.print(f"bundle {b.path}", soft_wrap=True, highlight=False, markup=False)
+        console.print(f"  export {run.export_s:.0f} s: {', '.join(f'{k} {v:.0f} s' for k, v in stages.items())}",
+                      soft_wrap=True, highlight=False, markup=False)
+        console.print(f"  validation: {validation_text(run.validation)}", soft_wrap=True, highlight=False, markup=False)
         return b
 
     def close(self, abort: bool = False) -> None:
@@ -302,6 +304,21 @@ class _Exports:
             for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
                 proc.terminate()
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def validation_text(v: dict[str, Any]) -> str:
+    """The export's parity figures (edgekit.validate.compare) as one readable line."""
+    if "max_abs_logit_diff" not in v:
+        return "not run"
+    text = f"max |Δlogit| {v['max_abs_logit_diff']:.3g} (tolerance {v['tolerance']:.3g}"
+    if v.get("reference_noise_floor") is not None:
+        text += f", the reference's own noise {v['reference_noise_floor']:.3g}"
+    text += ")"
+    if "prompt_tokens" in v:
+        text += f" over {v['prompt_tokens']} prompt tokens + {v.get('decode_steps', 0)} decode steps"
+    agree = [f"{v[k]:.0%} with {name}" for k, name in (("top1_agreement_vs_reference", "the reference"),
+                                                       ("top1_agreement_vs_fp32", "fp32")) if k in v]
+    return text + (f"; same top-1 token {', '.join(agree)}" if agree else "")
 
 
 def _chat(b, run: TargetRun, eager, chat_tokens: int) -> None:
@@ -355,16 +372,17 @@ def _print_summary(runs: list[TargetRun], summary: dict[str, Any]) -> None:
                   _num(r.profile, "decode_tokens_per_s") if r.profile else ("not here" if r.profile_skipped else "-"),
                   _num(r.profile, "ttft_ms") if r.profile else "-",
                   "[red]failed[/]" if r.error else "[green]ok[/]")
-    console.print(t)
+    print_table(console, t)
+    # soft_wrap: in a pipe each of these stays one line rather than breaking at the console width mid-list
     for r in runs:
         if r.stage_seconds:
             console.print(f"[dim]{r.target} stage seconds: "
-                          f"{', '.join(f'{k} {v:.1f}' for k, v in r.stage_seconds.items())}[/]")
+                          f"{', '.join(f'{k} {v:.1f}' for k, v in r.stage_seconds.items())}[/]", soft_wrap=True)
     console.print(f"[dim]stage seconds: {', '.join(f'{k} {v:.1f}' for k, v in summary['stage_seconds'].items())}; "
-                  f"exports in {summary['export_jobs']} process(es)[/]")
+                  f"exports in {summary['export_jobs']} process(es)[/]", soft_wrap=True)
     for r in runs:
         if r.profile_skipped:
-            console.print(f"[dim]{r.target} not profiled: {r.profile_skipped}[/]")
+            console.print(f"[dim]{r.target} not profiled: {r.profile_skipped}[/]", soft_wrap=True)
     console.print(f"done in {summary['seconds']:.0f} s")
     if summary["report"]:
         console.print(f"[bold]report:[/] {summary['report']}")
