@@ -20,7 +20,9 @@ err_console = make_console(stderr=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True,
+              help="More log output (-v info, -vv debug and other libraries' output, ExecuTorch's native log lines "
+                   "included: without -vv those go to edgekit-native.log in edgekit's cache folder).")
 @click.version_option(package_name="edgekit")
 def cli(verbose: int) -> None:
     """edgekit: export small reasoning models to phones and edge boards, bundle them, profile them."""
