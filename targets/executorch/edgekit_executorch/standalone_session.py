@@ -152,10 +152,11 @@ def quiet_native_output():
     ExecuTorch's C++ runtime writes straight to fd 2 (five `[cpuinfo_utils.cpp:…]` lines when its thread pool starts,
     `[threadpool.cpp:…] Resetting threadpool`, errors of a failed load), below Python's logging and sys.stderr, so
     only a redirection of the fd keeps those lines from landing between an app's own output; fd 1 goes along in case
-    a library prints there. It applies when EDGEKIT_QUIET_THIRD_PARTY=1 (edgekit's CLI sets
-    it unless -vv, which shows other libraries' output); otherwise the block runs untouched. Wrap only the native
-    calls (loading, resetting): Python's own warnings and errors raised inside also go to the file. If the block
-    raises, what the runtime wrote meanwhile is copied to stderr, since it usually says why. Nested uses redirect once.
+    a library prints there. It applies when EDGEKIT_QUIET_THIRD_PARTY=1 (edgekit's CLI sets it unless -vv, which
+    shows other libraries' output); otherwise the block runs untouched. Wrap only the native calls (starting the
+    runtime, loading a program): the fds are the whole process's, so whatever Python prints meanwhile, from any
+    thread, goes to the file too. If the block raises, what was written meanwhile is copied to stderr, since it
+    usually says why. Nested uses redirect once.
     """
     global _quiet_depth
     if os.environ.get("EDGEKIT_QUIET_THIRD_PARTY") != "1":
