@@ -51,8 +51,9 @@ def test_8da4w_pte_matches_its_quantized_reference(gemma_tiny, gemma_exports):
 def test_the_sliding_layers_keep_their_ring_in_the_program(gemma_tiny):
     """What the runtime holds: the ExecuTorch decoder's sliding layers keep 6 + 32 (+1 spare) rows, the global layer
     the whole cache, int8 when asked."""
-    from edgekit.targets.base import TargetSpec
     from edgekit_executorch.export import build_decoder
+
+    from edgekit.targets.base import TargetSpec
 
     spec = TargetSpec(quant="8da4w", max_seq_len=MAX_SEQ_LEN, kv_cache="int8", options={"linear_kernel": "edgekit"})
     dec = build_decoder(gemma_tiny, spec, for_export=True)
