@@ -88,7 +88,7 @@ def edgekit_rows(targets: set[str]) -> list[Row]:
     return rows
 
 
-def export_row(model, row: Row, reuse: bool) -> None:
+def export_row(model, row: Row, reuse: bool, window: int = WINDOW) -> None:
     import dataclasses
 
     import edgekit
@@ -102,7 +102,7 @@ def export_row(model, row: Row, reuse: bool) -> None:
     if reuse and (out / "artifact.json").exists() and stamp.exists() and stamp.read_text() == code_stamp():
         art = Artifact.load(out)
     else:
-        art = edgekit.export(src, row.target, quant=row.quant, max_seq_len=WINDOW, last_logits_only=False,
+        art = edgekit.export(src, row.target, quant=row.quant, max_seq_len=window, last_logits_only=False,
                              out=out, force=True, validate=False, evaluate=False, show_progress=False, **row.options)
         row.figures["export_s"] = time.perf_counter() - t0
         stamp.write_text(code_stamp())
@@ -159,8 +159,10 @@ class PeerSession:
         self.proc.wait(timeout=60)
 
 
-def lcpp_session(python: Path, gguf: Path) -> PeerSession:
-    return PeerSession([python, BENCH_DIR / "peers" / "lcpp_logits.py", gguf, WINDOW, THREADS])
+def lcpp_session(python: Path, gguf: Path, window: int = WINDOW) -> PeerSession:
+    session = PeerSession([python, BENCH_DIR / "peers" / "lcpp_logits.py", gguf, window, THREADS])
+    session.max_seq_len = window
+    return session
 
 
 def llama_cpp_rows(gguf: Path) -> list[Row]:
@@ -224,15 +226,16 @@ def hf_peer_rows(model, wanted: set[str]) -> list[Row]:
     return rows
 
 
-def evaluate_row(model, row: Row, max_tokens: int | None) -> None:
+def evaluate_row(model, row: Row, max_tokens: int | None, window: int = WINDOW,
+                 reference: str = "SmolLM2-135M GGUF, eager fp32") -> None:
     from edgekit.evaldata import eval_text
     from edgekit.quality.evaluate import run
 
     txt = eval_text()
     tokens = model.tokenizer.encode(txt.text)
     labels = {"runtime": row.target, "target": row.target, "quant": row.quant, "text_id": txt.id,
-              "text_sha256": txt.sha256, "reference": "SmolLM2-135M GGUF, eager fp32"}
-    rep = run(row.session, model, tokens, model.tokenizer, window=WINDOW, labels=labels, max_tokens=max_tokens,
+              "text_sha256": txt.sha256, "reference": reference}
+    rep = run(row.session, model, tokens, model.tokenizer, window=window, labels=labels, max_tokens=max_tokens,
               worst=1, show_progress=False)
     row.figures.update({"mean_kl": rep.mean_kl, "same_top": rep.same_top, "ppl": rep.perplexity,
                         "ref_ppl": rep.reference_perplexity, "tokens": rep.tokens})

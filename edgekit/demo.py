@@ -22,6 +22,13 @@ console = make_console(stderr=True)
 # The first scheme a target offers from this list is the demo's default: 4-bit weights where the target has them.
 QUANT_PREFERENCE = ("8da4w", "int4", "w4")
 PROMPT = "What is the capital of France? Answer in one sentence."
+BASE_PROMPT = "The capital of France is"  # a base model (no chat template, e.g. Gemma 3 270M) continues text
+
+
+def demo_prompt(model: Any) -> tuple[str, bool]:
+    """(prompt, chat): the chat question for a model with a chat template, a plain text to continue otherwise."""
+    tok = model._tokenizer
+    return (PROMPT, True) if tok is not None and tok.chat_template else (BASE_PROMPT, False)
 
 
 class DemoStageError(EdgekitError):
@@ -116,13 +123,14 @@ def run_demo(model: str = "smollm2-135m", out: str | Path = "demo-out", targets:
     ok = False
     try:
         with _stage("reference", "eager PyTorch", times):
-            eager = m.generate(PROMPT, chat=True, max_new_tokens=chat_tokens)
+            prompt, chat = demo_prompt(m)
+            eager = m.generate(prompt, chat=chat, max_new_tokens=chat_tokens)
         console.print(f"eager answer: {eager.text.strip()!r}")
         bundles = {}
         for run in exporter.in_completion_order([run for _, run in plan.values()]):
             try:  # the chat is not timed: it may run while other targets still export
                 bundles[run.target] = b = exporter.result(run)
-                _chat(b, run, eager, chat_tokens)
+                _chat(b, run, eager, chat_tokens, prompt, chat)
             except EdgekitError as e:
                 run.error = str(e)
                 console.print(f"[bold red]failed[/]: {e}")
@@ -155,12 +163,15 @@ _WORKER_MODEL: Any = None
 def _plan(runs: list[TargetRun], stock_kernels: bool = False, model: Any = None) -> dict[str, tuple[Any, TargetRun]]:
     """target name -> (Target, its run) with the demo's quant and options picked; an unknown name fails its run's
     export stage."""
+    from edgekit.targets.base import check_features
     from edgekit.targets.registry import get_target
 
     plan = {}
     for run in runs:
         try:
             tgt = get_target(run.target)
+            if model is not None:
+                check_features(tgt, model)  # a target whose graph builder cannot compute this model is left out
             caps = tgt.capabilities
             run.target, run.quant = tgt.name, pick_quant(caps, model)
             run.options = demo_options(caps, stock_kernels, run.quant)
@@ -321,9 +332,9 @@ def validation_text(v: dict[str, Any]) -> str:
     return text + (f"; same top-1 token {', '.join(agree)}" if agree else "")
 
 
-def _chat(b, run: TargetRun, eager, chat_tokens: int) -> None:
+def _chat(b, run: TargetRun, eager, chat_tokens: int, prompt: str, chat: bool) -> None:
     with _stage("chat", run.target, run.stage_seconds):
-        res = b.generate(PROMPT, chat=True, max_new_tokens=chat_tokens, temperature=0.0)
+        res = b.generate(prompt, chat=chat, max_new_tokens=chat_tokens, temperature=0.0)
         run.answer = res.text.strip()
         run.eager_answer_match = res.token_ids == eager.token_ids
     console.print(f"answer: {run.answer!r} (same tokens as eager: {run.eager_answer_match})")

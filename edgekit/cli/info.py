@@ -23,8 +23,10 @@ def command(model: str, context: int, as_json: bool) -> None:
     t = Table(title=f"{info['name']}", show_header=False)
     for key in ("family", "architecture", "source_format", "source_quant", "parameters", "layers", "hidden_size",
                 "heads", "kv_heads", "head_dim", "vocab_size", "max_position_embeddings", "stored_dtype",
-                "tied_embeddings", "tokenizer", "chat_template", "bos", "stop_tokens", "tensor_data"):
+                "tied_embeddings", "attention", "tokenizer", "chat_template", "bos", "stop_tokens", "tensor_data"):
         t.add_row(key, str(info[key]))
+    if info["kv_cache_full_context"] < 1:
+        t.add_row("kv cache", f"{info['kv_cache_full_context']:.0%} of a full cache's at {context} tokens")
     console.print(t)
     if info["tensor_data"] != "complete":
         console.print(f"[yellow]tensor data {info['tensor_data']}[/]", markup=True, highlight=False)

@@ -24,8 +24,25 @@ def model_info(model_or_path: Any, context: int = 2048) -> dict[str, Any]:
         "chat_template": "yes" if tok and tok.chat_template else "no",
         "bos": tok.bos_token if tok else None,
         "stop_tokens": [tok.decode([i]) for i in model.stop_ids] if tok else list(model.stop_ids),
-        "tensor_data": tensor_data, "context": context, "memory": memory,
+        "tensor_data": tensor_data, "context": context, "memory": memory, "attention": attention_layout(c),
+        "kv_cache_full_context": c.kv_cache_bytes(context, "fp32") / max(1, _full_cache_bytes(c, context)),
     }
+
+
+def attention_layout(c: Any) -> str:
+    """"18 full" or "15 sliding (window 512, ring of 544 rows) + 3 full": what each layer's KV cache holds."""
+    sliding = sum(c.is_sliding(i) for i in range(c.num_layers))
+    if not sliding:
+        return f"{c.num_layers} full"
+    from edgekit.model.config import RING_REWIND
+
+    return (f"{sliding} sliding (window {c.sliding_window}, ring of {c.sliding_window + RING_REWIND} rows) + "
+            f"{c.num_layers - sliding} full")
+
+
+def _full_cache_bytes(c: Any, context: int) -> int:
+    """The fp32 cache every layer would hold without sliding windows."""
+    return 2 * c.num_layers * context * c.kv_dim * 4
 
 
 def _load(path_or_name: Any) -> tuple[Any, str]:
