@@ -67,10 +67,10 @@ def write_results(rows: list[bq.Row], cfg, bandwidth: list[float], argv: list[st
     ring = cfg.kv_cache_bytes(4096, "fp32")
     lines = [
         "# Gemma 3 270M (Q4_K_M GGUF): ExecuTorch beside llama.cpp on the same file", "",
-        f"`python benchmarks/bench_gemma3.py {' '.join(argv)}` on {when}. Reference: the eager fp32 graph of the GGUF. "
-        f"Text: edgekit/evaldata, windows of {WINDOW} tokens. Decode: 64-token prefill, 32 greedy steps, "
-        f"{bq.THREADS} threads, rows interleaved (median and range). Read bandwidth {min(bandwidth):.1f}-"
-        f"{max(bandwidth):.1f} GB/s (before/after); roofline = best bandwidth / bytes read per step.", "",
+        (f"`python benchmarks/bench_gemma3.py {' '.join(argv)}` on {when}. Reference: the eager fp32 graph of the "
+         f"GGUF. Text: edgekit/evaldata, windows of {WINDOW} tokens. Decode: 64-token prefill, 32 greedy steps, "
+         f"{bq.THREADS} threads, rows interleaved (median and range). Read bandwidth {min(bandwidth):.1f}-"
+         f"{max(bandwidth):.1f} GB/s (before/after); roofline = best bandwidth / bytes read per step."), "",
         "| row | bytes | mean KL | same top | perplexity (fp32) | decode tok/s | MB read/step | roofline | note |",
         "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -84,8 +84,8 @@ def write_results(rows: list[bq.Row], cfg, bandwidth: list[float], argv: list[st
         roof = f"{dec[len(dec) // 2] / (max(bandwidth) * 1e9 / per):.2f}" if dec else "-"
         lines.append(f"| {r.label} | {f.get('bytes', 0) / 1e6:.1f} MB | {kl} | {same} | {ppl} | {speed} | "
                      f"{per / 1e6:.0f} | {roof} | {r.note} |")
-    lines += ["", f"KV cache at a 4,096-token context (fp32): {ring / 1e6:.1f} MB with the sliding layers' rings vs "
-              f"{full / 1e6:.1f} MB for a full cache in every layer ({ring / full:.0%}).", "",
+    lines += ["", (f"KV cache at a 4,096-token context (fp32): {ring / 1e6:.1f} MB with the sliding layers' rings vs "
+                   f"{full / 1e6:.1f} MB for a full cache in every layer ({ring / full:.0%})."), "",
               common.facts_markdown(common.machine_facts()), ""]
     RESULTS.write_text("\n".join(lines))
     print(f"wrote {RESULTS}")
