@@ -31,9 +31,10 @@ MAX_SEQ_LEN = 48
 FUSED = {"attn_q.weight": Q.Q4_1, "attn_k.weight": Q.Q4_0, "attn_v.weight": Q.Q4_1, "attn_output.weight": Q.Q4_1,
          "ffn_gate.weight": Q.Q4_1, "ffn_up.weight": Q.Q4_0, "ffn_down.weight": Q.Q4_1, "token_embd.weight": Q.Q8_0,
          "output.weight": Q.Q4_1}
-# a Q8_0 v: q|k|v cannot stack on one int4 grid, so the layers run as single Q4Linears and v stays float; a 4-bit
+# a Q8_0 v: q|k|v cannot stack on one int4 grid, so the layers run as single Q4Linears and v in the int8 kernel on
+# the file's codes; a Q5_0 down (Gemma 3's file is mostly Q5_0 / Q6_K) re-quantized to int8 groups of 32; a 4-bit
 # table (Q4_0) and a Q4_1 head (untied: edgekit's fused output op)
-SINGLE = {**FUSED, "attn_v.weight": Q.Q8_0, "token_embd.weight": Q.Q4_0}
+SINGLE = {**FUSED, "attn_v.weight": Q.Q8_0, "ffn_down.weight": Q.Q5_0, "token_embd.weight": Q.Q4_0}
 CASES = {"qwen3": FUSED, "qwen2": FUSED, "llama": SINGLE}   # tied + q/k norms; qkv biases; untied + rope scaling
 
 
@@ -119,11 +120,16 @@ def test_pte_holds_the_files_codes_and_minimums(source_exports):
 def test_layers_that_cannot_fuse_run_single_kernels(source_exports):
     _, art = source_exports["llama"]
     _, ops = _program(art)
-    assert {"edgekit::linear_q4.out", "edgekit::fused_linear_q4.out"} <= ops, ops
+    assert {"edgekit::linear_q4.out", "edgekit::fused_linear_q4.out", "edgekit::linear_q8.out"} <= ops, ops
     assert "edgekit::qkv_rope_q4.out" not in ops
     grids = art.metadata["source_grids"]
-    assert grids["float"] == ["layers.0.attention.wv.weight", "layers.1.attention.wv.weight"]
-    assert grids["requantized"] == {}                        # the Q4_0 table and the Q4_1 head as stored
+    assert grids["float"] == []                              # nothing quantized in the file goes back to float
+    assert grids["int8_kernel"] == [f"layers.{i}.{n}" for i in range(2)
+                                    for n in ("attention.wv", "feed_forward.w2")]
+    assert "gguf:Q8_0" in grids["kept"]                      # v: the file's codes and d
+    # the Q5_0 down only; the Q4_0 table and the Q4_1 head as stored
+    assert grids["requantized"] == {f"layers.{i}.feed_forward.w2.weight":
+                                    "gguf:Q5_0 groups of 32 -> int8 groups of 32 (fp16 scales)" for i in range(2)}
 
 
 @pytest.mark.parametrize("option", ["group_size", "embedding_bits", "output_bits"])

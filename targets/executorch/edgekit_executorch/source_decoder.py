@@ -20,6 +20,8 @@ from edgekit_executorch.source_q4 import (
     kernel_grid,
     layer_grids,
     output_grid,
+    q8_grid,
+    requantized_q8,
     require_source,
 )
 
@@ -58,11 +60,32 @@ def quantize_tables(decoder: nn.Module, model, report: SourceReport) -> None:
 
 
 def layer_plan(model, i: int, block: nn.Module) -> tuple[dict[str, KernelGrid], bool]:
-    """Layer i's grids and whether the layer fuses (all four stacked linears on kernel grids, one norm eps)."""
+    """Layer i's grids and whether the layer fuses (all four stacked linears on kernel grids, a layer the fused block
+    computes: fused_block.plain_layer)."""
+    from edgekit_executorch.kernels.fused_block import plain_layer
+
     grids = layer_grids(model.config, model.source_quant, i)
-    att = block.attention
-    same_eps = att.q_norm is None or float(att.q_norm.eps) == float(block.attention_norm.eps)
-    return grids, len(grids) == len(FUSED) and same_eps
+    return grids, len(grids) == len(FUSED) and plain_layer(block)
+
+
+def q8_linears(model, i: int) -> dict[tuple[str, str], tuple[Q8Grid, str | None]]:
+    """(owner, linear) -> (its int8 grid, what it was re-quantized from or None) for layer i's linears that are
+    quantized in the file but not 4-bit: a Q8_0 as stored, any other re-quantized (source_q4's docstring)."""
+    out = {}
+    for owner, names in FUSED.values():
+        for n in names:
+            canon = f"layers.{i}.{owner}.{n}.weight"
+            t = model.source_quant.get(canon)
+            if t is None or kernel_grid([t]) is not None:
+                continue
+            grid = q8_grid(t)
+            if grid is not None:
+                out[(owner, n)] = (grid, None)
+                continue
+            grid = requantized_q8(model.weights[canon], t.source)
+            if grid is not None:
+                out[(owner, n)] = (grid, f"{t.source} groups of {t.group_size}")
+    return out
 
 
 def single_grids(model, i: int) -> dict[tuple[str, str], KernelGrid]:
@@ -111,6 +134,7 @@ def use_source_kernels(decoder: nn.Module, model, report: SourceReport) -> dict[
                                         act_per_group=True))
             _note(report, grid, f"layers.{i}.{owner}.{n}")
             counts["q4_linears"] += 1
+        counts["q8_linears"] = counts.get("q8_linears", 0) + use_q8_linears(block, model, i, report)
     grid = output_grid(model.config, model.source_quant)
     if isinstance(grid, Q8Grid):
         counts.update(use_q8_output(decoder, model, grid, report))
@@ -139,10 +163,31 @@ def use_reference_grids(decoder: nn.Module, model) -> None:
         for (owner, n), grid in single_grids(model, i).items():
             parent = getattr(block, owner)
             setattr(parent, n, GridLinear(grid.weight(), getattr(parent, n).bias, grid.group))
+        for (owner, n), (grid, _) in q8_linears(model, i).items():
+            parent = getattr(block, owner)
+            setattr(parent, n, GridLinear(grid.weight(), getattr(parent, n).bias, grid.group))
     grid = output_grid(model.config, model.source_quant)
     if grid is not None:
         # a tied head: the table stays as it is (its lookup is exact either way)
         decoder.output = GridLinear(grid.weight(), None, grid.group)
+
+
+def use_q8_linears(block: nn.Module, model, i: int, report: SourceReport) -> int:
+    """Layer i's 8-bit linears (q8_linears) in edgekit::linear_q8; returns how many."""
+    from edgekit_executorch.kernels.linear_q8 import Q8Linear, Q8Table
+
+    made = 0
+    for (owner, n), (grid, requantized) in q8_linears(model, i).items():
+        parent = getattr(block, owner)
+        setattr(parent, n, Q8Linear(Q8Table(grid.codes, grid.scales, grid.group), getattr(parent, n).bias))
+        name = f"layers.{i}.{owner}.{n}"
+        report.int8_kernel.append(name)
+        if requantized:
+            report.requantized[f"{name}.weight"] = f"{requantized} -> int8 groups of {grid.group} (fp16 scales)"
+        else:
+            _note(report, grid, name)
+        made += 1
+    return made
 
 
 def use_q8_output(decoder: nn.Module, model, grid: Q8Grid, report: SourceReport) -> dict[str, int]:

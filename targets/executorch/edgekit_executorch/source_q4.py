@@ -17,7 +17,10 @@ The rest is what ExecuTorch can hold of the file:
   for the int4 kernel took 63 MB). XNNPACK has no group-wise 8-bit GEMM: per channel it cost SmolLM2 KL ~0.01;
 - any other output layer (Q6_K, Q5_0, ...): re-quantized to int8 per output channel (HQQ scales, int8 activations
   per token in XNNPACK); the artifact's metadata lists it;
-- a linear that is not 4-bit in the file (Q5_0, Q8_0, Q6_K, ...) stays float: its exact dequantization.
+- a Q8_0 linear runs in edgekit's int8 kernel on the file's codes; any other linear that is not 4-bit in the file
+  (Q5_0, Q6_K, ...: Gemma 3's Q4_K_M file holds most of its linears so) is re-quantized to the same int8 grid, groups
+  of 32 with fp16 scales (8 bits over a 5- or 6-bit grid: far below what the file's own rounding cost; a float copy
+  was 4 bytes per weight, twice the whole file for Gemma 3 270M); the artifact's metadata lists each.
 """
 from __future__ import annotations
 
@@ -117,6 +120,19 @@ def q8_grid(t: QuantizedTensor) -> Q8Grid | None:
         return None
     codes = (t.codes.to(torch.int16) - 128).to(torch.int8)
     return Q8Grid(codes, t.scales, t.group_size, (t.source,))
+
+
+def requantized_q8(weight: torch.Tensor, source: str, group: int = 32) -> Q8Grid | None:
+    """A float matrix on the int8 kernel's grid: symmetric int8 per `group` inputs, scales rounded to fp16 first (so
+    the codes are the nearest under the scale the kernel stores); None when the width is not a multiple of group."""
+    n, k = weight.shape
+    if k % group:
+        return None
+    w = weight.detach().to(torch.float32).view(n, k // group, group)
+    scales = w.abs().amax(-1) / 127
+    scales = torch.where(scales == 0, torch.ones_like(scales), scales).half().float()
+    codes = torch.clamp(torch.round(w / scales[..., None]), -127, 127).to(torch.int8).view(n, k)
+    return Q8Grid(codes, scales, group, (source,))
 
 
 def layer_grids(cfg, source: dict[str, QuantizedTensor], i: int) -> dict[str, KernelGrid]:

@@ -106,6 +106,7 @@ class FusedQ4Block(nn.Module):
     def __init__(self, block: nn.Module, weights: dict[str, Q4Weights] | None = None):
         super().__init__()
         att, ff = block.attention, block.feed_forward
+        self.sliding = block.sliding  # the Decoder hands each layer its rope tables by this
         self.q_heads, self.kv_heads, self.head_dim = att.n_heads, att.n_kv_heads, att.head_dim
         if weights is None:
             weights = {"qkv": Q4Weights([att.wq, att.wk, att.wv]), "wo": Q4Weights([att.wo]),
@@ -162,21 +163,26 @@ def uses_cache_attention(attend: nn.Module) -> bool:
             and cache.k_cache.dtype == torch.float32 and cache.v_cache.dtype == torch.float32)
 
 
-def fusable(block: nn.Module) -> bool:
-    """A plain pre-norm SwiGLU layer at the decoder's default softmax scale: what the four kernel calls compute.
-    A Gemma layer (norms after attention and the MLP, GeGLU, its own scale, a sliding window) stays unfused."""
+def plain_layer(block: nn.Module) -> bool:
+    """A pre-norm SwiGLU layer at the default softmax scale, its q/k norms (if any) with the layer norm's eps: what
+    the four kernel calls compute. A Gemma layer (norms after attention and the MLP, GeGLU, its own scale, a sliding
+    window) is not one."""
     att, ff = getattr(block, "attention", None), getattr(block, "feed_forward", None)
     if att is None or ff is None:
         return False
-    plain = (isinstance(getattr(block, "post_attention_norm", nn.Identity()), nn.Identity)
-             and isinstance(getattr(block, "post_ffw_norm", nn.Identity()), nn.Identity)
-             and getattr(ff, "act", nn.functional.silu) is nn.functional.silu and not getattr(block, "sliding", False)
-             and abs(getattr(att.attend, "scale", att.head_dim ** -0.5) - att.head_dim ** -0.5) < 1e-12)
-    if not plain:
+    return (isinstance(getattr(block, "post_attention_norm", nn.Identity()), nn.Identity)
+            and isinstance(getattr(block, "post_ffw_norm", nn.Identity()), nn.Identity)
+            and getattr(ff, "act", nn.functional.silu) is nn.functional.silu and not getattr(block, "sliding", False)
+            and abs(getattr(att.attend, "scale", att.head_dim ** -0.5) - att.head_dim ** -0.5) < 1e-12
+            and (att.q_norm is None or float(att.q_norm.eps) == float(block.attention_norm.eps)))
+
+
+def fusable(block: nn.Module) -> bool:
+    if not plain_layer(block):
         return False
+    att, ff = block.attention, block.feed_forward
     linears = (att.wq, att.wk, att.wv, att.wo, ff.w1, ff.w3, ff.w2)
-    same_eps = att.q_norm is None or float(att.q_norm.eps) == float(block.attention_norm.eps)
-    return all(isinstance(lin, nn.Linear) and is_8da4w(lin.weight) for lin in linears) and same_eps
+    return all(isinstance(lin, nn.Linear) and is_8da4w(lin.weight) for lin in linears)
 
 
 def use_fused_q4_blocks(decoder: nn.Module) -> dict[str, int]:

@@ -75,6 +75,20 @@ class Q8Embedding(nn.Module):
         return torch.ops.edgekit.embedding_q8(t.packed, t.scales, tokens, t.rows, t.dim, t.group_size)
 
 
+class Q8Linear(nn.Module):
+    """One linear over a Q8Table in edgekit::linear_q8 (no norm), plus its bias."""
+
+    def __init__(self, table: Q8Table, bias: torch.Tensor | None):
+        super().__init__()
+        self.table = table
+        self.register_buffer("bias", None if bias is None else bias.detach().to(torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.table
+        y = torch.ops.edgekit.linear_q8(x, t.packed, t.scales, t.group_size, t.rows, None, 0.0)
+        return y if self.bias is None else y + self.bias
+
+
 class Q8Output(nn.Module):
     """The final RMSNorm and the output layer over a Q8Table in one edgekit::linear_q8 call (the decoder's own norm
     becomes Identity)."""
