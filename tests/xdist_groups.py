@@ -22,7 +22,8 @@ SHARED_FIXTURE_GROUPS = (   # (group, fixtures): the first group a test's fixtur
     ("onnx", {"onnx_export"}),
     ("coreml", {"coreml_export", "smollm2_coreml", "mil_function"}),
 )
-HEAVY_FIRST = ("et-smollm2", "tests/e2e/test_demo.py", "smollm2-bundles", "tests/kernels/test_e2e_executorch.py",
+HEAVY_FIRST = ("et-smollm2", "tests/e2e/test_demo.py", "smollm2-bundles", "tests/executorch/test_et_gemma3.py",
+               "tests/kernels/test_e2e_executorch.py",
                "et-tiny", "tests/executorch/test_linear_kernel.py", "onnx", "coreml")
 GROUPS_DIR_ENV = "EDGEKIT_TEST_GROUPS_DIR"
 

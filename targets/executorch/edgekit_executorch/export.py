@@ -56,6 +56,10 @@ def build_decoder(model: EdgeModel, spec: TargetSpec, for_export: bool, report=N
         from edgekit_executorch.attention import use_custom_sdpa
 
         use_custom_sdpa(decoder, attention)
+    if for_export and attention != "graph":
+        from edgekit_executorch.attention import use_custom_sdpa_rings
+
+        use_custom_sdpa_rings(decoder)
     if for_export and qp.linear_kernel == "edgekit":
         from edgekit_executorch.kernels.fused_block import use_fused_q4_blocks
 
@@ -92,6 +96,10 @@ def build_source_decoder(model: EdgeModel, spec: TargetSpec, qp: quant.QuantPlan
         from edgekit_executorch.attention import use_custom_sdpa
 
         use_custom_sdpa(decoder, attention)
+    if attention != "graph":
+        from edgekit_executorch.attention import use_custom_sdpa_rings
+
+        use_custom_sdpa_rings(decoder)
     with torch.no_grad():
         log.debug("quant 'source' kernels: %s", use_source_kernels(decoder, model, report))
     pages.release(model.weights.values())
