@@ -76,13 +76,9 @@ def write_results(rows: list[bq.Row], cfg, bandwidth: list[float], argv: list[st
         "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = r.figures
-        dec = sorted(f.get("decode", []))
-        speed = f"{dec[len(dec) // 2]:.0f} ({dec[0]:.0f}-{dec[-1]:.0f})" if dec else "-"
-        kl = f"{f['mean_kl']:.4f}" if "mean_kl" in f else f.get("error", "-")
-        same = f"{f['same_top']:.1%}" if "same_top" in f else "-"
-        ppl = f"{f['ppl']:.2f} ({f['ref_ppl']:.2f})" if "ppl" in f else "-"
-        per = read_bytes_per_token(r, cfg)
-        roof = f"{dec[len(dec) // 2] / (max(bandwidth) * 1e9 / per):.2f}" if dec else "-"
+        speed, kl, same, ppl = bq.row_cells(f)
+        per, dec = read_bytes_per_token(r, cfg), bq.median_decode(f)
+        roof = f"{dec / (max(bandwidth) * 1e9 / per):.2f}" if dec else "-"
         lines.append(f"| {r.label} | {f.get('bytes', 0) / 1e6:.1f} MB | {kl} | {same} | {ppl} | {speed} | "
                      f"{per / 1e6:.0f} | {roof} | {r.note} |")
     lines += ["", (f"KV cache at a 4,096-token context (fp32): {ring / 1e6:.1f} MB with the sliding layers' rings vs "

@@ -261,6 +261,21 @@ def decode_rounds(rows: list[Row], rounds: int, prompt: int = 64, steps: int = 3
             row.figures.setdefault("decode", []).append(steps / (time.perf_counter() - t0))
 
 
+def median_decode(figures: dict[str, Any]) -> float | None:
+    dec = sorted(figures.get("decode", []))
+    return dec[len(dec) // 2] if dec else None
+
+
+def row_cells(figures: dict[str, Any]) -> tuple[str, str, str, str]:
+    """A row's decode (median and range), mean KL (or its error), same-top and perplexity cells."""
+    f, dec = figures, sorted(figures.get("decode", []))
+    speed = f"{median_decode(f):.0f} ({dec[0]:.0f}-{dec[-1]:.0f})" if dec else "-"
+    kl = f"{f['mean_kl']:.4f}" if "mean_kl" in f else f.get("error", "-")
+    same = f"{f['same_top']:.1%}" if "same_top" in f else "-"
+    ppl = f"{f['ppl']:.2f} ({f['ref_ppl']:.2f})" if "ppl" in f else "-"
+    return speed, kl, same, ppl
+
+
 def write_results(rows: list[Row], facts: dict[str, Any], argv: list[str], out: Path = RESULTS) -> None:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     how = (f"`python benchmarks/bench_quality.py {' '.join(argv)}` on {when}. Reference: the eager fp32 graph of the "
@@ -271,11 +286,7 @@ def write_results(rows: list[Row], facts: dict[str, Any], argv: list[str], out: 
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = r.figures
-        dec = sorted(f.get("decode", []))
-        speed = f"{dec[len(dec) // 2]:.0f} ({dec[0]:.0f}-{dec[-1]:.0f})" if dec else "-"
-        kl = f"{f['mean_kl']:.4f}" if "mean_kl" in f else f.get("error", "-")
-        same = f"{f['same_top']:.1%}" if "same_top" in f else "-"
-        ppl = f"{f['ppl']:.2f} ({f['ref_ppl']:.2f})" if "ppl" in f else "-"
+        speed, kl, same, ppl = row_cells(f)
         lines.append(f"| {r.label} | {r.target} | {f.get('bytes', 0) / 1e6:.1f} MB | {kl} | {same} | {ppl} | "
                      f"{speed} | {r.note} |")
     commands = [f"- {r.label}: `{r.figures['command']}`" for r in rows if "command" in r.figures]
