@@ -142,3 +142,12 @@ def test_builders_without_gemma3_refuse_it_naming_what_they_lack(ckpt, tmp_path,
     for feature in ("act_gelu_tanh", "embed_scale", "sandwich_norms", "sliding_window"):
         assert feature in str(e.value)
     assert not (tmp_path / "a").exists()
+
+
+def test_info_names_the_sliding_layers_and_the_cache_they_save(ckpt):
+    from edgekit.model.info import model_info
+
+    info = model_info(edgekit.load(ckpt("gemma3")), context=4096)
+    assert info["attention"] == f"2 sliding (window 6, ring of {6 + RING_REWIND} rows) + 1 full"
+    assert info["kv_cache_full_context"] == pytest.approx((2 * (6 + RING_REWIND) + 4096) / (3 * 4096))
+    assert model_info(edgekit.load(ckpt("qwen3")), context=4096)["attention"] == "2 full"
