@@ -50,6 +50,7 @@ class TargetRun:
     answer: str = ""
     eager_answer_match: bool | None = None
     error: str = ""
+    left_out: str = ""  # why the target cannot compute this model (its builder lacks a feature): not a failure
 
 
 def pick_quant(caps: Any, model: Any = None) -> str:
@@ -170,8 +171,18 @@ def _plan(runs: list[TargetRun], stock_kernels: bool = False, model: Any = None)
     for run in runs:
         try:
             tgt = get_target(run.target)
+        except EdgekitError as e:
+            run.error = f"demo stage {EXPORT_STAGE!r} for target {run.target!r} failed: {e}"
+            console.print(f"[bold red]failed[/]: {run.error}")
+            continue
+        try:  # a target whose graph builder cannot compute this model is left out, saying why
             if model is not None:
-                check_features(tgt, model)  # a target whose graph builder cannot compute this model is left out
+                check_features(tgt, model)
+        except EdgekitError as e:
+            run.target, run.left_out = tgt.name, str(e)
+            console.print(f"[yellow]left out[/] {tgt.name}: {e}")
+            continue
+        try:
             caps = tgt.capabilities
             run.target, run.quant = tgt.name, pick_quant(caps, model)
             run.options = demo_options(caps, stock_kernels, run.quant)
@@ -382,7 +393,7 @@ def _print_summary(runs: list[TargetRun], summary: dict[str, Any]) -> None:
                   "-" if r.eager_answer_match is None else ("yes" if r.eager_answer_match else "no"),
                   _num(r.profile, "decode_tokens_per_s") if r.profile else ("not here" if r.profile_skipped else "-"),
                   _num(r.profile, "ttft_ms") if r.profile else "-",
-                  "[red]failed[/]" if r.error else "[green]ok[/]")
+                  "[red]failed[/]" if r.error else ("[yellow]left out[/]" if r.left_out else "[green]ok[/]"))
     print_table(console, t)
     # soft_wrap: in a pipe each of these stays one line rather than breaking at the console width mid-list
     for r in runs:
