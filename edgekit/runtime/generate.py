@@ -11,6 +11,7 @@ import numpy as np
 from edgekit.errors import NumericalError, UnsupportedOption
 from edgekit.runtime.sampling import choose
 from edgekit.runtime.session import positions
+from edgekit.runtime.speculate import MAX_DRAFT, MODES, decode
 from edgekit.runtime.think import ThinkSplitter
 
 if TYPE_CHECKING:
@@ -29,6 +30,10 @@ class GenerationConfig:
     seed: int | None = None
     stop_ids: tuple[int, ...] = ()
     prefill_chunk: int | None = None  # feed long prompts in chunks of this many tokens
+    # "ngram": draft from the text so far and verify in one forward where the session's measured costs say it pays
+    # (edgekit/runtime/speculate.py); "off": one token per forward
+    speculate: str = "off"
+    draft_tokens: int | None = None   # with speculate: always draft this many (when a match has them), no cost model
 
     @classmethod
     def from_options(cls, defaults: dict[str, Any] | None = None, **options: Any) -> GenerationConfig:
@@ -48,6 +53,11 @@ class GenerationConfig:
             raise UnsupportedOption(f"bad sampling settings temperature={cfg.temperature} top_k={cfg.top_k} "
                                     f"top_p={cfg.top_p} max_new_tokens={cfg.max_new_tokens}; accepted: temperature >= 0, "
                                     "top_k >= 0, 0 < top_p <= 1, max_new_tokens >= 1")
+        if cfg.draft_tokens is not None and not 1 <= cfg.draft_tokens <= MAX_DRAFT:
+            raise UnsupportedOption(f"draft_tokens={cfg.draft_tokens}; accepted: 1 to {MAX_DRAFT} (or unset: the cost "
+                                    "model chooses per step)")
+        if cfg.speculate not in MODES:
+            raise UnsupportedOption(f"speculate={cfg.speculate!r}; accepted: {', '.join(MODES)}")
         return cfg
 
 
@@ -62,6 +72,7 @@ class GenerationResult:
     time_to_first_token_s: float = 0.0
     prefill_s: float = 0.0
     decode_s: float = 0.0
+    speculation: dict[str, Any] = field(default_factory=dict)   # forwards, drafted, accepted, tokens_per_forward
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -101,8 +112,8 @@ def prefill(session: Session, prompt_ids: list[int], chunk: int | None = None) -
 
 
 def generate(session: Session, prompt_ids: list[int], config: GenerationConfig,
-             on_token: Callable[[int], None] | None = None) -> GenerationResult:
-    """Token-level generation; the session's cache is reset first."""
+             on_token: Callable[[int], None] | None = None, drafter: Any = None) -> GenerationResult:
+    """Token-level generation; the session's cache is reset first. `drafter` replaces the n-gram drafter (tests)."""
     if not prompt_ids:
         raise UnsupportedOption("the prompt is empty; give at least one token")
     rng = np.random.default_rng(config.seed)
@@ -111,28 +122,30 @@ def generate(session: Session, prompt_ids: list[int], config: GenerationConfig,
     t0 = time.perf_counter()
     row = prefill(session, prompt_ids, config.prefill_chunk)
     check_logits(row, f"the prefill of {len(prompt_ids)} prompt tokens")
-    pos = len(prompt_ids)
-    res.stop_reason = "max_new_tokens"
-    t_decode = time.perf_counter()
-    res.prefill_s = t_decode - t0
-    for i in range(config.max_new_tokens):
-        tok = choose(row, config.temperature, config.top_k, config.top_p, rng)
+    res.prefill_s = time.perf_counter() - t0
+    t_decode = t0
+
+    def pick(logits_row: np.ndarray) -> int:
+        return choose(logits_row, config.temperature, config.top_k, config.top_p, rng)
+
+    def emit(tok: int) -> str:
+        nonlocal t_decode
         res.token_ids.append(tok)
-        if i == 0:
+        if len(res.token_ids) == 1:
             res.time_to_first_token_s = time.perf_counter() - t0
             t_decode = time.perf_counter()
         if on_token is not None:
             on_token(tok)
         if tok in config.stop_ids:
-            res.stop_reason = "stop_token"
-            break
-        if pos >= session.max_seq_len or i == config.max_new_tokens - 1:
-            res.stop_reason = "max_seq_len" if pos >= session.max_seq_len else "max_new_tokens"
-            break
-        row = _last_row(session.forward(np.asarray([[tok]], dtype=np.int64), positions(pos, 1)))
-        check_logits(row, f"decode step {i + 1} (position {pos})")
-        pos += 1
+            return "stop_token"
+        return "max_new_tokens" if len(res.token_ids) >= config.max_new_tokens else ""
+
+    stats = decode(session, pick(row), len(prompt_ids), pick, emit,
+                   room=lambda: config.max_new_tokens - len(res.token_ids), history=prompt_ids,
+                   mode=config.speculate, drafter=drafter, check=check_logits, draft_tokens=config.draft_tokens)
     res.decode_s = time.perf_counter() - t_decode
+    res.stop_reason = stats.stop_reason
+    res.speculation = stats.as_dict(max(len(res.token_ids) - 1, 0))
     return res
 
 

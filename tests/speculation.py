@@ -1,0 +1,61 @@
+"""Checks every target's session must pass for speculative decoding (edgekit/runtime/speculate.py)."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.runtime.generate import GenerationConfig, generate
+from edgekit.runtime.session import positions
+
+WRONG = 3   # a token id that the checks put in a draft where the text has another
+
+
+def rollback_worst(session, prompt: list[int], text: list[int], k: int = 4) -> float:
+    """Largest |Δlogit| between one-token steps over `text` and wide forwards whose drafts are wrong at every draft
+    position in turn (j correct tokens, then a wrong one, then the rest): after each forward only the j correct
+    drafts are kept and the next forward writes over the rejected positions, as speculation does. A session that
+    attended a rejected token's stale K/V (or refused to go back) differs here."""
+    assert all(t != WRONG for t in text), "pick a text without the stand-in wrong token"
+    session.reset()
+    session.forward(np.asarray([prompt], dtype=np.int64), positions(0, len(prompt)))
+    plain = [session.forward(np.asarray([[t]], dtype=np.int64), positions(len(prompt) + i, 1))[0, -1]
+             for i, t in enumerate(text)]
+    session.reset()
+    session.forward(np.asarray([prompt], dtype=np.int64), positions(0, len(prompt)))
+    i, worst, rejected_at = 0, 0.0, set()
+    while i + k + 1 <= len(text):
+        j = len(rejected_at) % k                     # 0, 1, ..., k-1 correct drafts, then a wrong one
+        feed = [text[i]] + list(text[i + 1:i + 1 + j]) + [WRONG] + list(text[i + 2 + j:i + 1 + k])
+        rows = session.forward(np.asarray([feed[:k + 1]], dtype=np.int64), positions(len(prompt) + i, k + 1))[0]
+        worst = max(worst, float(np.abs(rows[:j + 1] - np.stack(plain[i:i + j + 1])).max()))
+        rejected_at.add(j)
+        i += j + 1
+    assert rejected_at == set(range(k)), f"the text was too short to reject at every draft position: {rejected_at}"
+    return worst
+
+
+def greedy_both(session, prompt: list[int], max_new_tokens: int, draft_tokens: int | None = 4):
+    """(plain result, speculative result) of greedy generation from `prompt`."""
+    plain = generate(session, prompt, GenerationConfig(max_new_tokens=max_new_tokens))
+    spec = generate(session, prompt, GenerationConfig(max_new_tokens=max_new_tokens, speculate="ngram",
+                                                      draft_tokens=draft_tokens))
+    return plain, spec
+
+
+def tie_margin_at_divergence(session, prompt: list[int], plain: list[int], other: list[int]) -> float | None:
+    """None if the two greedy outputs agree; else the top-two logit gap of the plain run where they part (a genuine
+    near-tie is small: the wide forward's rounding decided it)."""
+    at = next((i for i, (a, b) in enumerate(zip(plain, other)) if a != b), None)
+    if at is None:
+        return None if len(plain) == len(other) else 0.0
+    session.reset()
+    ids = prompt + plain[:at]
+    row = session.forward(np.asarray([ids], dtype=np.int64), positions(0, len(ids)))[0, -1]
+    top = np.sort(row)[-2:]
+    return float(top[1] - top[0])
+
+
+def repeating_prompt(vocab: int, n: int = 10, seed: int = 0) -> list[int]:
+    """A random run of n tokens said twice (tokens above WRONG): the second half is all n-gram matches."""
+    rng = np.random.default_rng(seed)
+    run = [int(t) for t in rng.integers(WRONG + 1, vocab, size=n)]
+    return run + run
