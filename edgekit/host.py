@@ -16,7 +16,7 @@ def session_for(model: Any, target: str, artifact: str | Path | None = None, **o
     tgt = get_target(target)
     if artifact is None:
         out = Path(tempfile.mkdtemp(prefix="edgekit-")) / "artifact"
-        art = export(model, tgt.name, out=out, last_logits_only=True)
+        art = export(model, tgt.name, out=out)   # every position's logits: speculation verifies drafts with them
     else:
         art = Artifact.load(artifact)
     return tgt.session(art, **options)

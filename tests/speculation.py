@@ -35,7 +35,7 @@ def rollback_worst(session, prompt: list[int], text: list[int], k: int = 4) -> f
 
 def greedy_both(session, prompt: list[int], max_new_tokens: int, draft_tokens: int | None = 4):
     """(plain result, speculative result) of greedy generation from `prompt`."""
-    plain = generate(session, prompt, GenerationConfig(max_new_tokens=max_new_tokens))
+    plain = generate(session, prompt, GenerationConfig(max_new_tokens=max_new_tokens, speculate="off"))
     spec = generate(session, prompt, GenerationConfig(max_new_tokens=max_new_tokens, speculate="ngram",
                                                       draft_tokens=draft_tokens))
     return plain, spec

@@ -14,7 +14,26 @@ SAMPLING_OPTIONS = [
     click.option("--top-k", type=int, default=None),
     click.option("--top-p", type=float, default=None),
     click.option("--seed", type=int, default=None),
+    click.option("--speculate", type=click.Choice(["ngram", "off"]), default=None,
+                 help="Draft from the text so far and verify several tokens per forward where this runtime's measured "
+                      "costs say it pays (default ngram); off: one token per forward."),
+    click.option("--draft-tokens", type=click.IntRange(1, 8), default=None,
+                 help="With --speculate ngram: always draft this many tokens (default: chosen per step)."),
 ]
+
+
+def generation_summary(res) -> str:
+    """The dim line after a generation: length, stop reason, speeds, and what speculation did."""
+    line = (f"{len(res.token_ids)} tokens, stop: {res.stop_reason}, ttft {res.time_to_first_token_s * 1000:.0f} ms, "
+            f"prefill {res.prefill_tokens_per_s:.1f} tok/s, decode {res.decode_tokens_per_s:.1f} tok/s")
+    spec = res.speculation or {}
+    if spec.get("mode") == "ngram" and not spec.get("reason"):
+        rate = spec.get("acceptance_rate")
+        line += (f", {spec.get('tokens_per_forward') or 1.0:.2f} tokens/forward"
+                 + (f" ({spec['accepted']}/{spec['drafted']} drafted tokens kept)" if rate is not None else ""))
+    elif spec.get("mode") == "ngram":
+        line += f", no speculation: {spec['reason']}"
+    return line
 
 
 def sampling_options(f):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from edgekit.cli.common import MODEL_ARG, console, sampling_options, stream_printer
+from edgekit.cli.common import MODEL_ARG, console, generation_summary, sampling_options, stream_printer
 
 
 @click.command("generate")
@@ -30,5 +30,4 @@ def command(model, prompt, chat, system, target, artifact, hide_reasoning, **sam
                         stream=stream_printer(not hide_reasoning), defaults=m.generation_defaults,
                         stop_ids=m.stop_ids, **sampling)
     console.print()
-    console.print(f"[dim]{len(res.token_ids)} tokens, stop: {res.stop_reason}, ttft {res.time_to_first_token_s*1000:.0f} ms, "
-                  f"prefill {res.prefill_tokens_per_s:.1f} tok/s, decode {res.decode_tokens_per_s:.1f} tok/s[/]")
+    console.print(f"[dim]{generation_summary(res)}[/]")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from edgekit.cli.common import console, sampling_options, stream_printer
+from edgekit.cli.common import console, generation_summary, sampling_options, stream_printer
 
 
 @click.command("run")
@@ -21,5 +21,4 @@ def command(bundle_path, prompt, chat, system, hide_reasoning, public_key, **sam
     b = Bundle.open(bundle_path, public_key=public_key)
     res = b.generate(prompt, chat=chat, system=system, stream=stream_printer(not hide_reasoning), **sampling)
     console.print()
-    console.print(f"[dim]{len(res.token_ids)} tokens, stop: {res.stop_reason}, ttft {res.time_to_first_token_s*1000:.0f} "
-                  f"ms, prefill {res.prefill_tokens_per_s:.1f} tok/s, decode {res.decode_tokens_per_s:.1f} tok/s[/]")
+    console.print(f"[dim]{generation_summary(res)}[/]")

@@ -32,7 +32,7 @@ class GenerationConfig:
     prefill_chunk: int | None = None  # feed long prompts in chunks of this many tokens
     # "ngram": draft from the text so far and verify in one forward where the session's measured costs say it pays
     # (edgekit/runtime/speculate.py); "off": one token per forward
-    speculate: str = "off"
+    speculate: str = "ngram"
     draft_tokens: int | None = None   # with speculate: always draft this many (when a match has them), no cost model
 
     @classmethod

@@ -75,19 +75,23 @@ class CostModel:
 
     max_draft: int = MAX_DRAFT
     alpha: float = 0.25
-    seconds: dict[int, float] = field(default_factory=dict)
+    seconds: dict[int, float] = field(default_factory=dict)   # one-token step (and widths seen before it)
+    ratios: dict[int, float] = field(default_factory=dict)    # width -> seconds / one-token step
     hits: dict[int, float] = field(default_factory=dict)
     misses: dict[int, float] = field(default_factory=dict)
 
     def observe_forward(self, width: int, seconds: float) -> None:
-        """One forward's wall time. A shared machine preempts: a sample is capped at 3x the width's estimate, and a
-        width's first sample at `width` one-token steps (a forward reading the weights once is not dearer than
-        that), so one descheduled forward cannot switch speculation off for good."""
-        old, one = self.seconds.get(width), self.seconds.get(1)
-        if old is not None:
-            self.seconds[width] = old + self.alpha * (min(seconds, 3.0 * old) - old)
-        else:
-            self.seconds[width] = min(seconds, width * one) if one and width > 1 else seconds
+        """One forward's wall time. Wide forwards are kept as a ratio to the one-token step measured around them, so
+        the machine's drift (tens of percent within minutes here) moves both alike. A shared machine preempts: a
+        ratio sample is capped at 3x the width's estimate, and a width's first at `width` (a forward that reads the
+        weights once is not dearer than that many steps), so one descheduled forward cannot turn speculation off
+        for good."""
+        if width == 1 or 1 not in self.seconds:
+            old = self.seconds.get(width)
+            self.seconds[width] = seconds if old is None else old + self.alpha * (seconds - old)
+            return
+        ratio, old = seconds / self.seconds[1], self.ratios.get(width)
+        self.ratios[width] = min(ratio, float(width)) if old is None else old + self.alpha * (min(ratio, 3 * old) - old)
 
     def observe_draft(self, order: int, drafted: int, accepted: int) -> None:
         """`accepted` of `drafted` tokens kept: accepted successes, and one failure if the draft was cut short.
@@ -101,15 +105,13 @@ class CostModel:
         return (self.hits.get(order, 0.0) + 1.0) / (self.hits.get(order, 0.0) + self.misses.get(order, 0.0) + 2.0)
 
     def relative_cost(self, width: int) -> float:
-        one = self.seconds.get(1)
         if width == 1:
             return 1.0
-        if one and width in self.seconds:
-            return max(self.seconds[width] / one, 1e-3)
-        wider = [w for w in self.seconds if w > 1] if one else []
-        if wider:   # from the nearest measured width, each further token as dear as the measured ones on average
-            near = min(wider, key=lambda w: abs(w - width))
-            return 1.0 + max(self.seconds[near] / one - 1.0, 0.0) * (width - 1) / (near - 1)
+        if width in self.ratios:
+            return max(self.ratios[width], 1e-3)
+        if self.ratios:   # from the nearest measured width, each further token as dear as the measured ones on average
+            near = min(self.ratios, key=lambda w: abs(w - width))
+            return 1.0 + max(self.ratios[near] - 1.0, 0.0) * (width - 1) / (near - 1)
         return 1.0 + PRIOR_SLOPE * (width - 1)
 
     def best_draft(self, order: int, available: int) -> tuple[int, float]:

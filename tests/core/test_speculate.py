@@ -105,7 +105,7 @@ def test_seeded_sampling_with_speculation_draws_the_same_tokens():
     prompt = repeating_prompt(s.vocab, n=6, seed=3)
     for seed in range(5):
         cfg = {"max_new_tokens": 80, "temperature": 0.8, "top_k": 4, "top_p": 0.95, "seed": seed}
-        plain = generate(s, prompt, GenerationConfig(**cfg))
+        plain = generate(s, prompt, GenerationConfig(**cfg, speculate="off"))
         spec = generate(s, prompt, GenerationConfig(**cfg, speculate="ngram", draft_tokens=4))
         assert spec.token_ids == plain.token_ids
         assert spec.speculation["accepted"] > 0
@@ -176,7 +176,7 @@ def test_last_logits_only_sessions_decode_plainly_and_say_why():
 def test_stop_tokens_and_length_limits_inside_an_accepted_draft():
     s = MarkovSession(sharp=3.0)
     prompt = repeating_prompt(s.vocab, n=8, seed=1)
-    plain = generate(s, prompt, GenerationConfig(max_new_tokens=40))
+    plain = generate(s, prompt, GenerationConfig(max_new_tokens=40, speculate="off"))
     stop = plain.token_ids[17]
     first = plain.token_ids.index(stop)
     for draft_tokens in (2, 5, 8):
@@ -184,7 +184,7 @@ def test_stop_tokens_and_length_limits_inside_an_accepted_draft():
                                                    draft_tokens=draft_tokens))
         assert res.token_ids == plain.token_ids[:first + 1] and res.stop_reason == "stop_token"
     short = MarkovSession(sharp=3.0, max_seq_len=len(prompt) + 13)
-    ref = generate(short, prompt, GenerationConfig(max_new_tokens=40))
+    ref = generate(short, prompt, GenerationConfig(max_new_tokens=40, speculate="off"))
     short.widths.clear()
     res = generate(short, prompt, GenerationConfig(max_new_tokens=40, speculate="ngram", draft_tokens=8))
     assert res.token_ids == ref.token_ids and res.stop_reason == ref.stop_reason == "max_seq_len"
