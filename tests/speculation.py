@@ -5,6 +5,7 @@ import numpy as np
 
 from edgekit.runtime.generate import GenerationConfig, generate
 from edgekit.runtime.session import positions
+from edgekit.runtime.speculate import divergence_gap as tie_margin_at_divergence  # noqa: F401 (re-exported)
 
 WRONG = 3   # a token id that the checks put in a draft where the text has another
 
@@ -39,19 +40,6 @@ def greedy_both(session, prompt: list[int], max_new_tokens: int, draft_tokens: i
     spec = generate(session, prompt, GenerationConfig(max_new_tokens=max_new_tokens, speculate="ngram",
                                                       draft_tokens=draft_tokens))
     return plain, spec
-
-
-def tie_margin_at_divergence(session, prompt: list[int], plain: list[int], other: list[int]) -> float | None:
-    """None if the two greedy outputs agree; else the top-two logit gap of the plain run where they part (a genuine
-    near-tie is small: the wide forward's rounding decided it)."""
-    at = next((i for i, (a, b) in enumerate(zip(plain, other)) if a != b), None)
-    if at is None:
-        return None if len(plain) == len(other) else 0.0
-    session.reset()
-    ids = prompt + plain[:at]
-    row = session.forward(np.asarray([ids], dtype=np.int64), positions(0, len(ids)))[0, -1]
-    top = np.sort(row)[-2:]
-    return float(top[1] - top[0])
 
 
 def repeating_prompt(vocab: int, n: int = 10, seed: int = 0) -> list[int]:

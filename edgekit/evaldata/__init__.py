@@ -32,3 +32,11 @@ def eval_text() -> EvalText:
 def calibration_text() -> EvalText:
     """The shipped calibration text (3,944 SmolLM2 tokens), disjoint from the evaluation set."""
     return EvalText("edgekit-calibration", (HERE / CALIBRATION_FILE).read_text(encoding="utf-8").strip())
+
+
+def speculation_prompts() -> dict[str, list[dict[str, str]]]:
+    """Chat prompts for measuring speculative decoding: "grounded" ones whose answer restates its input (rewrite,
+    extract, fix, continue, reformat, rename) and "open_ended" controls; each {"id", "kind", "prompt"}."""
+    import json
+
+    return json.loads((HERE / "speculation" / "prompts.json").read_text(encoding="utf-8"))

@@ -253,3 +253,17 @@ def _count(stats: SpeculationStats, cost: CostModel, order: int, drafted: int, a
     stats.drafted += drafted
     stats.accepted += accepted
     cost.observe_draft(order, drafted, accepted)
+
+
+def divergence_gap(session: Any, prompt: Sequence[int], plain: Sequence[int], other: Sequence[int]) -> float | None:
+    """None if two greedy outputs agree; else the top-two logit gap of plain decoding's logits where they part. A
+    wide forward rounds differently from a one-token step in some runtimes, so greedy speculation may take the other
+    side of a near-tie; this measures how near it was (a wrong rollback shows as a large gap)."""
+    at = next((i for i, (a, b) in enumerate(zip(plain, other)) if a != b), None)
+    if at is None:
+        return None if len(plain) == len(other) else 0.0
+    session.reset()
+    ids = list(prompt) + list(plain[:at])
+    row = np.asarray(session.forward(np.asarray([ids], dtype=np.int64), np.arange(len(ids), dtype=np.int64)))[0, -1]
+    top = np.sort(row)[-2:]
+    return float(top[1] - top[0])
