@@ -13,6 +13,9 @@ from edgekit.cli.common import MODEL_ARG, console, human_bytes
 @click.option("--max-seq-len", type=int, default=None, help="KV-cache length (default 512).")
 @click.option("--kv-cache", default=None, help="KV-cache dtype: fp32 or int8 where supported.")
 @click.option("--option", "-O", "options", multiple=True, metavar="NAME=VALUE", help="Target-specific option.")
+@click.option("--all-logits", is_flag=True,
+              help="Return every position's logits (not only the last), so runners can verify speculative drafts "
+                   "(edgekit run / profile --speculate ngram); costs prefill time (README: speculative decoding).")
 @click.option("--zip", "as_zip", is_flag=True, help="Write <name>.zip instead of a folder.")
 @click.option("--name", default=None, help="Bundle name (default <model>-<target>-<quant>; one target only).")
 @click.option("--out", "-o", type=click.Path(), default="dist", show_default=True, help="Folder to write bundles in.")
@@ -21,8 +24,8 @@ from edgekit.cli.common import MODEL_ARG, console, human_bytes
 @click.option("--force", is_flag=True, help="Replace an existing bundle at the output path.")
 @click.option("--sign-key", type=click.Path(), default=None, metavar="PRIVATE.pem",
               help="Sign manifest.json with this Ed25519 private key (writes manifest.sig; pip install edgekit[sign]).")
-def command(model, target, targets, quant, max_seq_len, kv_cache, options, as_zip, name, out, no_validate, no_eval,
-            force, sign_key) -> None:
+def command(model, target, targets, quant, max_seq_len, kv_cache, options, all_logits, as_zip, name, out, no_validate,
+            no_eval, force, sign_key) -> None:
     """Export MODEL (a checkpoint, built-in name, or an exported artifact folder) into app-ready bundle(s)."""
     from pathlib import Path
 
@@ -33,7 +36,7 @@ def command(model, target, targets, quant, max_seq_len, kv_cache, options, as_zi
     if target and targets or not (target or targets or is_artifact):
         raise click.UsageError("give one of --target NAME or --targets all|a,b (optional for an artifact folder)")
     made = bundle(model, target=target or (targets.split(",") if targets else None), out=out, quant=quant,
-                  max_seq_len=max_seq_len, kv_cache=kv_cache, zip=as_zip, name=name, force=force, validate=not no_validate,
+                  max_seq_len=max_seq_len, kv_cache=kv_cache, last_logits_only=not all_logits, zip=as_zip, name=name, force=force, validate=not no_validate,
                   sign_key=sign_key, **({"evaluate": False} if no_eval else {}), **parse_options(options))
     for b in made if isinstance(made, list) else [made]:
         m = b.manifest

@@ -27,6 +27,9 @@ def _lengths(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[
 @click.option("--runs", type=int, default=3, show_default=True, help="Timed runs per prompt length.")
 @click.option("--warmup", type=int, default=1, show_default=True, help="Warm-up runs per prompt length (excluded).")
 @click.option("--threads", type=int, default=None, help="Runtime threads (default: the runtime's choice).")
+@click.option("--speculate", type=click.Choice(["ngram", "off"]), default="ngram", show_default=True,
+              help="After the timed runs, decode edgekit's shipped prompts with and without speculative decoding "
+                   "(bundles that return every position's logits: edgekit bundle --all-logits).")
 @click.option("--runner", default=None, help="adb: your llama_main build; ios: the profiling app's bundle id.")
 @click.option("--python", "python", default=None, help="ssh/adb: the device's python (default python3).")
 @click.option("--accept-new-host-key", is_flag=True, help="ssh: trust an unknown host key on first use.")
@@ -43,7 +46,7 @@ def _lengths(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[
 @click.option("--session-module", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Advanced: a standalone_session.py to run the bundle with instead of its target's.")
 def command(bundle: Path, device: str, prompt_lengths: tuple[int, ...], decode_tokens: int, runs: int, warmup: int,
-            threads: int | None, runner: str | None, python: str | None, accept_new_host_key: bool,
+            threads: int | None, speculate: str, runner: str | None, python: str | None, accept_new_host_key: bool,
             identity_file: str | None, timeout: float, json_out: Path | None, html_out: Path | None,
             md_out: Path | None, compare_last: bool, threshold: float, no_history: bool,
             session_module: str | None) -> None:
@@ -56,12 +59,17 @@ def command(bundle: Path, device: str, prompt_lengths: tuple[int, ...], decode_t
             rate = len(e["decode_ms"]) * 1000.0 / max(sum(e["decode_ms"]), 1e-9)
             console.print(f"[dim]{tag} {e['index']}[/] prompt {e['prompt_length']}: prefill {e['prefill_ms']:.1f} "
                           f"ms, decode {rate:.1f} tok/s", highlight=False)
+        elif e.get("event") == "speculation" and e.get("available"):
+            console.print(f"[dim]speculation[/] {e['kind']} {e['prompt']}: {e['plain_decode_tok_s'] or 0:.1f} -> "
+                          f"{e['decode_tok_s'] or 0:.1f} tok/s, {e['tokens_per_forward'] or 1:.2f} tokens/forward",
+                          highlight=False)
 
     extra = {"accept_new_host_key": True if accept_new_host_key else None, "identity_file": identity_file}
     interrupted = None
     try:
         report = profiling.profile(bundle, device, prompt_lengths=prompt_lengths, decode_tokens=decode_tokens,
-                                   runs=runs, warmup=warmup, threads=threads, runner=runner, python=python,
+                                   runs=runs, warmup=warmup, threads=threads, speculate=speculate, runner=runner,
+                                   python=python,
                                    timeout=timeout, history=not no_history, compare_last=compare_last,
                                    threshold=threshold, on_event=on_event, session_module=session_module, **extra)
     except profiling.ProfileInterrupted as e:

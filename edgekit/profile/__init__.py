@@ -32,7 +32,8 @@ class ProfileInterrupted(DeviceError):
 def profile(bundle: str | Path, device: str = "local", *, prompt_lengths: Sequence[int] = (64, 256, 1024),
             decode_tokens: int = 128, runs: int = 3, warmup: int = 1, threads: int | None = None,
             runner: str | Path | None = None, python: str | None = None, session_module: str | Path | None = None,
-            timeout: float = 1800.0, op_profile: bool = True, history: bool | str | Path = True,
+            timeout: float = 1800.0, op_profile: bool = True, speculate: str = "ngram",
+            history: bool | str | Path = True,
             compare_last: bool = False, threshold: float = 0.10,
             on_event: Callable[[dict[str, Any]], None] | None = None, **device_options: Any) -> ProfileReport:
     """Profile `bundle` on `device`; returns the ProfileReport (also stored in the history unless history=False).
@@ -46,7 +47,7 @@ def profile(bundle: str | Path, device: str = "local", *, prompt_lengths: Sequen
     if history is False and compare_last:   # before the run: an argument error must not cost the measurements
         raise EdgekitError("compare_last needs the history (history=False was given)")
     settings = Settings(tuple(int(n) for n in prompt_lengths), int(decode_tokens), int(runs), int(warmup),
-                        threads, op_profile=op_profile, timeout_s=float(timeout))
+                        threads, op_profile=op_profile, timeout_s=float(timeout), speculate=speculate)
     # Verified (pin, paths, every file's hash) and the settings checked against it before any device is opened:
     # only checked bundle code runs, and an impossible setting costs no device work.
     ref = open_bundle(bundle)

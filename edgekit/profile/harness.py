@@ -17,6 +17,7 @@ from edgekit.profile.devices import CommandTimeout, Device
 
 log = logging.getLogger("edgekit.profile")
 RUNNER_FILE = Path(__file__).with_name("runner.py")
+SPECULATE_FILE = Path(__file__).parent.parent / "runtime" / "speculate.py"   # pushed as edgekit_speculate.py
 EventFn = Callable[[dict[str, Any]], None]
 STORAGE_MARGIN = 1.10           # free space needed: bundle + runner, plus 10 %
 STORAGE_SLACK_BYTES = 4 << 20
@@ -32,6 +33,9 @@ class Settings:
     seed: int = 0
     op_profile: bool = True
     timeout_s: float = 1800.0
+    # after the timed runs: the shipped prompt set (edgekit/evaldata/speculation) decoded plainly and with
+    # speculation, decode_tokens each, where the bundle returns every position's logits
+    speculate: str = "ngram"
 
     def __post_init__(self) -> None:
         bad = [n for n in self.prompt_lengths if n < 1]
@@ -43,6 +47,8 @@ class Settings:
         if self.threads is not None and self.threads < 1:
             raise ProfileSettingError(f"threads must be at least 1 (or unset for the runtime's default), got "
                                       f"{self.threads}")
+        if self.speculate not in ("ngram", "off"):
+            raise ProfileSettingError(f"speculate={self.speculate!r}; accepted: ngram, off")
         if not self.timeout_s > 0:
             raise ProfileSettingError(f"timeout must be a positive number of seconds, got {self.timeout_s}")
 
@@ -91,6 +97,39 @@ class Collected:
                 and not any(e.get("event") == "skip" for e in self.events))
 
 
+def runner_settings(ref: BundleRef, settings: Settings) -> dict[str, Any]:
+    """The settings the runner gets: the profile's, plus the speculation prompts as token ids (the device has no
+    tokenizer), rendered with the bundle's chat template (plain text for a base model)."""
+    doc = settings.as_dict()
+    if settings.speculate == "off":
+        return doc
+    try:
+        tok, stop_ids = _tokenizer(ref)
+    except Exception as e:  # noqa: BLE001 - the timed runs stay valid without the speculation figures
+        doc["speculation_unavailable"] = f"the bundle's tokenizer could not be read ({type(e).__name__}: {e})"
+        return doc
+    from edgekit.evaldata import speculation_prompts
+
+    prompts = []
+    for kind, items in speculation_prompts().items():
+        for item in items:
+            text = (tok.apply_chat_template([{"role": "user", "content": item["prompt"]}]) if tok.chat_template
+                    else item["prompt"])
+            prompts.append({"id": item["id"], "kind": kind,
+                            "ids": tok.encode(text, add_special_tokens=not tok.chat_template)})
+    doc.update(speculation_prompts=prompts, stop_ids=list(stop_ids), speculation_tokens=settings.decode_tokens)
+    return doc
+
+
+def _tokenizer(ref: BundleRef) -> tuple[Any, tuple[int, ...]]:
+    if ref.opened is not None:
+        return ref.opened.tokenizer, ref.opened.stop_ids
+    from edgekit.model.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_folder(ref.path)
+    return tok, tok.stop_ids
+
+
 def run_local(ref: BundleRef, settings: Settings, session_module: str | None, on_event: EventFn | None) -> Collected:
     """In this process, through ONE standalone session module for every timed and per-op run: `session_module`
     (the user's), else the bundle's own hashed copy (checked again as it is imported), else the installed target's.
@@ -110,7 +149,7 @@ def run_local(ref: BundleRef, settings: Settings, session_module: str | None, on
     if ref.kind == "artifact" and module is None:
         raise DeviceError(f"{ref.path} is an artifact folder whose target has no standalone session; bundle it first")
     try:
-        measure(open_session, settings.as_dict(), lambda e: got.add(e, on_event),
+        measure(open_session, runner_settings(ref, settings), lambda e: got.add(e, on_event),
                 vocab_size=_vocab(ref.manifest))
     except DeviceError as e:
         got.error = e
@@ -164,13 +203,16 @@ def run_remote(device: Device, ref: BundleRef, settings: Settings, runner: str |
     module = standalone_module(ref, session_module)
     root = f"{device.workdir().rstrip('/')}/edgekit-profile-{uuid.uuid4().hex[:10]}"
     got = Collected(runner={"kind": "edgekit-runner", "session_module": module.name, "remote_dir": root})
-    needed = ref.bytes() + RUNNER_FILE.stat().st_size + module.stat().st_size
+    needed = ref.bytes() + RUNNER_FILE.stat().st_size + module.stat().st_size + SPECULATE_FILE.stat().st_size
     got.runner["storage"] = check_storage(device, device.workdir(), needed, timeout)
     with tempfile.TemporaryDirectory(prefix="edgekit-runner-") as tmp:
         stage = Path(tmp) / "runner"
         stage.mkdir()
         shutil.copy2(runner_path or RUNNER_FILE, stage / "edgekit_runner.py")
         shutil.copy2(module, stage / "standalone_session.py")
+        shutil.copy2(SPECULATE_FILE, stage / "edgekit_speculate.py")
+        # a file, not the command line: the prompts' token ids would pass what a phone's shell takes in one line
+        (stage / "settings.json").write_text(json.dumps(runner_settings(ref, settings)))
         try:
             device.run(["mkdir", "-p", root], timeout=min(timeout, 60)).check(f"{device.uri}: mkdir {root}")
             device.push(stage, f"{root}/runner", timeout)
@@ -192,7 +234,7 @@ def _run_runner(device: Device, root: str, settings: Settings, python: str, got:
     # the device's shell records the runner's pid, so a timed-out runner can be stopped there too
     argv = ["sh", "-c", 'echo $$ > "$1"; shift; exec "$@"', "sh", pidfile,
             python, f"{root}/runner/edgekit_runner.py", "--folder", f"{root}/bundle",
-            "--settings", json.dumps(settings.as_dict()), "--out", f"{root}/events.jsonl"]
+            "--settings", f"@{root}/runner/settings.json", "--out", f"{root}/events.jsonl"]
 
     def line(text: str) -> None:
         if text.startswith("{"):

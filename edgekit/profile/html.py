@@ -66,6 +66,14 @@ def charts(reports: list[ProfileReport]) -> list[str]:
          for i, r in enumerate(reports)], "ms per token")
     out = [prefill, decode, ttft, latencies]
     for i, r in enumerate(reports):
+        spec = r.results.get("speculation") or {}
+        if spec.get("available"):
+            prompts = spec["prompts"]
+            out.append(svg.grouped_bars(
+                f"Decode with and without speculation: {labels[i]}", [p["prompt"] for p in prompts],
+                [("plain", [p.get("plain_decode_tok_s") for p in prompts]),
+                 ("speculative", [p.get("decode_tok_s") for p in prompts])], "tokens/s"))
+    for i, r in enumerate(reports):
         ops = (r.results.get("op_profile") or {}).get("ops") or []
         if ops:
             out.append(svg.horizontal_bars(f"Per-op time, top {len(ops)}: {labels[i]}",
@@ -120,6 +128,30 @@ def quality_section(reports: list[ProfileReport], labels: list[str]) -> str:
                       "decode tok/s"], rows, "quality"))
 
 
+def speculation_section(reports: list[ProfileReport], labels: list[str]) -> str:
+    """Per run and shipped prompt: decode tok/s without and with speculative decoding, as measured on the device."""
+    rows = []
+    for r, lab in zip(reports, labels):
+        spec = r.results.get("speculation") or {}
+        if not spec.get("available"):
+            rows.append([lab, "–", "–", "–", "–", "–", "–", f"not measured: {spec.get('reason', 'not measured')}"])
+            continue
+        for p in spec["prompts"]:
+            rows.append([lab, f"{p['kind']}: {p['prompt']}", fmt(p.get("plain_decode_tok_s")),
+                         fmt(p.get("decode_tok_s")), f"{p['speedup']:.2f}x" if p.get("speedup") else "–",
+                         fmt(p.get("tokens_per_forward"), 2),
+                         "–" if p.get("acceptance_rate") is None else f"{p['acceptance_rate']:.0%}",
+                         "same as plain greedy" if p.get("same_as_plain") else "differs at a near-tie"])
+        for kind, s in spec.get("sets", {}).items():
+            rows.append([lab, f"{kind}: geometric mean", "", "",
+                         f"{s['speedup_geomean']:.2f}x" if s.get("speedup_geomean") else "–", "", "",
+                         f"{s['same_as_plain']} of {s['prompts']} as plain greedy"])
+    return ("<h2>Speculative decoding</h2><div class=\"sub\">prompt-lookup drafts verified in one forward; the "
+            "prompts shipped with edgekit (input-grounded and open-ended), greedy, the two modes back to back</div>"
+            + _table(["run", "prompt", "plain tok/s", "speculative tok/s", "speed-up", "tokens/forward",
+                      "drafts kept", "output"], rows, "speculation"))
+
+
 def render_html(reports: list[ProfileReport], title: str = "edgekit profile") -> str:
     head, rows = summary_rows(reports)
     labels = _labels(reports)
@@ -129,6 +161,7 @@ def render_html(reports: list[ProfileReport], title: str = "edgekit profile") ->
              f"{escape(str(reports[0].data.get('edgekit_version', '')))} · all times wall-clock on the device, "
              "warm-up runs excluded</div>"),
              "<h2>Summary</h2>", _table(head, rows, "summary"), quality_section(reports, labels),
+             speculation_section(reports, labels),
              "<h2>Charts</h2><div class=\"charts\">"]
     parts += [f'<div class="card">{c}</div>' for c in charts(reports)]
     parts.append("</div>")

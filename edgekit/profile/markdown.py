@@ -81,9 +81,25 @@ def _details(r: ProfileReport) -> list[str]:
                         f"{100 * o['total_ms'] / total:.1f} %"] for o in ops["ops"]])
     else:
         out.append(f"- per-op profile: not available ({ops.get('reason', 'not measured')})")
+    out += _speculation_lines(res.get("speculation") or {})
     if r.data.get("regressions") is not None:
         out += ["", "### Compared with the last run", ""] + _regression_lines(r)
     return out + [""]
+
+
+def _speculation_lines(spec: dict) -> list[str]:
+    if not spec.get("available"):
+        return [f"- speculative decoding: not measured ({spec.get('reason', 'not measured')})"]
+    out = ["", "### Speculative decoding (prompt-lookup drafts; the shipped prompts, greedy)", ""]
+    rows = [[p["kind"], p["prompt"], str(p["tokens"]), fmt(p.get("plain_decode_tok_s")), fmt(p.get("decode_tok_s")),
+             f"{p['speedup']:.2f}x" if p.get("speedup") else "-", fmt(p.get("tokens_per_forward"), 2),
+             "-" if p.get("acceptance_rate") is None else f"{p['acceptance_rate']:.0%}",
+             "yes" if p.get("same_as_plain") else "no"] for p in spec["prompts"]]
+    rows += [[f"**{kind}**", "geometric mean", "", "", "",
+              f"**{s['speedup_geomean']:.2f}x**" if s.get("speedup_geomean") else "-", "", "",
+              f"{s['same_as_plain']}/{s['prompts']}"] for kind, s in spec.get("sets", {}).items()]
+    return out + _table(["set", "prompt", "tokens", "plain tok/s", "speculative tok/s", "speed-up", "tokens/forward",
+                         "drafts kept", "same as plain"], rows)
 
 
 def _regression_lines(r: ProfileReport) -> list[str]:

@@ -64,7 +64,27 @@ def aggregate(events: list[dict[str, Any]]) -> dict[str, Any]:
         "skipped": [{"prompt_length": e["prompt_length"], "reason": e["reason"]}
                     for e in events if e.get("event") == "skip"],
         "op_profile": _op_section(ops),
+        "speculation": speculation_section(events),
     }
+
+
+def speculation_section(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per shipped prompt: decode tok/s without and with speculation (back to back on the device), tokens per
+    forward, drafts kept; per set, the geometric mean of the speed-ups."""
+    seen = [e for e in events if e.get("event") == "speculation"]
+    rows = [{k: v for k, v in e.items() if k not in ("event", "available")} for e in seen if e.get("available")]
+    if not rows:
+        off = next((e for e in seen if not e.get("available")), None)
+        return {"available": False, "reason": off["reason"] if off else "not measured", "prompts": []}
+    for r in rows:
+        plain, fast = r.get("plain_decode_tok_s"), r.get("decode_tok_s")
+        r["speedup"] = fast / plain if plain and fast else None
+    sets = {}
+    for kind in sorted({r["kind"] for r in rows}):
+        ups = [r["speedup"] for r in rows if r["kind"] == kind and r["speedup"]]
+        sets[kind] = {"prompts": len(ups), "speedup_geomean": float(np.exp(np.mean(np.log(ups)))) if ups else None,
+                      "same_as_plain": sum(bool(r.get("same_as_plain")) for r in rows if r["kind"] == kind)}
+    return {"available": True, "prompts": rows, "sets": sets}
 
 
 def _op_section(ops: dict[str, Any] | None) -> dict[str, Any]:
@@ -83,10 +103,12 @@ def headline(results: dict[str, Any]) -> dict[str, float | None]:
     }
     for row in results.get("prompt_lengths", []):
         out[f"prefill_tokens_per_s@{row['prompt_length']}"] = (row.get("prefill_tokens_per_s") or {}).get("median")
+    for kind, figures in ((results.get("speculation") or {}).get("sets") or {}).items():
+        out[f"speculation_speedup@{kind}"] = figures.get("speedup_geomean")
     return out
 
 
-HIGHER_IS_BETTER = ("decode_tokens_per_s", "prefill_tokens_per_s")
+HIGHER_IS_BETTER = ("decode_tokens_per_s", "prefill_tokens_per_s", "speculation_speedup")
 
 
 def compare(current: dict[str, Any], previous: dict[str, Any], threshold: float) -> list[dict[str, Any]]:

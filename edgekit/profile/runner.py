@@ -114,6 +114,72 @@ def _op_profile(open_session: Callable[..., Any], prompt: np.ndarray, emit: Call
           **({} if ops else {"reason": "the runtime reported no ops"})})
 
 
+def _speculate_module() -> Any:
+    """edgekit's speculation loop: the copy pushed beside this file on a device (edgekit_speculate.py), else the
+    installed package's (a run in the host's own process)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "edgekit_speculate.py")
+    if not os.path.exists(path):
+        from edgekit.runtime import speculate
+        return speculate
+    if "edgekit_speculate" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("edgekit_speculate", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["edgekit_speculate"] = module   # its dataclasses look their module up by name
+        spec.loader.exec_module(module)
+    return sys.modules["edgekit_speculate"]
+
+
+def greedy_reply(session: Any, prompt: list[int], max_new: int, stop_ids: set[int], mode: str) -> dict[str, Any]:
+    """Greedy decode from `prompt` through the speculation loop (mode "off" = one token per forward)."""
+    spec = _speculate_module()
+    session.reset()
+    logits = session.forward(np.asarray([prompt], dtype=np.int64), np.arange(len(prompt), dtype=np.int64))
+    out: list[int] = []
+    t0 = [0.0]
+
+    def emit(tok: int) -> str:
+        out.append(tok)
+        if len(out) == 1:
+            t0[0] = time.perf_counter()
+        if tok in stop_ids:
+            return "stop_token"
+        return "max_new_tokens" if len(out) >= max_new else ""
+
+    stats = spec.decode(session, int(np.argmax(_last_logits(logits))), len(prompt), lambda row: int(np.argmax(row)),
+                        emit, room=lambda: max_new - len(out), history=prompt, mode=mode)
+    seconds = time.perf_counter() - t0[0]
+    return {"tokens": out, "decode_tok_s": (len(out) - 1) / seconds if seconds > 0 and len(out) > 1 else None,
+            **stats.as_dict(max(len(out) - 1, 0))}
+
+
+def _speculation(session: Any, settings: dict[str, Any], emit: Callable[[dict], None],
+                 deadline: Deadline) -> None:
+    """Each shipped prompt decoded plainly and with speculation, back to back (order alternating), on this device."""
+    prompts = settings.get("speculation_prompts") or []
+    if settings.get("speculate", "off") == "off" or not prompts:
+        reason = "off (--speculate off)" if settings.get("speculate", "off") == "off" else \
+            settings.get("speculation_unavailable") or "no prompts"
+        emit({"event": "speculation", "available": False, "reason": reason})
+        return
+    why = _speculate_module().unavailable_reason(session, "ngram")
+    if why:
+        emit({"event": "speculation", "available": False, "reason": why})
+        return
+    stop_ids = {int(t) for t in settings.get("stop_ids") or []}
+    max_new = int(settings.get("speculation_tokens", 128))
+    for i, item in enumerate(prompts):
+        deadline.check()
+        ids = [int(t) for t in item["ids"]][: max(int(getattr(session, "max_seq_len", 0) or 0) - max_new - 1, 1)]
+        runs = {}
+        for mode in (("off", "ngram") if i % 2 == 0 else ("ngram", "off")):
+            runs[mode] = greedy_reply(session, ids, max_new, stop_ids, mode)
+        plain, fast = runs["off"], runs["ngram"]
+        emit({"event": "speculation", "available": True, "prompt": item["id"], "kind": item["kind"],
+              "prompt_tokens": len(ids), "tokens": len(fast["tokens"]), "plain_decode_tok_s": plain["decode_tok_s"],
+              "decode_tok_s": fast["decode_tok_s"], "tokens_per_forward": fast["tokens_per_forward"],
+              "acceptance_rate": fast["acceptance_rate"], "same_as_plain": plain["tokens"] == fast["tokens"]})
+
+
 def measure(open_session: Callable[..., Any], settings: dict[str, Any], emit: Callable[[dict], None],
             vocab_size: int | None = None) -> None:
     """Load, then per prompt length: `warmup` untimed-for-stats runs and `runs` timed runs; then per-op profile.
@@ -145,6 +211,7 @@ def measure(open_session: Callable[..., Any], settings: dict[str, Any], emit: Ca
             result = one_run(session, prompt, decode, deadline)
             emit({"event": "run", "prompt_length": length, "index": i, "warmup": i < int(settings["warmup"]),
                   "peak_rss_bytes": peak_rss_bytes(), **result})
+    _speculation(session, settings, emit, deadline)
     del session
     if settings.get("op_profile", True) and first_prompt is not None:
         _op_profile(open_session, first_prompt[:, :min(first_prompt.shape[1], 64)], emit)
@@ -203,10 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="edgekit device runner: measures one bundle, prints JSON lines")
     p.add_argument("--folder", required=True, help="bundle or artifact folder")
     p.add_argument("--session-module", default=None, help="standalone_session.py (default: next to this file)")
-    p.add_argument("--settings", required=True, help="JSON: prompt_lengths, decode_tokens, runs, warmup, threads")
+    p.add_argument("--settings", required=True,
+                   help="JSON (or @FILE holding it): prompt_lengths, decode_tokens, runs, warmup, threads, ...")
     p.add_argument("--out", default=None, help="also append the events to this file")
     args = p.parse_args(argv)
-    settings = json.loads(args.settings)
+    if args.settings.startswith("@"):
+        with open(args.settings[1:]) as f:
+            settings = json.load(f)
+    else:
+        settings = json.loads(args.settings)
     module_path = args.session_module or os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                       "standalone_session.py")
     out = open(args.out, "a") if args.out else None  # noqa: SIM115 - closed in the finally below

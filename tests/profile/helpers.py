@@ -22,13 +22,26 @@ EVIL_NAME_2 = "b $(touch pwned) `touch pwned`\""
 
 
 def make_toy_bundle(folder: Path, delay_ms: float = 0.0, vocab: int = 512, max_seq_len: int = 256,
-                    extra_files: dict[str, bytes] | None = None, pad_bytes: int = 0) -> Path:
-    """A bundle whose 'model' is the numpy toy in toy_session.py (shipped inside it as standalone_session.py)."""
+                    extra_files: dict[str, bytes] | None = None, pad_bytes: int = 0, all_logits: bool = False,
+                    tokenizer_from: Path | None = None) -> Path:
+    """A bundle whose 'model' is the numpy toy in toy_session.py (shipped inside it as standalone_session.py).
+    all_logits: it returns every position's logits (speculation can run); tokenizer_from: a folder whose
+    tokenizer.json and chat template the bundle carries (else a placeholder that is not a tokenizer)."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     np.savez(folder / "toy.npz", embed=rng.standard_normal((vocab, 16)).astype(np.float32),
              head=rng.standard_normal((16, vocab)).astype(np.float32))
-    (folder / "tokenizer.json").write_text("{}")
+    template = None
+    if tokenizer_from is not None:
+        shutil.copy(tokenizer_from / "tokenizer.json", folder / "tokenizer.json")
+        config = json.loads((tokenizer_from / "tokenizer_config.json").read_text())
+        if config.get("chat_template") or (tokenizer_from / "chat_template.jinja").exists():
+            text = ((tokenizer_from / "chat_template.jinja").read_text()
+                    if (tokenizer_from / "chat_template.jinja").exists() else config["chat_template"])
+            (folder / "chat_template.jinja").write_text(text)
+            template = "chat_template.jinja"
+    else:
+        (folder / "tokenizer.json").write_text("{}")
     shutil.copy(TOY_SESSION, folder / "standalone_session.py")
     for name, data in (extra_files or {}).items():
         (folder / name).write_bytes(data)
@@ -43,9 +56,9 @@ def make_toy_bundle(folder: Path, delay_ms: float = 0.0, vocab: int = 512, max_s
                    "min_os": None},
         "artifact": {"files": ["toy.npz"], "main": "toy.npz", "target": "toy",
                      "metadata": {"max_seq_len": max_seq_len, "delay_ms": delay_ms}},
-        "quant": "fp32", "kv_cache": "fp32", "max_seq_len": max_seq_len, "last_logits_only": True,
+        "quant": "fp32", "kv_cache": "fp32", "max_seq_len": max_seq_len, "last_logits_only": not all_logits,
         "io": {"inputs": [], "outputs": []},
-        "tokenizer": {"file": "tokenizer.json", "bos_id": None, "stop_ids": [0], "chat_template_file": None},
+        "tokenizer": {"file": "tokenizer.json", "bos_id": None, "stop_ids": [0], "chat_template_file": template},
         "generation": {}, "validation": {},
     }
     manifest["files"] = file_table(folder)

@@ -13,9 +13,11 @@ import numpy as np
 class ToySession:
     def __init__(self, folder, threads=None, profile_dir=None):
         with open(os.path.join(folder, "manifest.json")) as f:
-            meta = json.load(f)["artifact"]["metadata"]
+            manifest = json.load(f)
+        meta = manifest["artifact"]["metadata"]
         self.max_seq_len = int(meta["max_seq_len"])
-        self.last_logits_only = True
+        # logits depend only on each position's token, so every row is exact whatever the forward's width
+        self.last_logits_only = bool(manifest.get("last_logits_only", True))
         # EDGEKIT_TOY_EXTRA_DELAY_MS slows the same bundle down (same manifest hash): a regression to detect
         self.delay = (float(meta.get("delay_ms", 0)) + float(os.environ.get("EDGEKIT_TOY_EXTRA_DELAY_MS", "0"))) / 1000.0
         w = np.load(os.path.join(folder, "toy.npz"))
@@ -34,10 +36,11 @@ class ToySession:
         return out
 
     def forward(self, tokens, input_pos):
-        h = self._op("embed", lambda: self.embed[np.asarray(tokens)[0, -1]])
+        rows = np.asarray(tokens)[0, -1:] if self.last_logits_only else np.asarray(tokens)[0]
+        h = self._op("embed", lambda: self.embed[rows])
         logits = self._op("lm_head", lambda: h @ self.head)
         time.sleep(self.delay)
-        return logits.reshape(1, 1, -1).astype(np.float32)
+        return logits.reshape(1, len(rows), -1).astype(np.float32)
 
     def op_profile(self):
         if self.profile_dir is None:
