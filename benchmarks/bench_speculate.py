@@ -2,7 +2,7 @@
 shipped prompt set (edgekit/evaldata/speculation/prompts.json), SmolLM2-135M, each target's default export.
 
     python benchmarks/bench_speculate.py [--targets executorch,onnx] [--max-new-tokens 128] [--rounds 3]
-                                         [--artifacts DIR] [--widths]
+                                         [--artifacts DIR] [--widths] [--model 0.5b [--widths-only]]
 
 Greedy chat generation; per prompt and round the two modes run back to back, their order alternating round after
 round (this machine's bandwidth drifts by tens of percent within minutes, so only paired figures are compared).
@@ -11,7 +11,10 @@ tokens kept, and whether the text is plain greedy's (where not, the top-two gap 
 part: a wide forward is not bit-identical to a one-token step in every runtime). A set's speed-up is the geometric
 mean of its prompts'. --widths adds the cost of a T-token forward relative to one token (T = 1..9, after a 64-token
 prompt), which is what the cost model measures. Core ML is left out: on Linux its numerics run in edgekit's numpy
-evaluator, whose speed says nothing about a phone. Writes benchmarks/results/speculation.md.
+evaluator, whose speed says nothing about a phone. `--model 0.5b` runs the Qwen2.5-0.5B-shaped random checkpoint
+(benchmarks/peers/make_random_checkpoint.py) instead: its replies are noise, so only its forward costs
+(--widths-only) say something, namely what verifying a draft costs at that size. Writes
+benchmarks/results/speculation.md (or speculation-0.5b.md).
 """
 from __future__ import annotations
 
@@ -35,16 +38,40 @@ MAX_SEQ_LEN = 1024
 THREADS = 2
 
 
-def export(model, target: str, artifacts: Path | None):
+def random_checkpoint(size: str) -> Path:
+    import subprocess
+
+    path = WORK / f"random-{size}"
+    if not (path / "config.json").exists():
+        subprocess.run([sys.executable, str(BENCH_DIR / "peers" / "make_random_checkpoint.py"), str(path), size],
+                       check=True)
+    return path
+
+
+def export(model, target: str, artifacts: Path | None, last_logits_only: bool = False):
     import edgekit
     from edgekit.targets.base import Artifact
 
-    out = (artifacts or WORK) / target
+    out = (artifacts or WORK) / (target + ("-last" if last_logits_only else ""))
     if (out / "artifact.json").exists() and artifacts is not None:
         return Artifact.load(out)
-    print(f"export {target} ...", flush=True)
+    print(f"export {out.name} ...", flush=True)
     return edgekit.export(model, target, max_seq_len=MAX_SEQ_LEN, out=out, force=True, validate=False,
-                          evaluate=False, show_progress=False)
+                          evaluate=False, show_progress=False, last_logits_only=last_logits_only)
+
+
+def prefill_costs(sessions: dict[str, object], length: int = 256, rounds: int = 5) -> dict[str, float]:
+    """Median prefill tok/s of a `length`-token prompt per session, the sessions alternating round after round."""
+    prompt = np.random.default_rng(1).integers(100, 1000, size=(1, length))
+    got: dict[str, list[float]] = {name: [] for name in sessions}
+    for r in range(rounds):
+        for name in (list(sessions) if r % 2 == 0 else list(sessions)[::-1]):
+            s = sessions[name]
+            s.reset()
+            t0 = time.perf_counter()
+            s.forward(prompt, np.arange(length))
+            got[name].append(length / (time.perf_counter() - t0))
+    return {name: statistics.median(v) for name, v in got.items()}
 
 
 def width_costs(session, rounds: int = 5) -> dict[int, float]:
@@ -90,33 +117,40 @@ def geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
-def write(rows: dict, widths: dict, argv: list[str], when: str) -> None:
-    lines = ["# Speculative decoding: prompt-lookup drafts vs plain decoding (SmolLM2-135M)", "",
+def write(rows: dict, widths: dict, prefills: dict, argv: list[str], when: str, model_name: str, out: Path) -> None:
+    lines = [f"# Speculative decoding: prompt-lookup drafts vs plain decoding ({model_name})", "",
              (f"`python benchmarks/bench_speculate.py {' '.join(argv)}` on {when}: each target's default export "
               f"(max_seq_len {MAX_SEQ_LEN}, every position's logits), greedy chat replies, {THREADS} threads; per "
               "prompt the two modes back to back, order alternating by round, median decode tok/s. Speed-up of a set: "
               "geometric mean of its prompts'. 'same': the reply equals plain greedy token for token; otherwise the "
               "top-two logit gap of the plain run where the two part."), ""]
     for target, per in rows.items():
-        lines += [f"## {target}", "", ("| set | prompt | tokens | plain tok/s | speculative tok/s | speed-up | "
-                                       "tokens/forward | drafts kept | same as plain |"),
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {target}", ""]
+        if per:
+            lines += [("| set | prompt | tokens | plain tok/s | speculative tok/s | speed-up | tokens/forward | "
+                       "drafts kept | same as plain |"), "|---|---|---|---|---|---|---|---|---|"]
         for (kind, pid), f in per.items():
             same = "yes" if f["same"] else f"no (gap {f['margin']:.3f})"
             acc = "-" if f["acceptance"] is None else f"{f['acceptance']:.0%}"
             lines.append(f"| {kind} | {pid} | {f['tokens']} | {f['off']:.1f} | {f['ngram']:.1f} | "
                          f"{f['speedup']:.2f}x | {f['tokens_per_forward'] or 1:.2f} | {acc} | {same} |")
         for kind in ("grounded", "open_ended"):
-            g = geomean([f["speedup"] for (k, _), f in per.items() if k == kind])
-            lines.append(f"| **{kind}** | geometric mean | | | | **{g:.2f}x** | | | |")
+            ups = [f["speedup"] for (k, _), f in per.items() if k == kind]
+            if ups:
+                lines.append(f"| **{kind}** | geometric mean | | | | **{geomean(ups):.2f}x** | | | |")
         if target in widths:
             w = widths[target]
             lines += ["", "Cost of a T-token forward relative to one token (after a 64-token prompt): "
                       + ", ".join(f"T={t}: {v:.2f}" for t, v in w.items())]
+        if target in prefills:
+            f = prefills[target]
+            lines += ["", (f"What every position's logits cost a 256-token prefill (the same export with last-position "
+                           f"logits only, alternating): {f['all']:.0f} tok/s vs {f['last']:.0f} tok/s "
+                           f"({f['all'] / f['last']:.2f}x).")]
         lines.append("")
     lines += [common.facts_markdown(common.machine_facts()), ""]
-    RESULTS.write_text("\n".join(lines))
-    print(f"wrote {RESULTS}")
+    out.write_text("\n".join(lines))
+    print(f"wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifacts", type=Path, default=None,
                    help="use (or write) the exports in DIR/<target> instead of exporting afresh")
     p.add_argument("--widths", action="store_true", help="also measure the T-token forward costs")
+    p.add_argument("--prefill", action="store_true",
+                   help="also measure what every position's logits cost a 256-token prefill (a last-logits twin)")
     p.add_argument("--prompts", default=None, help="comma list of prompt ids (default: all)")
+    p.add_argument("--model", default="smollm2-135m", help="smollm2-135m (default) or 0.5b (random, shaped)")
+    p.add_argument("--widths-only", action="store_true", help="measure the forward costs only (no generation)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import torch
@@ -137,23 +175,31 @@ def main(argv: list[str] | None = None) -> int:
     from edgekit.targets.registry import get_target
 
     torch.set_num_threads(THREADS)
-    model = edgekit.load("smollm2-135m")
+    random = args.model == "0.5b"
+    model = edgekit.load(random_checkpoint("0.5b") if random else args.model)
+    model_name = "Qwen2.5-0.5B-shaped, random weights" if random else "SmolLM2-135M"
+    artifacts = args.artifacts or (WORK / "random-0.5b-exports" if random else None)
     sets = speculation_prompts()
     wanted = set(args.prompts.split(",")) if args.prompts else None
     rows: dict = {}
     widths: dict = {}
+    prefills: dict = {}
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     for target in args.targets.split(","):
-        art = export(model, target, args.artifacts)
+        art = export(model, target, artifacts)
         session = get_target(target).session(art)
-        from edgekit.runtime.generate import generate_text
-
-        generate_text(session, model.tokenizer, "Hello", chat=True, max_new_tokens=16)   # warm-up
-        if args.widths:
+        session.reset()   # warm-up: the first forwards of a session pay for allocation and thread start
+        for t in (1, 4, 9):
+            session.forward(np.ones((1, t), dtype=np.int64), np.arange(t))
+        if args.widths or args.widths_only:
             widths[target] = width_costs(session)
             print(target, "widths", {t: round(v, 2) for t, v in widths[target].items()}, flush=True)
+        if args.prefill:
+            twin = get_target(target).session(export(model, target, artifacts, last_logits_only=True))
+            prefills[target] = prefill_costs({"all": session, "last": twin})
+            print(target, "prefill tok/s", prefills[target], flush=True)
         rows[target] = {}
-        for kind in ("grounded", "open_ended"):
+        for kind in () if args.widths_only else ("grounded", "open_ended"):
             for item in sets[kind]:
                 if wanted and item["id"] not in wanted:
                     continue
@@ -162,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{target} {kind} {item['id']}: {f['off']:.1f} -> {f['ngram']:.1f} tok/s "
                       f"({f['speedup']:.2f}x), {f['tokens_per_forward']} tok/fwd, kept {f['acceptance']}, "
                       f"same {f['same']}", flush=True)
-    write(rows, widths, argv if argv is not None else sys.argv[1:], when)
+    out = RESULTS.with_name("speculation-0.5b.md") if random else RESULTS
+    write(rows, widths, prefills, argv if argv is not None else sys.argv[1:], when, model_name, out)
     return 0
 
 
