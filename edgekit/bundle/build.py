@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RUNNER_ENTRY = "open_session"
+# numpy + stdlib only: what a device runner or an app imports to decode speculatively (edgekit/runtime/speculate.py)
+SPECULATE_FILE = Path(__file__).resolve().parent.parent / "runtime" / "speculate.py"
+SPECULATE_NAME = "edgekit_speculate.py"
 
 
 def resolve_targets(target: str | list[str] | tuple[str, ...] | None) -> list[Target]:
@@ -192,7 +195,12 @@ def assemble(folder: Path, art: Artifact, tgt: Target, tok: Tokenizer, *, move: 
     runner = _standalone(tgt)
     if runner is not None:
         shutil.copy2(runner, folder / runner.name)
-    doc = manifest_for(folder.name, art, tgt, tok, tok_files, kernels, runner.name if runner else None)
+    # every position's logits: the bundle carries edgekit's speculative decoding loop for runners and apps
+    speculate = SPECULATE_FILE if runner is not None and not art.metadata.get("last_logits_only", False) else None
+    if speculate is not None:
+        shutil.copy2(SPECULATE_FILE, folder / SPECULATE_NAME)
+    doc = manifest_for(folder.name, art, tgt, tok, tok_files, kernels, runner.name if runner else None,
+                       SPECULATE_NAME if speculate else None)
     (folder / "README.md").write_text(render_readme(doc), encoding="utf-8")
     doc["files"] = file_table(folder)
     (folder / MANIFEST).write_text(json.dumps(doc, indent=2, default=_json_default) + "\n", encoding="utf-8")
@@ -242,7 +250,7 @@ def scheme_name(md: dict[str, Any]) -> str:
 
 
 def manifest_for(name: str, art: Artifact, tgt: Target, tok: Tokenizer, tok_files: list[str],
-                 kernels: list[str], runner: str | None) -> dict[str, Any]:
+                 kernels: list[str], runner: str | None, speculate: str | None = None) -> dict[str, Any]:
     """The manifest (schema SCHEMA_VERSION) without `files`, which is filled once every file is written."""
     import edgekit
     from edgekit.bundle.facts import chat_format, generation_settings, io_signature, model_entry, target_entry
@@ -271,7 +279,8 @@ def manifest_for(name: str, art: Artifact, tgt: Target, tok: Tokenizer, tok_file
                       "config_file": "tokenizer_config.json", "chat_format": chat_format(tok)},
         "generation": generation_settings(md.get("generation_defaults", {})),
         "kernels": kernels,
-        "runner": {"file": runner, "entry": RUNNER_ENTRY} if runner else None,
+        "runner": ({"file": runner, "entry": RUNNER_ENTRY, **({"speculate_file": speculate} if speculate else {})}
+                   if runner else None),
         "files": {},
         "validation": md.get("validation") or {},
         # KL / same top token / perplexity against the unquantized model on the shipped text (edgekit.quality);

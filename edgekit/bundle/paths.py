@@ -23,6 +23,7 @@ FIELDS: tuple[tuple[str, bool], ...] = (
     ("tokenizer.config_file", False),
     ("kernels", True),
     ("runner.file", False),
+    ("runner.speculate_file", False),
 )
 # Inside `io` and `artifact.metadata` (free-form, written by each target) these keys name files.
 PATH_KEYS = frozenset({"main", "file", "files", "genai_config", "custom_op_libraries"})

@@ -7,10 +7,13 @@
 
 Everything model-specific comes from the bundle's manifest.json: the file names, the cache layout (io), max_seq_len,
 the stop token ids, the chat format and the generation defaults. Each question is answered on its own (no history).
+A bundle made with `edgekit bundle --all-logits` carries edgekit's speculative decoding loop (edgekit_speculate.py,
+numpy only); this sample then uses it, unless --speculate off.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -50,7 +53,8 @@ class BundleModel:
         dtype = np.float16 if io["cache_dtype"] == "float16" else np.float32
         shape = [1, io["kv_heads"], self.max_seq_len, io["head_dim"]]
         self.binding = self.session.io_binding()
-        self.binding.bind_output(io.get("logits", "logits"), "cpu")  # bound first: get_outputs()[0]
+        self.logits_name = io.get("logits", "logits")
+        self.binding.bind_output(self.logits_name, "cpu")  # bound first: get_outputs()[0]
         self.cache = []  # keep the buffers alive
         for layer in range(io["layers"]):
             for past, present in ((io["past_key"], io["present_key"]), (io["past_value"], io["present_value"])):
@@ -62,12 +66,18 @@ class BundleModel:
 
     def forward(self, ids: list[int]) -> np.ndarray:
         """Feed `ids` at the next positions; the last position's logits."""
+        return self.forward_rows(ids)[0, -1]
+
+    def forward_rows(self, ids: list[int]) -> np.ndarray:
+        """Feed `ids` at positions length, length + 1, ...; the logits the model returns ([1, T or 1, vocab])."""
         total = self.length + len(ids)
         self.binding.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
         self.binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
+        # rebound each call (its place stays first): every position's logits take T rows, the last shape would stick
+        self.binding.bind_output(self.logits_name, "cpu")
         self.session.run_with_iobinding(self.binding)
         self.length = total
-        return self.binding.get_outputs()[0].numpy()[0, -1]
+        return self.binding.get_outputs()[0].numpy()
 
 
 def generate(model: BundleModel, tokenizer: Tokenizer, prompt_ids: list[int], max_new_tokens: int,
@@ -93,6 +103,65 @@ def generate(model: BundleModel, tokenizer: Tokenizer, prompt_ids: list[int], ma
             return
         logits = model.forward([tok])
 # edgekit-readme:end
+
+
+class SpeculationSession:
+    """The session contract edgekit_speculate.decode drives: forward(tokens, input_pos) at a write position at or
+    before the cached length (GroupQueryAttention writes at the mask's length, so rejected drafts are written over)."""
+
+    last_logits_only = False
+
+    def __init__(self, model: BundleModel):
+        self.model, self.max_seq_len = model, model.max_seq_len
+
+    def reset(self) -> None:
+        self.model.length = 0
+
+    def forward(self, tokens: np.ndarray, input_pos: np.ndarray) -> np.ndarray:
+        self.model.length = int(input_pos[0])
+        return self.model.forward_rows([int(t) for t in tokens[0]])
+
+
+def load_speculation(folder: Path, manifest: dict):
+    """The bundle's edgekit_speculate module, or None (a bundle returning only the last position's logits)."""
+    name = (manifest.get("runner") or {}).get("speculate_file")
+    if not name or manifest.get("last_logits_only", True):
+        return None
+    spec = importlib.util.spec_from_file_location("edgekit_speculate", bundle_file(folder, name))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["edgekit_speculate"] = module   # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def generate_speculative(speculate, model: BundleModel, tokenizer: Tokenizer, prompt_ids: list[int],
+                         max_new_tokens: int, temperature: float, top_k: int, top_p: float,
+                         rng: np.random.Generator, on_piece):
+    """Like generate(), through edgekit's loop: drafts from the text so far, verified several per forward where
+    that pays; each token is still one draw from the model (greedy: plain greedy's tokens)."""
+    stop_ids = set(model.manifest["tokenizer"]["stop_ids"])
+    session = SpeculationSession(model)
+    session.reset()
+    logits = session.forward(np.asarray([prompt_ids]), np.arange(len(prompt_ids)))[0, -1]
+    out: list[int] = []
+    shown = [""]
+
+    def pick(row: np.ndarray) -> int:
+        return sample(row, temperature, top_k, top_p, rng)
+
+    def emit(tok: int) -> str:
+        if tok in stop_ids:
+            return "stop_token"
+        out.append(tok)
+        text = tokenizer.decode(out, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):   # wait for a whole UTF-8 character
+            on_piece(tok, text[len(shown[0]):])
+            shown[0] = text
+        return "max_new_tokens" if len(out) >= max_new_tokens else ""
+
+    stats = speculate.decode(session, pick(logits), len(prompt_ids), pick, emit,
+                             room=lambda: max_new_tokens - len(out), history=prompt_ids)
+    return out, stats.as_dict(max(len(out) - 1, 0))
 
 
 def sample(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> int:
@@ -133,6 +202,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--ids-json", action="store_true", help="Print the generated token ids as JSON at the end.")
+    ap.add_argument("--speculate", choices=("ngram", "off"), default="ngram",
+                    help="Speculative decoding where the bundle carries it (default ngram).")
     args = ap.parse_args()
 
     model = BundleModel(args.bundle, args.threads)
@@ -145,15 +216,22 @@ def main() -> None:
                 "top_p": gen["top_p"] if args.top_p is None else args.top_p}
     rng = np.random.default_rng(args.seed)
     prompts = [args.prompt] if args.prompt is not None else iter(lambda: input("> "), "")
+    speculate = load_speculation(args.bundle, m) if args.speculate == "ngram" else None
     for text in prompts:
         ids: list[int] = []
-        for tok, piece in generate(model, tokenizer, prompt_ids(m, tokenizer, text, not args.raw), rng=rng,
-                                   **settings):
-            ids.append(tok)
-            print(piece, end="", flush=True)
+        stats = None
+        if speculate is not None:
+            ids, stats = generate_speculative(speculate, model, tokenizer, prompt_ids(m, tokenizer, text, not args.raw),
+                                       rng=rng, on_piece=lambda _tok, piece: print(piece, end="", flush=True),
+                                       **settings)
+        else:
+            for tok, piece in generate(model, tokenizer, prompt_ids(m, tokenizer, text, not args.raw), rng=rng,
+                                       **settings):
+                ids.append(tok)
+                print(piece, end="", flush=True)
         print()
         if args.ids_json:
-            print(json.dumps({"ids": ids}))
+            print(json.dumps({"ids": ids, **({"speculation": stats} if stats else {})}))
 
 
 if __name__ == "__main__":
