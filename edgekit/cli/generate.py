@@ -25,7 +25,7 @@ def command(model, prompt, chat, system, target, artifact, hide_reasoning, **sam
 
         session = session_for(m, target, artifact)
     else:
-        session = m.session()
+        session = m.session(last_logits_only=False)   # every position's logits: speculation verifies with them
     res = generate_text(session, m.tokenizer, prompt, chat=chat, system=system,
                         stream=stream_printer(not hide_reasoning), defaults=m.generation_defaults,
                         stop_ids=m.stop_ids, **sampling)

@@ -72,5 +72,7 @@ class EdgeModel:
         """Generate on the eager graph; options as edgekit.runtime.GenerationConfig fields plus chat=True/False."""
         from edgekit.runtime.generate import generate_text
 
-        return generate_text(self.session(options.pop("max_seq_len", None)), self.tokenizer, prompt,
+        # every position's logits, so speculative decoding can verify its drafts
+        return generate_text(self.session(options.pop("max_seq_len", None), last_logits_only=False), self.tokenizer,
+                             prompt,
                              defaults=self.generation_defaults, stop_ids=self.stop_ids, **options)

@@ -163,7 +163,8 @@ def unavailable_reason(session: Any, mode: str) -> str:
     if mode == "off":
         return "off"
     if getattr(session, "last_logits_only", False):
-        return "the artifact returns only the last position's logits (exported with last_logits_only)"
+        return ("the session returns only the last position's logits (an export with last_logits_only, or a bundle "
+                "made without --all-logits)")
     return ""
 
 
