@@ -42,23 +42,44 @@ class FloatKVCache:
         g.nodes.append(helper.make_node(
             "GroupQueryAttention",
             [q, k or "", v or "", PAST_KEY % layer, PAST_VALUE % layer, g.seqlens_k, g.total_seq_len,
-             g.cos_cache, g.sin_cache],
+             *g.rope_caches(layer)],
             [out, PRESENT_KEY % layer, PRESENT_VALUE % layer],
             name=f"/model/layers.{layer}/attn/GroupQueryAttention", domain="com.microsoft",
             num_heads=cfg.num_heads, kv_num_heads=cfg.num_kv_heads, do_rotary=1, rotary_interleaved=0,
-            scale=cfg.head_dim ** -0.5, local_window_size=-1))
+            scale=cfg.softmax_scale, local_window_size=gqa_local_window(cfg, layer)))
         return out
+
+
+def gqa_local_window(cfg: ModelConfig, layer: int) -> int:
+    """GroupQueryAttention's local_window_size for `layer`: -1 (attend to every cached position) or, for a sliding
+    layer, sliding_window itself. In onnxruntime 1.32's CPU kernel, as in edgekit's (and transformers') window, the
+    query's own position is one of the W it attends (distance < W): measured on a window of 6 under a 40-token
+    prefill, W is exact (5e-7) and W - 1 or W + 1 are off by ~0.5 logits; tests/onnx/test_onnx_gemma3.py pins it.
+
+    The cache stays max_seq_len long on sliding layers too: GQA's shared past/present buffer has no ring mode, so
+    the window only masks. So rewinding (forward at a position before the cached length) is exact however far back."""
+    return cfg.sliding_window if cfg.is_sliding(layer) else -1
 
 
 LOWERINGS: dict[str, type] = {"fp32": FloatKVCache}
 
 
-def kv_cache_lowering(kind: str) -> FloatKVCache:
-    """The lowering for TargetSpec.kv_cache; "fp32" means a cache in the activation dtype (fp32 or fp16)."""
+# model features the int8 lowering does not compute: it attends causally over every row with scale 1/sqrt(D)
+INT8_LACKS = ("sliding_window", "query_scale")
+
+
+def kv_cache_lowering(kind: str, cfg: ModelConfig | None = None) -> FloatKVCache:
+    """The lowering for TargetSpec.kv_cache; "fp32" means a cache in the activation dtype (fp32 or fp16). `cfg`: the
+    model, refused for a lowering that cannot compute it."""
     from edgekit.errors import UnsupportedOption
 
     if kind == "int8":   # int8 cache + per-(position, kv head) scales in plain ONNX ops: GroupQueryAttention has no int8 cache on CPU
         from edgekit_onnx.int8_kv import Int8KVCache
+
+        lacks = sorted(set(INT8_LACKS) & (cfg.features() if cfg is not None else set()))
+        if lacks:
+            raise UnsupportedOption(f"kv cache 'int8' on target 'onnx' does not compute {', '.join(lacks)}, which "
+                                    f"this {cfg.family} model needs; supported for it: kv cache 'fp32'")
 
         return Int8KVCache()
     if kind not in LOWERINGS:
