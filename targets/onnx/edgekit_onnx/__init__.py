@@ -126,6 +126,8 @@ class OnnxTarget:
             return open_session(artifact.path, threads=threads, profile_dir=options.get("profile_dir"))
         except standalone_session.RefusedFileError as e:
             raise RefusedFileError(f"{artifact.path}: {e}") from e
+        except standalone_session.RuntimeTooOldError as e:
+            raise MissingDependency(f"{artifact.path}: {e}") from e
 
     def device_assets(self, artifact: Artifact) -> list[Path]:
         # ORT's contrib ops ship inside onnxruntime itself; edgekit's kernel library (linear_kernel 'edgekit') is one

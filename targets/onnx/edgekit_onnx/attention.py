@@ -55,6 +55,7 @@ def gqa_local_window(cfg: ModelConfig, layer: int) -> int:
     layer, sliding_window itself. In onnxruntime 1.32's CPU kernel, as in edgekit's (and transformers') window, the
     query's own position is one of the W it attends (distance < W): measured on a window of 6 under a 40-token
     prefill, W is exact (5e-7) and W - 1 or W + 1 are off by ~0.5 logits; tests/onnx/test_onnx_gemma3.py pins it.
+    Older releases attend to one position more (export.SLIDING_WINDOW_MIN_ORT: the export says which it needs).
 
     The cache stays max_seq_len long on sliding layers too: GQA's shared past/present buffer has no ring mode, so
     the window only masks. So rewinding (forward at a position before the cached length) is exact however far back."""

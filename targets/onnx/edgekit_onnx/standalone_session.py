@@ -64,6 +64,23 @@ def custom_op_libraries(folder: Path, meta: dict) -> list[Path]:
     return paths
 
 
+class RuntimeTooOldError(RuntimeError):
+    """This onnxruntime is older than the export's min_onnxruntime: some of its kernels would refuse the graph, or
+    (GroupQueryAttention's local_window_size before 1.24) silently compute another model."""
+
+
+def _release(version: str) -> tuple[int, int]:
+    major, minor = (version.split(".") + ["0"])[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def check_runtime(meta: dict) -> None:
+    need = meta.get("min_onnxruntime")
+    if need and _release(ort.__version__) < _release(need):
+        raise RuntimeTooOldError(f"onnxruntime {ort.__version__} is older than {need}, which this export needs "
+                                 f"(artifact.json min_onnxruntime): pip install 'onnxruntime>={need}'")
+
+
 def read_metadata(folder: Path) -> tuple[dict, list]:
     """(metadata, files) from artifact.json (an export) or manifest.json (a bundle)."""
     if (folder / "artifact.json").exists():
@@ -79,6 +96,7 @@ class OnnxSession:
     def __init__(self, folder: str | os.PathLike, threads: int | None = None, profile_dir: str | None = None):
         folder = Path(folder)
         meta, files = read_metadata(folder)
+        check_runtime(meta)
         io = meta["io"]
         self.max_seq_len = int(meta["max_seq_len"])
         self.last_logits_only = bool(meta["last_logits_only"])
