@@ -7,12 +7,16 @@ the eager graph's, and kv_cache int8 (which has no window) refused.
 The quality gate is off: these weights are random, so a KL on real text says nothing about the export."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 import torch
 from checkpoints import make_checkpoint
 from edgekit_onnx import attention
+from gguf import GGMLQuantizationType as Q
 from greedy import check_greedy
 
 import edgekit
@@ -20,7 +24,14 @@ from edgekit.errors import UnsupportedOption
 from edgekit.targets.registry import get_target
 from edgekit.validate import greedy_steps, probe_tokens
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+from gguf_files import write_gguf
+
 PROMPT, STEPS, MAX_SEQ_LEN, WINDOW = 40, 30, 96, 6
+# quant 'source': mixed block types per fused linear, asymmetric Q4_1 (a correction) and Q5_0 (widened codes)
+GGUF_TYPES = {"attn_q.weight": Q.Q4_1, "attn_k.weight": Q.Q4_0, "attn_v.weight": Q.Q8_0, "attn_output.weight": Q.Q4_1,
+              "ffn_gate.weight": Q.Q4_1, "ffn_up.weight": Q.Q4_1, "ffn_down.weight": Q.Q5_0,
+              "token_embd.weight": Q.Q8_0}
 KW = {"max_seq_len": MAX_SEQ_LEN, "show_progress": False, "evaluate": False}
 
 
@@ -175,3 +186,17 @@ def test_an_older_onnxruntime_is_refused(gemma_fp32, monkeypatch):
     monkeypatch.setattr(standalone_session.ort, "__version__", "1.22.1")
     with pytest.raises(MissingDependency, match=r"1\.22\.1 is older than 1\.24"):
         get_target("iot").session(gemma_fp32)
+
+
+def test_source_grids_of_a_gemma_gguf(tmp_path):
+    """quant 'source' on a Gemma 3 GGUF with mixed block types (the linears MatMulNBits on the file's codes, the
+    asymmetric Q4_1 ones with their correction, Q5_0 widened): within its reference's noise past the window. The
+    checkpoint has llama.cpp's layer pattern (every 6th layer global), the only one a gemma3 GGUF describes."""
+    hf = make_checkpoint(tmp_path / "gemma3", "gemma3", layers=6, global_every=6, sliding_window=WINDOW, seed=6,
+                         query_pre_attn_scalar=16)
+    model = edgekit.load(write_gguf(hf, tmp_path / "gemma3.gguf", types=GGUF_TYPES))
+    assert model.config.has_sliding_layers and model.source_quant
+    art = edgekit.export(model, "iot", quant="source", out=tmp_path / "a", **KW)
+    assert art.metadata["validation"]["max_abs_logit_diff"] <= art.metadata["validation"]["tolerance"]
+    assert {"gguf:Q4_0", "gguf:Q4_1", "gguf:Q8_0"} <= set(art.metadata["source_grids"]["kept"])
+    check_greedy("iot", model, art, prompt_len=PROMPT, steps=STEPS, floor_factor=2.0)
