@@ -121,6 +121,8 @@ def test_graph_computes_each_gemma_quirk(gemma_tiny, gemma_fp32):
     graph = onnx.load(str(gemma_fp32.path / "model.onnx")).graph
     ops = [n.op_type for n in graph.node]
     assert ops.count("FastGelu") == cfg.num_layers and "Sigmoid" not in ops
+    assert gemma_fp32.metadata["sliding_window"] == {"layers": [0, 1], "window": WINDOW, "cache_rows": MAX_SEQ_LEN,
+                                                     "masked_by": "GroupQueryAttention local_window_size"}
     # input norm, q/k norms, the two sandwich norms per layer (the pre-MLP and next-input norms are fused with
     # their residual adds)
     assert ops.count("SimplifiedLayerNormalization") == 1 + 4 * cfg.num_layers

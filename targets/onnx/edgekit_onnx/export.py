@@ -67,6 +67,8 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
                 iter(kernel_files), None))
     files += kernel_files
     metadata = _metadata(model, spec, plan, op_counts, sink.total_bytes, external)
+    if cfg.has_sliding_layers:
+        metadata["sliding_window"] = sliding_window_metadata(cfg, spec.max_seq_len)
     metadata["custom_op_libraries"] = kernel_files
     if quantizer_meta:
         metadata["quantizer"] = quantizer_meta
@@ -86,6 +88,15 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     artifact = Artifact(path=out, target="onnx", files=files, metadata=metadata)
     artifact.save()   # the standalone session reads artifact.json; export_api rewrites it with validation figures
     return artifact
+
+
+def sliding_window_metadata(cfg: ModelConfig, max_seq_len: int) -> dict[str, Any]:
+    """What the sliding layers hold here: GroupQueryAttention's shared past/present buffer has no ring, so every layer
+    keeps max_seq_len rows and the window only masks (edgekit info's ring-sized cache is the eager graph's and
+    ExecuTorch's, not this artifact's)."""
+    layers = [i for i in range(cfg.num_layers) if cfg.is_sliding(i)]
+    return {"layers": layers, "window": cfg.sliding_window, "cache_rows": max_seq_len,
+            "masked_by": "GroupQueryAttention local_window_size"}
 
 
 def source_grids(model: EdgeModel, plan: QuantPlan) -> tuple[dict, list[str]]:
