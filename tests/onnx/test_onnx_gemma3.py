@@ -2,7 +2,7 @@
 Runtime over a 40-token prefill and 30 decode steps, far past the window: fp32 within 1e-4 of transformers'
 Gemma3ForCausalLM and of the eager graph, the quantized exports within their reference's noise, GroupQueryAttention's
 local_window_size pinned (the window +- 1 is measurably another model), rewinding exact, onnxruntime-genai's greedy
-the eager graph's, and kv_cache int8 (which has no window) refused.
+the eager graph's, kv_cache int8 on the global layers, quant 'source' on a Gemma GGUF.
 
 The quality gate is off: these weights are random, so a KL on real text says nothing about the export."""
 from __future__ import annotations
@@ -20,7 +20,6 @@ from gguf import GGMLQuantizationType as Q
 from greedy import check_greedy
 
 import edgekit
-from edgekit.errors import UnsupportedOption
 from edgekit.targets.registry import get_target
 from edgekit.validate import greedy_steps, probe_tokens
 
@@ -170,11 +169,24 @@ def test_genai_greedy_is_the_eager_graphs(gemma_tiny, gemma_fp32):
     assert got == want
 
 
-def test_int8_kv_cache_is_refused_naming_what_it_lacks(gemma_tiny, tmp_path):
-    with pytest.raises(UnsupportedOption, match="kv cache 'int8'") as e:
-        edgekit.export(gemma_tiny, "iot", quant="fp32", kv_cache="int8", out=tmp_path / "a", **KW)
-    assert "sliding_window" in str(e.value) and "'fp32'" in str(e.value)
-    assert not (tmp_path / "a").exists()
+@pytest.mark.parametrize("quant,options", [("fp32", {}), ("int4", {"linear_kernel": "edgekit"})])
+def test_int8_kv_cache_on_the_global_layers(gemma_tiny, tmp_path, quant, options):
+    """kv_cache int8: the global layer's cache int8 (plain ONNX ops, Gemma's softmax scale folded into q), the
+    sliding layers' float with GroupQueryAttention's window, as the reference keeps its float ring: fp32 weights
+    within 1e-4 past the window, int4 within its reference's noise."""
+    art = edgekit.export(gemma_tiny, "iot", quant=quant, kv_cache="int8", out=tmp_path / "a", **options, **KW)
+    io = art.metadata["io"]
+    assert io["cache_dtype"] == "int8" and io["float_cache_layers"] == [0, 1]
+    graph = onnx.load(str(art.path / "model.onnx"), load_external_data=False).graph
+    inputs = {i.name: i.type.tensor_type.elem_type for i in graph.input}
+    assert inputs["past_key_values.0.key"] == onnx.TensorProto.FLOAT and "past_key_values.0.key_scale" not in inputs
+    assert inputs["past_key_values.2.key"] == onnx.TensorProto.INT8 and "past_key_values.2.key_scale" in inputs
+    assert [n.op_type for n in graph.node].count("GroupQueryAttention") == 2
+    if quant == "fp32":
+        diff, _ = check_greedy("iot", gemma_tiny, art, prompt_len=PROMPT, tolerance=1e-4, steps=STEPS)
+        assert diff <= 1e-4
+    else:
+        check_greedy("iot", gemma_tiny, art, prompt_len=PROMPT, steps=STEPS, floor_factor=2.0)
 
 
 def test_an_older_onnxruntime_is_refused(gemma_fp32, monkeypatch):

@@ -78,7 +78,7 @@ class OnnxTarget:
         speed_options=(("linear_kernel", "edgekit"),),
         default_quant="int4",
         # what its builder implements (the RoPE tables, scaled or not, come from edgekit.model.graph.rope_tables);
-        # Gemma 3's with the float cache only (kv_cache int8 refuses sliding_window and query_scale: attention.py)
+        # Gemma 3's too, whose sliding layers keep a float cache under kv_cache int8 (int8_kv.py)
         model_features=("qk_norm", "attention_bias", "tied_embeddings", "rope_freq_factors", "rope_scaling_llama3",
                         "act_gelu_tanh", "embed_scale", "sandwich_norms", "query_scale", "sliding_window"),
         scheme_bindings=SCHEME_BINDINGS,

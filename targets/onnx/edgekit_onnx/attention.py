@@ -30,11 +30,14 @@ class FloatKVCache:
 
     def declare_io(self, g: GraphBuilder, cfg: ModelConfig) -> None:
         for i in range(cfg.num_layers):
-            for past, present in ((PAST_KEY, PRESENT_KEY), (PAST_VALUE, PRESENT_VALUE)):
-                g.inputs.append(helper.make_tensor_value_info(
-                    past % i, g.elem_type, ["batch_size", cfg.num_kv_heads, "past_sequence_length", cfg.head_dim]))
-                g.outputs.append(helper.make_tensor_value_info(
-                    present % i, g.elem_type, ["batch_size", cfg.num_kv_heads, "total_sequence_length", cfg.head_dim]))
+            self.declare_layer_io(g, cfg, i)
+
+    def declare_layer_io(self, g: GraphBuilder, cfg: ModelConfig, i: int) -> None:
+        for past, present in ((PAST_KEY, PRESENT_KEY), (PAST_VALUE, PRESENT_VALUE)):
+            g.inputs.append(helper.make_tensor_value_info(
+                past % i, g.elem_type, ["batch_size", cfg.num_kv_heads, "past_sequence_length", cfg.head_dim]))
+            g.outputs.append(helper.make_tensor_value_info(
+                present % i, g.elem_type, ["batch_size", cfg.num_kv_heads, "total_sequence_length", cfg.head_dim]))
 
     def emit(self, g: GraphBuilder, cfg: ModelConfig, layer: int, q: str, k: str | None, v: str | None) -> str:
         """q: [B,S,Hq*D] (or packed QKV when k and v are None) -> attention output [B,S,Hq*D]."""
@@ -48,6 +51,12 @@ class FloatKVCache:
             num_heads=cfg.num_heads, kv_num_heads=cfg.num_kv_heads, do_rotary=1, rotary_interleaved=0,
             scale=cfg.softmax_scale, local_window_size=gqa_local_window(cfg, layer)))
         return out
+
+
+def windowed_layer(cfg: ModelConfig, layer: int, max_seq_len: int) -> bool:
+    """Whether `layer` attends through a window shorter than the cache (the eager graph's ring condition,
+    graph.Attention); a longer window is the causal mask itself."""
+    return cfg.is_sliding(layer) and cfg.sliding_window < max_seq_len
 
 
 def gqa_local_window(cfg: ModelConfig, layer: int) -> int:
@@ -65,22 +74,12 @@ def gqa_local_window(cfg: ModelConfig, layer: int) -> int:
 LOWERINGS: dict[str, type] = {"fp32": FloatKVCache}
 
 
-# model features the int8 lowering does not compute: it attends causally over every row with scale 1/sqrt(D)
-INT8_LACKS = ("sliding_window", "query_scale")
-
-
-def kv_cache_lowering(kind: str, cfg: ModelConfig | None = None) -> FloatKVCache:
-    """The lowering for TargetSpec.kv_cache; "fp32" means a cache in the activation dtype (fp32 or fp16). `cfg`: the
-    model, refused for a lowering that cannot compute it."""
+def kv_cache_lowering(kind: str) -> FloatKVCache:
+    """The lowering for TargetSpec.kv_cache; "fp32" means a cache in the activation dtype (fp32 or fp16)."""
     from edgekit.errors import UnsupportedOption
 
     if kind == "int8":   # int8 cache + per-(position, kv head) scales in plain ONNX ops: GroupQueryAttention has no int8 cache on CPU
         from edgekit_onnx.int8_kv import Int8KVCache
-
-        lacks = sorted(set(INT8_LACKS) & (cfg.features() if cfg is not None else set()))
-        if lacks:
-            raise UnsupportedOption(f"kv cache 'int8' on target 'onnx' does not compute {', '.join(lacks)}, which "
-                                    f"this {cfg.family} model needs; supported for it: kv cache 'fp32'")
 
         return Int8KVCache()
     if kind not in LOWERINGS:

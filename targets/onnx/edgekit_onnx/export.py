@@ -29,7 +29,7 @@ EXTERNAL_DATA_CHOICES = ("auto", "always")
 def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     cfg = model.config
     plan = plan_for(spec.quant, spec.options, linear_in_features(cfg))
-    kv = kv_cache_lowering(spec.kv_cache, cfg)
+    kv = kv_cache_lowering(spec.kv_cache)
     if cfg.head_dim % 2 or cfg.head_dim > 256:
         raise UnsupportedOption(f"head_dim {cfg.head_dim} is outside what GroupQueryAttention supports (even, <= 256)")
     ext = spec.options.get("external_data", "auto")

@@ -125,10 +125,12 @@ class OnnxSession:
         if "past_key_scale" in io:   # int8 cache: one fp32 scale per (position, kv head) beside each cache
             pairs += [(io[f"past_{kv}_scale"], io[f"present_{kv}_scale"], shape[:3] + [1], np.float32)
                       for kv in ("key", "value")]
+        float_layers = set(io.get("float_cache_layers", ()))   # an int8 export's sliding-window layers: float K/V only
+        float_pairs = [(p, q, shape, np.float32) for p, q, _, _ in pairs[:2]]
         self.binding = self.session.io_binding()
         self._cache, self._host = [], []
         for i in range(int(io["layers"])):
-            for past, present, buf_shape, buf_dtype in pairs:
+            for past, present, buf_shape, buf_dtype in (float_pairs if i in float_layers else pairs):
                 host = np.zeros(buf_shape, dtype=buf_dtype)        # zeroed once; the OrtValue views this memory
                 buf = ort.OrtValue.ortvalue_from_numpy(host, "cpu", 0)
                 self._host.append(host)
