@@ -77,8 +77,10 @@ class OnnxTarget:
         quality_options=(("output_bits", 8), ("block_size", 32)),
         speed_options=(("linear_kernel", "edgekit"),),
         default_quant="int4",
-        # what its builder implements (the RoPE tables, scaled or not, come from edgekit.model.graph.rope_tables)
-        model_features=("qk_norm", "attention_bias", "tied_embeddings", "rope_freq_factors", "rope_scaling_llama3"),
+        # what its builder implements (the RoPE tables, scaled or not, come from edgekit.model.graph.rope_tables);
+        # Gemma 3's too, whose sliding layers keep a float cache under kv_cache int8 (int8_kv.py)
+        model_features=("qk_norm", "attention_bias", "tied_embeddings", "rope_freq_factors", "rope_scaling_llama3",
+                        "act_gelu_tanh", "embed_scale", "sandwich_norms", "query_scale", "sliding_window"),
         scheme_bindings=SCHEME_BINDINGS,
         notes="KV cache in the activation dtype (fp32, or fp16 for quant fp16); kv_cache int8 (quant fp32 or int4): "
               "int8 K/V + fp32 scale per (position, kv head) in plain ONNX ops, no genai_config.json; linear_kernel "
@@ -124,6 +126,8 @@ class OnnxTarget:
             return open_session(artifact.path, threads=threads, profile_dir=options.get("profile_dir"))
         except standalone_session.RefusedFileError as e:
             raise RefusedFileError(f"{artifact.path}: {e}") from e
+        except standalone_session.RuntimeTooOldError as e:
+            raise MissingDependency(f"{artifact.path}: {e}") from e
 
     def device_assets(self, artifact: Artifact) -> list[Path]:
         # ORT's contrib ops ship inside onnxruntime itself; edgekit's kernel library (linear_kernel 'edgekit') is one

@@ -30,11 +30,14 @@ class FloatKVCache:
 
     def declare_io(self, g: GraphBuilder, cfg: ModelConfig) -> None:
         for i in range(cfg.num_layers):
-            for past, present in ((PAST_KEY, PRESENT_KEY), (PAST_VALUE, PRESENT_VALUE)):
-                g.inputs.append(helper.make_tensor_value_info(
-                    past % i, g.elem_type, ["batch_size", cfg.num_kv_heads, "past_sequence_length", cfg.head_dim]))
-                g.outputs.append(helper.make_tensor_value_info(
-                    present % i, g.elem_type, ["batch_size", cfg.num_kv_heads, "total_sequence_length", cfg.head_dim]))
+            self.declare_layer_io(g, cfg, i)
+
+    def declare_layer_io(self, g: GraphBuilder, cfg: ModelConfig, i: int) -> None:
+        for past, present in ((PAST_KEY, PRESENT_KEY), (PAST_VALUE, PRESENT_VALUE)):
+            g.inputs.append(helper.make_tensor_value_info(
+                past % i, g.elem_type, ["batch_size", cfg.num_kv_heads, "past_sequence_length", cfg.head_dim]))
+            g.outputs.append(helper.make_tensor_value_info(
+                present % i, g.elem_type, ["batch_size", cfg.num_kv_heads, "total_sequence_length", cfg.head_dim]))
 
     def emit(self, g: GraphBuilder, cfg: ModelConfig, layer: int, q: str, k: str | None, v: str | None) -> str:
         """q: [B,S,Hq*D] (or packed QKV when k and v are None) -> attention output [B,S,Hq*D]."""
@@ -42,12 +45,30 @@ class FloatKVCache:
         g.nodes.append(helper.make_node(
             "GroupQueryAttention",
             [q, k or "", v or "", PAST_KEY % layer, PAST_VALUE % layer, g.seqlens_k, g.total_seq_len,
-             g.cos_cache, g.sin_cache],
+             *g.rope_caches(layer)],
             [out, PRESENT_KEY % layer, PRESENT_VALUE % layer],
             name=f"/model/layers.{layer}/attn/GroupQueryAttention", domain="com.microsoft",
             num_heads=cfg.num_heads, kv_num_heads=cfg.num_kv_heads, do_rotary=1, rotary_interleaved=0,
-            scale=cfg.head_dim ** -0.5, local_window_size=-1))
+            scale=cfg.softmax_scale, local_window_size=gqa_local_window(cfg, layer)))
         return out
+
+
+def windowed_layer(cfg: ModelConfig, layer: int, max_seq_len: int) -> bool:
+    """Whether `layer` attends through a window shorter than the cache (the eager graph's ring condition,
+    graph.Attention); a longer window is the causal mask itself."""
+    return cfg.is_sliding(layer) and cfg.sliding_window < max_seq_len
+
+
+def gqa_local_window(cfg: ModelConfig, layer: int) -> int:
+    """GroupQueryAttention's local_window_size for `layer`: -1 (attend to every cached position) or, for a sliding
+    layer, sliding_window itself. In onnxruntime 1.32's CPU kernel, as in edgekit's (and transformers') window, the
+    query's own position is one of the W it attends (distance < W): measured on a window of 6 under a 40-token
+    prefill, W is exact (5e-7) and W - 1 or W + 1 are off by ~0.5 logits; tests/onnx/test_onnx_gemma3.py pins it.
+    Older releases attend to one position more (export.SLIDING_WINDOW_MIN_ORT: the export says which it needs).
+
+    The cache stays max_seq_len long on sliding layers too: GQA's shared past/present buffer has no ring mode, so
+    the window only masks. So rewinding (forward at a position before the cached length) is exact however far back."""
+    return cfg.sliding_window if cfg.is_sliding(layer) else -1
 
 
 LOWERINGS: dict[str, type] = {"fp32": FloatKVCache}

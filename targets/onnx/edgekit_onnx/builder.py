@@ -48,6 +48,9 @@ class GraphBuilder:
     total_seq_len: str = "/mask/total_seq_len"
     cos_cache: str = "cos_cache"
     sin_cache: str = "sin_cache"
+    # the sliding-window layers' rotary tables (Gemma 3: their own base, rope_local_theta)
+    cos_cache_local: str = "cos_cache_local"
+    sin_cache_local: str = "sin_cache_local"
     op_counts: dict = field(default_factory=dict)
     packed: dict = field(default_factory=dict)     # name -> (packed, scales) from the quantize stage
     k_dims: dict = field(default_factory=dict)     # name -> K (input features) of every linear
@@ -64,6 +67,12 @@ class GraphBuilder:
     @property
     def np_dtype(self) -> type:
         return np.float16 if self.plan.float_dtype == "fp16" else np.float32
+
+    def rope_caches(self, layer: int) -> tuple[str, str]:
+        """The (cos, sin) caches layer `layer` rotates with: the local ones on a sliding-window layer."""
+        if self.cfg.is_sliding(layer):
+            return self.cos_cache_local, self.sin_cache_local
+        return self.cos_cache, self.sin_cache
 
     # ---- helpers ----------------------------------------------------------
     def node(self, op: str, inputs: list[str], name: str, n_out: int = 1, domain: str = "", **attrs: Any) -> list[str]:
@@ -315,12 +324,17 @@ def build_graph(cfg: ModelConfig, weights: dict[str, torch.Tensor], plan: QuantP
         return g.linear(name, x, make, bias, bits, swiglu)
 
     x = _embedding(g, weights["tok_embeddings.weight"], table.get("/lm_head", (None, None))[0])
+    if cfg.embed_scale is not None:   # Gemma: the table's rows times sqrt(hidden_size)
+        x = g.node("Mul", [x, g.float_tensor("/model/embed_scale", torch.tensor(cfg.embed_scale))],
+                   "/model/embed_tokens/scale")[0]
     residual, h = x, g.rms_norm("/model/layers.0/input_layernorm", x, weights["layers.0.attention_norm.weight"])
     for i in range(cfg.num_layers):
-        attn = _attention(g, kv, i, h, weights, lin)
+        attn = _sandwich_norm(g, f"/model/layers.{i}/post_attention_norm", _attention(g, kv, i, h, weights, lin),
+                              weights.get(f"layers.{i}.post_attention_norm.weight"))
         h, residual = g.skip_rms_norm(f"/model/layers.{i}/post_attention_layernorm", attn, residual,
                                       weights[f"layers.{i}.ffn_norm.weight"])
-        mlp = _mlp(g, i, h, lin)
+        mlp = _sandwich_norm(g, f"/model/layers.{i}/post_feedforward_norm", _mlp(g, i, h, lin),
+                             weights.get(f"layers.{i}.post_ffw_norm.weight"))
         last = i == cfg.num_layers - 1
         norm_w = weights["norm.weight"] if last else weights[f"layers.{i + 1}.attention_norm.weight"]
         name = "/model/norm" if last else f"/model/layers.{i + 1}/input_layernorm"
@@ -346,20 +360,25 @@ def _rope_caches(g: GraphBuilder, max_seq_len: int) -> None:
     """GroupQueryAttention's cos / sin caches [max_seq_len, head_dim / 2], computed in the graph from the head_dim / 2
     frequencies (the same fp32 product position * inv_freq as edgekit.model.graph.rope_tables): ONNX Runtime folds
     these constant nodes into tables when the session loads, so the file holds 64 floats instead of
-    2 * max_seq_len * head_dim / 2 (64 KB at 256 positions of SmolLM2, 1 MB at 4096)."""
-    inv_freq = "rope_inv_freq"   # fp32 whatever the graph's float type: the product and cos / sin as rope_tables
-    g.sink.add(inv_freq, rope_inv_freq(g.cfg).to(torch.float32)[None].contiguous().numpy())
+    2 * max_seq_len * head_dim / 2 (64 KB at 256 positions of SmolLM2, 1 MB at 4096). A model with sliding layers
+    gets a second pair from the local frequencies (rope_inv_freq(local=True))."""
     bounds = []
     for name, value in (("start", 0.0), ("limit", float(max_seq_len)), ("delta", 1.0)):   # Range takes scalars
         bounds += g.node("Constant", [], f"/rope/{name}", value=helper.make_tensor(name, TensorProto.FLOAT, [], [value]))
     pos = g.node("Range", bounds, "/rope/positions")[0]
     pos = g.node("Unsqueeze", [pos, g.const_i64("axes_1", [1])], "/rope/positions_column")[0]
-    freqs = g.node("Mul", [pos, inv_freq], "/rope/freqs")[0]
-    for op, out in (("Cos", g.cos_cache), ("Sin", g.sin_cache)):
-        y = g.node(op, [freqs], f"/rope/{op.lower()}")[0]
-        if g.elem_type != TensorProto.FLOAT:
-            y = g.node("Cast", [y], f"/rope/{op.lower()}_cast", to=g.elem_type)[0]
-        g.nodes.append(helper.make_node("Identity", [y], [out], name=f"/rope/{out}"))
+    tables = [("", False, g.cos_cache, g.sin_cache)]
+    if g.cfg.has_sliding_layers:
+        tables.append(("_local", True, g.cos_cache_local, g.sin_cache_local))
+    for suffix, local, cos_out, sin_out in tables:
+        inv_freq = f"rope_inv_freq{suffix}"   # fp32 whatever the graph's float type: the product and cos / sin as rope_tables
+        g.sink.add(inv_freq, rope_inv_freq(g.cfg, local).to(torch.float32)[None].contiguous().numpy())
+        freqs = g.node("Mul", [pos, inv_freq], f"/rope{suffix}/freqs")[0]
+        for op, out in (("Cos", cos_out), ("Sin", sin_out)):
+            y = g.node(op, [freqs], f"/rope{suffix}/{op.lower()}")[0]
+            if g.elem_type != TensorProto.FLOAT:
+                y = g.node("Cast", [y], f"/rope{suffix}/{op.lower()}_cast", to=g.elem_type)[0]
+            g.nodes.append(helper.make_node("Identity", [y], [out], name=f"/rope/{out}"))
 
 
 def shares_embedding_table(cfg: ModelConfig, plan: QuantPlan) -> bool:
@@ -491,16 +510,27 @@ def _head_norm(g: GraphBuilder, name: str, x: str, heads: int, weight: torch.Ten
                   f"{name}/Reshape_back")[0]
 
 
+def _sandwich_norm(g: GraphBuilder, name: str, x: str, weight: torch.Tensor | None) -> str:
+    """Gemma's RMSNorm on the far side of attention / the MLP, before the residual add (x as it is without one)."""
+    return x if not g.cfg.sandwich_norms else g.rms_norm(name, x, weight)
+
+
 def _mlp(g: GraphBuilder, i: int, h: str, lin: Callable) -> str:
     name, inter = f"/model/layers.{i}/mlp", g.cfg.intermediate_size
     gate_up = lin(f"{name}/gate_up_proj", h)
-    if g.plan.tiled(g.plan.linear_bits) or g.grid_tiled(f"{name}/down_proj"):   # LinearQ4 applies silu(gate) * up
+    # LinearQ4 applies silu(gate) * up itself; any other activation (Gemma's GeGLU) runs before a plain LinearQ4
+    fused = g.plan.tiled(g.plan.linear_bits) or g.grid_tiled(f"{name}/down_proj")
+    if fused and g.cfg.hidden_act == "silu":
         return lin(f"{name}/down_proj", gate_up, swiglu=True)
     gate, up = g.node("Split", [gate_up, g.const_i64(f"split_{inter}_{inter}", [inter, inter])], f"{name}/split",
                       n_out=2, axis=-1)
-    sig = g.node("Sigmoid", [gate], f"{name}/act/Sigmoid")[0]
-    silu = g.node("Mul", [gate, sig], f"{name}/act/Mul")[0]
-    act = g.node("Mul", [silu, up], f"{name}/Mul")[0]
+    if g.cfg.hidden_act == "gelu_tanh":   # com.microsoft FastGelu is the tanh approximation (fp32 and fp16 on CPU)
+        act = g.node("FastGelu", [gate], f"{name}/act/FastGelu", domain="com.microsoft")[0]
+    elif g.cfg.hidden_act == "silu":
+        act = g.node("Mul", [gate, g.node("Sigmoid", [gate], f"{name}/act/Sigmoid")[0]], f"{name}/act/Mul")[0]
+    else:
+        raise ValueError(f"hidden_act {g.cfg.hidden_act!r} has no ONNX lowering; accepted: 'silu', 'gelu_tanh'")
+    act = g.node("Mul", [act, up], f"{name}/Mul")[0]
     return lin(f"{name}/down_proj", act)
 
 

@@ -17,6 +17,7 @@ from edgekit_onnx.quant import QuantPlan, linear_in_features, plan_for
 from edgekit_onnx.serialize import DATA_SUFFIX, TensorSink, save_model
 
 if TYPE_CHECKING:
+    from edgekit.model.config import ModelConfig
     from edgekit.model.edge_model import EdgeModel
     from edgekit.targets.base import TargetSpec
 
@@ -66,6 +67,8 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
                 iter(kernel_files), None))
     files += kernel_files
     metadata = _metadata(model, spec, plan, op_counts, sink.total_bytes, external)
+    if cfg.has_sliding_layers:
+        metadata["sliding_window"] = sliding_window_metadata(cfg, spec.max_seq_len)
     metadata["custom_op_libraries"] = kernel_files
     if quantizer_meta:
         metadata["quantizer"] = quantizer_meta
@@ -85,6 +88,15 @@ def export_onnx(model: EdgeModel, spec: TargetSpec, out: Path) -> Artifact:
     artifact = Artifact(path=out, target="onnx", files=files, metadata=metadata)
     artifact.save()   # the standalone session reads artifact.json; export_api rewrites it with validation figures
     return artifact
+
+
+def sliding_window_metadata(cfg: ModelConfig, max_seq_len: int) -> dict[str, Any]:
+    """What the sliding layers hold here: GroupQueryAttention's shared past/present buffer has no ring, so every layer
+    keeps max_seq_len rows and the window only masks (edgekit info's ring-sized cache is the eager graph's and
+    ExecuTorch's, not this artifact's)."""
+    layers = [i for i in range(cfg.num_layers) if cfg.is_sliding(i)]
+    return {"layers": layers, "window": cfg.sliding_window, "cache_rows": max_seq_len,
+            "masked_by": "GroupQueryAttention local_window_size"}
 
 
 def source_grids(model: EdgeModel, plan: QuantPlan) -> tuple[dict, list[str]]:
@@ -127,7 +139,7 @@ def _metadata(model: EdgeModel, spec: TargetSpec, plan: QuantPlan, op_counts: di
         "quantization": plan.to_dict(),
         "ir_version": IR_VERSION,
         "opsets": {"ai.onnx": OPSET, "com.microsoft": MS_OPSET},
-        "min_onnxruntime": min_ort_version(plan),
+        "min_onnxruntime": min_ort_version(plan, cfg),
         "built_with_onnxruntime": onnxruntime.__version__,
         "external_data": external,
         "weight_bytes": weight_bytes,
@@ -143,12 +155,20 @@ def _metadata(model: EdgeModel, spec: TargetSpec, plan: QuantPlan, op_counts: di
     }
 
 
-def min_ort_version(plan: QuantPlan) -> str:
+# GroupQueryAttention's local_window_size counts the query itself only since onnxruntime#25927 (merged September
+# 2025): 1.22.1 attends to one position more (measured: the tiny Gemma 3 0.5 logits off), 1.32 is exact. 1.24 is the
+# first release surely holding that change (1.23's was not checked), so a sliding-window export asks for it.
+SLIDING_WINDOW_MIN_ORT = "1.24"
+
+
+def min_ort_version(plan: QuantPlan, cfg: ModelConfig | None = None) -> str:
     """The oldest ONNX Runtime whose CPU kernels cover what this graph uses: GroupQueryAttention with fused rotary and
     MatMulNBits accuracy_level 4 on CPU from 1.18; GatherBlockQuantized on uint8 data (either width) from 1.22 (1.20
     and 1.21 take only int4-typed data); edgekit's kernel library asks for API 18, i.e. 1.18, and its GatherQ4
     replaces GatherBlockQuantized for a 4-bit table. tests/onnx/test_oldest_onnxruntime.py runs both floors in those
-    releases."""
+    releases. A model with sliding layers needs SLIDING_WINDOW_MIN_ORT."""
+    if cfg is not None and cfg.has_sliding_layers:
+        return SLIDING_WINDOW_MIN_ORT
     if plan.embedding_bits == 8 or (plan.embedding_bits == 4 and not plan.tiled(4)):
         return "1.22"
     return "1.18"

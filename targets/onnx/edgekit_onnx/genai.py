@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from edgekit.model.edge_model import EdgeModel
 
 GENAI_CONFIG = "genai_config.json"
+# onnxruntime-genai's model type where it is not edgekit's family name: its "gemma3" is the vision + text package
+# (0.18 refuses a folder holding one decoder: "Loading a model package from a directory path is not supported")
+GENAI_TYPES = {"gemma3": "gemma3_text"}
 
 
 def genai_config(model: EdgeModel, max_seq_len: int, filename: str, custom_ops_library: str | None = None
@@ -45,7 +48,7 @@ def genai_config(model: EdgeModel, max_seq_len: int, filename: str, custom_ops_l
             },
             "eos_token_id": eos if len(eos) > 1 else eos[0],
             "pad_token_id": eos[0],
-            "type": cfg.family,
+            "type": GENAI_TYPES.get(cfg.family, cfg.family),
             "vocab_size": cfg.vocab_size,
         },
         "search": {

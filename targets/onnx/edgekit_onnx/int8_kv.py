@@ -20,6 +20,10 @@ Per layer, with the cache as explicit inputs/outputs (bound in place by the stan
      heads by a [B, Hkv, rep * T, D] view of q, causal from the positions, softmax scale 1/sqrt(D); the output is
      rotated back by R (R @ R = I).
 genai_config.json cannot describe these extra scale inputs, so an int8 export writes none (see artifact notes).
+
+A sliding-window layer whose window is shorter than the cache (Gemma 3) keeps the float cache and GroupQueryAttention
+with its window (attention.FloatKVCache), as the reference keeps its float ring (kernels.use_int8_kv_cache): this
+lowering attends causally over every row. A softmax scale other than 1/sqrt(D) is folded into q, as there.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from onnx import TensorProto, helper
 
-from edgekit_onnx.attention import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
+from edgekit_onnx.attention import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, FloatKVCache, windowed_layer
 
 if TYPE_CHECKING:
     from edgekit.model.config import ModelConfig
@@ -60,6 +64,9 @@ class Int8KVCache:
                                     "not fp16")
         dims = ["batch_size", cfg.num_kv_heads]
         for i in range(cfg.num_layers):
+            if windowed_layer(cfg, i, g.max_seq_len):
+                FloatKVCache().declare_layer_io(g, cfg, i)
+                continue
             for past, present, elem, last in ((PAST_KEY, PRESENT_KEY, TensorProto.INT8, cfg.head_dim),
                                               (PAST_VALUE, PRESENT_VALUE, TensorProto.INT8, cfg.head_dim),
                                               (PAST_KEY_SCALE, PRESENT_KEY_SCALE, TensorProto.FLOAT, 1),
@@ -70,16 +77,21 @@ class Int8KVCache:
 
     def emit(self, g: GraphBuilder, cfg: ModelConfig, layer: int, q: str, k: str | None, v: str | None) -> str:
         """q: [B,T,Hq*D] (or packed QKV when k and v are None) -> attention output [B,T,Hq*D]."""
+        if windowed_layer(cfg, layer, g.max_seq_len):
+            return FloatKVCache().emit(g, cfg, layer, q, k, v)
         sh = self._shared or self._emit_shared(g, cfg)
         name, d, hkv = f"/model/layers.{layer}/attn/int8", cfg.head_dim, cfg.num_kv_heads
         if k is None or v is None:
             q, k, v = g.node("Split", [q, g.const_i64(f"qkv_split_{cfg.q_dim}_{cfg.kv_dim}",
                                                       [cfg.q_dim, cfg.kv_dim, cfg.kv_dim])], f"{name}/qkv_split",
                              n_out=3, axis=-1)
-        q = g.node("RotaryEmbedding", [q, sh["position_ids"], g.cos_cache, g.sin_cache], f"{name}/q_rotary",
+        cos, sin = g.rope_caches(layer)
+        q = g.node("RotaryEmbedding", [q, sh["position_ids"], cos, sin], f"{name}/q_rotary",
                    domain="com.microsoft", interleaved=0)[0]
-        k = g.node("RotaryEmbedding", [k, sh["position_ids"], g.cos_cache, g.sin_cache], f"{name}/k_rotary",
+        k = g.node("RotaryEmbedding", [k, sh["position_ids"], cos, sin], f"{name}/k_rotary",
                    domain="com.microsoft", interleaved=0)[0]
+        if "q_factor" in sh:
+            q = g.node("Mul", [q, sh["q_factor"]], f"{name}/q_scale")[0]
         bnsh = g.const_i64(f"shape_0_0_{hkv}_{d}", [0, 0, hkv, d])
         k_cache = self._write(g, f"{name}/k", k, bnsh, PAST_KEY % layer, PRESENT_KEY % layer,
                               PAST_KEY_SCALE % layer, PRESENT_KEY_SCALE % layer, sh)
@@ -118,6 +130,11 @@ class Int8KVCache:
         for const, value in (("neg_inf", -np.inf), ("zero_f", 0.0), ("one_f", 1.0), ("qmax", QMAX),
                              ("minus_qmax", -QMAX), ("sqrt_d", math.sqrt(cfg.head_dim))):
             g.sink.add(f"{n}/{const}", np.asarray(value, dtype=np.float32))
+        # the attention divides by sqrt(D); another softmax scale (Gemma's) is folded into q, as Int8CachedAttention
+        q_factor = cfg.softmax_scale * cfg.head_dim ** 0.5
+        if q_factor != 1.0:
+            g.sink.add(f"{n}/q_factor", np.asarray(q_factor, dtype=np.float32))
+            sh["q_factor"] = f"{n}/q_factor"
         mask = g.node("Where", [hidden, f"{n}/neg_inf", f"{n}/zero_f"], f"{n}/mask")[0]
         rep = cfg.num_heads // hkv
         sh["mask"] = g.node("Tile", [mask, g.const_i64(f"tile_{rep}_1", [rep, 1])], f"{n}/mask_tiled")[0]
@@ -178,6 +195,9 @@ def update_metadata(meta: dict[str, Any], cfg: ModelConfig, max_seq_len: int) ->
     from edgekit.kernels import cache_rotation
 
     io = meta["io"]
+    windowed = [i for i in range(cfg.num_layers) if windowed_layer(cfg, i, max_seq_len)]
+    if windowed:   # their caches stay float32 [1, Hkv, S, D], without scales (the session binds them so)
+        io["float_cache_layers"] = windowed
     io.update(cache_dtype="int8", past_key_scale=PAST_KEY_SCALE, past_value_scale=PAST_VALUE_SCALE,
               present_key_scale=PRESENT_KEY_SCALE, present_value_scale=PRESENT_VALUE_SCALE, scale_dtype="float32",
               scale_shape=[1, cfg.num_kv_heads, max_seq_len, 1])

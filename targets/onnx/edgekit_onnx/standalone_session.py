@@ -64,6 +64,23 @@ def custom_op_libraries(folder: Path, meta: dict) -> list[Path]:
     return paths
 
 
+class RuntimeTooOldError(RuntimeError):
+    """This onnxruntime is older than the export's min_onnxruntime: some of its kernels would refuse the graph, or
+    (GroupQueryAttention's local_window_size before 1.24) silently compute another model."""
+
+
+def _release(version: str) -> tuple[int, int]:
+    major, minor = (version.split(".") + ["0"])[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def check_runtime(meta: dict) -> None:
+    need = meta.get("min_onnxruntime")
+    if need and _release(ort.__version__) < _release(need):
+        raise RuntimeTooOldError(f"onnxruntime {ort.__version__} is older than {need}, which this export needs "
+                                 f"(artifact.json min_onnxruntime): pip install 'onnxruntime>={need}'")
+
+
 def read_metadata(folder: Path) -> tuple[dict, list]:
     """(metadata, files) from artifact.json (an export) or manifest.json (a bundle)."""
     if (folder / "artifact.json").exists():
@@ -79,6 +96,7 @@ class OnnxSession:
     def __init__(self, folder: str | os.PathLike, threads: int | None = None, profile_dir: str | None = None):
         folder = Path(folder)
         meta, files = read_metadata(folder)
+        check_runtime(meta)
         io = meta["io"]
         self.max_seq_len = int(meta["max_seq_len"])
         self.last_logits_only = bool(meta["last_logits_only"])
@@ -107,10 +125,12 @@ class OnnxSession:
         if "past_key_scale" in io:   # int8 cache: one fp32 scale per (position, kv head) beside each cache
             pairs += [(io[f"past_{kv}_scale"], io[f"present_{kv}_scale"], shape[:3] + [1], np.float32)
                       for kv in ("key", "value")]
+        float_layers = set(io.get("float_cache_layers", ()))   # an int8 export's sliding-window layers: float K/V only
+        float_pairs = [(p, q, shape, np.float32) for p, q, _, _ in pairs[:2]]
         self.binding = self.session.io_binding()
         self._cache, self._host = [], []
         for i in range(int(io["layers"])):
-            for past, present, buf_shape, buf_dtype in pairs:
+            for past, present, buf_shape, buf_dtype in (float_pairs if i in float_layers else pairs):
                 host = np.zeros(buf_shape, dtype=buf_dtype)        # zeroed once; the OrtValue views this memory
                 buf = ort.OrtValue.ortvalue_from_numpy(host, "cpu", 0)
                 self._host.append(host)
