@@ -48,7 +48,10 @@ class CoreMLTarget:
                  Option("block_size", "int", (16, 32, 64, 128), 32, "per_block: input channels per block")),
         default_quant="fp16",
         # what its builder implements (the RoPE tables, scaled or not, come from edgekit.model.graph.rope_tables)
-        model_features=("qk_norm", "attention_bias", "tied_embeddings", "rope_freq_factors", "rope_scaling_llama3"),
+        model_features=("qk_norm", "attention_bias", "tied_embeddings", "rope_freq_factors", "rope_scaling_llama3",
+                        # Gemma 3 (builder.py): GeGLU, scaled embeddings, sandwich norms, its softmax scale, and
+                        # sliding layers over a ring state of window + RING_REWIND rows
+                        "act_gelu_tanh", "embed_scale", "sandwich_norms", "query_scale", "sliding_window"),
         # the shared schemes: w8 per channel and w4 in blocks of 32, both by coremltools' round-to-nearest
         scheme_bindings=(SchemeBinding("fp16", "fp16"), SchemeBinding("w8", "w8", (("granularity", "per_channel"),)),
                          SchemeBinding("w4", "w4", (("granularity", "per_block"), ("block_size", 32))),
