@@ -61,8 +61,9 @@ def coreml_gemma3(gemma3_tiny, tmp_path_factory):
         key = (quant, tuple(sorted(options.items())))
         if key not in made:
             out = tmp_path_factory.mktemp(f"coreml-gemma3-{quant}") / "artifact"
+            # no quality gate: a KL on real text says nothing about random weights (the parity tests check them)
             made[key] = edgekit.export(gemma3_tiny, "ios", quant=quant, max_seq_len=GEMMA3_SEQ_LEN, out=out,
-                                       show_progress=False, **options)
+                                       show_progress=False, evaluate=False, **options)
         return made[key]
 
     return get

@@ -1,0 +1,117 @@
+"""Gemma 3 as a Core ML ML program: a tiny random Gemma 3 (window 6: its sliding layers keep a ring of 6 + 32 rows in a
+96-position cache) exported and run through edgekit's MIL evaluator against the eager graph, with a prefill longer
+than the window (and than the ring) and decode steps that wrap the ring.
+
+Core ML computes in fp16 (its states are fp16 and the program is converted at FLOAT16), so parity with the fp32 eager
+graph is an fp16 bound, not ExecuTorch's fp32 1e-4: PARITY below, measured ~2e-3 on these logits (|logit| <= ~0.7).
+A window one position too short or too long moves the logits by far more (test_a_window_off_by_one_is_caught)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from conftest import GEMMA3_SEQ_LEN
+
+from edgekit.model.config import RING_REWIND
+from edgekit.model.graph import build_decoder
+from edgekit.runtime.session import EagerSession
+from edgekit.validate import probe_tokens, run_steps
+
+PROMPT, STEPS = 40, 50          # 40 > window 6 and > the 38-row ring; 90 positions wrap the ring twice
+PARITY = 5e-3                   # fp16 program vs fp32 eager graph on this model (measured ~2e-3)
+
+
+def evaluator(art):
+    from edgekit_coreml import CoreMLTarget
+
+    return CoreMLTarget().session(art, runtime="evaluator")
+
+
+def eager_rows(model, tokens, window: int | None = None):
+    """The eager graph's teacher-forced logits for PROMPT + STEPS (with another sliding window when given)."""
+    cfg = model.config if window is None else dataclasses.replace(model.config, sliding_window=window)
+    dec = build_decoder(cfg, model.weights, GEMMA3_SEQ_LEN)
+    with torch.no_grad():
+        return run_steps(EagerSession(dec), tokens[:PROMPT], tokens[PROMPT:])
+
+
+@pytest.fixture(scope="module")
+def probe(gemma3_tiny):
+    return probe_tokens(gemma3_tiny.config.vocab_size, PROMPT + STEPS, seed=7)
+
+
+@pytest.fixture(scope="module")
+def fp16_rows(coreml_gemma3, probe):
+    return run_steps(evaluator(coreml_gemma3("fp16")), probe[:PROMPT], probe[PROMPT:])
+
+
+def test_fp16_program_matches_eager_past_the_window(coreml_gemma3, gemma3_tiny, probe, fp16_rows):
+    v = coreml_gemma3("fp16").metadata["validation"]
+    assert v["max_abs_logit_diff"] <= PARITY and v["top1_agreement_vs_reference"] == 1.0
+    diff = float(np.abs(fp16_rows - eager_rows(gemma3_tiny, probe)).max())
+    assert diff <= PARITY, f"max |Δlogit| {diff:.3g} > {PARITY}"
+
+
+@pytest.mark.parametrize("window", [5, 7])
+def test_a_window_off_by_one_is_caught(gemma3_tiny, probe, fp16_rows, window):
+    """The eager graph with a window one shorter / longer is far outside PARITY of the program: a builder whose
+    window were off by one would fail test_fp16_program_matches_eager_past_the_window."""
+    diff = float(np.abs(fp16_rows - eager_rows(gemma3_tiny, probe, window)).max())
+    assert diff > 5 * PARITY, f"window {window}: max |Δlogit| only {diff:.3g}"
+
+
+@pytest.mark.parametrize("back", [1, 8, RING_REWIND])
+def test_going_back_up_to_ring_rewind_positions_matches_a_fresh_cache(coreml_gemma3, gemma3_tiny, back):
+    """A call starting before the cached length (a rejected speculative draft) after a 90-token prefill (longer than
+    the ring, so its first positions are sliced off, never written): the rows at or after the new start are stale
+    and masked, the window before it is still there; the logits are a fresh cache's."""
+    vocab = gemma3_tiny.config.vocab_size
+    tokens, other = probe_tokens(vocab, 90, seed=4), probe_tokens(vocab, 94, seed=5)
+    end = 90
+    start = end - back
+    session = evaluator(coreml_gemma3("fp16"))
+    session.forward(np.array([tokens[:end]]), np.arange(end))
+    went_back = session.forward(np.array([other[start:start + 4]]), np.arange(start, start + 4))
+    fresh = gemma3_tiny.decoder(GEMMA3_SEQ_LEN)
+    with torch.no_grad():
+        fresh(torch.tensor([tokens[:start]]), torch.arange(start))
+        want = fresh(torch.tensor([other[start:start + 4]]), torch.arange(start, start + 4)).numpy()
+    assert np.abs(went_back - want).max() <= PARITY
+
+
+def test_the_sliding_layers_keep_a_ring_of_window_and_rewind_rows(coreml_gemma3, mil_function):
+    """What the device holds: 6 + 32 rows per sliding layer's K and V (config.cache_positions, as kv_cache_bytes
+    counts them), written by scatter; the global layer the whole cache, written by slice_update; GeGLU's gelu."""
+    art = coreml_gemma3("fp16")
+    fn = mil_function(art)
+    rows = {n: v.sym_type.wrapped_type().get_shape()[2] for n, v in fn.inputs.items()
+            if v.sym_type.__name__.startswith("state")}
+    assert rows == {f"layers_{i}_attention_attend_{kv}_cache": 6 + RING_REWIND if i < 2 else GEMMA3_SEQ_LEN
+                    for i in range(3) for kv in "kv"}
+    assert art.metadata["io"]["states"]["shapes"]["layers_0_attention_attend_k_cache"][2] == 6 + RING_REWIND
+    ops = [o.op_type for o in fn.operations]
+    assert ops.count("scatter") == 4 and ops.count("slice_update") == 2
+    assert ops.count("scaled_dot_product_attention") == 3 and "softmax" not in ops
+    gelus = [o for o in fn.operations if o.op_type == "gelu"]
+    assert len(gelus) == 3 and {o.inputs["mode"].val for o in gelus} == {"TANH_APPROXIMATION"}
+
+
+@pytest.mark.parametrize(("quant", "options"), [("w4", {}), ("w8", {}), ("w4", {"granularity": "per_channel"})])
+def test_quantized_program_matches_its_reference_past_the_window(coreml_gemma3, gemma3_tiny, probe, quant, options):
+    """The quantized exports validate (export's own prefill + 8 steps) and, past the window, stay within PARITY of
+    the eager graph carrying the same dequantized weights (the target's reference)."""
+    from edgekit_coreml import CoreMLTarget
+
+    from edgekit.targets.base import TargetSpec
+
+    art = coreml_gemma3(quant, **options)
+    v = art.metadata["validation"]
+    assert v["max_abs_logit_diff"] <= PARITY and v["top1_agreement_vs_reference"] == 1.0
+    spec = TargetSpec(quant=quant, max_seq_len=GEMMA3_SEQ_LEN, options=options)
+    ref = CoreMLTarget().reference(gemma3_tiny, spec)
+    got = run_steps(evaluator(art), probe[:PROMPT], probe[PROMPT:])
+    with torch.no_grad():
+        want = run_steps(EagerSession(ref), probe[:PROMPT], probe[PROMPT:])
+    assert float(np.abs(got - want).max()) <= PARITY
