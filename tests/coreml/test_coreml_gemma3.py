@@ -115,3 +115,50 @@ def test_quantized_program_matches_its_reference_past_the_window(coreml_gemma3, 
     with torch.no_grad():
         want = run_steps(EagerSession(ref), probe[:PROMPT], probe[PROMPT:])
     assert float(np.abs(got - want).max()) <= PARITY
+
+
+@pytest.fixture(scope="module")
+def gemma3_gguf(tmp_path_factory):
+    """A 6-layer tiny Gemma 3 (llama.cpp's pattern: layer 5 global, 0-4 sliding, window 6) written as a GGUF of mixed
+    block types, as gguf_llama: asymmetric Q4_1 (the tied embedding too: its gather carries the correction, then the
+    embed scale), symmetric Q4_0 / Q8_0 and a Q5_0 widened to int8."""
+    import sys
+    from pathlib import Path
+
+    from checkpoints import make_checkpoint
+    from gguf import GGMLQuantizationType as Q
+
+    import edgekit
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+    from gguf_files import write_gguf
+
+    root = tmp_path_factory.mktemp("coreml-gemma3-gguf")
+    ckpt = make_checkpoint(root / "hf", "gemma3", layers=6, global_every=6, sliding_window=6, seed=6,
+                           query_pre_attn_scalar=16)
+    types = {"attn_q.weight": Q.Q4_1, "attn_k.weight": Q.Q4_0, "attn_v.weight": Q.Q8_0, "attn_output.weight": Q.Q4_1,
+             "ffn_gate.weight": Q.Q4_1, "ffn_up.weight": Q.Q4_1, "ffn_down.weight": Q.Q5_0,
+             "token_embd.weight": Q.Q4_1}
+    return edgekit.load(write_gguf(ckpt, root / "gemma3.gguf", types=types))
+
+
+def test_source_grids_compute_the_files_gemma3_past_the_window(gemma3_gguf, tmp_path):
+    """quant 'source' keeps the file's grids; past the window the program stays within PARITY of the fp32 eager graph
+    of the file's own dequantized weights (the reference)."""
+    from edgekit_coreml import CoreMLTarget
+
+    import edgekit
+    from edgekit.targets.base import TargetSpec
+
+    assert gemma3_gguf.config.layer_types.count("sliding_attention") == 5
+    art = edgekit.export(gemma3_gguf, "ios", quant="source", max_seq_len=GEMMA3_SEQ_LEN, out=tmp_path / "a",
+                         show_progress=False, evaluate=False)
+    record = art.metadata["source_grids"]
+    assert set(record["kept"]) == {"gguf:Q4_1", "gguf:Q4_0", "gguf:Q8_0", "gguf:Q5_0"} and record["float"] == []
+    assert art.metadata["validation"]["max_abs_logit_diff"] <= PARITY
+    probe = probe_tokens(gemma3_gguf.config.vocab_size, PROMPT + STEPS, seed=7)
+    ref = CoreMLTarget().reference(gemma3_gguf, TargetSpec(quant="source", max_seq_len=GEMMA3_SEQ_LEN))
+    got = run_steps(evaluator(art), probe[:PROMPT], probe[PROMPT:])
+    with torch.no_grad():
+        want = run_steps(EagerSession(ref), probe[:PROMPT], probe[PROMPT:])
+    assert float(np.abs(got - want).max()) <= PARITY
