@@ -6,15 +6,16 @@ straight into one fp16 const (a view, no copy, when the model is loaded in fp16)
 computed a few thousand rows at a time, so the program never holds an fp32 copy of the model.
 
 The program is the same function the torch path produced: inputs `tokens` int32 [1, T] and `input_pos` int32 [T]
-(T flexible), one fp16 state per layer and K/V named `layers_{i}_attention_attend_{k|v}_cache` [1, Hkv, S, D] written
-with `slice_update` + `coreml_update_state`, the iOS 18 fused `scaled_dot_product_attention` (its implicit scale is
-1/sqrt(D), torch's default, so q is multiplied by softmax_scale * sqrt(D) only for a model with its own scale, Gemma 3),
-an fp16-safe RMSNorm (x divided by max|x| before squaring:
-x² overflows fp16 above |x| ≈ 256, which real residual streams exceed), output `logits` fp16.
+(T flexible), one fp16 state per layer and K/V named `layers_{i}_attention_attend_{k|v}_cache` [1, Hkv, S, D] (S:
+max_seq_len, or a sliding layer's ring rows) written with `slice_update` + `coreml_update_state`, the iOS 18 fused
+`scaled_dot_product_attention` (its implicit scale is 1/sqrt(D), torch's default, so q is multiplied by
+softmax_scale * sqrt(D) only for a model with its own scale, Gemma 3), an fp16-safe RMSNorm (x divided by max|x|
+before squaring: x² overflows fp16 above |x| ≈ 256, which real residual streams exceed), output `logits` fp16.
 
 Gemma 3 (every quirk of edgekit.model.graph): embeddings times embed_scale, GeGLU (gelu TANH_APPROXIMATION), a norm
 after attention and after the MLP, the softmax scale, and sliding layers with their own RoPE base attending through a
-ring of window + RING_REWIND rows (`ring_attention`), as the eager graph's RingCachedAttention.
+ring state of window + RING_REWIND rows (`ring_attention`, written by `scatter` at position % rows), as the eager
+graph's RingCachedAttention: a real ring, not a full-length cache with a window mask.
 """
 from __future__ import annotations
 
