@@ -274,18 +274,35 @@ def activation(x, name: str):
     return mb.silu(x=x) if name == "silu" else mb.gelu(x=x, mode="TANH_APPROXIMATION")
 
 
+def residual_scale(cfg) -> float:
+    """What the program divides the residual stream by. Gemma 3's stream overflows fp16: its massive activations reach
+    55,232 + 15,432 at one channel of the real 270M on edgekit's eval text (inf after layer 17). Every addend of a
+    sandwich-norm model's stream leaves a norm whose weight can carry 1/S (and the embedding its scale), and every
+    reader of the stream is a norm, which is scale-free (its eps divided by S², so the math is the eager graph's), so
+    the stream is held as x / S at no cost. A power of two: the scaled weights round nowhere (above fp16's subnormals).
+    Models without sandwich norms keep S = 1 (their programs are unchanged)."""
+    return RESIDUAL_SCALE if cfg.sandwich_norms else 1.0
+
+
+RESIDUAL_SCALE = 32.0
+
+
 def block(x, i: int, w: Weights, ctx: dict[str, Any]):
     from coremltools.converters.mil import Builder as mb
 
     cfg, p = ctx["cfg"], f"layers.{i}."
-    eps = cfg.rms_norm_eps
+    eps, scale = cfg.rms_norm_eps, residual_scale(cfg)
 
     def post(y, norm: str):  # Gemma's norm on the far side of attention / the MLP, before the residual add
-        return rms_norm(y, w.fp16(p + norm + ".weight"), eps, f"layers_{i}_{norm}") if cfg.sandwich_norms else y
+        if not cfg.sandwich_norms:
+            return y
+        weight = mb.const(val=(_fp16(w.weights[p + norm + ".weight"]) / np.float16(scale)).astype(np.float16),
+                          name=f"layers_{i}_{norm}_weight_over_residual_scale")
+        return rms_norm(y, weight, eps, f"layers_{i}_{norm}")
 
-    h = rms_norm(x, w.fp16(p + "attention_norm.weight"), eps, f"layers_{i}_attention_norm")
+    h = rms_norm(x, w.fp16(p + "attention_norm.weight"), eps / scale ** 2, f"layers_{i}_attention_norm")
     x = mb.add(x=x, y=post(attention(h, i, w, ctx), "post_attention_norm"))
-    h = rms_norm(x, w.fp16(p + "ffn_norm.weight"), eps, f"layers_{i}_ffn_norm")
+    h = rms_norm(x, w.fp16(p + "ffn_norm.weight"), eps / scale ** 2, f"layers_{i}_ffn_norm")
     f = p + "feed_forward."
     gate = activation(w.linear(h, f + "w1.weight"), cfg.hidden_act)
     up = w.linear(h, f + "w3.weight")
@@ -378,11 +395,12 @@ def build_program(model: EdgeModel, spec: TargetSpec, q: CoreMLQuant, record: di
         ctx = {"cfg": cfg, "size": size, "states": fn.inputs,
                **positions(fn.inputs["tokens"], fn.inputs["input_pos"], cfg, size)}
         x = w.embed(fn.inputs["tokens"], "tok_embeddings.weight")
-        if cfg.embed_scale is not None:
-            x = mb.mul(x=x, y=np.float16(cfg.embed_scale))
+        stream = (cfg.embed_scale or 1.0) / residual_scale(cfg)   # the residual stream is held as x / S
+        if stream != 1.0:
+            x = mb.mul(x=x, y=np.float16(stream))
         for i in range(cfg.num_layers):
             x = block(x, i, w, ctx)
-        x = rms_norm(x, w.fp16("norm.weight"), cfg.rms_norm_eps, "final_norm")
+        x = rms_norm(x, w.fp16("norm.weight"), cfg.rms_norm_eps / residual_scale(cfg) ** 2, "final_norm")
         if spec.last_logits_only:
             x = mb.slice_by_index(x=x, begin=[0, -1, 0], end=[0, 0, 0], end_mask=[True, True, True])
         head = "tok_embeddings.weight" if cfg.tie_word_embeddings else "output.weight"
