@@ -162,3 +162,43 @@ def test_source_grids_compute_the_files_gemma3_past_the_window(gemma3_gguf, tmp_
     with torch.no_grad():
         want = run_steps(EagerSession(ref), probe[:PROMPT], probe[PROMPT:])
     assert float(np.abs(got - want).max()) <= PARITY
+
+
+@pytest.fixture(scope="module")
+def loud_gemma3(tmp_path_factory):
+    """The tiny Gemma 3 with post-MLP norm multipliers of 20,000: its residual stream passes fp16's 65,504 (as the
+    real 270M's massive activations do on real text), while every norm reading it keeps the logits ordinary."""
+    from checkpoints import make_checkpoint
+    from safetensors.torch import load_file, save_file
+
+    import edgekit
+
+    path = make_checkpoint(tmp_path_factory.mktemp("gemma3-loud") / "gemma3", "gemma3", layers=3, sliding_window=6,
+                           seed=5)
+    weights = load_file(str(path / "model.safetensors"))
+    for name in weights:
+        if name.endswith("post_feedforward_layernorm.weight"):
+            weights[name] = torch.full_like(weights[name], 20000.0 - 1.0)   # HF stores w of x * (1 + w)
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return edgekit.load(path)
+
+
+def test_a_residual_stream_beyond_fp16_stays_finite(loud_gemma3, tmp_path):
+    """The program holds the stream as x / 32 (builder.residual_scale): without that, the first add past 65,504 is
+    inf and every later logit NaN."""
+    import edgekit
+
+    tokens = probe_tokens(loud_gemma3.config.vocab_size, PROMPT + STEPS, seed=7)
+    dec = loud_gemma3.decoder(GEMMA3_SEQ_LEN)
+    peak = []
+    hooks = [layer.register_forward_hook(lambda m, i, out: peak.append(float(out.abs().max()))) for layer in dec.layers]
+    with torch.no_grad():
+        want = run_steps(EagerSession(dec), tokens[:PROMPT], tokens[PROMPT:])
+    for h in hooks:
+        h.remove()
+    assert max(peak) > 65504, max(peak)   # the premise: fp16 could not hold this stream (measured 126,000)
+    art = edgekit.export(loud_gemma3, "ios", quant="fp16", max_seq_len=GEMMA3_SEQ_LEN, out=tmp_path / "a",
+                         show_progress=False, evaluate=False)
+    got = run_steps(evaluator(art), tokens[:PROMPT], tokens[PROMPT:])
+    assert np.isfinite(got).all()
+    assert float(np.abs(got - want).max()) <= PARITY * max(1.0, float(np.abs(want).max()))
