@@ -202,3 +202,16 @@ def test_a_residual_stream_beyond_fp16_stays_finite(loud_gemma3, tmp_path):
     got = run_steps(evaluator(art), tokens[:PROMPT], tokens[PROMPT:])
     assert np.isfinite(got).all()
     assert float(np.abs(got - want).max()) <= PARITY * max(1.0, float(np.abs(want).max()))
+
+
+def test_a_chunk_longer_than_the_ring_after_a_first_one(coreml_gemma3, gemma3_tiny):
+    """Prefill in two calls, the second (50 tokens from position 10) longer than the 38-row ring: its first rows are
+    attended but never written, the cached ones before it still are; then decode."""
+    tokens = probe_tokens(gemma3_tiny.config.vocab_size, 70, seed=9)
+    session, dec = evaluator(coreml_gemma3("fp16")), gemma3_tiny.decoder(GEMMA3_SEQ_LEN)
+    calls = [(0, 10), (10, 60)] + [(p, p + 1) for p in range(60, 70)]
+    for a, b in calls:
+        got = session.forward(np.array([tokens[a:b]]), np.arange(a, b))
+        with torch.no_grad():
+            want = dec(torch.tensor([tokens[a:b]]), torch.arange(a, b)).numpy()
+        assert np.abs(got[:, -1] - want[:, -1]).max() <= PARITY, (a, b)
