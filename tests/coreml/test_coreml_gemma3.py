@@ -12,13 +12,13 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from conftest import GEMMA3_SEQ_LEN
 
 from edgekit.model.config import RING_REWIND
 from edgekit.model.graph import build_decoder
 from edgekit.runtime.session import EagerSession
 from edgekit.validate import probe_tokens, run_steps
 
+GEMMA3_SEQ_LEN = 96             # tests/coreml/conftest.py's: the coreml_gemma3 exports' cache length
 PROMPT, STEPS = 40, 50          # 40 > window 6 and > the 38-row ring; 90 positions wrap the ring twice
 PARITY = 5e-3                   # fp16 program vs fp32 eager graph on this model (measured ~2e-3)
 
