@@ -28,7 +28,8 @@ KV_NOTE = ("Core ML states are fp16, so the KV cache is stored in fp16: kv_cache
 # prefill + 8 decode steps. fp16 rounding grows with depth and logit scale: tiny test models stay under 2e-2 (asserted
 # in tests/coreml), SmolLM2-135M (30 layers, logits up to ~38) reaches ~0.1, Gemma 3 270M under quant 'source'
 # (18 layers, logits up to ~35, a residual stream past 50,000) 0.23 (the eager graph itself in fp16: 0.25); a wrong
-# cache write or mask costs whole logits. The bound is the same for w8/w4 because the reference carries the artifact's exact dequantized weights.
+# cache write or mask costs whole logits. The bound is the same for w8/w4 because the reference carries the
+# artifact's exact dequantized weights.
 TOLERANCE = {"fp16": 0.25, "w8": 0.25, "w4": 0.25, "source": 0.25}
 
 

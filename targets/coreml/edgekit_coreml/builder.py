@@ -274,17 +274,17 @@ def activation(x, name: str):
     return mb.silu(x=x) if name == "silu" else mb.gelu(x=x, mode="TANH_APPROXIMATION")
 
 
+RESIDUAL_SCALE = 32.0
+
+
 def residual_scale(cfg) -> float:
     """What the program divides the residual stream by. Gemma 3's stream overflows fp16: its massive activations reach
-    55,232 + 15,432 at one channel of the real 270M on edgekit's eval text (inf after layer 17). Every addend of a
+    55,232 + 15,432 at one channel of the real 270M on edgekit's eval text (inf at that residual add). Every addend of a
     sandwich-norm model's stream leaves a norm whose weight can carry 1/S (and the embedding its scale), and every
     reader of the stream is a norm, which is scale-free (its eps divided by S², so the math is the eager graph's), so
     the stream is held as x / S at no cost. A power of two: the scaled weights round nowhere (above fp16's subnormals).
     Models without sandwich norms keep S = 1 (their programs are unchanged)."""
     return RESIDUAL_SCALE if cfg.sandwich_norms else 1.0
-
-
-RESIDUAL_SCALE = 32.0
 
 
 def block(x, i: int, w: Weights, ctx: dict[str, Any]):
@@ -349,8 +349,8 @@ def ring_positions(input_pos, start, length, rows: int, window: int) -> dict[str
     instead hold a stale position q >= start; q - rows, the position it replaced, is then older than start - window
     whenever the caller went back at most RING_REWIND positions (rows = window + RING_REWIND), so it is masked either
     way and the result is exact, as the eager graph's ring; a ring of the whole cache (rows = size) never wraps, so
-    any rewind is exact. Going back further than RING_REWIND on a wrapped ring is not supported (the eager ring has
-    lost those rows too).
+    any rewind is exact. Going back further than RING_REWIND on a wrapped ring is not exact: a stale row may then be
+    attended as the older position it replaced (the eager ring has lost those rows too, and masks them instead).
 
     mask [T, rows + T] over the cached rows then the new ones: a key is attended when it exists (p >= 0), is not in
     the future and lies within the window (i - p < window, the query itself included). write_rows: the rows of the
