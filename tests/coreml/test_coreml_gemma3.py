@@ -81,7 +81,7 @@ def test_going_back_up_to_ring_rewind_positions_matches_a_fresh_cache(coreml_gem
     assert np.abs(went_back - want).max() <= PARITY
 
 
-def test_the_sliding_layers_keep_a_ring_of_window_and_rewind_rows(coreml_gemma3, mil_function):
+def test_the_sliding_layers_keep_a_ring_of_window_and_rewind_rows(coreml_gemma3, gemma3_tiny, mil_function):
     """What the device holds: 6 + 32 rows per sliding layer's K and V (config.cache_positions, as kv_cache_bytes
     counts them), written by scatter; the global layer the whole cache, written by slice_update; GeGLU's gelu."""
     art = coreml_gemma3("fp16")
@@ -91,6 +91,9 @@ def test_the_sliding_layers_keep_a_ring_of_window_and_rewind_rows(coreml_gemma3,
     assert rows == {f"layers_{i}_attention_attend_{kv}_cache": 6 + RING_REWIND if i < 2 else GEMMA3_SEQ_LEN
                     for i in range(3) for kv in "kv"}
     assert art.metadata["io"]["states"]["shapes"]["layers_0_attention_attend_k_cache"][2] == 6 + RING_REWIND
+    # the fp16 states hold exactly what `edgekit info` counts for this context
+    held = sum(2 * int(np.prod(v.sym_type.wrapped_type().get_shape())) for n, v in fn.inputs.items() if n in rows)
+    assert held == gemma3_tiny.config.kv_cache_bytes(GEMMA3_SEQ_LEN, "fp16")
     ops = [o.op_type for o in fn.operations]
     assert ops.count("scatter") == 4 and ops.count("slice_update") == 2
     assert ops.count("scaled_dot_product_attention") == 3 and "softmax" not in ops
