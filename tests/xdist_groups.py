@@ -20,7 +20,7 @@ SHARED_FIXTURE_GROUPS = (   # (group, fixtures): the first group a test's fixtur
     ("et-tiny", {"exported", "w8_variant"}),
     ("et-int8", {"et_int8"}),
     ("onnx", {"onnx_export"}),
-    ("coreml", {"coreml_export", "smollm2_coreml", "mil_function"}),
+    ("coreml", {"coreml_export", "smollm2_coreml", "mil_function", "coreml_gemma3"}),
 )
 HEAVY_FIRST = ("et-smollm2", "tests/e2e/test_demo.py", "smollm2-bundles", "tests/executorch/test_et_gemma3.py",
                "tests/kernels/test_e2e_executorch.py",

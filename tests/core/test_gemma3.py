@@ -131,17 +131,14 @@ def test_gemma3_options_it_cannot_compute_are_refused(ckpt, field, value, accept
     assert field in str(e.value) or str(value) in str(e.value)
 
 
-@pytest.mark.parametrize("target", ["coreml"])
-def test_builders_without_gemma3_refuse_it_naming_what_they_lack(ckpt, tmp_path, target):
-    """The Core ML graph builder does not compute Gemma 3's quirks yet: export refuses before writing anything,
-    naming them, instead of computing another model (ONNX computes them: tests/onnx/test_onnx_gemma3.py)."""
-    from edgekit.errors import UnsupportedOption
+@pytest.mark.parametrize("target", ["android", "iot", "ios"])
+def test_every_builder_declares_gemma3s_features(target):
+    """All three graph builders compute Gemma 3 (tests/executorch/test_et_gemma3.py, tests/onnx/test_onnx_gemma3.py,
+    tests/coreml/test_coreml_gemma3.py); a builder lacking one is refused before export (tests/core/test_capabilities)."""
+    from edgekit.targets.registry import get_target
 
-    with pytest.raises(UnsupportedOption) as e:
-        edgekit.export(edgekit.load(ckpt("gemma3")), target, out=tmp_path / "a", show_progress=False)
-    for feature in ("act_gelu_tanh", "embed_scale", "sandwich_norms", "sliding_window"):
-        assert feature in str(e.value)
-    assert not (tmp_path / "a").exists()
+    declared = set(get_target(target).capabilities.model_features)
+    assert {"act_gelu_tanh", "embed_scale", "sandwich_norms", "query_scale", "sliding_window"} <= declared
 
 
 def test_info_names_the_sliding_layers_and_the_cache_they_save(ckpt):

@@ -5,6 +5,8 @@ import pytest
 
 MAX_SEQ_LEN = 32          # tiny models: short caches keep conversion and the numpy evaluator fast
 SMOLLM2_SEQ_LEN = 96      # 8 prompt tokens + 64 teacher-forced tokens fit
+# Gemma 3: a cache longer than the sliding layers' ring (window 6 + RING_REWIND 32 = 38 rows), so it wraps
+GEMMA3_SEQ_LEN = 96
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +36,37 @@ def smollm2_coreml(smollm2, tmp_path_factory):
     out = tmp_path_factory.mktemp("coreml-smollm2") / "artifact"
     return edgekit.export(smollm2, "ios", quant="fp16", max_seq_len=SMOLLM2_SEQ_LEN, out=out, show_progress=False,
                           validate=False)
+
+
+@pytest.fixture(scope="session")
+def gemma3_tiny(tmp_path_factory):
+    """A tiny random Gemma 3 (tests/core/conftest.py's "gemma3" case): 3 layers, the first two sliding with a window
+    of 6, query_pre_attn_scalar head_dim + 8, random norms."""
+    from checkpoints import make_checkpoint
+
+    import edgekit
+
+    return edgekit.load(make_checkpoint(tmp_path_factory.mktemp("gemma3") / "gemma3", "gemma3", layers=3,
+                                        sliding_window=6, seed=5))
+
+
+@pytest.fixture(scope="session")
+def coreml_gemma3(gemma3_tiny, tmp_path_factory):
+    """Factory: gemma3_tiny exported to Core ML at `quant` (validated by export: prefill + 8 decode steps), once each."""
+    import edgekit
+
+    made = {}
+
+    def get(quant: str = "fp16", **options):
+        key = (quant, tuple(sorted(options.items())))
+        if key not in made:
+            out = tmp_path_factory.mktemp(f"coreml-gemma3-{quant}") / "artifact"
+            # no quality gate: a KL on real text says nothing about random weights (the parity tests check them)
+            made[key] = edgekit.export(gemma3_tiny, "ios", quant=quant, max_seq_len=GEMMA3_SEQ_LEN, out=out,
+                                       show_progress=False, evaluate=False, **options)
+        return made[key]
+
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,12 @@ CASES = {
     "inverse": {"x": np.abs(f32(3, 4)) + 0.5, "epsilon": np.float32(1e-4)},
     "reduce_max": {"x": f32(1, 3, 16), "axes": [-1], "keep_dims": True},
     "silu": {"x": f32(3, 9)},
+    "gelu": {"x": f32(3, 9) * 3, "mode": "TANH_APPROXIMATION"},   # Gemma 3's GeGLU
+    # the ring cache's position arithmetic (builder.ring_positions) and its mask
+    "mod": {"x": np.array([0, 5, 37, 38, 75], np.int32), "y": np.int32(38)},
+    "less": {"x": np.array([[0, 5, 6, 9]], np.int32), "y": np.int32(6)},
+    "logical_and": {"x": np.array([True, True, False, False]), "y": np.array([True, False, True, False])},
+    "cast_bool": {"x": np.array([[True, False, True]]), "dtype": "fp16"},
     "sigmoid": {"x": f32(3, 9)},
     "softmax": {"x": f32(2, 3, 8), "axis": -1},
     "exp": {"x": f32(4)},
@@ -84,6 +90,11 @@ CASES = {
 }
 
 
+def op_type_of(case: str) -> str:
+    """The op type a case checks: a few ops have a second case under another name."""
+    return {"cast_bool": "cast"}.get(case, case)
+
+
 def _torch_silu(x):
     import torch
 
@@ -94,17 +105,59 @@ def _torch_silu(x):
 NO_VALUE_INFERENCE = {"silu": lambda inputs: _torch_silu(inputs["x"])}
 
 
-@pytest.mark.parametrize("op_type", sorted(CASES))
-def test_op_matches_coremltools_value_inference(op_type):
-    op, expected = coremltools_value(op_type, **CASES[op_type])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_op_matches_coremltools_value_inference(case):
+    op_type = op_type_of(case)
+    op, expected = coremltools_value(op_type, **CASES[case])
     if op_type in NO_VALUE_INFERENCE:
         assert expected is None, f"coremltools now has value_inference for {op_type}: compare against it"
-        expected = NO_VALUE_INFERENCE[op_type](CASES[op_type])
+        expected = NO_VALUE_INFERENCE[op_type](CASES[case])
     assert expected is not None, f"coremltools computed no value for {op_type}"
     got = ours(op)
     expected = np.asarray(expected)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got.astype(np.float64), expected.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["EXACT", "SIGMOID_APPROXIMATION", "TANH_APPROXIMATION"])
+def test_gelu_modes_match_torch(mode):
+    """Beyond value_inference: the tanh mode is torch's gelu(approximate='tanh'), the one Gemma's eager graph uses."""
+    import torch
+
+    x = f32(4, 33) * 4
+    got = OPS["gelu"](x, mode=mode)
+    t = torch.from_numpy(x)
+    want = {"EXACT": torch.nn.functional.gelu(t), "TANH_APPROXIMATION": torch.nn.functional.gelu(t, approximate="tanh"),
+            "SIGMOID_APPROXIMATION": t * torch.sigmoid(1.702 * t)}[mode].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [[3, 4, 5], [6, 7, 0, 1], [2]])  # in order, wrapping past the end, one row
+def test_scatter_update_matches_torch_index_copy(rows):
+    """coremltools' scatter has no value_inference: checked against torch's index_copy_, the eager ring's write (the
+    rows are distinct, as builder.ring_positions makes them). The op is built through pymil to check its signature."""
+    import coremltools as ct
+    import torch
+    from coremltools.converters.mil import Builder as mb
+
+    data, updates = f32(1, 2, 8, 4), f32(1, 2, len(rows), 4)
+    idx = np.array(rows, np.int32)
+    box = {}
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1,))], opset_version=ct.target.iOS18)
+    def prog(dummy):
+        box["op"] = mb.scatter(data=data, indices=idx, updates=updates, axis=2, mode="update").op
+        return dummy
+
+    want = torch.from_numpy(data.copy()).index_copy_(2, torch.from_numpy(idx).long(), torch.from_numpy(updates))
+    np.testing.assert_array_equal(ours(box["op"]), want.numpy())
+
+
+def test_scatter_refuses_indices_outside_the_data():
+    with pytest.raises(IndexError, match="outside 0..7"):
+        OPS["scatter"](f32(1, 8, 2), np.array([8], np.int32), f32(1, 1, 2), axis=1)
+    with pytest.raises(IndexError):
+        OPS["scatter"](f32(1, 8, 2), np.array([-1], np.int32), f32(1, 1, 2), axis=1)
 
 
 def test_int4_blockwise_with_offset():
@@ -121,13 +174,18 @@ def test_reduce_mean_accepts_numpy_bool_keep_dims():
     assert OPS["reduce_mean"](x, axes=np.array([1]), keep_dims=np.bool_(True)).shape == (2, 1)
 
 
-def test_every_op_in_our_programs_is_checked(coreml_export, mil_function):
-    """Each non-const op type in the exported fp16 / w4 programs has a value_inference case above (or is a state op,
-    covered by test_states_persist_across_calls)."""
+DIRECT_CHECKS = {"scatter"}   # ops checked against torch above, not value_inference
+
+
+def test_every_op_in_our_programs_is_checked(coreml_export, coreml_gemma3, mil_function):
+    """Each non-const op type in the exported fp16 / w4 programs (Gemma 3's too) has a value_inference case above, a
+    direct check, or is a state op, covered by test_states_persist_across_calls."""
     seen = set()
     for case, quant in (("llama", "w4"), ("qwen3", "fp16"), ("qwen2", "w8")):
         seen |= {o.op_type for o in mil_function(coreml_export(case, quant)).operations}
-    missing = sorted(seen - set(CASES) - {"const", "read_state", "coreml_update_state"})
+    seen |= {o.op_type for o in mil_function(coreml_gemma3("fp16")).operations}
+    missing = sorted(seen - {op_type_of(c) for c in CASES} - DIRECT_CHECKS - {"const", "read_state",
+                                                                           "coreml_update_state"})
     assert not missing, f"ops in exported programs without an op-level check: {missing}"
 
 

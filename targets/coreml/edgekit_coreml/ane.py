@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 ANE_MAX_DIM = 16384
 # runtime-indexed / integer ops that the ANE does not execute: they run on the CPU and split the graph
 CPU_BOUND_OPS = {"gather", "slice_update", "read_state", "coreml_update_state", "shape", "select", "equal",
-                 "real_div", "minimum"}
+                 "real_div", "minimum", "scatter", "mod"}   # scatter, mod: a sliding layer's ring (builder.py)
 
 
 def _tensor_dims(var) -> list[Any]:
@@ -58,8 +58,8 @@ def ane_report(prog, q: CoreMLQuant, function: str = "main") -> list[str]:
     if states:
         total = sum(int(_prod(v.sym_type.wrapped_type().get_shape())) * 2 for v in states)
         findings.append(f"state: {len(states)} fp16 state tensors ({total / 2**20:.1f} MiB) written with "
-                        f"slice_update at a runtime position; Apple's stateful LLM examples (Mistral 7B, Llama 3.1) run "
-                        f"on the GPU, and every layer's cache is read whole each step: check placement in Xcode's "
+                        f"slice_update at a runtime position{_ring_note(fn)}; Apple's stateful LLM examples "
+                        f"(Mistral 7B, Llama 3.1) run on the GPU, and every layer's cache is read whole each step: check placement in Xcode's "
                         f"performance report before counting on the ANE")
     non_fp16 = sorted({f"{o.op_type}({types.builtin_to_string(v.dtype)})" for o in fn.operations
                        if o.op_type not in ("const",) and not o.op_type.startswith("constexpr_") for v in o.outputs
@@ -74,6 +74,10 @@ def ane_report(prog, q: CoreMLQuant, function: str = "main") -> list[str]:
                         f"{', '.join(ints[:6])}); the ANE computes fp16 only, so these run on the CPU and split the "
                         f"graph into several segments")
     return findings
+
+
+def _ring_note(fn) -> str:
+    return " (sliding layers: scatter into a ring of rows)" if any(o.op_type == "scatter" for o in fn.operations) else ""
 
 
 def _prod(shape) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 
 from edgekit import progress
 from edgekit.errors import ExportError, UnsupportedOption
+from edgekit.model.config import RING_REWIND
 from edgekit_coreml.quant import CoreMLQuant, quant_for
 
 if TYPE_CHECKING:
@@ -162,15 +163,25 @@ def export_coreml(model: EdgeModel, spec: TargetSpec, out: Path) -> dict[str, An
     return {**extra, "format": "mlprogram", "file": MODEL_FILE, "min_ios": ios, "min_macos": 15,
             "shape_strategy": "flexible sequence length (ct.RangeDim 1..max_seq_len-1), one function for prefill "
                               "and decode; not multifunction",
-            "kv_cache_storage": "fp16 Core ML states [1, Hkv, max_seq_len, D] per layer (k and v)",
+            "kv_cache_storage": kv_cache_storage(model.config),
             "compute_precision": "fp16", "quant_detail": q.describe(), "io": io_signature(model, spec),
             "user_defined_metadata": user_meta, "ane_findings": findings,
             "export_seconds": round(time.perf_counter() - t0, 2)}
 
 
+def kv_cache_storage(cfg) -> str:
+    text = "fp16 Core ML states [1, Hkv, max_seq_len, D] per layer (k and v)"
+    if cfg.has_sliding_layers:   # builder.ring_attention
+        text += (f"; sliding layers: a ring of min(max_seq_len, {cfg.sliding_window} + {RING_REWIND}) rows "
+                 "(window + rewind)")
+    return text
+
+
 def io_signature(model: EdgeModel, spec: TargetSpec) -> dict[str, Any]:
     cfg = model.config
-    states = {f"layers_{i}_attention_attend_{kv}_cache": [1, cfg.num_kv_heads, spec.max_seq_len, cfg.head_dim]
+    from edgekit_coreml.builder import cache_rows, state_name
+
+    states = {state_name(i, kv): [1, cfg.num_kv_heads, cache_rows(cfg, i, spec.max_seq_len), cfg.head_dim]
               for i in range(cfg.num_layers) for kv in ("k", "v")}
     t = f"T<={spec.max_seq_len - 1}"
     return {"inputs": {"tokens": {"dtype": "int32", "shape": [1, t]}, "input_pos": {"dtype": "int32", "shape": [t]}},

@@ -89,6 +89,21 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
+@op("gelu")
+def gelu(x, mode="EXACT"):
+    """MIL's three gelu formulas (Gemma 3's GeGLU uses TANH_APPROXIMATION, torch's approximate='tanh')."""
+    from math import erf
+
+    x, mode = _f(x), str(mode)
+    if mode == "TANH_APPROXIMATION":
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+    if mode == "SIGMOID_APPROXIMATION":
+        return x / (1.0 + np.exp(-1.702 * x))
+    if mode == "EXACT":
+        return 0.5 * x * (1.0 + np.vectorize(erf, otypes=[np.float64])(x / np.sqrt(2.0)))
+    raise NotImplementedError(f"gelu mode {mode!r}")
+
+
 @op("sigmoid")
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-_f(x)))
@@ -265,6 +280,23 @@ def slice_by_size(x, begin, size):
     x = np.asarray(x)
     sl = tuple(slice(int(b), x.shape[i] if int(s) == -1 else int(b) + int(s)) for i, (b, s) in enumerate(zip(begin, size)))
     return x[sl]
+
+
+@op("scatter")
+def scatter(data, indices, updates, axis=0, mode="update", validate_indices=False):
+    """iOS 17 scatter, mode 'update' (the ring cache's write): data's slices at `indices` along `axis` replaced by
+    updates' slices in order. iOS 17 counts negative indices as out of range, so they are refused here, not wrapped."""
+    if str(mode) != "update":
+        raise NotImplementedError(f"scatter mode {mode!r}")
+    idx = np.asarray(indices).astype(np.int64).reshape(-1)
+    axis = int(axis) % np.ndim(data)
+    size = np.shape(data)[axis]
+    if ((idx < 0) | (idx >= size)).any():
+        raise IndexError(f"scatter indices {idx.tolist()} outside 0..{size - 1}")
+    out = np.array(data, copy=True)
+    moved = np.moveaxis(out, axis, 0)   # a view: writes land in `out`
+    moved[idx] = np.moveaxis(np.asarray(updates), axis, 0)
+    return out
 
 
 @op("slice_update")
