@@ -118,15 +118,22 @@ def geomean(xs: list[float]) -> float:
 
 
 def write(rows: dict, widths: dict, prefills: dict, argv: list[str], when: str, model_name: str, out: Path) -> None:
-    lines = [f"# Speculative decoding: prompt-lookup drafts vs plain decoding ({model_name})", "",
-             (f"`python benchmarks/bench_speculate.py {' '.join(argv)}` on {when}: each target's default export "
-              f"(max_seq_len {MAX_SEQ_LEN}, every position's logits), greedy chat replies, {THREADS} threads; per "
-              "prompt the two modes back to back, order alternating by round, median decode tok/s. Speed-up of a set: "
-              "geometric mean of its prompts'. 'same': the reply equals plain greedy token for token; otherwise the "
-              "top-two logit gap of the plain run where the two part."), ""]
+    if not any(rows.values()):
+        intro = (f"`python benchmarks/bench_speculate.py {' '.join(argv)}` on {when}: each target's default export "
+                 f"(max_seq_len {MAX_SEQ_LEN}, every position's logits), {THREADS} threads; the forward costs only "
+                 "(median of 5 rounds), which is what the cost model weighs a draft against.")
+        lines = [f"# Speculative decoding: what verifying a draft costs ({model_name})", "", intro, ""]
+    else:
+        lines = [f"# Speculative decoding: prompt-lookup drafts vs plain decoding ({model_name})", "",
+                 (f"`python benchmarks/bench_speculate.py {' '.join(argv)}` on {when}: each target's default export "
+                  f"(max_seq_len {MAX_SEQ_LEN}, every position's logits), greedy chat replies, {THREADS} threads; per "
+                  "prompt the two modes back to back, order alternating by round, median decode tok/s. Speed-up of a "
+                  "set: geometric mean of its prompts'. 'same': the reply equals plain greedy token for token; "
+                  "otherwise the top-two logit gap of the plain run where the two part."), ""]
     for target, per in rows.items():
-        lines += [f"## {target}", ""]
+        lines += [f"## {target}"]
         if per:
+            lines.append("")
             lines += [("| set | prompt | tokens | plain tok/s | speculative tok/s | speed-up | tokens/forward | "
                        "drafts kept | same as plain |"), "|---|---|---|---|---|---|---|---|---|"]
         for (kind, pid), f in per.items():
