@@ -72,7 +72,8 @@ def charts(reports: list[ProfileReport]) -> list[str]:
             out.append(svg.grouped_bars(
                 f"Decode with and without speculation: {labels[i]}", [p["prompt"] for p in prompts],
                 [("plain", [p.get("plain_decode_tok_s") for p in prompts]),
-                 ("speculative", [p.get("decode_tok_s") for p in prompts])], "tokens/s"))
+                 ("speculative", [p.get("decode_tok_s") for p in prompts])], "tokens/s",
+                width=max(580, 80 * len(prompts))))   # room for each prompt's name under its bars
     for i, r in enumerate(reports):
         ops = (r.results.get("op_profile") or {}).get("ops") or []
         if ops:
@@ -141,7 +142,7 @@ def speculation_section(reports: list[ProfileReport], labels: list[str]) -> str:
                          fmt(p.get("decode_tok_s")), f"{p['speedup']:.2f}x" if p.get("speedup") else "–",
                          fmt(p.get("tokens_per_forward"), 2),
                          "–" if p.get("acceptance_rate") is None else f"{p['acceptance_rate']:.0%}",
-                         "same as plain greedy" if p.get("same_as_plain") else "differs at a near-tie"])
+                         "same as plain greedy" if p.get("same_as_plain") else "differs from plain greedy"])
         for kind, s in spec.get("sets", {}).items():
             rows.append([lab, f"{kind}: geometric mean", "", "",
                          f"{s['speedup_geomean']:.2f}x" if s.get("speedup_geomean") else "–", "", "",
