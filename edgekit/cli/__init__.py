@@ -14,7 +14,7 @@ from edgekit.errors import EdgekitError
 
 # module (in edgekit.cli) -> command name; each module defines `command`
 COMMANDS = ["info", "targets_cmd", "generate", "export_cmd", "bundle_cmd", "verify", "run", "profile_cmd",
-            "devices", "report", "demo", "eval_cmd"]
+            "devices", "report", "demo", "eval_cmd", "plan_cmd"]
 
 err_console = make_console(stderr=True)
 

@@ -66,6 +66,20 @@ class History:
             row = db.execute(query + " ORDER BY id DESC LIMIT 1", args).fetchone()
         return (int(row[0]), ProfileReport(json.loads(row[1]))) if row else None
 
+    def device_figures(self, device_uri: str) -> dict[str, Any] | None:
+        """What the latest run on `device_uri` that measured the read bandwidth recorded: read_bandwidth_gbs, the
+        run's id and bundle (for `edgekit plan`)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT id, report FROM runs WHERE device_uri = ? ORDER BY id DESC LIMIT 20",
+                              (device_uri,)).fetchall()
+        for run_id, text in rows:
+            doc = json.loads(text)
+            gbs = (doc.get("results") or {}).get("read_bandwidth_gbs")
+            if gbs:
+                return {"read_bandwidth_gbs": float(gbs), "history_id": int(run_id),
+                        "bundle": (doc.get("bundle") or {}).get("name"), "created": doc.get("created")}
+        return None
+
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         with self._connect() as db:
             rows = db.execute("SELECT id, created, bundle_name, bundle_sha256, device_uri, complete FROM runs "

@@ -50,7 +50,9 @@ def aggregate(events: list[dict[str, Any]]) -> dict[str, Any]:
     lengths = [_per_length(length, runs) for length, runs in sorted(timed.items())]
     all_decode = [ms for runs in timed.values() for r in runs for ms in r["decode_ms"]]
     ops = next((e for e in events if e.get("event") == "op_profile"), None)
+    bandwidth = next((e for e in events if e.get("event") == "bandwidth"), None)
     return {
+        "read_bandwidth_gbs": bandwidth["read_gbs"] if bandwidth else None,
         "load_ms": load["load_ms"] if load else None,
         "max_seq_len": load.get("max_seq_len") if load else None,
         "rss_before_load_bytes": load.get("rss_before_load_bytes") if load else None,

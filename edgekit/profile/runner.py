@@ -56,6 +56,23 @@ def current_rss_bytes() -> int | None:
     return None
 
 
+def read_bandwidth_gbs(threads: int = 2, nbytes: int = 256 << 20, repeats: int = 5) -> float:
+    """This device's memory read bandwidth in GB/s: the best of `repeats` reads of a buffer much larger than any
+    cache, split over `threads` (numpy's reductions release the GIL). Decode reads every weight once per token, so
+    this bounds it; `edgekit plan` uses the figure a profile recorded for a device."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    buf = np.ones(nbytes // 8, dtype=np.int64)
+    parts = np.array_split(buf, max(1, threads))
+    best = float("inf")
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            list(pool.map(np.max, parts))
+            best = min(best, time.perf_counter() - t0)
+    return buf.nbytes / best / 1e9
+
+
 def _last_logits(logits: np.ndarray) -> np.ndarray:
     return np.asarray(logits)[0, -1]
 
@@ -215,7 +232,11 @@ def measure(open_session: Callable[..., Any], settings: dict[str, Any], emit: Ca
     del session
     if settings.get("op_profile", True) and first_prompt is not None:
         _op_profile(open_session, first_prompt[:, :min(first_prompt.shape[1], 64)], emit)
-    emit({"event": "done", "peak_rss_bytes": peak_rss_bytes()})
+    peak = peak_rss_bytes()   # before the probe's buffer: the peak is the model's
+    if settings.get("bandwidth", True):
+        threads = int(settings.get("threads") or os.cpu_count() or 2)
+        emit({"event": "bandwidth", "read_gbs": read_bandwidth_gbs(threads), "threads": threads})
+    emit({"event": "done", "peak_rss_bytes": peak})
 
 
 def host_facts() -> dict[str, Any]:

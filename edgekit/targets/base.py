@@ -48,6 +48,11 @@ class Capabilities:
     # the model features (ModelConfig.features) this target's graph builder implements; None: not declared (a plugin
     # written before the contract; it is trusted, with a log line)
     model_features: tuple[str, ...] | None = None
+    # how each scheme's weights are stored (edgekit.plan.layout.StorageLayout), for `edgekit plan`'s estimates
+    storage: tuple[Any, ...] = ()
+    # what the runtime holds beside the weights and the KV cache once a model is loaded (its libraries and arenas;
+    # prepacked weight copies are the layouts' runtime_share), measured by benchmarks/bench_plan.py
+    runtime_bytes: int = 0
 
 
 SOURCE_SCHEME = "source"   # keep a quantized checkpoint's own grids (a GGUF's blocks) as stored

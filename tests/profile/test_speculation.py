@@ -46,6 +46,8 @@ def test_local_profile_measures_speculation(tmp_path, toy_tokenizer):
     assert report.complete
     _check_section(report)
     assert json.loads(json.dumps(report.data))["results"]["speculation"]["available"]
+    # the device's read bandwidth is measured after the model (edgekit plan uses it), outside the peak RSS
+    assert report.results["read_bandwidth_gbs"] > 0.1
 
 
 def test_speculation_off_and_last_logits_bundles_say_why(tmp_path, toy_tokenizer):
@@ -67,3 +69,6 @@ def test_ssh_profile_measures_speculation_with_the_pushed_loop(sshd, tmp_path, t
     assert report.complete, report.data["error"]
     assert report.data["runner"]["kind"] == "edgekit-runner"
     _check_section(report)
+    assert report.results["read_bandwidth_gbs"] > 0.1   # measured on the board by the pushed runner
+    # the probe reads a 256 MB buffer after the model is freed: the lean remote process's peak stays the toy's
+    assert report.results["peak_rss_bytes"] < 200 << 20
