@@ -32,7 +32,7 @@ def command(model, device, ram, bandwidth, context, as_json) -> None:
                   f"{str(round(d['read_bandwidth_gbs'], 1)) + ' GB/s (' + d['bandwidth_from'] + ')' if d.get('read_bandwidth_gbs') else 'unknown'}",
                   highlight=False)
     table = Table("target", "scheme", "artifact", "weights", "KV cache", "activations", "runtime", "total",
-                  "fits", "decode tok/s (bound)")
+                  "fits", "decode tok/s")
     for r in p.rows:
         fits = "-" if r.fits is None else ("yes" if r.fits else "[red]no[/]")
         table.add_row(r.target, r.scheme, human_bytes(r.artifact_bytes), human_bytes(r.weights_bytes),

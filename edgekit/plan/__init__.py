@@ -38,9 +38,10 @@ class Plan:
     device: dict[str, Any]
     rows: list[PlanRow] = field(default_factory=list)
     left_out: list[dict[str, str]] = field(default_factory=list)
+    logits: str = "last"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "context": self.context, "device": self.device,
+        return {"model": self.model, "context": self.context, "logits": self.logits, "device": self.device,
                 "rows": [r.as_dict() for r in self.rows], "left_out": self.left_out}
 
     def to_json(self) -> str:
@@ -119,8 +120,10 @@ def _recorded_bandwidth(uri: str, history: Any) -> dict[str, Any] | None:
 
 
 def plan(model_or_path: Any, *, device: str | None = None, ram: str | None = None, context: int = 4096,
-         bandwidth: float | None = None, history: Any = None) -> Plan:
-    """Every installed target's schemes for this model at `context` tokens (see the module docstring)."""
+         bandwidth: float | None = None, all_logits: bool = False, history: Any = None) -> Plan:
+    """Every installed target's schemes for this model, exported with a cache of `context` tokens (see the module
+    docstring). all_logits: the export returns every position's logits (what speculative decoding needs; a
+    runtime that plans for the longest call then holds that many rows of logits)."""
     from edgekit.targets.base import SOURCE_SCHEME
     from edgekit.targets.registry import targets
 
@@ -130,7 +133,8 @@ def plan(model_or_path: Any, *, device: str | None = None, ram: str | None = Non
     if context > cfg.max_position_embeddings:
         log.warning("context %d is past the model's max_position_embeddings %d", context, cfg.max_position_embeddings)
     dev = device_facts(device, ram, bandwidth, history)
-    out = Plan(model={**facts, "family": cfg.family, "parameters": cfg.num_parameters}, context=context, device=dev)
+    out = Plan(model={**facts, "family": cfg.family, "parameters": cfg.num_parameters}, context=context, device=dev,
+               logits="all" if all_logits else "last")
     needs = cfg.features()
     for tgt in targets():
         caps = tgt.capabilities
@@ -149,8 +153,8 @@ def plan(model_or_path: Any, *, device: str | None = None, ram: str | None = Non
             if lay is None:
                 out.left_out.append({"target": tgt.name, "reason": f"no storage layout declared for {scheme}"})
                 continue
-            out.rows.append(plan_row(tgt.name, cfg, lay, context, caps.runtime_bytes, lay.runtime_share,
-                                     tensors, dev.get("free_bytes"), dev.get("read_bandwidth_gbs")))
+            out.rows.append(plan_row(tgt.name, cfg, lay, context, caps.runtime_figures, tensors,
+                                     dev.get("free_bytes"), dev.get("read_bandwidth_gbs"), all_logits))
     return out
 
 

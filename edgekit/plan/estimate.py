@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edgekit.plan.layout import StorageLayout
+from edgekit.plan.layout import RuntimeFigures, StorageLayout
 
 # The activations of one forward: hidden-sized buffers (residual, norm, q/k/v, attention out, MLP in/out) and the
 # MLP's intermediate ones per token of the largest chunk fed at once, and the logits of the rows returned.
@@ -24,7 +24,8 @@ class PlanRow:
     total_bytes: int
     read_per_token_bytes: int
     fits: bool | None = None
-    decode_tokens_per_s: float | None = None   # what the device's read bandwidth allows
+    # the read-bandwidth bound times the share of it the target's decode was measured to reach
+    decode_tokens_per_s: float | None = None
     note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -73,23 +74,29 @@ def kv_bytes(c: Any, context: int, layout: StorageLayout) -> int:
     return int(c.kv_cache_bytes(context, "fp32") * layout.kv_bytes / 4.0)
 
 
-def activation_bytes(c: Any, logits_rows: int = 1) -> int:
+def activation_bytes(c: Any, rows: int, logits_rows: int, memory: RuntimeFigures) -> int:
+    """Activation buffers of a call of `rows` tokens returning `logits_rows` rows of logits: hidden-sized buffers
+    (residual, norms, q/k/v, attention out) and the MLP's per token, scaled by what the runtime was measured to
+    hold, plus the logits."""
     per_token = 8 * c.hidden_size + 3 * c.intermediate_size + 2 * c.q_dim
-    return int(4 * (PREFILL_CHUNK * per_token + logits_rows * c.vocab_size))
+    return int(4 * (rows * per_token * memory.activation_factor
+                    + memory.logits_copies * logits_rows * c.vocab_size))
 
 
-def plan_row(target: str, c: Any, layout: StorageLayout, context: int, runtime_fixed: int = 0,
-             runtime_share: float = 0.0, source_tensors: list[tuple[str, str, int, int]] | None = None,
-             free_bytes: int | None = None, bandwidth_gbs: float | None = None, note: str = "") -> PlanRow:
-    """One target and scheme: the runtime holds `runtime_fixed` bytes plus `runtime_share` of the weights again
-    (a runtime that prepacks weights into its kernels' layout keeps a second copy)."""
+def plan_row(target: str, c: Any, layout: StorageLayout, context: int, memory: RuntimeFigures | None = None,
+             source_tensors: list[tuple[str, str, int, int]] | None = None, free_bytes: int | None = None,
+             bandwidth_gbs: float | None = None, all_logits: bool = False, note: str = "") -> PlanRow:
+    """One target and scheme, exported with a cache of `context` positions (max_seq_len), the runtime holding
+    `layout.runtime_share` of the weights a second time (prepacked) and `memory`'s buffers."""
+    memory = memory or RuntimeFigures()
     weights, read = weight_bytes(c, layout, source_tensors)
     kv = kv_bytes(c, context, layout)
-    acts = activation_bytes(c)
-    runtime_bytes = int(runtime_fixed + runtime_share * weights)
+    rows = max(context - 1, 1) if memory.planned_for_longest else min(PREFILL_CHUNK, context)
+    acts = activation_bytes(c, rows, rows if all_logits else 1, memory)
+    runtime_bytes = int(memory.fixed_bytes + layout.runtime_share * weights)
     total = weights + kv + acts + runtime_bytes
     read_step = read + kv   # a step at a full context reads every cached position once
-    rate = bandwidth_gbs * 1e9 / read_step if bandwidth_gbs else None
+    rate = memory.decode_efficiency * bandwidth_gbs * 1e9 / read_step if bandwidth_gbs else None
     return PlanRow(target, layout.scheme, weights + layout.fixed_bytes, weights, kv,
                    {4.0: "fp32", 2.0: "fp16", 1.0: "int8"}.get(layout.kv_bytes, f"{layout.kv_bytes:g} B"), acts,
                    runtime_bytes, total, read_step, None if free_bytes is None else total <= free_bytes, rate, note)

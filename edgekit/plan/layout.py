@@ -30,6 +30,23 @@ class StorageLayout:
     runtime_share: float = 0.0
 
 
+@dataclass(frozen=True)
+class RuntimeFigures:
+    """What a target's runtime holds beside the weights and the KV cache once a model is loaded and run, and how
+    close its decode comes to the read-bandwidth bound, measured
+    per target (benchmarks/bench_plan.py) and declared with its layouts: its libraries and arenas (`fixed_bytes`),
+    and its activation buffers, either sized to the largest call the program accepts (ExecuTorch plans one arena
+    for the dynamic length's upper bound, max_seq_len - 1 tokens) or to the call actually made."""
+
+    fixed_bytes: int = 0
+    planned_for_longest: bool = False
+    activation_factor: float = 1.0     # measured buffers over edgekit's per-token estimate (estimate.activation_bytes)
+    logits_copies: float = 1.0         # buffers of the logits a call returns (its output and the copy handed over)
+    # the share of the read-bandwidth bound (every weight read once per token) its decode reaches, measured: a
+    # runtime whose kernels are not bandwidth-bound at this size decodes slower than the bound
+    decode_efficiency: float = 1.0
+
+
 def bpw(bits: int, group: int, scale_bytes: float, min_bytes: float = 0.0) -> float:
     """Bits per weight of `bits`-bit codes with one scale (and minimum) of the given bytes per `group` weights."""
     return bits + 8.0 * (scale_bytes + min_bytes) / group

@@ -50,9 +50,9 @@ class Capabilities:
     model_features: tuple[str, ...] | None = None
     # how each scheme's weights are stored (edgekit.plan.layout.StorageLayout), for `edgekit plan`'s estimates
     storage: tuple[Any, ...] = ()
-    # what the runtime holds beside the weights and the KV cache once a model is loaded (its libraries and arenas;
-    # prepacked weight copies are the layouts' runtime_share), measured by benchmarks/bench_plan.py
-    runtime_bytes: int = 0
+    # what the runtime holds beside the weights and the KV cache once a model runs (edgekit.plan.layout
+    # .RuntimeFigures; prepacked weight copies are the layouts' runtime_share), measured by benchmarks/bench_plan.py
+    runtime_figures: Any = None
 
 
 SOURCE_SCHEME = "source"   # keep a quantized checkpoint's own grids (a GGUF's blocks) as stored

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from edgekit.targets.base import Artifact, Capabilities
 from edgekit.targets.options import Option
 from edgekit.targets.schemes import SchemeBinding
-from edgekit_coreml.storage import RUNTIME_BYTES, STORAGE
+from edgekit_coreml.storage import RUNTIME, STORAGE
 
 if TYPE_CHECKING:
     from torch import nn
@@ -51,7 +51,7 @@ class CoreMLTarget:
                  Option("block_size", "int", (16, 32, 64, 128), 32, "per_block: input channels per block")),
         default_quant="fp16",
         # what its builder implements (the RoPE tables, scaled or not, come from edgekit.model.graph.rope_tables)
-        storage=STORAGE, runtime_bytes=RUNTIME_BYTES,
+        storage=STORAGE, runtime_figures=RUNTIME,
         model_features=("qk_norm", "attention_bias", "tied_embeddings", "rope_freq_factors", "rope_scaling_llama3",
                         # Gemma 3 (builder.py): GeGLU, scaled embeddings, sandwich norms, its softmax scale, and
                         # sliding layers over a ring state of window + RING_REWIND rows

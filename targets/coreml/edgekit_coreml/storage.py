@@ -3,7 +3,7 @@ tensors, int8 per channel, int4 per block of 32 with fp16 scales; a KV state in 
 by tests/core/test_plan.py."""
 from __future__ import annotations
 
-from edgekit.plan.layout import StorageLayout, bpw
+from edgekit.plan.layout import RuntimeFigures, StorageLayout, bpw
 
 STORAGE = (
     StorageLayout("fp16", 16.0, float_bytes=2.0, kv_bytes=2.0),
@@ -12,4 +12,4 @@ STORAGE = (
     StorageLayout("source", bpw(4, 32, 2), float_bytes=2.0, kv_bytes=2.0),
 )
 # not measured: Core ML runs on Apple devices only (the Linux evaluator's memory says nothing about them)
-RUNTIME_BYTES = 0
+RUNTIME = RuntimeFigures()

@@ -11,7 +11,7 @@ from edgekit.errors import MissingDependency
 from edgekit.targets.base import Artifact, Capabilities, TargetSpec
 from edgekit.targets.options import Option
 from edgekit.targets.schemes import SchemeBinding
-from edgekit_executorch.storage import RUNTIME_BYTES, STORAGE
+from edgekit_executorch.storage import RUNTIME, STORAGE
 
 if TYPE_CHECKING:
     from torch import nn
@@ -63,7 +63,7 @@ class ExecuTorchTarget:
         # what its builder implements: the PyTorch graph itself, so every feature edgekit.model.graph computes (the
         # RoPE tables come from rope_tables; a layer edgekit's fused kernels cannot compute stays unfused, a sliding
         # layer keeps its ring as plain ops)
-        storage=STORAGE, runtime_bytes=RUNTIME_BYTES,
+        storage=STORAGE, runtime_figures=RUNTIME,
         model_features=("qk_norm", "attention_bias", "tied_embeddings", "rope_freq_factors", "rope_scaling_llama3",
                         "act_gelu_tanh", "embed_scale", "sandwich_norms", "query_scale", "sliding_window"),
         scheme_bindings=SCHEME_BINDINGS,

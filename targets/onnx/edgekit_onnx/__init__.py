@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from edgekit.targets.base import Artifact, Capabilities, TargetSpec
 from edgekit.targets.options import Option
 from edgekit.targets.schemes import SchemeBinding
-from edgekit_onnx.storage import RUNTIME_BYTES, STORAGE
+from edgekit_onnx.storage import RUNTIME, STORAGE
 
 if TYPE_CHECKING:
     from torch import nn
@@ -80,7 +80,7 @@ class OnnxTarget:
         default_quant="int4",
         # what its builder implements (the RoPE tables, scaled or not, come from edgekit.model.graph.rope_tables);
         # Gemma 3's too, whose sliding layers keep a float cache under kv_cache int8 (int8_kv.py)
-        storage=STORAGE, runtime_bytes=RUNTIME_BYTES,
+        storage=STORAGE, runtime_figures=RUNTIME,
         model_features=("qk_norm", "attention_bias", "tied_embeddings", "rope_freq_factors", "rope_scaling_llama3",
                         "act_gelu_tanh", "embed_scale", "sandwich_norms", "query_scale", "sliding_window"),
         scheme_bindings=SCHEME_BINDINGS,
