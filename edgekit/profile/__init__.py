@@ -41,8 +41,9 @@ def profile(bundle: str | Path, device: str = "local", *, prompt_lengths: Sequen
     Raises ProfileInterrupted (a DeviceError, with `.report` holding the partial results) when the device drops,
     a command times out or the runner fails mid-run; DeviceError before anything ran (unreachable, no storage)."""
     from edgekit.profile.bundles import open_bundle
-    from edgekit.profile.harness import Settings, run_local, run_remote
+    from edgekit.profile.harness import run_local, run_remote
     from edgekit.profile.results import aggregate
+    from edgekit.profile.settings import Settings
 
     if history is False and compare_last:   # before the run: an argument error must not cost the measurements
         raise EdgekitError("compare_last needs the history (history=False was given)")

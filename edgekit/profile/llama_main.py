@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import DeviceError
+from edgekit.profile.collected import Collected
+from edgekit.profile.remote import check_storage, cleanup, remote_root
 
 if TYPE_CHECKING:
     from edgekit.profile.bundles import BundleRef
+    from edgekit.profile.collected import EventFn
     from edgekit.profile.devices import Device
-    from edgekit.profile.harness import Collected, EventFn, Settings
+    from edgekit.profile.runner_protocol import RunnerOptions
+    from edgekit.profile.settings import Settings
 
 OBSERVER = re.compile(r"PyTorchObserver\s+(\{.*\})")
 FILLER = " the"   # one token per word in byte-level BPE vocabularies (SmolLM2, Llama 3, Qwen)
@@ -46,13 +49,25 @@ def observer_to_run(stats: dict[str, Any], prompt_length: int, index: int, warmu
             "load_ms": (stats["model_load_end_ms"] - stats["model_load_start_ms"]) * scale}
 
 
+class LlamaMainRunner:
+    name = "llama_main"
+    accepted = ("the path of your build of ExecuTorch's llama_main (--runner PATH, not a .py file, or runner = \"...\" "
+                "for the device in devices.toml): the way to profile Android phones, since we cannot build Android "
+                "binaries here")
+
+    def accepts(self, device: Device, runner_path: Path | None) -> bool:
+        return runner_path is not None and runner_path.suffix != ".py"
+
+    def run(self, device: Device, ref: BundleRef, settings: Settings, options: RunnerOptions,
+            on_event: EventFn | None) -> Collected:
+        return run_llama_main(device, ref, settings, options.runner_path, on_event)
+
+
 def run_llama_main(device: Device, ref: BundleRef, settings: Settings, binary: Path,
                    on_event: EventFn | None) -> Collected:
-    from edgekit.profile.harness import Collected, _cleanup, check_storage
-
     if not binary.is_file():
         raise DeviceError(f"runner {binary} does not exist; give the path of your llama_main build")
-    root = f"{device.workdir().rstrip('/')}/edgekit-profile-{uuid.uuid4().hex[:10]}"
+    root = remote_root(device)
     got = Collected(runner={"kind": "llama_main", "binary": binary.name, "remote_dir": root,
                             "decode_latencies": "per-run average (llama_main reports decode time in aggregate)"})
     got.runner["storage"] = check_storage(device, device.workdir(), ref.bytes() + binary.stat().st_size,
@@ -72,7 +87,7 @@ def run_llama_main(device: Device, ref: BundleRef, settings: Settings, binary: P
     except DeviceError as e:
         got.error = e
     finally:
-        _cleanup(device, root)
+        cleanup(device, root)
     return got
 
 

@@ -198,3 +198,6 @@ class Target(Protocol):
         `op_profile() -> list[dict]`. `folder` holds the artifact files and artifact.json or manifest.json.
         Device runners (ssh boards) and the host Session both use it; None where no such runner exists."""
         ...
+
+    # Optional, so plugins written before it keep working: `device_runner() -> Runner | None`, a profiler runner
+    # (edgekit.profile.runner_protocol.Runner) tried before edgekit's own for this target's bundles on a device.
