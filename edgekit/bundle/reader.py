@@ -13,7 +13,8 @@ from edgekit.targets.base import Artifact
 if TYPE_CHECKING:
     from edgekit.model.tokenizer import Tokenizer
     from edgekit.runtime.generate import GenerationResult, StreamFn
-    from edgekit.targets.base import Session, Target
+    from edgekit.runtime.session import Session
+    from edgekit.targets.base import Target
 
 log = logging.getLogger(__name__)
 
