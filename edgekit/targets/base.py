@@ -189,4 +189,4 @@ class Target(Protocol):
         ...
 
     # Optional, so plugins written before it keep working: `device_runner() -> Runner | None`, a profiler runner
-    # (edgekit.profile.runner_protocol.Runner) tried before edgekit's own for this target's bundles on a device.
+    # (edgekit.profiling.runner_protocol.Runner) tried before edgekit's own for this target's bundles on a device.

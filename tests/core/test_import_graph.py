@@ -123,7 +123,7 @@ def test_the_check_sees_a_cycle():
     """The finder itself: a three-module ring is one component, a chain beside it none."""
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert sorted(c for c in strongly_connected(graph) if len(c) > 1) == [["a", "b", "c"]]
-    real = import_graph()["edgekit.profile.harness"]
-    assert "edgekit.profile.runner_select" in real           # a module-level import
-    assert "edgekit.profile.settings" not in real            # imported only under TYPE_CHECKING
-    assert "edgekit.profile.runner" not in real              # imported only inside run_local
+    real = import_graph()["edgekit.profiling.harness"]
+    assert "edgekit.profiling.runner_select" in real         # a module-level import
+    assert "edgekit.profiling.settings" not in real          # imported only under TYPE_CHECKING
+    assert "edgekit.profiling.runner" not in real            # imported only inside run_local

@@ -8,13 +8,13 @@ from types import SimpleNamespace
 import pytest
 
 from edgekit.errors import DeviceError, NoDeviceRunner, UnknownTarget
-from edgekit.profile import runner_select
-from edgekit.profile.collected import Collected
-from edgekit.profile.harness import run_remote
-from edgekit.profile.llama_main import LlamaMainRunner
-from edgekit.profile.python_runner import PythonRunner
-from edgekit.profile.runner_protocol import Runner
-from edgekit.profile.settings import Settings
+from edgekit.profiling import runner_select
+from edgekit.profiling.collected import Collected
+from edgekit.profiling.harness import run_remote
+from edgekit.profiling.llama_main import LlamaMainRunner
+from edgekit.profiling.python_runner import PythonRunner
+from edgekit.profiling.runner_protocol import Runner
+from edgekit.profiling.settings import Settings
 
 
 @dataclass
