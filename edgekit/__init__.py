@@ -26,22 +26,33 @@ def evaluate(artifact_or_bundle, reference=None, text=None, **options):
     return _evaluate(artifact_or_bundle, reference=reference, text=text, **options)
 
 
+def bundle(*args, **kwargs):
+    """Bundle an artifact (or export and bundle a model) for an app; see edgekit.bundling.build.bundle."""
+    from edgekit.bundling.build import bundle as _bundle
+
+    return _bundle(*args, **kwargs)
+
+
+def profile(*args, **kwargs):
+    """Profile a bundle on a device; see edgekit.profiling.profile."""
+    from edgekit.profiling import profile as _profile
+
+    return _profile(*args, **kwargs)
+
+
 def __getattr__(name: str):
-    # edgekit.bundle (callable: edgekit.bundle(model, target=...)) and edgekit.Bundle, imported on first use
-    if name in ("bundle", "Bundle"):
-        import importlib
+    # the bundle and profile classes (and their subpackages) on first use: `import edgekit` stays light
+    import importlib
 
-        mod = importlib.import_module("edgekit.bundle")
-        return mod if name == "bundle" else mod.Bundle
-    # edgekit.profile (callable: edgekit.profile(bundle, device)) and edgekit.ProfileReport, imported on first use
-    if name in ("profile", "ProfileReport"):
-        import importlib
-
-        mod = importlib.import_module("edgekit.profile")
-        return mod if name == "profile" else mod.ProfileReport
+    if name in ("Bundle", "bundling"):
+        mod = importlib.import_module("edgekit.bundling")
+        return mod if name == "bundling" else mod.Bundle
+    if name in ("ProfileReport", "ProfileInterrupted", "profiling"):
+        mod = importlib.import_module("edgekit.profiling")
+        return mod if name == "profiling" else getattr(mod, name)
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
 
 
-__all__ = ["Bundle", "EdgeModel", "EdgekitError", "ModelConfig", "ProfileReport", "__version__", "bundle", "evaluate",
+__all__ = ["Bundle", "EdgeModel", "EdgekitError", "ModelConfig", "ProfileInterrupted", "ProfileReport", "__version__", "bundle", "evaluate",
            "export",
            "get_target", "load", "profile", "targets"]

@@ -205,7 +205,7 @@ def demo_options(caps: Any, stock_kernels: bool = False, quant: str = "") -> dic
 def _write_report(reports: list[Any], path: Path, model_name: str) -> Path | None:
     if not reports:
         return None
-    from edgekit.profile.html import render_html
+    from edgekit.profiling.html import render_html
 
     path.write_text(render_html(reports, title=f"edgekit demo: {model_name} on this host"))
     return path
@@ -229,7 +229,7 @@ def _export_bundle(model: Any, target: str, out: Path, quant: str, max_seq_len: 
                    options: dict[str, Any], show_progress: bool | None = None) -> tuple[str, float, dict[str, Any]]:
     """Bundle `target`; returns (bundle path, seconds, the options used). Speed options whose kernels cannot be built
     here (MissingDependency: no C++ compiler) fall back to the stock kernels, with a warning."""
-    from edgekit.bundle import bundle
+    from edgekit.bundling import bundle
     from edgekit.errors import MissingDependency
     from edgekit.targets.registry import get_target
 
@@ -292,7 +292,7 @@ class _Exports:
 
     def result(self, run: TargetRun):
         """The opened Bundle of `run`'s target (waits for its worker); any failure names the export stage."""
-        from edgekit.bundle import Bundle
+        from edgekit.bundling import Bundle
 
         with _stage(EXPORT_STAGE, run.target, run.stage_seconds):
             if run.target in self.futures:
@@ -359,8 +359,8 @@ def _profile(b, tgt, run: TargetRun, out: Path, prompt_lengths: tuple[int, ...],
         console.print(f"[yellow]profile skipped[/]: {run.profile_skipped}")
         return None
     with _stage("profile on this host", tgt.name, run.stage_seconds):
-        from edgekit.profile import profile
-        from edgekit.profile.results import headline
+        from edgekit.profiling import profile
+        from edgekit.profiling.results import headline
 
         rep = profile(b.path, "local", prompt_lengths=prompt_lengths, decode_tokens=decode_tokens, runs=runs,
                       warmup=1, threads=2)

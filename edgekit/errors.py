@@ -54,6 +54,11 @@ class DeviceError(EdgekitError):
     """A device is unreachable, refused a command, or dropped mid-run."""
 
 
+class NoDeviceRunner(DeviceError):
+    """No device runner (edgekit's, llama_main, or one a target supplies) can profile on this device with the runner
+    that was given; the message names what was given and what each runner accepts."""
+
+
 class OutputPathError(EdgekitError):
     """An output path is not writable or already exists."""
 

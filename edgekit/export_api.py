@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from edgekit import progress
-from edgekit.bundle.artifact_files import FILE_HASHES, artifact_file_hashes
-from edgekit.bundle.staging import clean_stale
+from edgekit.bundling.artifact_files import FILE_HASHES, artifact_file_hashes
+from edgekit.bundling.staging import clean_stale
 from edgekit.errors import ParityError
 from edgekit.hashing import file_sha256
 from edgekit.model.edge_model import EdgeModel

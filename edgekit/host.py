@@ -5,7 +5,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgekit.targets.base import Artifact, Session
+from edgekit.runtime.session import Session
+from edgekit.targets.base import Artifact
 
 
 def session_for(model: Any, target: str, artifact: str | Path | None = None, **options: Any) -> Session:

@@ -12,7 +12,8 @@ from edgekit.runtime.session import EagerSession, positions
 
 if TYPE_CHECKING:
     from edgekit.model.edge_model import EdgeModel
-    from edgekit.targets.base import Artifact, Session, Target, TargetSpec
+    from edgekit.runtime.session import Session
+    from edgekit.targets.base import Artifact, Target, TargetSpec
 
 log = logging.getLogger(__name__)
 

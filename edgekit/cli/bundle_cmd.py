@@ -29,7 +29,7 @@ def command(model, target, targets, quant, max_seq_len, kv_cache, options, all_l
     """Export MODEL (a checkpoint, built-in name, or an exported artifact folder) into app-ready bundle(s)."""
     from pathlib import Path
 
-    from edgekit.bundle import bundle
+    from edgekit.bundling import bundle
     from edgekit.cli.export_cmd import parse_options
 
     is_artifact = (Path(model) / "artifact.json").is_file()

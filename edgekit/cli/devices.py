@@ -13,7 +13,7 @@ def command(as_json: bool) -> None:
     """List reachable devices with their facts (OS, CPU/SoC, cores, RAM, runtime versions)."""
     from dataclasses import asdict
 
-    from edgekit.profile.devices import devices_file, list_devices
+    from edgekit.profiling.devices import devices_file, list_devices
 
     found = list_devices()
     if as_json:

@@ -51,7 +51,7 @@ def command(bundle: Path, device: str, prompt_lengths: tuple[int, ...], decode_t
             md_out: Path | None, compare_last: bool, threshold: float, no_history: bool,
             session_module: str | None) -> None:
     """Profile BUNDLE on a device: load time, time to first token, prefill and decode tokens/s, peak RSS, top ops."""
-    import edgekit.profile as profiling
+    from edgekit import profiling
 
     def on_event(e: dict) -> None:
         if e.get("event") == "run":

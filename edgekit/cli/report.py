@@ -15,9 +15,9 @@ from edgekit.cli.common import console
 @click.option("--title", default="edgekit profile comparison", show_default=True)
 def command(reports: tuple[Path, ...], html_out: Path | None, md_out: Path | None, title: str) -> None:
     """Compare profile reports (JSON from `edgekit profile --json`) of several devices or bundles."""
-    from edgekit.profile.html import render_html
-    from edgekit.profile.markdown import render_markdown
-    from edgekit.profile.report import ProfileReport, _write
+    from edgekit.profiling.html import render_html
+    from edgekit.profiling.markdown import render_markdown
+    from edgekit.profiling.report import ProfileReport, _write
 
     loaded = [ProfileReport.load(p) for p in reports]
     for path, r in zip(reports, loaded):

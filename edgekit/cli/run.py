@@ -16,7 +16,7 @@ from edgekit.cli.common import console, generation_summary, sampling_options, st
 @sampling_options
 def command(bundle_path, prompt, chat, system, hide_reasoning, public_key, **sampling) -> None:
     """Generate from a bundle's own artifact on this host (folder or .zip; verified first)."""
-    from edgekit.bundle import Bundle
+    from edgekit.bundling import Bundle
 
     b = Bundle.open(bundle_path, public_key=public_key)
     res = b.generate(prompt, chat=chat, system=system, stream=stream_printer(not hide_reasoning), **sampling)

@@ -13,7 +13,7 @@ from edgekit.cli.common import console, human_bytes
 def command(bundle_path, no_target_check, public_key) -> None:
     """Check a bundle (folder or .zip): manifest.json against manifest.sha256 (and its signature with --public-key),
     schema, every path it names inside the bundle and hashed, every file's sha256 and size, its target."""
-    from edgekit.bundle import Bundle
+    from edgekit.bundling import Bundle
 
     b = Bundle.open(bundle_path, check_target=not no_target_check, public_key=public_key)
     r = b.report

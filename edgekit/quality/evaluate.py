@@ -53,7 +53,7 @@ def run(session: Any, model: EdgeModel, tokens: list[int], tokenizer: Any, *, wi
 
 
 def labels(art: Artifact, txt: EvalText, model: EdgeModel, target: Any = None) -> dict[str, str]:
-    from edgekit.bundle.facts import target_entry
+    from edgekit.bundling.facts import target_entry
 
     md = art.metadata
     return {"runtime": target_entry(target or _target(art), md)["runtime"], "target": art.target,
@@ -85,7 +85,7 @@ def _target(art: Artifact):
 
 
 def _open(obj: Any) -> tuple[Artifact, Any]:
-    from edgekit.bundle.reader import Bundle
+    from edgekit.bundling.reader import Bundle
     from edgekit.targets.base import ARTIFACT_META, Artifact
 
     if isinstance(obj, Bundle):

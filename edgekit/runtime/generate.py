@@ -16,7 +16,7 @@ from edgekit.runtime.think import ThinkSplitter
 
 if TYPE_CHECKING:
     from edgekit.model.tokenizer import Tokenizer
-    from edgekit.targets.base import Session
+    from edgekit.runtime.session import Session
 
 StreamFn = Callable[[str, str], None]  # (kind: "reasoning" | "answer", text)
 

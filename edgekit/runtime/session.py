@@ -1,10 +1,27 @@
-"""The eager PyTorch Session: the reference every exported artifact is compared against."""
+"""What a Session is (the protocol every target's runtime implements and generation drives), and the eager PyTorch
+Session: the reference every exported artifact is compared against."""
 from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from edgekit.model.graph import Decoder
+
+
+@runtime_checkable
+class Session(Protocol):
+    """Runs an artifact (or the eager graph) one forward at a time; the KV cache lives inside."""
+
+    max_seq_len: int
+    last_logits_only: bool
+
+    def reset(self) -> None: ...
+
+    def forward(self, tokens: np.ndarray, input_pos: np.ndarray) -> np.ndarray:
+        """tokens int64[1,T], input_pos int64[T] -> float32 logits [1,T,vocab] ([1,1,vocab] if last_logits_only)."""
+        ...
 
 
 class EagerSession:

@@ -8,7 +8,7 @@ model itself would have chosen is kept, plus the model's own choice at the first
 is simply written over from the first rejected position on (every target's session accepts a write position at or
 before its cached length; sliding-window rings keep config.RING_REWIND rows of slack for it).
 
-This module imports only numpy and the standard library: the device runner (edgekit/profile/runner.py) is pushed
+This module imports only numpy and the standard library: the device runner (edgekit/profiling/runner.py) is pushed
 to boards that have neither edgekit nor torch, and runs the same loop.
 """
 from __future__ import annotations

@@ -5,11 +5,14 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from edgekit.errors import UnsupportedOption
+
+# Session is defined with the runtime that drives it; plugins written against this module import it from here
+from edgekit.runtime.session import Session
 
 if TYPE_CHECKING:
     from torch import nn
@@ -156,20 +159,6 @@ def _jsonable(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-@runtime_checkable
-class Session(Protocol):
-    """Runs an artifact (or the eager graph) one forward at a time; the KV cache lives inside."""
-
-    max_seq_len: int
-    last_logits_only: bool
-
-    def reset(self) -> None: ...
-
-    def forward(self, tokens: np.ndarray, input_pos: np.ndarray) -> np.ndarray:
-        """tokens int64[1,T], input_pos int64[T] -> float32 logits [1,T,vocab] ([1,1,vocab] if last_logits_only)."""
-        ...
-
-
 class Target(Protocol):
     name: str
     aliases: tuple[str, ...]
@@ -203,3 +192,6 @@ class Target(Protocol):
         `op_profile() -> list[dict]`. `folder` holds the artifact files and artifact.json or manifest.json.
         Device runners (ssh boards) and the host Session both use it; None where no such runner exists."""
         ...
+
+    # Optional, so plugins written before it keep working: `device_runner() -> Runner | None`, a profiler runner
+    # (edgekit.profiling.runner_protocol.Runner) tried before edgekit's own for this target's bundles on a device.

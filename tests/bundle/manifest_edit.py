@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgekit.bundle.pin import write_pin
+from edgekit.bundling.pin import write_pin
 
 
 def edit_manifest(folder: Path, change, repin: bool = True) -> None:

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 import edgekit
-from edgekit.bundle import SCHEMA_VERSION, Bundle, check_schema
-from edgekit.bundle.readme import sample_code
+from edgekit.bundling import SCHEMA_VERSION, Bundle, check_schema
+from edgekit.bundling.readme import sample_code
 
 
 def test_manifest_has_every_contract_key(fake_bundle):

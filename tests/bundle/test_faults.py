@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from manifest_edit import edit_manifest
 
-from edgekit.bundle import Bundle
+from edgekit.bundling import Bundle
 from edgekit.errors import BundleError, OutputPathError, UnknownTarget
 
 HERE = Path(__file__).parent
@@ -279,7 +279,7 @@ def test_force_never_replaces_the_artifact_being_bundled(tiny_llama, tmp_path):
 
 
 def test_a_zip_made_at_the_output_while_bundling_is_untouched(tiny_llama, tmp_path, monkeypatch):
-    from edgekit.bundle import zipio
+    from edgekit.bundling import zipio
 
     final = tmp_path / "llama-faketarget-fp32.zip"
     real = zipio.write_zip

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.bundle import Bundle
+from edgekit.bundling import Bundle
 from edgekit.runtime import generate_text
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "iot" / "chat.py"

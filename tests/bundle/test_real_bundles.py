@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgekit.bundle import Bundle
+from edgekit.bundling import Bundle
 
 PROMPT = "What is the capital of France?"
 NEW_TOKENS = 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sample_keys import android_keys, ios_keys, python_keys
 
-from edgekit.bundle.manifest import get_path
+from edgekit.bundling.manifest import get_path
 
 PLATFORMS = {"android": android_keys, "ios": ios_keys, "linux": python_keys}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.bundle import Bundle
+from edgekit.bundling import Bundle
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "iot" / "chat.py"
 GUARD = ("import sys, runpy; [sys.modules.__setitem__(m, None) for m in ('edgekit', 'torch', 'jinja2')]; "

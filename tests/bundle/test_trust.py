@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from manifest_edit import edit_manifest
 
-from edgekit.bundle import Bundle, zipio
+from edgekit.bundling import Bundle, zipio
 from edgekit.errors import BundleError, MissingDependency
-from edgekit.profile import profile
+from edgekit.profiling import profile
 
 EVIL_C = r"""
 #include <stdio.h>
@@ -131,7 +131,7 @@ def test_a_symlink_out_of_the_bundle_is_refused(bundle_copy, tmp_path):
 
 def test_paths_resolve_through_symlinks(bundle_copy, tmp_path):
     """check_paths itself resolves links (verify refuses any link before, so this is the second line)."""
-    from edgekit.bundle.paths import check_paths
+    from edgekit.bundling.paths import check_paths
 
     (tmp_path / "elsewhere").mkdir()
     (bundle_copy / "kernels" / "lib").symlink_to(tmp_path / "elsewhere")
@@ -225,7 +225,7 @@ def test_outside_session_alone_never_loads(bundle_copy, evil_code, tmp_path, mon
 
 
 def test_profile_imports_the_bundles_own_hashed_session(bundle_copy):
-    from edgekit.profile.bundles import load_session_module, open_bundle
+    from edgekit.profiling.bundles import load_session_module, open_bundle
 
     ref = open_bundle(bundle_copy)
     module = load_session_module(ref)
@@ -239,7 +239,7 @@ def test_an_artifact_folder_never_runs_a_session_found_in_it(tmp_path):
     """An export folder's hashes cover only its artifact files: the installed target's session runs."""
     import fake_target
 
-    from edgekit.profile.bundles import BundleRef, standalone_module
+    from edgekit.profiling.bundles import BundleRef, standalone_module
 
     (tmp_path / "standalone_session.py").write_text(EVIL_SESSION)
     ref = BundleRef(tmp_path, tmp_path, {"target": "faketarget"}, "0" * 64, "artifact")

@@ -42,7 +42,7 @@ def test_demo_exports_with_speed_options_unless_stock_kernels():
 
 def test_demo_falls_back_to_stock_kernels_without_a_compiler(tiny_model, tmp_path, monkeypatch):
     """No C++ compiler: the demo's IoT export is made with MLAS instead of failing, and says which options it used."""
-    from edgekit.bundle import Bundle
+    from edgekit.bundling import Bundle
     from edgekit.demo import _export_bundle, demo_options
     from edgekit.targets.registry import get_target
 

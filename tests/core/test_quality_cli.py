@@ -61,8 +61,8 @@ def test_missing_reference_names_the_option(artifact, tmp_path, monkeypatch, cap
 
 def test_html_report_and_demo_table_show_quality(artifact):
     from edgekit.demo import _quality_cells
-    from edgekit.profile.bundles import quality_summary
-    from edgekit.profile.html import quality_section
+    from edgekit.profiling.bundles import quality_summary
+    from edgekit.profiling.html import quality_section
 
     q = quality_summary(artifact.metadata["quality"])
     report = SimpleNamespace(bundle={"quant": "fp32", "quality": q}, results={"decode_tokens_per_s": {"median": 42.0}})

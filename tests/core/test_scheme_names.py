@@ -60,7 +60,7 @@ def test_options_the_user_changes_are_recorded_as_overrides():
 def test_targets_all_with_a_scheme_one_target_lacks_fails_before_any_export(tiny_model, tmp_path, monkeypatch):
     if len(INSTALLED) < 2:
         pytest.skip("needs two target plugins")
-    from edgekit.bundle import build
+    from edgekit.bundling import build
 
     monkeypatch.setattr(build, "_export_and_bundle", lambda *a, **k: pytest.fail("an export started"))
     lacking = [n for n, t in INSTALLED.items() if "8da4w" not in accepted(t.capabilities)]

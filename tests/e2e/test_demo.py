@@ -10,7 +10,7 @@ import edgekit
 
 @pytest.mark.slow
 def test_demo_quick_runs_every_stage(tmp_path):
-    from edgekit.bundle import Bundle
+    from edgekit.bundling import Bundle
     from edgekit.demo import demo_options, run_demo
     from edgekit.targets.registry import get_target
 

@@ -156,7 +156,7 @@ def test_a_bundle_made_straight_from_the_model_carries_its_kernel_library(source
     library (one of them) must arrive once, named by the manifest, and the bundle verify and run."""
     import numpy as np
 
-    from edgekit.bundle import Bundle
+    from edgekit.bundling import Bundle
 
     model, _ = source_exports["qwen3"]
     b = edgekit.bundle(model, target="android", out=tmp_path, max_seq_len=MAX_SEQ_LEN, show_progress=False,

@@ -45,7 +45,7 @@ def smollm2_bundles(request):
 @pytest.fixture(scope="session")
 def local_reports(smollm2_bundles, tmp_path_factory):
     """Both real bundles profiled in this process (`--device local`), once per session, history in a temp dir."""
-    import edgekit.profile as profiling
+    from edgekit import profiling
 
     history = tmp_path_factory.mktemp("history") / "h.sqlite3"
     return {name: profiling.profile(path, "local", history=history, **SMALL)

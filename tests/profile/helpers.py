@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.bundle.manifest import SCHEMA_VERSION, file_table
-from edgekit.bundle.pin import write_pin
+from edgekit.bundling.manifest import SCHEMA_VERSION, file_table
+from edgekit.bundling.pin import write_pin
 
 HERE = Path(__file__).parent
 TOY_SESSION = HERE / "toy_session.py"

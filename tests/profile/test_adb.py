@@ -11,10 +11,10 @@ from adb_standin import AdbStandIn
 from conftest import SMALL
 from helpers import EVIL_NAME, EVIL_NAME_2, make_toy_bundle
 
-import edgekit.profile as profiling
+from edgekit import profiling
 from edgekit.errors import DeviceError
-from edgekit.profile.devices import list_devices
-from edgekit.profile.harness import RUNNER_FILE
+from edgekit.profiling.devices import list_devices
+from edgekit.profiling.python_runner import RUNNER_FILE
 
 
 def _adb(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -6,9 +6,9 @@ import sys
 import pytest
 
 from edgekit.errors import DeviceError
-from edgekit.profile.devices import configured_devices, list_devices, open_device, resolve
-from edgekit.profile.devices.base import parse_df_kb, parse_facts
-from edgekit.profile.llama_main import parse_observer
+from edgekit.profiling.devices import configured_devices, list_devices, open_device, resolve
+from edgekit.profiling.devices.base import parse_df_kb, parse_facts
+from edgekit.profiling.llama_main import parse_observer
 
 RPI_FACTS = """@@uname
 Linux 6.6.31+rpt-rpi-2712 aarch64
@@ -89,7 +89,7 @@ def test_ios_outside_macos_is_a_clear_error():
 @pytest.mark.macos
 @pytest.mark.skipif(sys.platform != "darwin", reason="xcrun devicectl exists only on macOS")
 def test_ios_devices_listed_with_devicectl():
-    from edgekit.profile.devices.ios import list_ios_devices
+    from edgekit.profiling.devices.ios import list_ios_devices
 
     for d in list_ios_devices():
         assert d.uri.startswith("ios://") and d.kind == "ios"

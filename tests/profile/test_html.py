@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import TOY_SESSION, make_toy_bundle, png_pixels
 
-import edgekit.profile as profiling
-from edgekit.profile.html import render_html
+from edgekit import profiling
+from edgekit.profiling.html import render_html
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]

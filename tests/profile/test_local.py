@@ -6,7 +6,7 @@ import hashlib
 import pytest
 from conftest import SMALL
 
-from edgekit.profile import ProfileReport
+from edgekit.profiling import ProfileReport
 
 
 @pytest.mark.parametrize("name", ["iot", "android"])

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from helpers import TOY_SESSION, make_toy_bundle
 
-import edgekit.profile as profiling
+from edgekit import profiling
 from edgekit.cli import cli
 from edgekit.errors import EdgekitError
-from edgekit.profile.history import History
+from edgekit.profiling.history import History
 
 SCHEMA_DOC = Path(__file__).parents[2] / "docs" / "profile-schema.md"
 TOY = {"prompt_lengths": (8, 16), "decode_tokens": 6, "runs": 3, "warmup": 1, "session_module": TOY_SESSION}

@@ -9,7 +9,7 @@ import time
 import pytest
 from helpers import TOY_SESSION, make_toy_bundle
 
-import edgekit.profile as profiling
+from edgekit import profiling
 from edgekit.errors import ProfileSettingError
 
 # nothing listens on port 9: a device opened (connected) there would fail with a DeviceError, not a setting error

@@ -9,7 +9,7 @@ from checkpoints import make_tokenizer
 from conftest import SMALL
 from helpers import TOY_SESSION, make_toy_bundle
 
-import edgekit.profile as profiling
+from edgekit import profiling
 from edgekit.evaldata import speculation_prompts
 
 

@@ -10,9 +10,9 @@ import pytest
 from conftest import SMALL
 from helpers import EVIL_NAME, EVIL_NAME_2, make_toy_bundle
 
-import edgekit.profile as profiling
+from edgekit import profiling
 from edgekit.errors import DeviceError
-from edgekit.profile.devices import open_device
+from edgekit.profiling.devices import open_device
 
 
 def test_ssh_profiles_real_iot_bundle_on_the_board(sshd, smollm2_bundles, tmp_path):

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from edgekit.model.edge_model import EdgeModel
-    from edgekit.targets.base import Session, TargetSpec
+    from edgekit.runtime.session import Session
+    from edgekit.targets.base import TargetSpec
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from edgekit.model.edge_model import EdgeModel
-    from edgekit.targets.base import Session
+    from edgekit.runtime.session import Session
 
 __all__ = ["OnnxTarget"]
 
