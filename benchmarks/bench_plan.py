@@ -3,7 +3,7 @@
     python benchmarks/bench_plan.py [--targets executorch,onnx] [--artifacts DIR] [--rounds 3]
 
 For each target's default export of SmolLM2-135M (max_seq_len 1024, every position's logits; the same exports
-bench_speculate.py makes, reused from --artifacts), the device runner (edgekit/profile/runner.py, in its own lean
+bench_speculate.py makes, reused from --artifacts), the device runner (edgekit/profiling/runner.py, in its own lean
 process: numpy, the runtime and the target's standalone session, as on a board) loads it, prefills 64 tokens and
 decodes 64, and reports the memory the model added to the process (peak RSS minus RSS before loading), the decode
 rate and the read bandwidth. The plan for the same model and scheme: memory at the export's max_seq_len (both
@@ -28,7 +28,7 @@ import common
 
 RESULTS = BENCH_DIR / "results" / "plan.md"
 WORK = Path.home() / ".cache" / "edgekit" / "bench-speculate"
-RUNNER = BENCH_DIR.parent / "edgekit" / "profile" / "runner.py"
+RUNNER = BENCH_DIR.parent / "edgekit" / "profiling" / "runner.py"
 PROMPT, DECODE = 64, 64
 
 

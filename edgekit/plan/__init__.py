@@ -86,7 +86,7 @@ def device_facts(device: str | None, ram: str | None, bandwidth: float | None, h
     if ram is not None:
         facts.update(free_bytes=parse_size(ram), free_from="--ram")
     if facts["uri"]:
-        from edgekit.profile.devices import open_device
+        from edgekit.profiling.devices import open_device
 
         dev = open_device(facts["uri"])
         info = dev.facts()
@@ -103,14 +103,14 @@ def device_facts(device: str | None, ram: str | None, bandwidth: float | None, h
             facts.update(read_bandwidth_gbs=recorded["read_bandwidth_gbs"],
                          bandwidth_from=f"profile run #{recorded['history_id']} ({recorded['created']})")
         elif facts["uri"] == "local":
-            from edgekit.profile.runner import read_bandwidth_gbs
+            from edgekit.profiling.runner import read_bandwidth_gbs
 
             facts.update(read_bandwidth_gbs=read_bandwidth_gbs(), bandwidth_from="measured now on this host")
     return facts
 
 
 def _recorded_bandwidth(uri: str, history: Any) -> dict[str, Any] | None:
-    from edgekit.profile.history import History
+    from edgekit.profiling.history import History
 
     try:
         return (history or History()).device_figures(uri)

@@ -78,11 +78,11 @@ def test_a_truncated_gguf_header_is_enough_and_source_keeps_the_files_bytes():
 
 
 def test_the_bandwidth_a_profile_recorded_is_the_one_a_plan_uses(config_only, tmp_path):
-    from edgekit.profile.history import History
+    from edgekit.profiling.history import History
 
     h = History(tmp_path / "h.sqlite3")
     assert h.device_figures("local") is None
-    from edgekit.profile.report import ProfileReport
+    from edgekit.profiling.report import ProfileReport
 
     doc = {"created": "2026-12-04T00:00:00+00:00", "bundle": {"manifest_sha256": "x", "name": "b"},
            "device": {"uri": "local"}, "settings": {}, "results": {"read_bandwidth_gbs": 12.5}, "complete": True}
