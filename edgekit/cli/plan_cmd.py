@@ -12,15 +12,17 @@ from edgekit.cli.common import MODEL_ARG, console, human_bytes
 @click.option("--ram", default=None, help="Plan for this much free memory instead (e.g. 8GB, 3.5GiB).")
 @click.option("--bandwidth", type=float, default=None, help="Read bandwidth in GB/s (default: the device's).")
 @click.option("--context", type=int, default=4096, show_default=True, help="Tokens the KV cache holds.")
+@click.option("--logits", type=click.Choice(["last", "all"]), default="last", show_default=True,
+              help="Exports returning the last position's logits (bundles) or every position's (speculation).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def command(model, device, ram, bandwidth, context, as_json) -> None:
+def command(model, device, ram, bandwidth, context, logits, as_json) -> None:
     """For every installed target and scheme: artifact size, memory at run time at --context, whether it fits,
     and the decode rate the read bandwidth allows. Reads the model's shape only (config.json or a GGUF header)."""
     from rich.table import Table
 
     from edgekit.plan import plan
 
-    p = plan(model, device=device, ram=ram, context=context, bandwidth=bandwidth)
+    p = plan(model, device=device, ram=ram, context=context, bandwidth=bandwidth, all_logits=logits == "all")
     if as_json:
         click.echo(p.to_json())
         return

@@ -99,6 +99,12 @@ def test_plan_cli_table_json_and_errors(config_only):
     assert doc["device"]["free_bytes"] == 2_000_000_000 and doc["rows"]
     r = CliRunner().invoke(cli, ["plan", str(config_only), "--ram", "2GB", "--bandwidth", "10"])
     assert r.exit_code == 0 and "executorch" in r.output and "decode tok/s" in r.output
+    # every position's logits: a runtime that plans its arena for the longest call holds that many rows more
+    full = json.loads(CliRunner().invoke(cli, ["plan", str(config_only), "--ram", "2GB", "--bandwidth", "10",
+                                               "--logits", "all", "--json"]).output)
+    last = {(r["target"], r["scheme"]): r["activation_bytes"] for r in doc["rows"]}
+    assert full["logits"] == "all" and doc["logits"] == "last"
+    assert all(r["activation_bytes"] > last[r["target"], r["scheme"]] for r in full["rows"])
 
 def test_plan_cli_exits_2_naming_a_bad_value(config_only, monkeypatch, capsys):
     import sys
