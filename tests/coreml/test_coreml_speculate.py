@@ -22,3 +22,11 @@ def test_greedy_with_speculation_is_plain_greedy(coreml_export, tiny_model):
     margin = tie_margin_at_divergence(session, prompt, plain.token_ids, spec.token_ids)
     assert margin is None or margin < 2 * BOUND, (plain.token_ids, spec.token_ids, margin)
     assert spec.speculation["verify_forwards"] > 0
+
+
+def test_a_prompt_that_never_repeats_gives_plain_greedy_too(coreml_export):
+    session = CoreMLTarget().session(coreml_export("qwen2", "fp16"), runtime="evaluator")
+    prompt = list(range(20, 32))
+    plain, spec = greedy_both(session, prompt, 16)
+    margin = tie_margin_at_divergence(session, prompt, plain.token_ids, spec.token_ids)
+    assert margin is None or margin < 2 * BOUND, (plain.token_ids, spec.token_ids, margin)

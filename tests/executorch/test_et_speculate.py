@@ -39,3 +39,13 @@ def test_greedy_with_speculation_is_plain_greedy(exported, tiny_model, case, qua
     margin = tie_margin_at_divergence(session, prompt, plain.token_ids, spec.token_ids)
     assert margin is None or margin < 2 * bound, (plain.token_ids, spec.token_ids, margin)
     assert spec.speculation["verify_forwards"] > 0
+
+
+@pytest.mark.parametrize(("case", "quant", "bound"), CASES)
+def test_a_prompt_that_never_repeats_gives_plain_greedy_too(exported, case, quant, bound):
+    """No n-gram of the prompt recurs: drafts can only come from what the model itself repeats."""
+    session = _session(exported(case, quant))
+    prompt = list(range(20, 40))
+    plain, spec = greedy_both(session, prompt, 30)
+    margin = tie_margin_at_divergence(session, prompt, plain.token_ids, spec.token_ids)
+    assert margin is None or margin < 2 * bound, (plain.token_ids, spec.token_ids, margin)

@@ -26,3 +26,13 @@ def test_greedy_with_speculation_is_plain_greedy(onnx_export, model_for, case, q
     margin = tie_margin_at_divergence(session, prompt, plain.token_ids, spec.token_ids)
     assert margin is None or margin < 2 * bound, (plain.token_ids, spec.token_ids, margin)
     assert spec.speculation["verify_forwards"] > 0
+
+
+@pytest.mark.parametrize(("case", "quant", "bound"), CASES)
+def test_a_prompt_that_never_repeats_gives_plain_greedy_too(onnx_export, case, quant, bound):
+    """No n-gram of the prompt recurs: drafts can only come from what the model itself repeats."""
+    session = get_target("onnx").session(onnx_export(case, quant))
+    prompt = list(range(20, 40))
+    plain, spec = greedy_both(session, prompt, 30)
+    margin = tie_margin_at_divergence(session, prompt, plain.token_ids, spec.token_ids)
+    assert margin is None or margin < 2 * bound, (plain.token_ids, spec.token_ids, margin)
