@@ -43,9 +43,13 @@ def test_a_plan_from_config_json_alone_covers_every_target_and_adds_up(config_on
     p = plan(config_only, ram="1GB", bandwidth=20.0, context=256)
     planned = {(r.target, r.scheme) for r in p.rows}
     for tgt in targets():
+        if not tgt.capabilities.storage:   # a plugin that declares no layouts is left out, saying so
+            assert {"target": tgt.name, "reason": "the target declares no storage layouts"} in p.left_out
+            continue
         for scheme in tgt.capabilities.quant_schemes:
             if scheme != "source":   # a float checkpoint has no grids of its own
                 assert (tgt.name, scheme) in planned
+    assert {r.target for r in p.rows} >= {"executorch", "onnx", "coreml"}
     assert not any(r.scheme == "source" for r in p.rows)
     from edgekit.targets.registry import get_target
 
@@ -97,8 +101,9 @@ def test_plan_cli_table_json_and_errors(config_only):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["device"]["free_bytes"] == 2_000_000_000 and doc["rows"]
-    r = CliRunner().invoke(cli, ["plan", str(config_only), "--ram", "2GB", "--bandwidth", "10"])
-    assert r.exit_code == 0 and "executorch" in r.output and "decode tok/s" in r.output
+    r = CliRunner().invoke(cli, ["plan", str(config_only), "--ram", "2GB", "--bandwidth", "10"],
+                           env={"COLUMNS": "240"})   # the table's ten columns, unabridged
+    assert r.exit_code == 0 and "executorch" in r.output and "decode tok/s" in r.output, r.output
     # every position's logits: a runtime that plans its arena for the longest call holds that many rows more
     full = json.loads(CliRunner().invoke(cli, ["plan", str(config_only), "--ram", "2GB", "--bandwidth", "10",
                                                "--logits", "all", "--json"]).output)
