@@ -5,7 +5,7 @@ import numpy as np
 
 from edgekit.runtime.generate import GenerationConfig, generate
 from edgekit.runtime.session import positions
-from edgekit.runtime.speculate import divergence_gap as tie_margin_at_divergence  # noqa: F401 (re-exported)
+from edgekit.runtime.speculate import divergence_gap as tie_margin_at_divergence
 
 WRONG = 3   # a token id that the checks put in a draft where the text has another
 
@@ -40,6 +40,16 @@ def greedy_both(session, prompt: list[int], max_new_tokens: int, draft_tokens: i
     spec = generate(session, prompt, GenerationConfig(max_new_tokens=max_new_tokens, speculate="ngram",
                                                       draft_tokens=draft_tokens))
     return plain, spec
+
+
+def assert_plain_greedy(session, prompt: list[int], max_new_tokens: int, bound: float, drafts: bool = True) -> None:
+    """Greedy output with speculation is plain greedy's, except where plain decoding's top two logits were within
+    2 x `bound` (the width-dependent rounding the session was held to); `drafts`: verify forwards really ran."""
+    plain, spec = greedy_both(session, prompt, max_new_tokens)
+    margin = tie_margin_at_divergence(session, prompt, plain.token_ids, spec.token_ids)
+    assert margin is None or margin < 2 * bound, (plain.token_ids, spec.token_ids, margin)
+    if drafts:
+        assert spec.speculation["verify_forwards"] > 0, spec.speculation
 
 
 def repeating_prompt(vocab: int, n: int = 10, seed: int = 0) -> list[int]:
