@@ -101,9 +101,9 @@ def test_plan_cli_table_json_and_errors(config_only):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["device"]["free_bytes"] == 2_000_000_000 and doc["rows"]
-    r = CliRunner().invoke(cli, ["plan", str(config_only), "--ram", "2GB", "--bandwidth", "10"],
-                           env={"COLUMNS": "240"})   # the table's ten columns, unabridged
-    assert r.exit_code == 0 and "executorch" in r.output and "decode tok/s" in r.output, r.output
+    r = CliRunner().invoke(cli, ["plan", str(config_only), "--ram", "2GB", "--bandwidth", "10"])
+    # one row per planned export, each fitting in 2 GB (the other columns may be abridged at the console's width)
+    assert r.exit_code == 0 and r.output.count(" yes ") == len(doc["rows"]), r.output
     # every position's logits: a runtime that plans its arena for the longest call holds that many rows more
     full = json.loads(CliRunner().invoke(cli, ["plan", str(config_only), "--ram", "2GB", "--bandwidth", "10",
                                                "--logits", "all", "--json"]).output)
