@@ -13,6 +13,7 @@ from edgekit.bundling.manifest import MANIFEST, SCHEMA_VERSION, file_table
 from edgekit.bundling.staging import clean_stale, finalize, staging_dir
 from edgekit.errors import BundleError
 from edgekit.outputs import check_output_path, write_errors
+from edgekit.runtime import speculate
 from edgekit.targets.base import Artifact, default_quant
 from edgekit.targets.schemes import check_all
 
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 RUNNER_ENTRY = "open_session"
 # numpy + stdlib only: what a device runner or an app imports to decode speculatively (edgekit/runtime/speculate.py)
-SPECULATE_FILE = Path(__file__).resolve().parent.parent / "runtime" / "speculate.py"
-SPECULATE_NAME = "edgekit_speculate.py"
+SPECULATE_FILE = Path(speculate.SOURCE_FILE)
+SPECULATE_NAME = speculate.SHIPPED_AS
 
 
 def resolve_targets(target: str | list[str] | tuple[str, ...] | None) -> list[Target]:

@@ -16,6 +16,7 @@ from edgekit.profiling.collected import Collected
 from edgekit.profiling.devices import CommandTimeout
 from edgekit.profiling.remote import check_storage, cleanup, remote_root
 from edgekit.profiling.runner_settings import runner_settings
+from edgekit.runtime import speculate
 
 if TYPE_CHECKING:
     from edgekit.profiling.bundles import BundleRef
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgekit.profile")
 RUNNER_FILE = Path(__file__).with_name("runner.py")
-SPECULATE_FILE = Path(__file__).parent.parent / "runtime" / "speculate.py"   # pushed as edgekit_speculate.py
+SPECULATE_FILE = Path(speculate.SOURCE_FILE)
 
 
 class PythonRunner:
@@ -72,7 +73,7 @@ def _stage(tmp: Path, ref: BundleRef, settings: Settings, module: Path, runner_p
     stage.mkdir()
     shutil.copy2(runner_path or RUNNER_FILE, stage / "edgekit_runner.py")
     shutil.copy2(module, stage / "standalone_session.py")
-    shutil.copy2(SPECULATE_FILE, stage / "edgekit_speculate.py")
+    shutil.copy2(SPECULATE_FILE, stage / speculate.SHIPPED_AS)
     # a file, not the command line: the prompts' token ids would pass what a phone's shell takes in one line
     (stage / "settings.json").write_text(json.dumps(runner_settings(ref, settings)))
     return stage

@@ -22,6 +22,9 @@ from typing import Any
 import numpy as np
 
 MODES = ("ngram", "off")
+# this file's name where it travels: beside the profiler's device runner and inside all-logits bundles
+SHIPPED_AS = "edgekit_speculate.py"
+SOURCE_FILE = __file__
 MAX_DRAFT = 8          # the widest verify forward is MAX_DRAFT + 1 tokens
 NGRAM_ORDERS = (4, 3, 2, 1)   # longest match first: a longer match predicts better
 # A forward of T tokens relative to one token before anything is measured: optimistic enough that a session tries a
